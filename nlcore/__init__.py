@@ -1,0 +1,27 @@
+"""nlcore: Nested Learning (Behrouz et al., NeurIPS 2025), built to be checked.
+
+Import-time is side-effect free: nothing here seeds, touches the disk or picks a device.
+Sub-modules are imported on first attribute access so `import nlcore` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "evaluate", "experiments",
+    "models", "notebook", "paths", "plotting", "repro", "results", "schedule", "state",
+    "stats", "surprise", "train",
+}
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"nlcore.{name}")
+    raise AttributeError(f"module 'nlcore' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_SUBMODULES))

@@ -1,0 +1,117 @@
+"""`python -m nlcore <command>`: train, grid, data, notebooks, bench, readme.
+
+Each sub-command parses its arguments here and calls one function of the package; nothing
+heavy is imported until a command runs, so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+
+def _train(args: argparse.Namespace) -> int:
+    from nlcore.config import apply_overrides, preset
+    from nlcore.train import Trainer
+
+    cfg = apply_overrides(preset(args.preset), args.set or [])
+    command = "python -m nlcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
+    summary = trainer.run(resume=args.resume)
+    keys = ("valid_bpc", "test_bpc", "train_ppl_last100", "chars_per_s", "updates_by_level", "params_by_level")
+    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    return 0
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from nlcore.experiments import parse_config_arg, run_grid
+
+    configs = [parse_config_arg(c, args.preset) for c in args.config]
+    df = run_grid(args.name, configs, args.seeds, Path(args.out), jobs=args.jobs, common=tuple(args.set or []))
+    from nlcore.results import read_experiment
+
+    _, summary, _ = read_experiment(Path(args.out))
+    for r in summary:
+        if r["metric"] in ("valid_bpc", "test_bpc"):
+            print(f"{r['config']:>24s} {r['metric']:>10s} {r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] n={r['n_seeds']}")
+    return 0 if len(df) else 1
+
+
+def _data(args: argparse.Namespace) -> int:
+    from nlcore.data import prepare
+
+    corpus = prepare(args.corpus, data_root=args.data_root)
+    print(json.dumps({"name": corpus.name, "source": corpus.source, "split_note": corpus.split_note,
+                      "entropy_rate_bits": corpus.entropy_rate_bits, "stats": corpus.stats}, indent=2, default=str))
+    return 0
+
+
+def _notebooks(args: argparse.Namespace) -> int:
+    from nlcore.runner import run_notebooks
+
+    return run_notebooks(mode=args.mode, only=args.only)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from nlcore.bench import main as bench_main
+
+    return bench_main(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nlcore",
+                                description="Nested Learning, done carefully: train, run grids, inspect data, "
+                                            "run the notebooks.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train one run from a preset with --set overrides")
+    t.add_argument("--preset", default="smoke", help="seed | seed_prototype | smoke (default: smoke)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config field, e.g. cms.levels.slow.lr=1e-3, surprise.weights.fast=0.05")
+    t.add_argument("--out", required=True, help="run directory (meta.json, metrics.jsonl, summary.json, checkpoint.pt)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=_train)
+
+    g = sub.add_parser("grid", help="configurations x seeds, aggregated with bootstrap CIs")
+    g.add_argument("--name", required=True)
+    g.add_argument("--preset", default="seed")
+    g.add_argument("--config", action="append", required=True, metavar="'LABEL[@PRESET]: KEY=V ...'")
+    g.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    g.add_argument("--jobs", type=int, default=1, help="runs in parallel (they share the device)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every configuration")
+    g.add_argument("--out", required=True)
+    g.set_defaults(func=_grid)
+
+    d = sub.add_parser("data", help="load a corpus and print its statistics")
+    d.add_argument("corpus", nargs="?", default="synthetic")
+    d.add_argument("--data-root", default=None)
+    d.set_defaults(func=_data)
+
+    n = sub.add_parser("notebooks", help="execute the notebooks with papermill (smoke or full)")
+    n.add_argument("--mode", choices=("smoke", "full"), default="smoke")
+    n.add_argument("--only", default=None, help="a notebook number, e.g. 01")
+    n.set_defaults(func=_notebooks)
+
+    b = sub.add_parser("bench", help="throughput benchmark (characters/s, step time, memory)")
+    b.add_argument("--out", default=None)
+    b.add_argument("--configs", nargs="*", default=None)
+    b.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, KeyError) as e:  # config errors: one clear line, no traceback
+        msg = e.args[0] if e.args else str(e)
+        print(f"error: {msg}", file=sys.stderr)
+        return 2

@@ -1,0 +1,339 @@
+"""Frozen, validated configuration dataclasses, named presets and `--set key=value` overrides.
+
+Every experiment is a `TrainConfig`. Presets differ only in numbers, never in code paths:
+`smoke` is the `seed` preset shrunk until it runs in seconds on a CPU on the embedded
+synthetic corpus. Overrides use dotted keys; tuple-of-levels fields are addressed by level
+name (`cms.levels.slow.lr=1e-3`) and mapping fields by key (`surprise.weights.fast=0.05`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "delta", "none")
+
+
+def _check(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}: {msg}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: str = "wikitext2"  # wikitext2 | tinyshakespeare | synthetic | a folder path
+    data_root: str | None = None  # else $NLCORE_DATA, else ../shared/data
+    batch_size: int = 32  # B contiguous rows
+    seq_len: int = 256  # T characters per window
+    eval_batch_size: int | None = None  # None: same as batch_size
+    synth_seed: int = 0  # synthetic corpus only
+    synth_chars: int = 200_000  # synthetic train characters (valid/test get a tenth each)
+    synth_gap_min: int = 48
+    synth_gap_max: int = 96
+
+    def validate(self, prefix: str = "data") -> None:
+        _check(self.batch_size >= 1, f"{prefix}.batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.seq_len >= 2, f"{prefix}.seq_len", f"window must be >= 2, got {self.seq_len}")
+        _check(self.eval_batch_size is None or self.eval_batch_size >= 1,
+               f"{prefix}.eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        _check(self.synth_chars >= 1000, f"{prefix}.synth_chars", "must be >= 1000")
+        _check(1 <= self.synth_gap_min <= self.synth_gap_max, f"{prefix}.synth_gap_min",
+               "need 1 <= synth_gap_min <= synth_gap_max")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    kind: str = "nested_lstm"  # nested_lstm | lstm_lm
+    d_model: int = 256
+    d_ff: int = 512
+    norm_residual: bool = True  # LayerNorm + residual around the FFN levels (the prototype's "Tier 4")
+    activation: str = "gelu"  # gelu | relu
+    dropout: float = 0.0
+    embed_level: str = "fast"  # the CMS level that owns the embedding
+    head_level: str = "fast"  # the CMS level that owns the output head
+    zero_init_ffn_out: bool = True  # residual FFN branches start as the identity map
+    hierarchical_state: bool = False  # carry slow-level summaries across windows (nlcore.state)
+
+    def validate(self, prefix: str = "model") -> None:
+        _check(self.kind in ("nested_lstm", "lstm_lm"), f"{prefix}.kind", f"unknown model {self.kind!r}")
+        _check(self.d_model >= 1, f"{prefix}.d_model", f"must be >= 1, got {self.d_model}")
+        _check(self.d_ff >= 1, f"{prefix}.d_ff", f"must be >= 1, got {self.d_ff}")
+        _check(self.activation in ("gelu", "relu"), f"{prefix}.activation", f"got {self.activation!r}")
+        _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class LevelConfig:
+    name: str
+    chunk: int = 1  # C: the level applies C accumulated gradients at steps C, 2C, ... (1-based)
+    optimizer: str = "adamw"  # sgd | adam | adamw | delta | none (frozen, prototype compat only)
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    momentum: float = 0.0  # sgd only
+
+    def validate(self, prefix: str = "cms.levels") -> None:
+        p = f"{prefix}.{self.name}"
+        _check(bool(self.name) and self.name.isidentifier(), f"{p}.name", "must be an identifier")
+        _check(self.chunk >= 1, f"{p}.chunk", f"chunk size must be >= 1, got {self.chunk}")
+        _check(self.optimizer in OPTIMIZERS, f"{p}.optimizer", f"must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        _check(self.lr >= 0.0, f"{p}.lr", f"learning rate must be >= 0, got {self.lr}")
+        _check(self.weight_decay >= 0.0, f"{p}.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, f"{p}.beta1/beta2", "must be in [0, 1)")
+        _check(self.eps > 0.0, f"{p}.eps", "must be > 0")
+        _check(0.0 <= self.momentum < 1.0, f"{p}.momentum", "must be in [0, 1)")
+
+
+SEED_LEVELS = (
+    LevelConfig("fast", chunk=1),
+    LevelConfig("medium", chunk=16),
+    LevelConfig("slow", chunk=256),
+)
+
+
+@dataclass(frozen=True)
+class CMSConfig:
+    levels: tuple[LevelConfig, ...] = SEED_LEVELS
+    aggregation: str = "mean"  # sum (the paper's Eq. 31) | mean
+    lr_policy: str = "none"  # none | divide_by_chunk (the prototype's lr/C; froze its slow levels under Adam)
+    partial: str = "flush"  # what a final partial chunk does: flush (apply it) | discard
+    grad_clip: float = 1.0  # per level, on the aggregated gradient; 0 disables
+
+    def validate(self, prefix: str = "cms") -> None:
+        _check(len(self.levels) >= 1, f"{prefix}.levels", "need at least one level")
+        names = [lv.name for lv in self.levels]
+        _check(len(set(names)) == len(names), f"{prefix}.levels", f"duplicate level names {names}")
+        for lv in self.levels:
+            lv.validate(f"{prefix}.levels")
+        _check(self.aggregation in ("sum", "mean"), f"{prefix}.aggregation", f"got {self.aggregation!r}")
+        _check(self.lr_policy in ("none", "divide_by_chunk"), f"{prefix}.lr_policy", f"got {self.lr_policy!r}")
+        _check(self.partial in ("flush", "discard"), f"{prefix}.partial", f"got {self.partial!r}")
+        _check(self.grad_clip >= 0.0, f"{prefix}.grad_clip", f"must be >= 0, got {self.grad_clip}")
+
+    def level(self, name: str) -> LevelConfig:
+        for lv in self.levels:
+            if lv.name == name:
+                return lv
+        raise KeyError(f"cms.levels: unknown level {name!r}; levels are {[lv.name for lv in self.levels]}")
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    reset: str = "never"  # every_batch | never | doc | every_n
+    reset_every: int = 0  # for every_n: zero the state every N windows
+
+    def validate(self, prefix: str = "state") -> None:
+        _check(self.reset in ("every_batch", "never", "doc", "every_n"), f"{prefix}.reset", f"got {self.reset!r}")
+        _check(self.reset != "every_n" or self.reset_every >= 1, f"{prefix}.reset_every",
+               "must be >= 1 when reset=every_n")
+
+
+@dataclass(frozen=True)
+class SurpriseConfig:
+    weights: dict[str, float] = field(default_factory=dict)  # level name -> lambda_l
+    clip: float = 10.0  # c in clip(grad_y L, +-c)
+    impl: str = "fast"  # fast | reference
+    every: int = 1  # compute the auxiliary loss every n steps
+
+    def validate(self, prefix: str = "surprise") -> None:
+        for k, w in self.weights.items():
+            _check(w >= 0.0, f"{prefix}.weights.{k}", f"must be >= 0, got {w}")
+        _check(self.clip > 0.0, f"{prefix}.clip", f"must be > 0, got {self.clip}")
+        _check(self.impl in ("fast", "reference"), f"{prefix}.impl", f"got {self.impl!r}")
+        _check(self.every >= 1, f"{prefix}.every", f"must be >= 1, got {self.every}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str = "seed"
+    seed: int = 0
+    steps: int = 2000
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    cms: CMSConfig = field(default_factory=CMSConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    surprise: SurpriseConfig = field(default_factory=SurpriseConfig)
+    schedule: str = "cosine"  # constant | cosine (linear warm-up, then cosine to min_lr_ratio)
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    eval_every: int = 500  # steps between valid evaluations (0: only at the end)
+    eval_windows: int = 40  # windows of valid used at intermediate evaluations (final one: whole split)
+    log_every: int = 50
+    ckpt_every: int = 500  # 0: only at the end
+    device: str = "auto"
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    deterministic: bool = False
+    compat: str = "none"  # none | prototype (its untrained embedding/head and lr/C; never a default)
+
+    def validate(self) -> TrainConfig:
+        _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        _check(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
+        _check(self.schedule in ("constant", "cosine"), "schedule", f"got {self.schedule!r}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "min_lr_ratio", "must be in [0, 1]")
+        for name in ("eval_every", "ckpt_every"):
+            _check(getattr(self, name) >= 0, name, "must be >= 0")
+        _check(self.log_every >= 1, "log_every", "must be >= 1")
+        _check(self.eval_windows >= 1, "eval_windows", "must be >= 1")
+        _check(self.amp in ("auto", "bf16", "off"), "amp", f"got {self.amp!r}")
+        _check(self.compat in ("none", "prototype"), "compat", f"got {self.compat!r}")
+        self.data.validate()
+        self.model.validate()
+        self.cms.validate()
+        self.state.validate()
+        self.surprise.validate()
+        names = {lv.name for lv in self.cms.levels}
+        for attr in ("embed_level", "head_level"):
+            lv = getattr(self.model, attr)
+            _check(lv in names, f"model.{attr}", f"unknown level {lv!r}; levels are {sorted(names)}")
+        for k in self.surprise.weights:
+            _check(k in names, f"surprise.weights.{k}", f"unknown level {k!r}; levels are {sorted(names)}")
+        return self
+
+
+# ----------------------------------------------------------------------------- presets
+
+def _seed() -> TrainConfig:
+    # The prototype's system (seed-findings.md), every part trained: WikiText-2 characters,
+    # 2000 steps of 32 x 256, CMS chunks 1/16/256, persistent LSTM state.
+    return TrainConfig()
+
+
+def _seed_prototype() -> TrainConfig:
+    # The prototype as it ran: Adam with lr 3e-4 / C per level, summed gradients, no norm or
+    # residual, the embedding and head untrained (compat switch), no schedule, no clipping.
+    levels = tuple(LevelConfig(n, chunk=c, optimizer="adam", lr=3e-4) for n, c in
+                   (("fast", 1), ("medium", 16), ("slow", 256)))
+    return TrainConfig(
+        name="seed_prototype", compat="prototype", schedule="constant", warmup=0,
+        model=ModelConfig(norm_residual=False, zero_init_ffn_out=False, activation="relu"),
+        cms=CMSConfig(levels=levels, aggregation="sum", lr_policy="divide_by_chunk", grad_clip=0.0),
+    )
+
+
+def _smoke() -> TrainConfig:
+    # The seed preset with smaller numbers: seconds on a CPU, synthetic corpus, same code paths.
+    levels = (LevelConfig("fast", chunk=1), LevelConfig("medium", chunk=4), LevelConfig("slow", chunk=16))
+    return TrainConfig(
+        name="smoke", steps=60, warmup=10, eval_every=30, eval_windows=8, log_every=10, ckpt_every=30,
+        data=DataConfig(corpus="synthetic", batch_size=8, seq_len=32, synth_chars=60_000,
+                        synth_gap_min=40, synth_gap_max=80),
+        model=ModelConfig(d_model=32, d_ff=64),
+        cms=CMSConfig(levels=levels), device="cpu", amp="off", deterministic=True,
+    )
+
+
+PRESETS = {"seed": _seed, "seed_prototype": _seed_prototype, "smoke": _smoke}
+
+
+def preset(name: str, **overrides: Any) -> TrainConfig:
+    """A named preset, with optional `dotted.key=value` overrides (values typed or strings)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
+    cfg = PRESETS[name]()
+    for key, value in overrides.items():
+        cfg = override(cfg, key.replace("__", "."), value)
+    return cfg.validate()
+
+
+# ----------------------------------------------------------------------------- overrides
+
+def _parse(value: Any, typ: Any, key: str) -> Any:
+    """Convert `value` (often a CLI string) to the annotated type `typ`."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None
+        return _parse(value, args[0], key)
+    if not isinstance(value, str):
+        if typ is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        return value
+    try:
+        if typ is bool:
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if typ is int:
+            return int(float(value)) if "e" in value.lower() else int(value)
+        if typ is float:
+            return float(value)
+        if typ is str:
+            return value
+    except ValueError:
+        raise ValueError(f"--set {key}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
+    raise ValueError(f"--set {key}: this field cannot be set from the command line")
+
+
+def override(cfg: Any, key: str, value: Any, _full: str | None = None) -> Any:
+    """Return a copy of dataclass `cfg` with the dotted `key` set to `value` (parsed by type)."""
+    full = _full or key
+    head, _, rest = key.partition(".")
+    if not dataclasses.is_dataclass(cfg):
+        raise KeyError(f"--set {full}: cannot descend into a {type(cfg).__name__}")
+    hints = typing.get_type_hints(type(cfg))
+    names = {f.name for f in fields(cfg)}
+    if head not in names:
+        raise KeyError(f"--set {full}: unknown key {head!r} in {type(cfg).__name__}; known: {sorted(names)}")
+    current = getattr(cfg, head)
+    if not rest:
+        if dataclasses.is_dataclass(current) or isinstance(current, (tuple, dict)):
+            raise KeyError(f"--set {full}: is a group; set one of its fields")
+        return replace(cfg, **{head: _parse(value, hints[head], full)})
+    if isinstance(current, dict):  # surprise.weights.<level>=w
+        sub, _, deeper = rest.partition(".")
+        if deeper:
+            raise KeyError(f"--set {full}: too many parts after {head!r}")
+        new = dict(current)
+        v = _parse(value, float, full)
+        if v == 0.0:
+            new.pop(sub, None)
+        else:
+            new[sub] = v
+        return replace(cfg, **{head: new})
+    if isinstance(current, tuple):  # cms.levels.<name>.<field>=v
+        sub, _, deeper = rest.partition(".")
+        matches = [i for i, lv in enumerate(current) if getattr(lv, "name", None) == sub]
+        if not matches:
+            raise KeyError(f"--set {full}: unknown level {sub!r}; levels are {[lv.name for lv in current]}")
+        if not deeper:
+            raise KeyError(f"--set {full}: name a field of level {sub!r}")
+        items = list(current)
+        items[matches[0]] = override(items[matches[0]], deeper, value, full)
+        return replace(cfg, **{head: tuple(items)})
+    return replace(cfg, **{head: override(current, rest, value, full)})
+
+
+def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
+    """Apply CLI `key=value` strings in order, then validate."""
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects key=value, got {pair!r}")
+        key, value = pair.split("=", 1)
+        cfg = override(cfg, key.strip(), value.strip())
+    return cfg.validate()
+
+
+def to_dict(cfg: Any) -> dict:
+    """A JSON-ready dict of the whole config (for meta.json)."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Inverse of `to_dict` (checkpoints and resumed runs)."""
+    d = dict(d)
+    d["data"] = DataConfig(**d["data"])
+    d["model"] = ModelConfig(**d["model"])
+    cms = dict(d["cms"])
+    cms["levels"] = tuple(LevelConfig(**lv) for lv in cms["levels"])
+    d["cms"] = CMSConfig(**cms)
+    d["state"] = StateConfig(**d["state"])
+    d["surprise"] = SurpriseConfig(**d["surprise"])
+    return TrainConfig(**d).validate()

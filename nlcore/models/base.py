@@ -1,0 +1,57 @@
+"""The interface every nlcore sequence model follows, so one trainer fits them all.
+
+A model maps input ids ``x`` (B, T) and an explicit recurrent ``state`` to logits (B, T, V)
+and the next state. State is a flat ``dict[str, Tensor]`` whose tensors are all batch-first
+(dim 0 is the row), so carrying, detaching, resetting rows, resizing the batch and moving
+devices are generic (``nlcore.state``). Stateless models (a Transformer) return ``{}``.
+
+Document resets inside a window arrive as ``Resets``: a (B, T) mask (True where x[b, t] is
+the first character of a new document, so row b must start from the zero state there) and
+the host-side tuple of positions t > 0 where any row resets. The positions are computed on
+the host from the data, so models can split a window without a device synchronisation.
+
+Levels: ``level_of(param_name) -> level name`` is the model's default assignment of its
+parameters to CMS levels. ``tap(name, y)`` marks a level's output activation y_l; by default
+it is the identity, and objectives such as surprise install a ``tap_fn`` to hook it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+State = dict[str, torch.Tensor]
+
+
+class Resets(NamedTuple):
+    mask: torch.Tensor  # (B, T) bool, on the model's device
+    cuts: tuple[int, ...]  # positions 0 < t < T where some row resets (host ints, sorted)
+
+
+class SequenceModel(nn.Module):
+    """Base class: subclasses implement ``init_state``, ``forward`` and ``level_of``."""
+
+    tap_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+
+    def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
+        return {}
+
+    def level_of(self, param_name: str) -> str:
+        raise NotImplementedError
+
+    def levels(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Named parameters grouped by CMS level (every parameter exactly once)."""
+        out: dict[str, list[tuple[str, nn.Parameter]]] = {}
+        for n, p in self.named_parameters():
+            out.setdefault(self.level_of(n), []).append((n, p))
+        return out
+
+    def tap(self, name: str, y: torch.Tensor) -> torch.Tensor:
+        return y if self.tap_fn is None else self.tap_fn(name, y)
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                resets: Resets | None = None) -> tuple[torch.Tensor, State]:
+        raise NotImplementedError

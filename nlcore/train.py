@@ -1,0 +1,269 @@
+"""The one training loop every nlcore experiment uses.
+
+Per step i = 1..num_steps: read window (i-1) mod n_windows of the train stream, feed the
+carried recurrent state (``nlcore.state``), compute the mean cross-entropy over the window's
+B*T characters (plus any surprise objective), backpropagate, and let the CMS schedule
+(``nlcore.cms``) update the levels that are due. Nothing in the step synchronises with the
+device: losses and norms stay on the device and are read at log intervals, where the run also
+checks that they are finite (a non-finite value stops the run, naming the step and the level;
+the last good checkpoint is kept because checkpoints are only written after that check).
+
+Outputs in ``out_dir``: ``meta.json``, ``metrics.jsonl`` (one line per log interval),
+``summary.json`` and ``checkpoint.pt`` (atomic). ``resume=True`` continues from the checkpoint
+bit-identically on CPU (model, every level's optimizer and pending gradients, recurrent
+state, RNG states, data position).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from nlcore import checkpoint as ckpt
+from nlcore import repro
+from nlcore.cms import CMS, NonFiniteError
+from nlcore.config import LevelConfig, TrainConfig, to_dict
+from nlcore.evaluate import autocast_ctx, evaluate
+from nlcore.models import build_model
+from nlcore.schedule import lr_multiplier
+from nlcore.state import DocCuts, StateCarrier
+
+LN2 = math.log(2)
+
+
+def resolve_compat(cfg: TrainConfig) -> TrainConfig:
+    """compat="prototype": reproduce the prototype's untrained embedding and head by putting
+    them in an explicit frozen level (optimizer "none"); never a default."""
+    if cfg.compat != "prototype":
+        return cfg
+    names = [lv.name for lv in cfg.cms.levels]
+    levels = cfg.cms.levels if "untrained" in names else (*cfg.cms.levels, LevelConfig("untrained", optimizer="none"))
+    return replace(cfg, cms=replace(cfg.cms, levels=levels),
+                   model=replace(cfg.model, embed_level="untrained", head_level="untrained")).validate()
+
+
+def load_data(cfg: TrainConfig):
+    from nlcore.data import prepare
+
+    d = cfg.data
+    kw = {}
+    if d.corpus == "synthetic":
+        kw = dict(seed=d.synth_seed, n_chars=(d.synth_chars, d.synth_chars // 10, d.synth_chars // 10),
+                  gap_min=d.synth_gap_min, gap_max=d.synth_gap_max)
+    return prepare(d.corpus, data_root=d.data_root, **kw)
+
+
+def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True):
+    from nlcore.data.streams import CharStream
+
+    ids, ds = corpus.ids[split], corpus.doc_starts[split]
+    stream = CharStream(ids, batch_size, seq_len, ds, drop_last=drop_last, device=device)
+    row_len = (ids.numel() - 1) // batch_size
+    return stream, DocCuts(ds, batch_size, seq_len, row_len)
+
+
+class Trainer:
+    """Builds data, model, CMS and state from a config; `run()` trains and evaluates."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, command: str | None = None,
+                 progress: bool = True) -> None:
+        self.cfg = cfg = resolve_compat(cfg.validate())
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.command = command if command is not None else " ".join(sys.argv)
+        self.progress = progress
+        self.device = repro.pick_device(cfg.device)
+        repro.set_determinism(cfg.deterministic)
+        repro.seed_everything(cfg.seed)
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        self.corpus = load_data(cfg)
+        self.vocab_size = self.corpus.tokenizer.vocab_size
+        self.model = build_model(cfg.model, self.vocab_size).to(self.device)
+        self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+        self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
+                       fused=True if self.device.type == "cuda" else None)
+        d = cfg.data
+        self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device)
+        eb = d.eval_batch_size or d.batch_size
+        self.eval_streams = {s: make_stream(self.corpus, s, eb, d.seq_len, self.device) for s in ("valid", "test")}
+        self.carrier = StateCarrier(self.model, cfg.state, d.batch_size, self.device, self.train_cuts)
+        self.surprise = None
+        if cfg.surprise.weights:
+            from nlcore.surprise import Surprise
+
+            self.surprise = Surprise(cfg.surprise, self.model)
+        self.step = 0
+        self.wall_train = 0.0
+        self.chars_per_step = d.batch_size * d.seq_len
+        self.history: list[dict] = []
+
+    # -------------------------------------------------------------- checkpoints
+    def _payload(self) -> dict:
+        return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
+                "cms": self.cms.state_dict(), "carrier": self.carrier.state_dict(),
+                "rng": repro.rng_state(), "wall_train": self.wall_train,
+                "tokenizer": self.corpus.tokenizer.to_dict()}
+
+    def save_checkpoint(self) -> None:
+        if self.out_dir is not None:
+            ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, self._payload())
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        p = ckpt.load(path, map_location=self.device)
+        if p["config"] != to_dict(self.cfg):
+            raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
+        self.model.load_state_dict(p["model"])
+        self.cms.load_state_dict(p["cms"])
+        self.carrier.load_state_dict(p["carrier"])
+        repro.set_rng_state(p["rng"])
+        self.step, self.wall_train = int(p["step"]), float(p["wall_train"])
+
+    # -------------------------------------------------------------- one step
+    def train_step(self, step: int) -> torch.Tensor:
+        n = len(self.train_stream)
+        w = (step - 1) % n
+        if w == 0 and step > 1:  # the stream wrapped: rows no longer continue, start clean
+            self.carrier.reset()
+        batch = self.train_stream[w]
+        state, resets = self.carrier.begin(w, batch.doc_start)
+        if self.surprise is not None:
+            self.surprise.begin(step)
+        with autocast_ctx(self.device, self.amp):
+            logits, new_state = self.model(batch.x, state, resets)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten())  # mean nats per char
+        total = self.surprise.total_loss(loss) if self.surprise is not None else loss
+        total.backward()
+        if self.surprise is not None:
+            self.surprise.end()
+        self.cms.after_backward(step)
+        self.carrier.end(new_state)
+        return loss.detach()
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, split: str, max_windows: int | None = None, by_position: bool = False) -> dict:
+        stream, cuts = self.eval_streams[split]
+        return evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
+                        max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+
+    # -------------------------------------------------------------- the loop
+    def _log(self, step: int, losses: list[torch.Tensor], t0: float, valid: dict | None) -> dict:
+        vals = torch.stack(losses).float().cpu().tolist()  # the one sync of the interval
+        for k, v in enumerate(vals):
+            if not math.isfinite(v):
+                raise NonFiniteError(f"non-finite loss at step {step - len(vals) + 1 + k}")
+        tele = self.cms.drain_telemetry()
+        rec = {"step": step, "train_loss": sum(vals) / len(vals), "train_bpc": sum(vals) / len(vals) / LN2,
+               "chars_per_s": len(vals) * self.chars_per_step / max(time.perf_counter() - t0, 1e-9),
+               "lr": self.cms.lr_table(step),
+               "updates": {n: t["updates"] for n, t in tele.items()},
+               "grad_norm": {n: t["grad_norm"] for n, t in tele.items()},
+               "delta_norm": {n: t["delta_norm"] for n, t in tele.items()}}
+        rec.update(self.carrier.telemetry())
+        if self.surprise is not None:
+            rec["surprise"] = self.surprise.drain_metrics()
+        if valid is not None:
+            rec["valid_bpc"] = valid["bpc"]
+        return rec
+
+    def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Train to cfg.steps (or stop after `stop_after` steps, to simulate an interruption),
+        then evaluate valid and test on the whole splits and write the summary."""
+        cfg, out = self.cfg, self.out_dir
+        metrics_path = out / "metrics.jsonl" if out is not None else None
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
+            if resume and (out / ckpt.CHECKPOINT_NAME).exists():
+                self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
+                _truncate_metrics(metrics_path, self.step)
+            elif metrics_path.exists():
+                metrics_path.unlink()
+        t_start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=cfg.name,
+                   unit="step", dynamic_ncols=True)
+        losses: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        last = self.step
+        while self.step < cfg.steps:
+            if stop_after is not None and self.step >= stop_after:
+                bar.close()
+                return {"stopped_at": self.step}
+            self.step += 1
+            losses.append(self.train_step(self.step))
+            bar.update(1)
+            s = self.step
+            do_eval = cfg.eval_every > 0 and s % cfg.eval_every == 0 and s < cfg.steps
+            if s % cfg.log_every == 0 or do_eval or s == cfg.steps:
+                self.wall_train += time.perf_counter() - t0
+                valid = self.evaluate("valid", cfg.eval_windows) if do_eval else None
+                rec = self._log(s, losses, t0, valid)
+                self.history.append(rec)
+                if metrics_path is not None:
+                    _append_jsonl(metrics_path, rec)
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", bpc=f"{rec.get('valid_bpc', float('nan')):.3f}",
+                                cps=f"{rec['chars_per_s'] / 1e3:.0f}k")
+                if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite check
+                    self.save_checkpoint()
+                    last = s
+                losses = []
+                t0 = time.perf_counter()
+        bar.close()
+        self.cms.finish(cfg.steps)
+        self.cms.drain_telemetry()
+        valid = self.evaluate("valid", by_position=True)
+        test = self.evaluate("test")
+        summary = self._summary(valid, test, time.perf_counter() - t_start)
+        if out is not None:
+            self.save_checkpoint()
+            from nlcore.results import write_run
+
+            write_run(out, config=to_dict(cfg), summary=summary, command=self.command,
+                      wall_time_s=summary["wall_time_s"], device=str(self.device),
+                      extra={"corpus": self.corpus.stats if hasattr(self.corpus, "stats") else None,
+                             "tokenizer": self.corpus.tokenizer.to_dict()})
+        return summary
+
+    def _summary(self, valid: dict, test: dict, wall: float) -> dict:
+        last = self.history[-1] if self.history else {}
+        tail = [h["train_loss"] for h in self.history[-max(1, 100 // self.cfg.log_every):]]
+        train_loss = sum(tail) / len(tail) if tail else float("nan")
+        return {
+            "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
+            "valid_bpc": valid["bpc"], "test_bpc": test["bpc"],
+            "valid_targets": valid["targets"], "test_targets": test["targets"],
+            "valid_bpc_by_position": valid.get("bpc_by_position"),
+            "train_loss_last100": train_loss, "train_ppl_last100": math.exp(train_loss),
+            "chars_per_s": self.step * self.chars_per_step / max(self.wall_train, 1e-9),
+            "wall_time_s": wall, "train_time_s": self.wall_train,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "params_by_level": self.cms.params_by_level(),
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "updates_by_level": dict(self.cms.updates),
+            "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
+            "final_lr": last.get("lr"),
+        }
+
+
+def _append_jsonl(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    if path is None or not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
+    path.write_text("".join(k + "\n" for k in keep))
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+          progress: bool = True, command: str | None = None) -> dict:
+    """Train one run and return its summary (writing results when out_dir is given)."""
+    return Trainer(cfg, out_dir, command=command, progress=progress).run(resume=resume)
