@@ -34,9 +34,11 @@ def _grid(args: argparse.Namespace) -> int:
     from nlcore.results import read_experiment
 
     _, summary, _ = read_experiment(Path(args.out))
+    from nlcore.results import format_ci
+
     for r in summary:
         if r["metric"] in ("valid_bpc", "test_bpc"):
-            print(f"{r['config']:>24s} {r['metric']:>10s} {r['mean']:.4f} [{r['ci_low']:.4f}, {r['ci_high']:.4f}] n={r['n_seeds']}")
+            print(f"{r['config']:>24s} {r['metric']:>10s} {format_ci(r, 4)}")
     return 0 if len(df) else 1
 
 

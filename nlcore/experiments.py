@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -37,8 +38,8 @@ def parse_config_arg(arg: str, default_preset: str) -> GridConfig:
     """'label: key=v key=v' or 'label@preset: key=v ...' -> GridConfig (validated now)."""
     head, _, rest = arg.partition(":")
     label, _, pre = head.strip().partition("@")
-    if not label or not label.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"--config: bad label {label!r} (letters, digits, - and _)")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", label or ""):
+        raise ValueError(f"--config: bad label {label!r} (letters, digits, '.', '-' and '_')")
     gc = GridConfig(label, pre or default_preset, tuple(shlex.split(rest)))
     apply_overrides(preset(gc.preset), list(gc.overrides))  # fail early on bad keys
     return gc

@@ -16,7 +16,6 @@ state, RNG states, data position).
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 import time
@@ -33,6 +32,7 @@ from nlcore.cms import CMS, NonFiniteError
 from nlcore.config import LevelConfig, TrainConfig, to_dict
 from nlcore.evaluate import autocast_ctx, evaluate
 from nlcore.models import build_model
+from nlcore.results import append_metrics, trim_metrics, write_run
 from nlcore.schedule import lr_multiplier
 from nlcore.state import DocCuts, StateCarrier
 
@@ -103,6 +103,7 @@ class Trainer:
         self.wall_train = 0.0
         self.chars_per_step = d.batch_size * d.seq_len
         self.history: list[dict] = []
+        self.last_valid = float("nan")
 
     # -------------------------------------------------------------- checkpoints
     def _payload(self) -> dict:
@@ -181,7 +182,7 @@ class Trainer:
             out.mkdir(parents=True, exist_ok=True)
             if resume and (out / ckpt.CHECKPOINT_NAME).exists():
                 self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
-                _truncate_metrics(metrics_path, self.step)
+                trim_metrics(metrics_path, self.step)
             elif metrics_path.exists():
                 metrics_path.unlink()
         t_start = time.perf_counter()
@@ -205,8 +206,10 @@ class Trainer:
                 rec = self._log(s, losses, t0, valid)
                 self.history.append(rec)
                 if metrics_path is not None:
-                    _append_jsonl(metrics_path, rec)
-                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", bpc=f"{rec.get('valid_bpc', float('nan')):.3f}",
+                    append_metrics(metrics_path, rec)
+                if valid is not None:
+                    self.last_valid = valid["bpc"]
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", valid_bpc=f"{self.last_valid:.3f}",
                                 cps=f"{rec['chars_per_s'] / 1e3:.0f}k")
                 if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite check
                     self.save_checkpoint()
@@ -221,8 +224,6 @@ class Trainer:
         summary = self._summary(valid, test, time.perf_counter() - t_start)
         if out is not None:
             self.save_checkpoint()
-            from nlcore.results import write_run
-
             write_run(out, config=to_dict(cfg), summary=summary, command=self.command,
                       wall_time_s=summary["wall_time_s"], device=str(self.device),
                       extra={"corpus": self.corpus.stats if hasattr(self.corpus, "stats") else None,
@@ -248,19 +249,6 @@ class Trainer:
             "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
             "final_lr": last.get("lr"),
         }
-
-
-def _append_jsonl(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec, sort_keys=True) + "\n")
-        f.flush()
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    if path is None or not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= step]
-    path.write_text("".join(k + "\n" for k in keep))
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,

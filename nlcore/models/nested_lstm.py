@@ -109,7 +109,7 @@ class NestedLSTM(SequenceModel):
             h2 = self.tap("medium", self.ffn_medium(h1))
             h3 = self.tap("slow", self.ffn_slow(h2))
             logits = self.head(h3)
-        return logits, {"h": h, "c": c}
+        return logits, {"h": h.float(), "c": c.float()}  # carried in float32 even under bf16 autocast
 
 
 class LSTMLM(SequenceModel):
@@ -133,4 +133,4 @@ class LSTMLM(SequenceModel):
         if state is None:
             state = self.init_state(x.shape[0], x.device)
         h1, h, c = run_lstm(self.lstm, self.embed(x), state["h"], state["c"], resets)
-        return self.head(self.tap("fast", h1)), {"h": h, "c": c}
+        return self.head(self.tap("fast", h1)), {"h": h.float(), "c": c.float()}

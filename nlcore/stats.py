@@ -1,0 +1,147 @@
+"""Cross-seed statistics: mean and percentile-bootstrap confidence intervals.
+
+With the handful of seeds a study can afford, we report the mean over seeds and a percentile
+bootstrap 95% interval of that mean, as rliable recommends (Agarwal et al., NeurIPS 2021):
+
+    \\bar x^{*b} = \\frac{1}{n} \\sum_i x_{I_{b,i}},\\quad I_{b,i} \\sim U\\{1..n\\},\\quad
+    CI = [q_{\\alpha/2}(\\bar x^*),\\ q_{1-\\alpha/2}(\\bar x^*)]
+
+With n = 3 seeds such an interval is narrow and under-covers; it describes the spread of the
+seeds we ran, not a guarantee, which is why every record and legend also states n.
+Every function is deterministic given its `seed`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+_CHUNK = 1_000_000  # resampled values drawn per batch, to bound memory for long inputs
+
+
+def _as_1d(values) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64).reshape(-1)  # (n,)
+    if x.size == 0:
+        raise ValueError("need at least one value")
+    return x
+
+
+def _check(n_boot: int, level: float) -> None:
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def bootstrap_ci(
+    values, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """`(mean, lo, hi)`: the mean of `values` and its percentile-bootstrap CI.
+
+    One value gives `(v, nan, nan)`: there is no spread to resample. Identical values give
+    `lo == hi == mean` exactly. Any NaN or inf among the values (a diverged seed) gives a NaN
+    interval and a non-finite mean, so a failure is never averaged away.
+    """
+    _check(n_boot, level)
+    x = _as_1d(values)  # (n,)
+    n = x.size
+    if not np.all(np.isfinite(x)):
+        return float(np.mean(x)), float("nan"), float("nan")
+    if n == 1:
+        return float(x[0]), float("nan"), float("nan")
+    if np.all(x == x[0]):
+        v = float(x[0])
+        return v, v, v
+    rng = np.random.default_rng(seed)
+    rows = max(1, _CHUNK // n)  # resamples per batch
+    means = np.empty(int(n_boot), dtype=np.float64)  # (n_boot,) bootstrap means
+    for start in range(0, int(n_boot), rows):
+        stop = min(int(n_boot), start + rows)
+        idx = rng.integers(0, n, size=(stop - start, n))  # (b, n) resampled indices
+        means[start:stop] = x[idx].mean(axis=1)  # \bar x^{*b}
+    alpha = 1.0 - level
+    lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])  # percentile interval
+    return float(x.mean()), float(lo), float(hi)
+
+
+def paired_diff_ci(
+    a, b, n_boot: int = 10_000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
+    """`(mean, lo, hi)` of the per-seed difference `a - b` (two configs run on the same seeds).
+
+    Pairing removes the seed-to-seed variation the two configs share, so the interval on the
+    difference is usually much narrower than the two separate intervals suggest.
+    `a` and `b` are equal-length sequences in the same seed order, or pandas Series indexed by
+    seed (aligned on the index, which must hold the same seeds).
+    """
+    if isinstance(a, pd.Series) and isinstance(b, pd.Series):
+        if set(a.index) != set(b.index) or a.index.has_duplicates or b.index.has_duplicates:
+            raise ValueError("paired Series need the same, unique seeds as their index")
+        b = b.loc[a.index]
+    xa, xb = _as_1d(a), _as_1d(b)
+    if xa.shape != xb.shape:
+        raise ValueError(f"paired values need equal lengths, got {xa.size} and {xb.size}")
+    return bootstrap_ci(xa - xb, n_boot=n_boot, level=level, seed=seed)
+
+
+def _py(v):
+    """NumPy scalars to plain Python, so records serialise to JSON as they are."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def summarize(
+    df: pd.DataFrame,
+    by: Sequence[str] = ("config",),
+    metric_col: str = "metric",
+    value_col: str = "value",
+    *,
+    seed_col: str = "seed",
+    step_col: str = "step",
+    n_boot: int = 10_000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> list[dict]:
+    """One record per (`by`..., metric) over seeds, sorted by those keys.
+
+    Each record: the `by` columns, `metric`, `mean`, `std` (ddof=1; NaN for one seed),
+    `ci_low`, `ci_high`, `n_seeds` and `ci_method` ("bootstrap95" at level 0.95).
+    If `df` has a `step` column that is not among `by`, each seed contributes its value at its
+    last step (the final value of a curve); put "step" in `by` to summarise every step.
+    Two rows for the same seed within a group is an error (it would double-count the seed).
+    """
+    by = [by] if isinstance(by, str) else list(by)
+    needed = [*by, metric_col, value_col, seed_col]
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        raise ValueError(f"summarize: missing column(s) {missing}; have {list(df.columns)}")
+    _check(n_boot, level)
+    keys = [*by, metric_col]
+    data = df
+    if step_col in df.columns and step_col not in by:
+        data = data.sort_values(step_col, kind="mergesort", na_position="first")
+        data = data.groupby([*keys, seed_col], sort=False, dropna=False).tail(1)  # last step
+    data = data.sort_values(seed_col, kind="mergesort")  # values in seed order: row order is moot
+    dup = data.duplicated([*keys, seed_col])
+    if dup.any():
+        first = data.loc[dup, [*keys, seed_col]].iloc[0].to_dict()
+        raise ValueError(f"summarize: more than one row per seed, e.g. {first}")
+    method = f"bootstrap{round(level * 100):d}"
+    records = []
+    for group_key, group in data.groupby(keys, sort=True, dropna=False):
+        group_key = group_key if isinstance(group_key, tuple) else (group_key,)
+        values = group[value_col].to_numpy(dtype=np.float64)  # (n_seeds,)
+        mean, lo, hi = bootstrap_ci(values, n_boot=n_boot, level=level, seed=seed)
+        record = {k: _py(v) for k, v in zip(keys, group_key)}
+        record["metric"] = record.pop(metric_col)
+        record.update(
+            mean=mean,
+            std=float(np.std(values, ddof=1)) if values.size > 1 else float("nan"),
+            ci_low=lo,
+            ci_high=hi,
+            n_seeds=int(group[seed_col].nunique()),
+            ci_method=method,
+        )
+        records.append(record)
+    return records
