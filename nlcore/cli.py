@@ -42,6 +42,13 @@ def _grid(args: argparse.Namespace) -> int:
     return 0 if len(df) else 1
 
 
+def _experiment(args: argparse.Namespace) -> int:
+    from nlcore.experiments import run_experiment
+
+    run_experiment(args.stem, args.mode, out=Path(args.out) if args.out else None, jobs=args.jobs)
+    return 0
+
+
 def _data(args: argparse.Namespace) -> int:
     from nlcore.data import prepare
 
@@ -54,7 +61,7 @@ def _data(args: argparse.Namespace) -> int:
 def _notebooks(args: argparse.Namespace) -> int:
     from nlcore.runner import run_notebooks
 
-    return run_notebooks(mode=args.mode, only=args.only)
+    return run_notebooks(mode=args.mode, only=args.only, reuse=args.reuse)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -88,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(func=_grid)
 
+    e = sub.add_parser("experiment", help="run a notebook's registered experiment (smoke or full) into results/")
+    e.add_argument("stem", help="e.g. 01_cms")
+    e.add_argument("--mode", choices=("smoke", "full"), default="smoke")
+    e.add_argument("--jobs", type=int, default=0, help="parallel runs as subprocesses (0: in-process, sequential)")
+    e.add_argument("--out", default=None, help="default: results/<stem> (full) or build/smoke/results/<stem>")
+    e.set_defaults(func=_experiment)
+
     d = sub.add_parser("data", help="load a corpus and print its statistics")
     d.add_argument("corpus", nargs="?", default="synthetic")
     d.add_argument("--data-root", default=None)
@@ -96,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     n = sub.add_parser("notebooks", help="execute the notebooks with papermill (smoke or full)")
     n.add_argument("--mode", choices=("smoke", "full"), default="smoke")
     n.add_argument("--only", default=None, help="a notebook number, e.g. 01")
+    n.add_argument("--reuse", action="store_true",
+                   help="pass REUSE_RESULTS=True: re-plot the committed results without training "
+                        "(make figures on a machine without a GPU)")
     n.set_defaults(func=_notebooks)
 
     b = sub.add_parser("bench", help="throughput benchmark (characters/s, step time, memory)")

@@ -64,13 +64,21 @@ def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
     if spec.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
                                  weight_decay=spec.weight_decay, **kw)
-    if spec.optimizer == "delta":
-        from nlcore.delta_optim import DeltaRule  # optional dependency inside nlcore
+    if spec.optimizer in ("delta", "delta_batch_mean"):
+        from nlcore.delta_optim import DeltaRule
 
         ids = {id(p) for p in params}
         mods = {n: m for n, m in (named_modules or {}).items()
                 if isinstance(m, nn.Linear) and id(m.weight) in ids}
-        return DeltaRule(params, modules=mods, lr=spec.lr)
+        if not mods:
+            raise ValueError(f"cms.levels.{spec.name}.optimizer: the delta rule needs nn.Linear layers in the level")
+        # The per-token rule (Eq. 29, normalised) on the level's Linear weights, averaged over the
+        # chunk's tokens; the prototype's batch-mean variant for comparison. Biases and norms:
+        # SGD with the level's lr and momentum on the (clipped) accumulated gradient.
+        return DeltaRule(params, modules=mods, lr=spec.lr,
+                         mode="summed" if spec.optimizer == "delta" else "batch_mean",
+                         aggregation="mean", grad_scale="per_token", fallback="sgd",
+                         fallback_kwargs={"momentum": spec.momentum})
     raise ValueError(f"cms.levels.{spec.name}.optimizer: unknown {spec.optimizer!r}")
 
 

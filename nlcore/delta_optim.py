@@ -67,6 +67,9 @@ class DeltaRule(Optimizer):
     normalised mean input of the chunk and ∇_WL = `.grad` (aggregation does not apply).
 
     `decay_lr` (β / η′_d) sets the coefficient of the W A term separately; None ties it to lr.
+    `grad_scale="per_token"` records N·∇_yL for a call over N tokens: with a token-MEAN loss that
+    is ∇_{y_n} ℓ_n, the gradient of token n's own loss, so the regression target −∇_{y_n}ℓ_n has
+    the per-token scale of Eq. 29 instead of being shrunk by 1/N (which makes W A pure decay).
 
     Momentum (`momentum` = α > 0) acts on the chunk's increment Δ = W_new − W:
       classic (Eq. 17):  m ← α m + Δ;                        W ← W + m
@@ -84,7 +87,7 @@ class DeltaRule(Optimizer):
                  fallback_lr: float | None = None, fallback_kwargs: dict | None = None,
                  momentum: float = 0.0, momentum_kind: str = "delta",
                  decay_lr: float | None = None, eps: float = 1e-12,
-                 max_record_bytes: int = 2**30):
+                 max_record_bytes: int = 2**30, grad_scale: str = "as_recorded"):
         _require(_positive(lr), "lr", "a finite number > 0", lr)
         _require(mode in MODES, "mode", f"one of {MODES}", mode)
         _require(aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}", aggregation)
@@ -98,6 +101,9 @@ class DeltaRule(Optimizer):
         _require(decay_lr is None or (isinstance(decay_lr, (int, float)) and decay_lr >= 0),
                  "decay_lr", "None or >= 0", decay_lr)
         _require(_positive(eps), "eps", "> 0", eps)
+        _require(grad_scale in ("as_recorded", "per_token"), "grad_scale",
+                 "'as_recorded' or 'per_token'", grad_scale)
+        self.grad_scale = grad_scale
         _require(isinstance(max_record_bytes, int) and max_record_bytes > 0, "max_record_bytes",
                  "a positive int", max_record_bytes)
         _require(isinstance(modules, dict) and len(modules) > 0
@@ -156,6 +162,8 @@ class DeltaRule(Optimizer):
         dt = torch.promote_types(weight.dtype, torch.float32)  # fp32 even under bf16 autocast
         X = x.reshape(-1, x.shape[-1]).to(dt)  # (N, d_in)
         G = g.reshape(-1, g.shape[-1]).to(dt)  # ∇_yL: (N, d_out)
+        if self.grad_scale == "per_token":  # the loss is a mean over this call's N tokens:
+            G = G * X.shape[0]  # N ∇_{y_n} L = ∇_{y_n} ℓ_n, the per-token surprise signal
         if self.mode == "summed":
             A, B = delta_statistics(X, G, self.eps)  # Σ x̂x̂ᵀ (d_in, d_in), Σ g x̂ᵀ (d_out, d_in)
             slot["A"] = A if slot["A"] is None else slot["A"].add_(A)
@@ -231,6 +239,11 @@ class DeltaRule(Optimizer):
             W_new = W + slot["momentum"]
         p.copy_(W_new.to(p.dtype))
         self._clear(slot)
+
+    def clear_statistics(self) -> None:
+        """Drop every pending statistic (a discarded partial CMS chunk)."""
+        for slot in self._slots.values():
+            self._clear(slot)
 
     def _clear(self, slot: dict) -> None:
         self._record_bytes -= sum((r[1].numel() + r[2].numel()) * r[1].element_size()

@@ -59,6 +59,18 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                    "--resume", "--no-progress", *[a for s in sets for a in ("--set", s)]]
             todo.append((gc.label, seed, run_dir, cmd))
     t0 = time.time()
+    if jobs == 0:  # in-process, sequential (smoke mode: no interpreter start-up per run)
+        from nlcore.config import apply_overrides as _apply
+        from nlcore.train import Trainer
+
+        for label, seed, run_dir, cmd in todo:
+            gc = next(g for g in configs if g.label == label)
+            cfg = _apply(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
+            s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(resume=True)
+            if echo:
+                print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} bpc ({time.time() - t0:.0f} s)",
+                      flush=True)
+        todo = []
     running: list[tuple[str, int, Path, subprocess.Popen]] = []
     failures = []
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -115,3 +127,103 @@ def aggregate(name: str, configs: list[GridConfig], seeds: list[int], out: Path)
     }
     write_experiment(out, df, meta=meta)
     return df
+
+
+# ----------------------------------------------------------------------------- the registry
+# Each notebook's experiment as data: named configurations (preset + overrides) and seeds per
+# mode. FULL runs on a GPU through `python -m nlcore experiment NN --mode full`, writing the
+# committed results/<stem>/; SMOKE runs the same configurations on the smoke preset in-process.
+
+@dataclass(frozen=True)
+class Experiment:
+    stem: str
+    configs: tuple[tuple[str, tuple[str, ...]], ...]  # (label, overrides applied on the mode's preset)
+    full_preset: str = "seed"
+    smoke_preset: str = "smoke"
+    full_seeds: tuple[int, ...] = (0, 1, 2)
+    smoke_seeds: tuple[int, ...] = (0,)
+    full_common: tuple[str, ...] = ()
+    smoke_common: tuple[str, ...] = ()
+    smoke_labels: tuple[str, ...] | None = None  # None: every configuration also runs in smoke
+    smoke_replace: tuple[tuple[str, str], ...] = (("data.seq_len=512", "data.seq_len=64"),)
+
+    def grid(self, mode: str) -> tuple[list[GridConfig], list[int], tuple[str, ...]]:
+        """(configurations, seeds, common overrides) for `mode`; smoke swaps a few numbers."""
+        if mode == "full":
+            gcs = [GridConfig(label, self.full_preset, tuple(ov)) for label, ov in self.configs]
+            return gcs, list(self.full_seeds), self.full_common
+        swap = dict(self.smoke_replace)
+        gcs = [GridConfig(label, self.smoke_preset, tuple(swap.get(o, o) for o in ov))
+               for label, ov in self.configs if self.smoke_labels is None or label in self.smoke_labels]
+        return gcs, list(self.smoke_seeds), self.smoke_common
+
+
+_ADAMW_FFN = ("cms.levels.medium.optimizer=adamw", "cms.levels.slow.optimizer=adamw",
+              "cms.levels.medium.lr=5e-3", "cms.levels.slow.lr=5e-3")
+_PROTO_SCHEDULE = ("cms.levels.fast.optimizer=adam", "cms.levels.medium.optimizer=adam",
+                   "cms.levels.slow.optimizer=adam", "cms.levels.fast.lr=3e-4", "cms.levels.medium.lr=3e-4",
+                   "cms.levels.slow.lr=3e-4", "cms.lr_policy=divide_by_chunk", "cms.aggregation=sum",
+                   "cms.grad_clip=0", "schedule=constant", "warmup=0")
+_PROTOTYPE = ("compat=prototype", "model.norm_residual=false", "model.zero_init_ffn_out=false",
+              "model.activation=relu", *_PROTO_SCHEDULE)
+_SURPRISE = ("surprise.weights.fast=0.05", "surprise.weights.medium=0.01")
+
+
+def _chunks(m: int, s: int) -> tuple[str, ...]:
+    return (f"cms.levels.medium.chunk={m}", f"cms.levels.slow.chunk={s}")
+
+
+def _rows(prefix: str, base: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The prototype's headline-table rows (plus document resets and hierarchical state)."""
+    return (
+        (f"{prefix}reset_every_batch", (*base, "state.reset=every_batch")),
+        (f"{prefix}persistent", (*base, "state.reset=never")),
+        (f"{prefix}persistent_surprise", (*base, "state.reset=never", *_SURPRISE)),
+        (f"{prefix}persistent_512", (*base, "state.reset=never", "data.seq_len=512")),
+        (f"{prefix}persistent_doc_resets", (*base, "state.reset=doc")),
+        (f"{prefix}persistent_hierarchical", (*base, "state.reset=never", "model.hierarchical_state=true")),
+    )
+
+
+EXPERIMENTS: dict[str, Experiment] = {
+    "01_cms": Experiment("01_cms", (
+        ("default", ()),
+        ("all_adamw", _ADAMW_FFN),
+        ("adam_lr_div_chunk", (*_ADAMW_FFN, "cms.lr_policy=divide_by_chunk")),
+        ("chunks_1_4_16", _chunks(4, 16)),
+        ("chunks_1_2_4", _chunks(2, 4)),
+        ("cms_off", (*_ADAMW_FFN, *_chunks(1, 1))),
+    )),
+    "02_surprise": Experiment("02_surprise", tuple(
+        (f"{corpus}_{label}", (f"data.corpus={corpus}", *ov))
+        for corpus in ("wikitext2", "synthetic")
+        for label, ov in (
+            ("none", ()),
+            ("w0.05_0.01", ("surprise.weights.fast=0.05", "surprise.weights.medium=0.01")),
+            ("w0.1_0.05", ("surprise.weights.fast=0.1", "surprise.weights.medium=0.05")),
+            ("w0.3_0.1", ("surprise.weights.fast=0.3", "surprise.weights.medium=0.1")),
+            ("fast_only_0.3", ("surprise.weights.fast=0.3",)),
+            ("cheap_0.05_every4", ("surprise.weights.fast=0.05", "surprise.every=4")),
+        )), full_common=("data.synth_chars=2000000",),
+        smoke_labels=tuple(f"synthetic_{x}" for x in ("none", "w0.05_0.01", "fast_only_0.3"))),
+    "03_persistent_state": Experiment("03_persistent_state", _rows("", ()) + _rows("prototype_", _PROTOTYPE)),
+    "04_delta_rule": Experiment("04_delta_rule", (
+        ("sgd_default", ()),
+        ("adamw", _ADAMW_FFN),
+        ("delta", ("cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
+                   "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5")),
+        ("delta_batch_mean", ("cms.levels.medium.optimizer=delta_batch_mean", "cms.levels.slow.optimizer=delta_batch_mean",
+                              "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5")),
+    )),
+}
+
+
+def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, jobs: int = 1,
+                   echo: bool = True) -> pd.DataFrame:
+    """Run (or finish) a registered experiment and aggregate it into results/<stem>/."""
+    from nlcore.paths import results_root
+
+    exp = EXPERIMENTS[stem]
+    gcs, seeds, common = exp.grid(mode)
+    out = out or results_root(mode) / stem
+    return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo)

@@ -77,8 +77,10 @@ class DocCuts:
 class StateCarrier:
     """Holds one run's recurrent state and applies the reset policy window by window."""
 
-    def __init__(self, model, cfg: StateConfig, batch_size: int, device, cuts: DocCuts | None = None) -> None:
+    def __init__(self, model, cfg: StateConfig, batch_size: int, device, cuts: DocCuts | None = None,
+                 *, detach: bool = True) -> None:
         self.model, self.cfg, self.device, self.cuts = model, cfg, device, cuts
+        self.detach = detach  # False only for tests of exactness (full BPTT across windows)
         self.batch_size = batch_size
         self.state: State = model.init_state(batch_size, device)
         self.windows_since_reset = np.zeros(batch_size, dtype=np.int64)
@@ -106,7 +108,7 @@ class StateCarrier:
 
     def end(self, new_state: State) -> None:
         """Store the state produced by the window, detached (truncated BPTT)."""
-        self.state = detach(new_state)
+        self.state = detach(new_state) if self.detach else dict(new_state)
         self.windows_since_reset += 1
 
     def resize(self, batch_size: int) -> None:

@@ -85,7 +85,9 @@ class Trainer:
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
-        self.model = build_model(cfg.model, self.vocab_size).to(self.device)
+        chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
+                       for n in ("medium", "slow"))
+        self.model = build_model(cfg.model, self.vocab_size, chunks).to(self.device)
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
                        fused=True if self.device.type == "cuda" else None)

@@ -289,3 +289,18 @@ def test_deep_momentum_validation(field, value):
     kw[field] = value
     with pytest.raises(ValueError, match=f"^{field} must"):
         DeepMomentum([nn.Parameter(torch.zeros(2))], **kw)
+
+
+def test_per_token_grad_scale_uses_each_tokens_own_loss_gradient():
+    """grad_scale='per_token': g_n = N ∇_{y_n} L for a token-mean loss over N = B·T tokens."""
+    model = _model(3)
+    ref = copy.deepcopy(model)
+    x, t = _batch(5)
+    rec, _ = _reference(ref, x, t)
+    opt = DeltaRule(list(model[2].parameters()), modules={"out": model[2]}, lr=0.3,
+                    grad_scale="per_token", fallback="sgd")
+    _loss(model(x), t).backward()
+    opt.step()
+    X, G = rec[1]
+    expect = _closed_summed(ref[2].weight.detach(), X, G * len(X), 0.3)
+    torch.testing.assert_close(model[2].weight.detach(), expect, rtol=0, atol=1e-12)

@@ -11,14 +11,32 @@ surprise are h_1 (fast) and each FFN's own output FFN(.) (medium, slow).
 
 Recurrent state: ``{"h": (B, H), "c": (B, H)}``, batch-first; document resets inside a window
 split the cuDNN call at the host-known cut positions and zero the rows that start a document.
+
+Hierarchical state (``hierarchical_state=True``, off by default): the slower levels also carry
+a per-row summary across windows, at their own timescale. Level l in {medium, slow} keeps an
+exponential memory m_l (B, d) of its input stream u_l (h_1 for medium, h_2 for slow), updated
+once per window with retention alpha_l = exp(-1/C_l) (C_l: the level's chunk size in windows),
+
+    m_l <- alpha_l m_l + (1 - alpha_l) mean_t u_{l,t}
+
+and read through a zero-initialised projection added to the level's input, FFN_l(LN(u) + P_l m_l).
+A document start in row b hides m_l from that row's positions from the start on, and the
+update then averages only the positions after the row's last document start (old memory dropped).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
 
 from nlcore.models.base import Resets, SequenceModel, State
+
+
+def state_dtype(model: nn.Module) -> torch.dtype:
+    """float32, or float64 for a float64 model: the dtype recurrent state is carried in."""
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
 
 
 class FFN(nn.Module):
@@ -57,8 +75,10 @@ class NestedLSTM(SequenceModel):
 
     def __init__(self, vocab_size: int, d_model: int = 256, d_ff: int = 512, *, norm_residual: bool = True,
                  activation: str = "gelu", dropout: float = 0.0, embed_level: str = "fast",
-                 head_level: str = "fast", zero_init_ffn_out: bool = True) -> None:
+                 head_level: str = "fast", zero_init_ffn_out: bool = True,
+                 hierarchical_state: bool = False, chunks: tuple[int, int] = (16, 256)) -> None:
         super().__init__()
+        self.hierarchical = hierarchical_state
         self.vocab_size, self.d_model, self.norm_residual = vocab_size, d_model, norm_residual
         self.embed_level, self.head_level = embed_level, head_level
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -74,9 +94,19 @@ class NestedLSTM(SequenceModel):
                     nn.init.zeros_(f.fc2.weight)
                     nn.init.zeros_(f.fc2.bias)
         self.head = nn.Linear(d_model, vocab_size)
+        if hierarchical_state:
+            self.proj_medium = nn.Linear(d_model, d_model, bias=False)
+            self.proj_slow = nn.Linear(d_model, d_model, bias=False)
+            for p in (self.proj_medium, self.proj_slow):
+                nn.init.zeros_(p.weight)  # starts exactly as the model without summaries
+            self.retention = {"medium": math.exp(-1.0 / chunks[0]), "slow": math.exp(-1.0 / chunks[1])}
 
     def level_of(self, param_name: str) -> str:
         top = param_name.split(".")[0]
+        if top == "proj_medium":
+            return "medium"
+        if top == "proj_slow":
+            return "slow"
         if top in ("embed",):
             return self.embed_level
         if top in ("head", "norm_out"):
@@ -90,26 +120,54 @@ class NestedLSTM(SequenceModel):
         raise KeyError(f"NestedLSTM: no level for parameter {param_name!r}")
 
     def init_state(self, batch_size: int, device=None) -> State:
-        z = torch.zeros(batch_size, self.d_model, device=device)
-        return {"h": z, "c": z.clone()}
+        z = torch.zeros(batch_size, self.d_model, device=device, dtype=state_dtype(self))
+        st = {"h": z, "c": z.clone()}
+        if self.hierarchical:
+            st.update(mem_medium=z.clone(), mem_slow=z.clone())
+        return st
+
+    def _summary(self, name: str, u: torch.Tensor, state: State, resets: Resets | None,
+                 new: State) -> torch.Tensor:
+        """Add P_l m_l to the level input u (B, T, d); store the updated m_l in `new`."""
+        m = state[f"mem_{name}"]  # (B, d)
+        read = getattr(self, f"proj_{name}")(m.to(u.dtype)).unsqueeze(1)  # (B, 1, d)
+        a = self.retention[name]
+        if resets is None:
+            new[f"mem_{name}"] = a * m + (1 - a) * u.detach().to(m.dtype).mean(1)
+            return u + read
+        T = u.shape[1]
+        t = torch.arange(T, device=u.device)
+        seen = resets.mask.cumsum(1) > 0  # (B, T): at or after the row's first document start
+        last = torch.where(resets.mask, t, -1).amax(1)  # (B,): the row's last document start, or -1
+        tail = (t.unsqueeze(0) >= last.clamp_min(0).unsqueeze(1)).unsqueeze(-1)  # (B, T, 1)
+        tail = tail.to(m.dtype)
+        mean = (u.detach().to(m.dtype) * tail).sum(1) / tail.sum(1)  # (B, d)
+        new[f"mem_{name}"] = a * m * (last < 0).to(m.dtype).unsqueeze(1) + (1 - a) * mean
+        return u + read * (~seen).to(u.dtype).unsqueeze(-1)
 
     def forward(self, x: torch.Tensor, state: State | None = None,
                 resets: Resets | None = None) -> tuple[torch.Tensor, State]:
         B = x.shape[0]
         if state is None:
             state = self.init_state(B, x.device)
+        new: State = {}
         e = self.embed(x)  # (B, T, d)
         h1, h, c = run_lstm(self.lstm, e, state["h"], state["c"], resets)  # (B, T, d)
         h1 = self.tap("fast", h1)
-        if self.norm_residual:
-            h2 = h1 + self.tap("medium", self.ffn_medium(self.norm_medium(h1)))
-            h3 = h2 + self.tap("slow", self.ffn_slow(self.norm_slow(h2)))
-            logits = self.head(self.norm_out(h3))  # (B, T, V)
-        else:
-            h2 = self.tap("medium", self.ffn_medium(h1))
-            h3 = self.tap("slow", self.ffn_slow(h2))
-            logits = self.head(h3)
-        return logits, {"h": h.float(), "c": c.float()}  # carried in float32 even under bf16 autocast
+        u1 = self.norm_medium(h1) if self.norm_residual else h1  # medium level's input
+        if self.hierarchical:
+            u1 = self._summary("medium", u1, state, resets, new)
+        y2 = self.tap("medium", self.ffn_medium(u1))
+        h2 = h1 + y2 if self.norm_residual else y2
+        u2 = self.norm_slow(h2) if self.norm_residual else h2  # slow level's input
+        if self.hierarchical:
+            u2 = self._summary("slow", u2, state, resets, new)
+        y3 = self.tap("slow", self.ffn_slow(u2))
+        h3 = h2 + y3 if self.norm_residual else y3
+        logits = self.head(self.norm_out(h3) if self.norm_residual else h3)  # (B, T, V)
+        dt = state_dtype(self)  # carried in (at least) float32 even under bf16 autocast
+        new.update(h=h.to(dt), c=c.to(dt))
+        return logits, new
 
 
 class LSTMLM(SequenceModel):
@@ -126,11 +184,12 @@ class LSTMLM(SequenceModel):
         return "fast"
 
     def init_state(self, batch_size: int, device=None) -> State:
-        z = torch.zeros(batch_size, self.d_model, device=device)
+        z = torch.zeros(batch_size, self.d_model, device=device, dtype=state_dtype(self))
         return {"h": z, "c": z.clone()}
 
     def forward(self, x, state=None, resets=None):
         if state is None:
             state = self.init_state(x.shape[0], x.device)
         h1, h, c = run_lstm(self.lstm, self.embed(x), state["h"], state["c"], resets)
-        return self.head(self.tap("fast", h1)), {"h": h.float(), "c": c.float()}
+        dt = state_dtype(self)
+        return self.head(self.tap("fast", h1)), {"h": h.to(dt), "c": c.to(dt)}
