@@ -241,8 +241,13 @@ def git_info(repo: str | os.PathLike = REPO_ROOT) -> dict:
 
     `dirty` counts changes to tracked files only (as `git describe --dirty` does); untracked
     files do not make a tree dirty. Any field git cannot answer is None: git not installed,
-    not a repository, no commit yet, detached HEAD (branch).
+    not a repository, no commit yet, detached HEAD (branch). A tree copied without its history
+    (the GPU machine) reports the revision it was copied from through $NLCORE_GIT_REVISION and
+    $NLCORE_GIT_DIRTY, which the scripts under scripts/gpu/ set.
     """
+    if os.environ.get("NLCORE_GIT_REVISION"):  # a copy of the tree without history (GPU box)
+        return {"revision": os.environ["NLCORE_GIT_REVISION"],
+                "dirty": os.environ.get("NLCORE_GIT_DIRTY", "0") == "1", "branch": None, "source": "env"}
     repo = Path(repo)
     if not repo.is_dir() or _git(repo, "rev-parse", "--is-inside-work-tree") != "true":
         return {"revision": None, "dirty": None, "branch": None}
