@@ -45,7 +45,31 @@ def _grid(args: argparse.Namespace) -> int:
 def _experiment(args: argparse.Namespace) -> int:
     from nlcore.experiments import run_experiment
 
-    run_experiment(args.stem, args.mode, out=Path(args.out) if args.out else None, jobs=args.jobs)
+    run_experiment(args.stem, args.mode, out=Path(args.out) if args.out else None, jobs=args.jobs,
+                   only=args.configs)
+    return 0
+
+
+def _recall(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from nlcore import repro
+    from nlcore.recall import run_recall_benchmark
+    from nlcore.results import write_experiment
+
+    device = repro.pick_device(args.device)
+    frames = []
+    for d in args.d:
+        for spread in args.key_norm_spread:
+            for eta in args.eta:
+                df = run_recall_benchmark(d=d, seeds=tuple(args.seeds), device=device, eta=eta,
+                                          key_norm_spread=spread, correlation=args.correlation,
+                                          overwrite_frac=args.overwrite_frac)
+                frames.append(df.assign(d=d, key_norm_spread=spread, eta=eta))
+    runs = pd.concat(frames).rename(columns={"method": "config"})
+    write_experiment(Path(args.out), runs, meta={"experiment": "recall", "command": repro.command_line(),
+                                                  "device": str(device), "args": vars(args) | {"func": None}})
+    print(runs.groupby(["d", "key_norm_spread", "eta", "config", "load"])["value"].mean().unstack("load").round(3))
     return 0
 
 
@@ -100,7 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--mode", choices=("smoke", "full"), default="smoke")
     e.add_argument("--jobs", type=int, default=0, help="parallel runs as subprocesses (0: in-process, sequential)")
     e.add_argument("--out", default=None, help="default: results/<stem> (full) or build/smoke/results/<stem>")
+    e.add_argument("--configs", nargs="+", default=None, help="run only these configuration labels now")
     e.set_defaults(func=_experiment)
+
+    r = sub.add_parser("recall", help="associative-memory recall against load (Hebbian, GD, delta rules, least squares)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--d", type=int, nargs="+", default=[64])
+    r.add_argument("--eta", type=float, nargs="+", default=[1.0])
+    r.add_argument("--key-norm-spread", type=float, nargs="+", default=[0.0])
+    r.add_argument("--correlation", type=float, default=0.5)
+    r.add_argument("--overwrite-frac", type=float, default=0.2)
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    r.add_argument("--device", default="auto")
+    r.set_defaults(func=_recall)
 
     d = sub.add_parser("data", help="load a corpus and print its statistics")
     d.add_argument("corpus", nargs="?", default="synthetic")

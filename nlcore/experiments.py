@@ -212,18 +212,30 @@ EXPERIMENTS: dict[str, Experiment] = {
         ("adamw", _ADAMW_FFN),
         ("delta", ("cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
                    "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5")),
+        ("delta_lr0.1", ("cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
+                         "cms.levels.medium.lr=0.1", "cms.levels.slow.lr=0.1")),
         ("delta_batch_mean", ("cms.levels.medium.optimizer=delta_batch_mean", "cms.levels.slow.optimizer=delta_batch_mean",
                               "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5")),
     )),
 }
 
 
-def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, jobs: int = 1,
-                   echo: bool = True) -> pd.DataFrame:
-    """Run (or finish) a registered experiment and aggregate it into results/<stem>/."""
+def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, jobs: int = 0,
+                   echo: bool = True, only: list[str] | None = None) -> pd.DataFrame:
+    """Run (or finish) a registered experiment and aggregate it into results/<stem>/.
+
+    `only`: run just these configuration labels now (the others are aggregated if present)."""
     from nlcore.paths import results_root
 
-    exp = EXPERIMENTS[stem]
-    gcs, seeds, common = exp.grid(mode)
+    if stem not in EXPERIMENTS:
+        raise KeyError(f"unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
+    gcs, seeds, common = EXPERIMENTS[stem].grid(mode)
     out = out or results_root(mode) / stem
+    if only:
+        unknown = sorted(set(only) - {g.label for g in gcs})
+        if unknown:
+            raise KeyError(f"experiment {stem}: unknown configurations {unknown}")
+        run_grid(stem, [g for g in gcs if g.label in only], seeds, out, jobs=jobs, common=common, echo=echo)
+        present = {p.parent.parent.name for p in (out / "runs").glob("*/seed*/summary.json")}
+        return aggregate(stem, [g for g in gcs if g.label in present], seeds, out)
     return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo)
