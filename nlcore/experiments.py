@@ -193,6 +193,8 @@ EXPERIMENTS: dict[str, Experiment] = {
         ("chunks_1_4_16", _chunks(4, 16)),
         ("chunks_1_2_4", _chunks(2, 4)),
         ("cms_off", (*_ADAMW_FFN, *_chunks(1, 1))),
+        ("ffn_random_init", ("model.zero_init_ffn_out=false",)),
+        ("no_norm_residual", ("model.norm_residual=false", "model.zero_init_ffn_out=false")),
     )),
     "02_surprise": Experiment("02_surprise", tuple(
         (f"{corpus}_{label}", (f"data.corpus={corpus}", *ov))
