@@ -152,8 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=_notebooks)
 
     b = sub.add_parser("bench", help="throughput benchmark (characters/s, step time, memory)")
-    b.add_argument("--out", default=None)
-    b.add_argument("--configs", nargs="*", default=None)
+    from nlcore.bench import add_arguments  # standard library only at its top: --help stays fast
+
+    add_arguments(b)
     b.set_defaults(func=_bench)
     return p
 

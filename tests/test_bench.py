@@ -1,0 +1,55 @@
+"""The step-time benchmark harness: runs on CPU in smoke sizes and writes its JSON schema."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from nlcore import bench
+
+STEP_KEYS = ("step_ms_median", "step_ms_min", "step_ms_max", "step_ms_iqr", "chars_per_s",
+             "peak_mem_bytes", "ratio_to_baseline", "overhead_vs_persistent")
+
+
+def test_parse_config():
+    assert bench.parse_config("seed_persistent") == ("seed_persistent", [])
+    assert bench.parse_config("wide=model.d_model=48, model.d_ff=96") == ("wide", ["model.d_model=48",
+                                                                                   "model.d_ff=96"])
+    name, ov = bench.parse_config("mine=@seed_surprise_fast,surprise.clip=1")
+    assert name == "mine" and ov == bench.NAMED["seed_surprise_fast"] + ["surprise.clip=1"]
+    with pytest.raises(KeyError, match="nope"):
+        bench.parse_config("nope")
+    with pytest.raises(ValueError, match="key=value"):
+        bench.parse_config("x=model.d_model")
+
+
+def test_smoke_bench_writes_the_schema(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    specs = bench.DEFAULT + ["nocg=@seed_surprise_reference_nocg", "wide=@seed_persistent,model.d_model=40"]
+    args = argparse.Namespace(out=str(out), configs=specs, smoke=True, warmup=1, windows=3, steps=1)
+    assert bench.main(args) == 0
+    rep = json.loads(out.read_text())
+    for key in ("device", "device_name", "torch", "cuda", "cudnn", "git", "command", "environment", "settings"):
+        assert key in rep, key
+    assert "revision" in rep["git"] and rep["settings"]["baseline"] == "seed_persistent"
+    assert list(rep["configs"]) == bench.DEFAULT + ["nocg", "wide"]
+    for name, c in rep["configs"].items():
+        for key in STEP_KEYS:
+            assert key in c, (name, key)
+        assert len(c["step_ms_windows"]) == 3
+        assert 0 < c["step_ms_min"] <= c["step_ms_median"] <= c["step_ms_max"]
+        assert c["chars_per_s"] == pytest.approx(8 * 32 / (c["step_ms_median"] / 1e3))
+    base = rep["configs"]["seed_persistent"]
+    assert base["ratio_to_baseline"] == 1.0 and base["overhead_vs_persistent"] == 0.0
+    assert rep["configs"]["wide"]["params"] > base["params"]
+    assert rep["configs"]["plain_lstm"]["params"] < base["params"]
+    assert "seed_surprise_fast" in capsys.readouterr().out  # the table
+
+
+def test_bench_only_key_reaches_the_trainer():
+    t = bench.build_trainer(bench.NAMED["seed_surprise_reference_nocg"], smoke=True, steps=2)
+    assert t.surprise is not None and t.surprise.create_graph is False and t.cfg.surprise.impl == "reference"
+    with pytest.raises(ValueError, match="baseline"):
+        bench.run(["seed_reset"], smoke=True, warmup=0, windows=1, steps=1, baseline="seed_persistent")
