@@ -196,6 +196,11 @@ EXPERIMENTS: dict[str, Experiment] = {
         ("ffn_random_init", ("model.zero_init_ffn_out=false",)),
         ("no_norm_residual", ("model.norm_residual=false", "model.zero_init_ffn_out=false")),
     )),
+    # Which activation the prototype used is unknown: GELU beside the ReLU of the 03 rows.
+    "prototype_match": Experiment("prototype_match", (
+        ("prototype_relu_persistent", (*_PROTOTYPE, "state.reset=never")),
+        ("prototype_gelu_persistent", (*_PROTOTYPE, "state.reset=never", "model.activation=gelu")),
+    )),
     "02_surprise": Experiment("02_surprise", tuple(
         (f"{corpus}_{label}", (f"data.corpus={corpus}", *ov))
         for corpus in ("wikitext2", "synthetic")

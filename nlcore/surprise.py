@@ -52,7 +52,8 @@ parameter upstream of y_ℓ. Metrics (``drain_metrics``), per level, averaged ov
 since the last drain: ``aux_loss`` = λ·MSE, ``signal_norm`` = the whole-tensor Frobenius norm
 ‖∇_{y_ℓ}L‖ before clipping (over all B·T·d elements, not per token), ``clip_frac`` = the
 fraction of elements with |∇_{y_ℓ}L| > c, and ``steps``. They accumulate on the device and
-reach the host in one transfer at drain time.
+reach the host in one transfer at drain time; with ``record_every = n`` only steps divisible by
+n are recorded (the trainer passes its log interval: a sample per log line, no per-step cost).
 """
 
 from __future__ import annotations
@@ -78,9 +79,14 @@ class Surprise:
     ``create_graph`` only affects ``impl="reference"`` (True: the prototype's second-order graph).
     """
 
-    def __init__(self, cfg: SurpriseConfig, model: SequenceModel, *, create_graph: bool = True) -> None:
+    def __init__(self, cfg: SurpriseConfig, model: SequenceModel, *, create_graph: bool = True,
+                 record_every: int = 1) -> None:
         cfg.validate()
+        if record_every < 1:
+            raise ValueError(f"record_every must be >= 1, got {record_every}")
         self.cfg, self.model, self.create_graph = cfg, model, create_graph
+        self.record_every = record_every  # metrics are sampled on steps divisible by it
+        self._recording = True
         self.weights = {n: float(w) for n, w in cfg.weights.items() if w > 0}  # levels with λ > 0
         self.active = False
         self._acc: dict[str, Tensor] = {}  # level -> (3,) float64 running sums of METRICS (device)
@@ -99,6 +105,7 @@ class Surprise:
         """Install the tap function when the objective is active at 1-based `step`."""
         self._clear()
         self.active = bool(self.weights) and step % self.cfg.every == 0
+        self._recording = step % self.record_every == 0
         self.model.tap_fn = self._tap if self.active else None
 
     def total_loss(self, loss: Tensor) -> Tensor:
@@ -117,7 +124,8 @@ class Surprise:
             target = g.to(dt).clamp(-self.cfg.clip, self.cfg.clip).detach()  # sg(clip(∇_y L))
             aux = self.weights[n] * torch.mean((y.to(dt) - target) ** 2)  # λ·MSE(y, t)
             total = total + aux
-            self._record(n, aux.detach(), g.detach().to(dt))
+            if self._recording:
+                self._record(n, aux.detach(), g.detach().to(dt))
         return total
 
     def end(self) -> None:
@@ -170,16 +178,19 @@ class Surprise:
         if self._inner:  # a hook met inside our own local VJP: leave that gradient alone
             return None
         y = self._ys[name]
-        dt = _work_dtype(grad.dtype)
-        a = grad.to(dt)  # incoming: ∇_y L + downstream auxiliary terms, (B, T, d)
+        # incoming a = ∇_y L + downstream auxiliary terms, (B, T, d). Few kernels on purpose (the
+        # step is launch-bound at seed sizes): type promotion does the float32 casts.
         corr = self._corr.pop(name, None)
-        g = a if corr is None else a - corr  # ∇_y L alone
+        g = grad if corr is None else torch.sub(grad, corr)  # ∇_y L alone (float32 if corrected)
         target = g.clamp(-self.cfg.clip, self.cfg.clip)  # clip(∇_y L, ±c)
-        diff = y.detach().to(dt) - target  # y − t
+        diff = torch.sub(y.detach(), target, alpha=1)  # y − t
+        if diff.dtype != _work_dtype(diff.dtype):
+            diff = diff.to(_work_dtype(diff.dtype))
         lam = self.weights[name]
-        delta = (2.0 * lam / y.numel()) * diff  # δ = k (y − t), k = 2λ/N
+        k = 2.0 * lam / y.numel()  # δ = k (y − t), k = 2λ/N
         ups = self._upstream(name)
         if ups:
+            delta = k * diff
             self._inner = True
             try:  # local VJP through the blocks between the upstream taps and y only
                 rs = torch.autograd.grad(y, [self._ys[n] for n in ups], grad_outputs=delta.to(y.dtype),
@@ -190,8 +201,9 @@ class Surprise:
                 if r is not None:  # J_{name←n}ᵀ δ, to subtract at n's hook
                     r = r.to(_work_dtype(r.dtype))
                     self._corr[n] = r if n not in self._corr else self._corr[n] + r
-        self._record(name, lam * diff.square().mean(), g)
-        return (a + delta).to(grad.dtype)
+        if self._recording:
+            self._record(name, lam * diff.square().mean(), g.to(diff.dtype))
+        return torch.add(grad, diff, alpha=k).to(grad.dtype)  # a + δ
 
     def _upstream(self, name: str) -> list[str]:
         """Weighted taps made before `name`: the only ones its δ can reach (tap order is topological)."""

@@ -100,7 +100,7 @@ class Trainer:
         if cfg.surprise.weights:
             from nlcore.surprise import Surprise
 
-            self.surprise = Surprise(cfg.surprise, self.model)
+            self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every)
         self.step = 0
         self.wall_train = 0.0
         self.chars_per_step = d.batch_size * d.seq_len
