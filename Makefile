@@ -53,8 +53,11 @@ test-fast: env ## unit tests only, without those marked slow
 smoke: env ## the main job in smoke mode, offline, on any CPU (build/smoke/)
 	$(if $(NOTEBOOKS),$(PY) -m nlcore notebooks --mode smoke,$(PY) -m nlcore train --preset smoke --out build/smoke/train)
 
-figures: env ## FULL mode: run every notebook (or ONLY=NN), writing figures/ and results/
-	$(PY) -m nlcore notebooks --mode full $(if $(ONLY),--only $(ONLY))
+# Without a GPU, `make figures` re-plots the committed full results (REUSE=1); REUSE= forces training.
+REUSE ?= $(if $(HAS_GPU),,1)
+
+figures: env ## FULL mode: every notebook (or ONLY=NN) -> figures/, results/; REUSE=1 re-plots committed results
+	$(PY) -m nlcore notebooks --mode full $(if $(ONLY),--only $(ONLY)) $(if $(REUSE),--reuse)
 
 lint: env ## ruff over nlcore, tests, scripts and notebooks/*.py
 	$(PY) -m ruff check .

@@ -11,9 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "evaluate", "experiments",
-    "models", "notebook", "paths", "plotting", "repro", "results", "schedule", "state",
-    "stats", "surprise", "train",
+    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "evaluate",
+    "experiments", "fastpath", "figures", "models", "notebook", "paths", "plotting", "recall",
+    "repro", "results", "runner", "schedule", "state", "stats", "surprise", "train",
 }
 
 

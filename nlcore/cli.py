@@ -46,7 +46,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from nlcore.experiments import run_experiment
 
     run_experiment(args.stem, args.mode, out=Path(args.out) if args.out else None, jobs=args.jobs,
-                   only=args.configs)
+                   only=args.configs, aggregate_only=args.aggregate_only)
     return 0
 
 
@@ -125,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", type=int, default=0, help="parallel runs as subprocesses (0: in-process, sequential)")
     e.add_argument("--out", default=None, help="default: results/<stem> (full) or build/smoke/results/<stem>")
     e.add_argument("--configs", nargs="+", default=None, help="run only these configuration labels now")
+    e.add_argument("--aggregate-only", action="store_true",
+                   help="rebuild runs.csv/summary.json/meta.json from the finished run directories")
     e.set_defaults(func=_experiment)
 
     r = sub.add_parser("recall", help="associative-memory recall against load (Hebbian, GD, delta rules, least squares)")

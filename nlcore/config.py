@@ -54,7 +54,7 @@ class ModelConfig:
     dropout: float = 0.0
     embed_level: str = "fast"  # the CMS level that owns the embedding
     head_level: str = "fast"  # the CMS level that owns the output head
-    zero_init_ffn_out: bool = True  # residual FFN branches start as the identity map
+    zero_init_ffn_out: bool = False  # True: residual FFN branches start as the identity map
     hierarchical_state: bool = False  # carry slow-level summaries across windows (nlcore.state)
 
     def validate(self, prefix: str = "model") -> None:

@@ -120,10 +120,16 @@ def aggregate(name: str, configs: list[GridConfig], seeds: list[int], out: Path)
     from nlcore.results import write_experiment
 
     df = collect(out, [gc.label for gc in configs])
+    run_metas = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/seed*/meta.json"))
+                 if p.parent.parent.name in {gc.label for gc in configs}]
+    revisions = sorted({json.dumps(m.get("git"), sort_keys=True) for m in run_metas})
     meta = {
         "experiment": name, "command": " ".join(shlex.quote(a) for a in sys.argv), "seeds": list(seeds),
         "configs": {gc.label: {"preset": gc.preset, "overrides": list(gc.overrides)} for gc in configs},
-        "git": repro.git_info(), "environment": repro.capture_environment(),
+        "git": repro.git_info(),  # where the aggregation ran; the runs' own revisions below
+        "run_revisions": [json.loads(r) for r in revisions],
+        "run_environment": run_metas[0].get("environment") if run_metas else None,
+        "environment": repro.capture_environment(),
     }
     write_experiment(out, df, meta=meta)
     return df
@@ -167,6 +173,7 @@ _PROTO_SCHEDULE = ("cms.levels.fast.optimizer=adam", "cms.levels.medium.optimize
 _PROTOTYPE = ("compat=prototype", "model.norm_residual=false", "model.zero_init_ffn_out=false",
               "model.activation=relu", *_PROTO_SCHEDULE)
 _SURPRISE = ("surprise.weights.fast=0.05", "surprise.weights.medium=0.01")
+_ZERO = ("model.zero_init_ffn_out=true",)  # the default before results/01_cms chose random init
 
 
 def _chunks(m: int, s: int) -> tuple[str, ...]:
@@ -186,15 +193,17 @@ def _rows(prefix: str, base: tuple[str, ...]) -> tuple[tuple[str, tuple[str, ...
 
 
 EXPERIMENTS: dict[str, Experiment] = {
+    # Every configuration but "default" ran when zero-initialised FFN outputs were the default;
+    # they pin it, so re-running reproduces the committed results (results/01_cms/NOTE.md).
     "01_cms": Experiment("01_cms", (
         ("default", ()),
-        ("all_adamw", _ADAMW_FFN),
-        ("adam_lr_div_chunk", (*_ADAMW_FFN, "cms.lr_policy=divide_by_chunk")),
-        ("chunks_1_4_16", _chunks(4, 16)),
-        ("chunks_1_2_4", _chunks(2, 4)),
-        ("cms_off", (*_ADAMW_FFN, *_chunks(1, 1))),
-        ("ffn_random_init", ("model.zero_init_ffn_out=false",)),
-        ("no_norm_residual", ("model.norm_residual=false", "model.zero_init_ffn_out=false")),
+        ("zero_init_ffn", _ZERO),
+        ("all_adamw", (*_ZERO, *_ADAMW_FFN)),
+        ("adam_lr_div_chunk", (*_ZERO, *_ADAMW_FFN, "cms.lr_policy=divide_by_chunk")),
+        ("chunks_1_4_16", (*_ZERO, *_chunks(4, 16))),
+        ("chunks_1_2_4", (*_ZERO, *_chunks(2, 4))),
+        ("cms_off", (*_ZERO, *_ADAMW_FFN, *_chunks(1, 1))),
+        ("no_norm_residual", ("model.norm_residual=false",)),
     )),
     # Which activation the prototype used is unknown: GELU beside the ReLU of the 03 rows.
     "prototype_match": Experiment("prototype_match", (
@@ -211,9 +220,10 @@ EXPERIMENTS: dict[str, Experiment] = {
             ("w0.3_0.1", ("surprise.weights.fast=0.3", "surprise.weights.medium=0.1")),
             ("fast_only_0.3", ("surprise.weights.fast=0.3",)),
             ("cheap_0.05_every4", ("surprise.weights.fast=0.05", "surprise.every=4")),
-        )), full_common=("data.synth_chars=2000000",),
+        )), full_common=("data.synth_chars=2000000", *_ZERO), smoke_common=_ZERO,
         smoke_labels=tuple(f"synthetic_{x}" for x in ("none", "w0.05_0.01", "fast_only_0.3"))),
-    "03_persistent_state": Experiment("03_persistent_state", _rows("", ()) + _rows("prototype_", _PROTOTYPE)),
+    "03_persistent_state": Experiment("03_persistent_state", _rows("", ()) + _rows("prototype_", _PROTOTYPE),
+                                      full_common=_ZERO, smoke_common=_ZERO),
     "04_delta_rule": Experiment("04_delta_rule", (
         ("sgd_default", ()),
         ("adamw", _ADAMW_FFN),
@@ -223,12 +233,13 @@ EXPERIMENTS: dict[str, Experiment] = {
                          "cms.levels.medium.lr=0.1", "cms.levels.slow.lr=0.1")),
         ("delta_batch_mean", ("cms.levels.medium.optimizer=delta_batch_mean", "cms.levels.slow.optimizer=delta_batch_mean",
                               "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5")),
-    )),
+    ), full_common=_ZERO, smoke_common=_ZERO),
 }
 
 
 def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, jobs: int = 0,
-                   echo: bool = True, only: list[str] | None = None) -> pd.DataFrame:
+                   echo: bool = True, only: list[str] | None = None,
+                   aggregate_only: bool = False) -> pd.DataFrame:
     """Run (or finish) a registered experiment and aggregate it into results/<stem>/.
 
     `only`: run just these configuration labels now (the others are aggregated if present)."""
@@ -238,6 +249,8 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
         raise KeyError(f"unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
     gcs, seeds, common = EXPERIMENTS[stem].grid(mode)
     out = out or results_root(mode) / stem
+    if aggregate_only:
+        return aggregate(stem, gcs, seeds, out)
     if only:
         unknown = sorted(set(only) - {g.label for g in gcs})
         if unknown:

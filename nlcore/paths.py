@@ -12,7 +12,9 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO_ROOT / "notebooks"
-BUILD = REPO_ROOT / "build"
+# $NLCORE_BUILD moves build/ (the notebook runner passes its build root to the kernel this way,
+# so a test's temporary root reaches the separate kernel process); it never moves figures/ or results/.
+BUILD = Path(os.environ["NLCORE_BUILD"]).resolve() if os.environ.get("NLCORE_BUILD") else REPO_ROOT / "build"
 
 MODES = ("smoke", "full")
 

@@ -1,0 +1,200 @@
+"""Regenerate the README's generated blocks from the repository's files; never type them by hand.
+
+    python scripts/readme_tables.py            # rewrite the blocks in README.md
+    python scripts/readme_tables.py --check    # exit 1 if README.md is stale (CI)
+
+Blocks (between `<!-- name:start -->` and `<!-- name:end -->`):
+
+- `notebooks`: one row per `notebooks/NN_name.py`: its title, its question (the title cell's
+  blockquote), and the smoke and full runtimes measured by the notebook runner
+  (`build/{smoke,full}/timings.json`; runs that trained, not `--reuse` re-plots). Where no timing file has a measurement, the value already in the README is kept, so
+  a runtime measured once on the GPU box survives a regeneration elsewhere. `--check` ignores the
+  runtime columns (they depend on the machine).
+- `gallery`: every committed FULL figure `figures/<stem>/*.png`, grouped by notebook.
+- `results`: one table per `results/<stem>/summary.json` (`nlcore.results.results_table_markdown`):
+  mean ± half-width [low, high] (n seeds) of validation and test bits per character.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing
+
+from nlcore.results import replace_block, results_table_markdown  # noqa: E402
+
+METRICS = ("valid_bpc", "test_bpc")
+STANDARD_KEYS = {"config", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds", "ci_method"}
+NOTEBOOK_HEADER = "| notebook | question | smoke (CPU) | full (GPU) |"
+
+
+# ---------------------------------------------------------------------------- notebooks
+
+
+def notebook_info(path: Path) -> tuple[str, str]:
+    """(title, question) from the title cell: the `# NN · Title` line and its first blockquote."""
+    title, question = path.stem, ""
+    for line in path.read_text(encoding="utf-8").splitlines():
+        text = line[2:] if line.startswith("# ") else ("" if line.strip() == "#" else None)
+        if text is None:
+            if title != path.stem:  # the markdown title cell has ended
+                break
+            continue
+        if text.startswith("# ") and title == path.stem:
+            title = text[2:].strip()
+        elif text.startswith("> ") and not question:
+            question = text[2:].strip()
+    return title, question
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def measured_runtimes(build: Path) -> dict[str, dict[str, str]]:
+    """{stem: {"smoke": "19 s", "full": "42 min"}} from the runner's timing files."""
+    out: dict[str, dict[str, str]] = {}
+    for mode in ("smoke", "full"):
+        path = build / mode / "timings.json"
+        if not path.exists():
+            continue
+        for stem, entry in json.loads(path.read_text(encoding="utf-8")).items():
+            if entry.get("status") != "ok" or entry.get("reuse"):  # a re-plot is not a runtime
+                continue
+            out.setdefault(stem, {})[mode] = _duration(float(entry["seconds"]))
+    return out
+
+
+def existing_runtimes(readme: str) -> dict[str, dict[str, str]]:
+    """The runtime cells of the notebook table currently in the README, by notebook stem."""
+    out: dict[str, dict[str, str]] = {}
+    for m in re.finditer(r"^\| \[[^\]]*\]\(notebooks/([0-9]{2}_[a-z0-9_]+)\.py\) \|.*\| ([^|]*) \| ([^|]*) \|$",
+                         readme, re.M):
+        out[m.group(1)] = {"smoke": m.group(2).strip(), "full": m.group(3).strip()}
+    return out
+
+
+def notebooks_block(readme: str, build: Path | None) -> str:
+    measured = measured_runtimes(build) if build is not None else {}
+    kept = existing_runtimes(readme)
+    rows = [NOTEBOOK_HEADER, "|---|---|---:|---:|"]
+    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+        title, question = notebook_info(path)
+        times = {m: measured.get(path.stem, {}).get(m) or kept.get(path.stem, {}).get(m) or "—"
+                 for m in ("smoke", "full")}
+        q = question.replace("|", "\\|")
+        rows.append(f"| [{title}](notebooks/{path.name}) | {q} | {times['smoke']} | {times['full']} |")
+    if len(rows) == 2:
+        return "_No notebooks yet._"
+    note = ("Runtimes are measured by `python -m nlcore notebooks` (smoke: 2 CPU cores; "
+            "full: one GPU, training included).")
+    return "\n".join(rows) + "\n\n" + note
+
+
+# ---------------------------------------------------------------------------- gallery
+
+
+def gallery_block() -> str:
+    parts = []
+    for folder in sorted(p for p in (REPO / "figures").glob("*") if p.is_dir()):
+        pngs = sorted(folder.glob("*.png"))
+        if not pngs:
+            continue
+        imgs = " ".join(f'<img src="figures/{folder.name}/{p.name}" alt="{folder.name}/{p.stem}" width="360">'
+                        for p in pngs)
+        parts.append(f"**{folder.name}**\n\n{imgs}")
+    return "\n\n".join(parts) if parts else "_No FULL figures committed yet: run `make figures` on a GPU._"
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def _labelled(records: list[dict]) -> list[dict]:
+    """Fold extra id columns (e.g. d, eta) into the row label, so rows stay distinct."""
+    out = []
+    for r in records:
+        extra = sorted(k for k in r if k not in STANDARD_KEYS)
+        label = r["config"] if not extra else f"{r['config']} ({', '.join(f'{k}={r[k]}' for k in extra)})"
+        out.append({**r, "config": label})
+    return out
+
+
+def _order(stem: str, records: list[dict]) -> list[dict]:
+    try:
+        from nlcore.experiments import EXPERIMENTS
+
+        labels = [label for label, _ in EXPERIMENTS[stem].configs]
+    except (ImportError, KeyError):
+        return records
+    rank = {label: i for i, label in enumerate(labels)}
+    return sorted(records, key=lambda r: rank.get(r["config"], len(rank)))
+
+
+def results_block() -> str:
+    parts = []
+    for path in sorted((REPO / "results").glob("*/summary.json")):
+        stem = path.parent.name
+        records = _labelled(_order(stem, json.loads(path.read_text(encoding="utf-8"))))
+        metrics = [m for m in METRICS if any(r["metric"] == m for r in records)]
+        if not metrics:
+            metrics = sorted({r["metric"] for r in records})
+        meta_path = path.parent / "meta.json"
+        rev = ""
+        if meta_path.exists():
+            git = json.loads(meta_path.read_text(encoding="utf-8")).get("git") or {}
+            if git.get("revision"):
+                rev = f", code at `{git['revision'][:7]}`" + (" (dirty)" if git.get("dirty") else "")
+        parts.append(f"**{stem}** (`results/{stem}/summary.json`{rev})\n\n"
+                     + results_table_markdown(records, metrics=metrics).rstrip("\n"))
+    return "\n\n".join(parts) if parts else "_No FULL results committed yet._"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def render(readme: str, build: Path | None) -> str:
+    text = replace_block(readme, "notebooks", notebooks_block(readme, build))
+    text = replace_block(text, "gallery", gallery_block())
+    return replace_block(text, "results", results_block())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if the README is stale; write nothing")
+    p.add_argument("--readme", default=str(REPO / "README.md"))
+    p.add_argument("--build", default=str(REPO / "build"), help="where the runner's timings.json files are")
+    args = p.parse_args(argv)
+    path = Path(args.readme)
+    current = path.read_text(encoding="utf-8")
+    if args.check:  # runtimes depend on the machine: compare with the README's own values
+        fresh = render(current, build=None)
+        if fresh != current:
+            import difflib
+
+            diff = difflib.unified_diff(current.splitlines(), fresh.splitlines(), "README.md", "generated",
+                                        lineterm="", n=1)
+            print("\n".join(list(diff)[:80]))
+            print(f"\n{path.name} is stale: run `python scripts/readme_tables.py`", file=sys.stderr)
+            return 1
+        print(f"{path.name} is up to date")
+        return 0
+    fresh = render(current, build=Path(args.build))
+    if fresh != current:
+        path.write_text(fresh, encoding="utf-8")
+        print(f"updated {path}")
+    else:
+        print(f"{path.name} already up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
