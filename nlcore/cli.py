@@ -76,9 +76,22 @@ def _recall(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from nlcore.data import prepare
 
+    from nlcore.evaluate import unigram_bpc
+
     corpus = prepare(args.corpus, data_root=args.data_root)
-    print(json.dumps({"name": corpus.name, "source": corpus.source, "split_note": corpus.split_note,
-                      "entropy_rate_bits": corpus.entropy_rate_bits, "stats": corpus.stats}, indent=2, default=str))
+    info = {"name": corpus.name, "source": corpus.source, "split_note": corpus.split_note,
+            "entropy_rate_bits": corpus.entropy_rate_bits, "stats": corpus.stats,
+            "unigram_bpc": {s: unigram_bpc(corpus, s) for s in ("valid", "test")},
+            "tokenizer": corpus.tokenizer.to_dict()}
+    print(json.dumps({k: v for k, v in info.items() if k != "tokenizer"}, indent=2, default=str))
+    if args.out:
+        from nlcore import repro
+        from nlcore.results import write_json
+
+        out = Path(args.out)
+        write_json(out / "summary.json", info)
+        write_json(out / "meta.json", {"command": repro.command_line(), "git": repro.git_info(),
+                                       "environment": repro.capture_environment()})
     return 0
 
 
@@ -143,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="load a corpus and print its statistics")
     d.add_argument("corpus", nargs="?", default="synthetic")
     d.add_argument("--data-root", default=None)
+    d.add_argument("--out", default=None, help="write summary.json (statistics, unigram bpc, tokenizer) + meta.json here")
     d.set_defaults(func=_data)
 
     n = sub.add_parser("notebooks", help="execute the notebooks with papermill (smoke or full)")

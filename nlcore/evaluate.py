@@ -62,3 +62,12 @@ def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False
     if by_position and pos_sum is not None:
         out["bpc_by_position"] = (pos_sum / pos_cnt.clamp_min(1) / math.log(2)).cpu().tolist()
     return out
+
+
+def unigram_bpc(corpus, split: str = "valid") -> float:
+    """Bits per character of the unigram model on `split`: train-split character frequencies,
+    add-one smoothed, p(c) = (n_c + 1) / (N + V); the level any trained model must beat."""
+    vocab = corpus.tokenizer.vocab_size
+    counts = torch.bincount(corpus.ids["train"], minlength=vocab).double() + 1.0  # (V,) add-one
+    log_p = (counts / counts.sum()).log2()  # (V,)
+    return float(-log_p[corpus.ids[split]].mean())  # mean -log2 p(c) over the split

@@ -153,9 +153,82 @@ def results_block() -> str:
             git = json.loads(meta_path.read_text(encoding="utf-8")).get("git") or {}
             if git.get("revision"):
                 rev = f", code at `{git['revision'][:7]}`" + (" (dirty)" if git.get("dirty") else "")
-        parts.append(f"**{stem}** (`results/{stem}/summary.json`{rev})\n\n"
-                     + results_table_markdown(records, metrics=metrics).rstrip("\n"))
+        parts.append(f"<details><summary><b>{stem}</b> (<code>results/{stem}/summary.json</code>{rev})</summary>\n\n"
+                     + results_table_markdown(records, metrics=metrics).rstrip("\n") + "\n\n</details>")
     return "\n\n".join(parts) if parts else "_No FULL results committed yet._"
+
+
+# ---------------------------------------------------------------------------- headline
+
+# (experiment, configuration, what it is): the rows of the README's headline table. Same budget
+# everywhere: 2000 steps x 32 rows x 256 characters of WikiText-2 (512 where marked).
+HEADLINE = (
+    ("03_persistent_state", "prototype_persistent",
+     "the prototype as it ran: embedding and head untrained, Adam with lr/C (compat switch)"),
+    ("03_persistent_state", "reset_every_batch", "every part trained, state reset every window"),
+    ("03_persistent_state", "persistent", "... with state carried across windows (zero-init FFN outputs)"),
+    ("01_cms", "default", "`seed` preset default: as above, random-init FFN outputs"),
+    ("01_cms", "all_adamw", "AdamW on every level instead of clipped SGD on the sum (Eq. 31)"),
+    ("01_cms", "adam_lr_div_chunk", "AdamW with the prototype's lr/C, everything trained"),
+    ("01_cms", "chunks_1_4_16", "CMS chunks 1/4/16 instead of 1/16/256"),
+    ("01_cms", "cms_off", "CMS off: every level steps every window"),
+    ("01_cms", "no_norm_residual", "without LayerNorm + residual around the FFN levels"),
+    ("03_persistent_state", "persistent_doc_resets", "state zeroed at every article start"),
+    ("03_persistent_state", "persistent_hierarchical", "slow levels carry summaries too"),
+    ("03_persistent_state", "persistent_512", "512-character windows (twice the characters)"),
+    ("02_surprise", "wikitext2_w0.1_0.05", "surprise objective, weights 0.1 / 0.05"),
+    ("04_delta_rule", "delta", "delta rule (Eq. 29, normalised) on the FFN levels"),
+    ("04_delta_rule", "delta_batch_mean", "the prototype's batch-mean delta rule"),
+)
+
+
+def headline_block() -> str:
+    from nlcore.results import format_ci
+
+    rows = ["| configuration | experiment | valid bpc | test bpc | training \"PPL\" |", "|---|---|---|---|---|"]
+    for stem, config, what in HEADLINE:
+        path = REPO / "results" / stem / "summary.json"
+        if not path.exists():
+            continue
+        recs = {r["metric"]: r for r in json.loads(path.read_text(encoding="utf-8")) if r["config"] == config}
+        if "valid_bpc" not in recs:
+            continue
+        cells = [format_ci(recs[m], 3) if m in recs else "—" for m in ("valid_bpc", "test_bpc")]
+        ppl = f"{recs['train_ppl_last100']['mean']:.1f}" if "train_ppl_last100" in recs else "—"
+        rows.append(f"| {what} | [{stem}](results/{stem}/) `{config}` | {cells[0]} | {cells[1]} | {ppl} |")
+    if len(rows) == 2:
+        return "_No FULL results committed yet._"
+    note = ("Held-out bits per character over the whole valid and test splits, mean ± half-width of the "
+            "bootstrap 95 % interval across seeds [low, high] (n). Training \"PPL\" is exp of the mean "
+            "training loss over the last 100 steps: the number the prototype reported.")
+    return "\n".join(rows) + "\n\n" + note
+
+
+# ---------------------------------------------------------------------------- bench
+
+
+def bench_block() -> str:
+    parts = []
+    for path in sorted((REPO / "results" / "bench").glob("*.json")):
+        rep = json.loads(path.read_text(encoding="utf-8"))
+        if rep.get("schema") != "nlcore.bench/1":
+            continue
+        rev = (rep.get("git") or {}).get("revision") or "unknown"
+        rows = ["| configuration | ms / step (median) | IQR | characters / s | vs persistent |",
+                "|---|---:|---:|---:|---:|"]
+        for name, c in rep["configs"].items():
+            ov = c.get("overhead_vs_persistent")
+            sp = c.get("overhead_vs_persistent_spread") or {}
+            ovs = "—" if ov is None else (f"{100 * ov:+.1f} % [{100 * sp.get('q25', ov):+.1f}, "
+                                          f"{100 * sp.get('q75', ov):+.1f}]")
+            rows.append(f"| `{name}` | {c['step_ms_median']:.2f} | {c['step_ms_iqr']:.2f} | "
+                        f"{c['chars_per_s'] / 1e6:.2f} M | {ovs} |")
+        parts.append(f"**`results/bench/{path.name}`**: {rep['device_name']}, torch {rep['torch']}, code at "
+                     f"`{rev[:7]}`, `{rep['command']}`\n\n" + "\n".join(rows))
+    if not parts:
+        return "_No benchmark committed yet._"
+    return "\n\n".join(parts) + ("\n\nOverheads are paired per timing window (interleaved order) and given "
+                                  "with their interquartile range across windows.")
 
 
 # ---------------------------------------------------------------------------- main
@@ -164,6 +237,10 @@ def results_block() -> str:
 def render(readme: str, build: Path | None) -> str:
     text = replace_block(readme, "notebooks", notebooks_block(readme, build))
     text = replace_block(text, "gallery", gallery_block())
+    if "<!-- headline:start -->" in text:
+        text = replace_block(text, "headline", headline_block())
+    if "<!-- bench:start -->" in text:
+        text = replace_block(text, "bench", bench_block())
     return replace_block(text, "results", results_block())
 
 
