@@ -75,7 +75,6 @@ def _recall(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from nlcore.data import prepare
-
     from nlcore.evaluate import unigram_bpc
 
     corpus = prepare(args.corpus, data_root=args.data_root)
