@@ -26,7 +26,13 @@ Which aggregation and learning-rate policy suit which optimizer:
 Every parameter of the model must belong to exactly one level (checked at construction), so an
 untrained embedding or head cannot happen silently. Telemetry per level: update count and last
 update step (host counters, no device sync), gradient norm at each update and the norm of the
-parameter change (device tensors, read at log time).
+parameter change (device tensors, read at log time; the pre-update copy goes to one persistent
+buffer per level in one foreach launch, not one clone per parameter).
+
+``zero_grad="inplace"`` (used by ``TrainConfig.fast_path="graph"``, nlcore.fastpath): after an
+update the level's ``.grad`` tensors are zeroed in place instead of set to None, so they stay the
+static buffers a CUDA graph accumulates into. Same arithmetic (0 + g = g): every trainable
+parameter receives a gradient in every backward pass of the nlcore models.
 """
 
 from __future__ import annotations
@@ -92,9 +98,12 @@ class CMS:
     def __init__(self, cfg: CMSConfig, levels: dict[str, NamedParams], *,
                  model: nn.Module | None = None,
                  lr_scale: Callable[[int], float] | None = None,
-                 fused: bool | None = None) -> None:
+                 fused: bool | None = None, zero_grad: str = "none") -> None:
         cfg.validate()
+        if zero_grad not in ("none", "inplace"):  # "inplace": static .grad buffers (nlcore.fastpath)
+            raise ValueError(f"CMS zero_grad must be 'none' or 'inplace', got {zero_grad!r}")
         self.cfg = cfg
+        self.zero_grad = zero_grad
         self.lr_scale = lr_scale or (lambda step: 1.0)
         spec_names = [lv.name for lv in cfg.levels]
         for name in levels:
@@ -129,6 +138,7 @@ class CMS:
         self.pending = {n: 0 for n in self.specs}  # gradients accumulated since the last update
         self._grad_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._delta_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
+        self._before: dict[str, list[torch.Tensor]] = {}  # per level: persistent pre-update copy
 
     # ------------------------------------------------------------------ schedule
     def _policy_lr(self, spec: LevelConfig) -> float:
@@ -166,8 +176,13 @@ class CMS:
         return done
 
     def _zero(self, name: str) -> None:
-        for p in self.params[name]:
-            p.grad = None
+        if self.zero_grad == "inplace":  # keep the .grad tensors (static buffers of a CUDA graph)
+            grads = [p.grad for p in self.params[name] if p.grad is not None]
+            if grads:
+                torch._foreach_zero_(grads)
+        else:
+            for p in self.params[name]:
+                p.grad = None
         opt = self.optimizers[name]
         if opt is not None and hasattr(opt, "clear_statistics"):
             opt.clear_statistics()
@@ -188,13 +203,17 @@ class CMS:
             else:
                 gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self._grad_norms[name].append((step, gnorm))
-        before = [p.detach().clone() for p in params]
+        now = [p.detach() for p in params]
+        before = self._before.get(name)
+        if before is None or (before[0].device, before[0].dtype) != (now[0].device, now[0].dtype):
+            before = self._before[name] = [torch.empty_like(p) for p in now]
+        torch._foreach_copy_(before, now)  # one launch instead of a clone per parameter
         lr = self.current_lr(name, step)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()
-        diffs = torch._foreach_sub([p.detach() for p in params], before)
-        self._delta_norms[name].append((step, torch.linalg.vector_norm(torch.stack(torch._foreach_norm(diffs)))))
+        torch._foreach_sub_(before, [p.detach() for p in params])  # −Δθ: the same norm, no new tensors
+        self._delta_norms[name].append((step, torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))))
         self._zero(name)
         self.updates[name] += 1
         self.last_update[name] = step

@@ -173,6 +173,12 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     deterministic: bool = False
     compat: str = "none"  # none | prototype (its untrained embedding/head and lr/C; never a default)
+    # fast_path (nlcore.fastpath): "off" = the plain eager step; "graph" = forward + loss + backward
+    # replayed from a CUDA graph over static input/state/.grad buffers (grads zeroed in place, never
+    # set to None); windows it cannot replay (document resets inside, other shapes) run eagerly and
+    # are counted. On CPU "graph" runs the same static-buffer path with the capture emulated
+    # (bit-identical to "off"). Not with the delta optimizers (their statistics are host-side hooks).
+    fast_path: str = "off"  # off | graph
 
     def validate(self) -> TrainConfig:
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -185,6 +191,7 @@ class TrainConfig:
         _check(self.eval_windows >= 1, "eval_windows", "must be >= 1")
         _check(self.amp in ("auto", "bf16", "off"), "amp", f"got {self.amp!r}")
         _check(self.compat in ("none", "prototype"), "compat", f"got {self.compat!r}")
+        _check(self.fast_path in ("off", "graph"), "fast_path", f"must be 'off' or 'graph', got {self.fast_path!r}")
         self.data.validate()
         self.model.validate()
         self.cms.validate()
@@ -196,6 +203,9 @@ class TrainConfig:
             _check(lv in names, f"model.{attr}", f"unknown level {lv!r}; levels are {sorted(names)}")
         for k in self.surprise.weights:
             _check(k in names, f"surprise.weights.{k}", f"unknown level {k!r}; levels are {sorted(names)}")
+        delta = [lv.name for lv in self.cms.levels if lv.optimizer in ("delta", "delta_batch_mean")]
+        _check(self.fast_path == "off" or not delta, "fast_path",
+               f"'graph' cannot run the delta optimizers (levels {delta}): set fast_path=off")
         return self
 
 

@@ -90,7 +90,8 @@ class Trainer:
         self.model = build_model(cfg.model, self.vocab_size, chunks).to(self.device)
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
-                       fused=True if self.device.type == "cuda" else None)
+                       fused=True if self.device.type == "cuda" else None,
+                       zero_grad="inplace" if cfg.fast_path == "graph" else "none")  # fast path: static .grad
         d = cfg.data
         self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device)
         eb = d.eval_batch_size or d.batch_size
@@ -101,6 +102,11 @@ class Trainer:
             from nlcore.surprise import Surprise
 
             self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every)
+        self.fast = None  # fast_path="graph": the graphed step (nlcore.fastpath)
+        if cfg.fast_path == "graph":
+            from nlcore.fastpath import GraphedStep
+
+            self.fast = GraphedStep(self)
         self.step = 0
         self.wall_train = 0.0
         self.chars_per_step = d.batch_size * d.seq_len
@@ -120,7 +126,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         p = ckpt.load(path, map_location=self.device)
-        if p["config"] != to_dict(self.cfg):
+        if _sans_fast_path(p["config"]) != _sans_fast_path(to_dict(self.cfg)):  # fast_path: speed only
             raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
         self.model.load_state_dict(p["model"])
         self.cms.load_state_dict(p["cms"])
@@ -136,18 +142,27 @@ class Trainer:
             self.carrier.reset()
         batch = self.train_stream[w]
         state, resets = self.carrier.begin(w, batch.doc_start)
+        if self.fast is not None:  # fast_path="graph": replay of forward_backward (nlcore.fastpath)
+            loss, new_state = self.fast.step(step, batch, state, resets)
+        else:
+            loss, new_state = self.forward_backward(step, batch.x, batch.y, state, resets)
+        self.cms.after_backward(step)
+        self.carrier.end(new_state)
+        return loss.detach()
+
+    def forward_backward(self, step: int, x: torch.Tensor, y: torch.Tensor, state, resets):
+        """Forward (autocast), fp32 cross-entropy, surprise objective, backward into `.grad`:
+        the part of a step that nlcore.fastpath captures. Returns (loss, new state)."""
         if self.surprise is not None:
             self.surprise.begin(step)
         with autocast_ctx(self.device, self.amp):
-            logits, new_state = self.model(batch.x, state, resets)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten())  # mean nats per char
+            logits, new_state = self.model(x, state, resets)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # mean nats per char
         total = self.surprise.total_loss(loss) if self.surprise is not None else loss
         total.backward()
         if self.surprise is not None:
             self.surprise.end()
-        self.cms.after_backward(step)
-        self.carrier.end(new_state)
-        return loss.detach()
+        return loss, new_state
 
     # -------------------------------------------------------------- evaluation
     def evaluate(self, split: str, max_windows: int | None = None, by_position: bool = False) -> dict:
@@ -169,6 +184,8 @@ class Trainer:
                "grad_norm": {n: t["grad_norm"] for n, t in tele.items()},
                "delta_norm": {n: t["delta_norm"] for n, t in tele.items()}}
         rec.update(self.carrier.telemetry())
+        if self.fast is not None:
+            rec["fast_path"] = self.fast.telemetry()
         if self.surprise is not None:
             rec["surprise"] = self.surprise.drain_metrics()
         if valid is not None:
@@ -251,6 +268,10 @@ class Trainer:
             "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
             "final_lr": last.get("lr"),
         }
+
+
+def _sans_fast_path(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "fast_path"}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
