@@ -38,7 +38,57 @@ NAMED: dict[str, list[str]] = {
     "plain_lstm": ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"],
     "seed_surprise_reference_nocg": [*SURPRISE, "surprise.impl=reference", "surprise.create_graph=false"],
 }
-DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "plain_lstm"]
+NAMED.update({
+    "seed_persistent_eager": ["fast_path=off"],  # the plain eager step, for the fast path's gain
+    "seed_surprise_fast_eager": [*SURPRISE, "surprise.impl=fast", "fast_path=off"],
+    "seed_delta": ["cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
+                   "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5"],  # eager (auto: no graph)
+    "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off"],
+})
+DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_delta",
+           "plain_lstm", "seed_persistent_eager", "seed_surprise_fast_eager", "plain_lstm_eager"]
+# Scaling sweeps (python -m nlcore bench --scaling): one knob at a time around the seed preset.
+SCALING = {
+    "batch": [("data.batch_size", v) for v in (32, 64, 128, 256, 512)],
+    "width": [("model.d_model", v) for v in (256, 512, 1024)],
+    "window": [("data.seq_len", v) for v in (256, 512, 1024, 2048)],
+}
+
+
+def scaling_specs() -> list[str]:
+    """`name=key=v` specs of the scaling sweeps (d_ff follows the width at 2x)."""
+    out = []
+    for knob, pairs in SCALING.items():
+        for key, v in pairs:
+            extra = f",model.d_ff={2 * v}" if key == "model.d_model" else ""
+            out.append(f"{knob}_{v}={key}={v}{extra}")
+    return out
+
+
+def plot_scaling(report: dict, ax_row=None):
+    """Characters/s against batch, width and window from a `--scaling` report (one panel each)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4)) if ax_row is None else (None, ax_row)
+    labels = {"batch": "batch size B (rows)", "width": "d_model (d_ff = 2 d_model)",
+              "window": "window T (characters)"}
+    for ax, (knob, pairs) in zip(axes, SCALING.items()):
+        xs, ys = [], []
+        for _, v in pairs:
+            c = report["configs"].get(f"{knob}_{v}")
+            if c is not None:
+                xs.append(v)
+                ys.append(c["chars_per_s"] / 1e6)
+        ax.plot(xs, ys, marker="o")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(labels[knob])
+        ax.set_ylabel("training throughput (M characters / s)")
+        ax.set_xticks(xs, [str(x) for x in xs])
+    if fig is not None:
+        fig.suptitle(f"{report['device_name']}: seed model, CMS 1/16/256, bf16, fast_path=auto "
+                     f"(median of {report['settings']['windows']} windows)", fontsize=9)
+        fig.tight_layout()
+    return fig
 PERSISTENT = "seed_persistent"
 SMOKE_OVERRIDES = ["data.synth_chars=20000"]  # on top of the smoke preset: build in a blink
 BENCH_KEYS = {"surprise.create_graph"}  # applied to the built Trainer, not to the config
@@ -155,6 +205,7 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
             step_mem = torch.cuda.max_memory_allocated(t.device) - before
         d = t.cfg.data
         info[name] = {"overrides": ov, "batch_size": d.batch_size, "seq_len": d.seq_len,
+                      "d_model": t.cfg.model.d_model, "fast_path": t.fast_path,
                       "params": sum(p.numel() for p in t.model.parameters()),
                       "peak_mem_bytes": peak, "step_mem_bytes": step_mem}
         trainers[name] = t
@@ -216,6 +267,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="steps per window (M)")
     p.add_argument("--baseline", default=None, help=f"ratio_to_baseline reference (default {PERSISTENT})")
     p.add_argument("--device", default=None, help="override the preset's device (cpu, cuda)")
+    p.add_argument("--scaling", action="store_true",
+                   help="benchmark the scaling sweeps (batch, width, window) instead of --configs")
     return p
 
 
@@ -226,7 +279,10 @@ def main(args: argparse.Namespace) -> int:
     for k in ("warmup", "windows", "steps"):
         if opt[k] < (0 if k == "warmup" else 1):
             raise ValueError(f"bench --{k}: must be >= {0 if k == 'warmup' else 1}, got {opt[k]}")
-    report = run(opt["configs"], smoke=opt["smoke"], warmup=opt["warmup"], windows=opt["windows"],
+    specs = scaling_specs() if opt["scaling"] else opt["configs"]
+    if opt["scaling"] and opt["baseline"] is None:
+        opt["baseline"] = "batch_32"
+    report = run(specs, smoke=opt["smoke"], warmup=opt["warmup"], windows=opt["windows"],
                  steps=opt["steps"], baseline=opt["baseline"], device=opt["device"])
     if opt["out"]:
         out = Path(opt["out"])

@@ -178,7 +178,9 @@ class TrainConfig:
     # set to None); windows it cannot replay (document resets inside, other shapes) run eagerly and
     # are counted. On CPU "graph" runs the same static-buffer path with the capture emulated
     # (bit-identical to "off"). Not with the delta optimizers (their statistics are host-side hooks).
-    fast_path: str = "off"  # off | graph
+    # "auto": "graph" on CUDA unless a level uses a delta optimizer, else "off" (the GPU check in
+    # results/bench/check_fastpath.json found graph and off bit-identical over 300 seed steps).
+    fast_path: str = "auto"  # auto | off | graph
 
     def validate(self) -> TrainConfig:
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -191,7 +193,8 @@ class TrainConfig:
         _check(self.eval_windows >= 1, "eval_windows", "must be >= 1")
         _check(self.amp in ("auto", "bf16", "off"), "amp", f"got {self.amp!r}")
         _check(self.compat in ("none", "prototype"), "compat", f"got {self.compat!r}")
-        _check(self.fast_path in ("off", "graph"), "fast_path", f"must be 'off' or 'graph', got {self.fast_path!r}")
+        _check(self.fast_path in ("auto", "off", "graph"), "fast_path",
+               f"must be 'auto', 'off' or 'graph', got {self.fast_path!r}")
         self.data.validate()
         self.model.validate()
         self.cms.validate()
@@ -204,7 +207,7 @@ class TrainConfig:
         for k in self.surprise.weights:
             _check(k in names, f"surprise.weights.{k}", f"unknown level {k!r}; levels are {sorted(names)}")
         delta = [lv.name for lv in self.cms.levels if lv.optimizer in ("delta", "delta_batch_mean")]
-        _check(self.fast_path == "off" or not delta, "fast_path",
+        _check(self.fast_path != "graph" or not delta, "fast_path",
                f"'graph' cannot run the delta optimizers (levels {delta}): set fast_path=off")
         return self
 

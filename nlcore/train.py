@@ -83,6 +83,9 @@ class Trainer:
         repro.set_determinism(cfg.deterministic)
         repro.seed_everything(cfg.seed)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
+        self.fast_path = cfg.fast_path if cfg.fast_path != "auto" else \
+            ("graph" if self.device.type == "cuda" and not delta else "off")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
         chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
@@ -91,7 +94,7 @@ class Trainer:
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
                        fused=True if self.device.type == "cuda" else None,
-                       zero_grad="inplace" if cfg.fast_path == "graph" else "none")  # fast path: static .grad
+                       zero_grad="inplace" if self.fast_path == "graph" else "none")  # fast path: static .grad
         d = cfg.data
         self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device)
         eb = d.eval_batch_size or d.batch_size
@@ -103,7 +106,7 @@ class Trainer:
 
             self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every)
         self.fast = None  # fast_path="graph": the graphed step (nlcore.fastpath)
-        if cfg.fast_path == "graph":
+        if self.fast_path == "graph":
             from nlcore.fastpath import GraphedStep
 
             self.fast = GraphedStep(self)
@@ -266,7 +269,8 @@ class Trainer:
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "updates_by_level": dict(self.cms.updates),
             "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
-            "final_lr": last.get("lr"),
+            "final_lr": last.get("lr"), "fast_path": self.fast_path,
+            "fast_path_counts": self.fast.telemetry() if self.fast is not None else None,
         }
 
 

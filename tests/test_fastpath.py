@@ -154,7 +154,17 @@ def test_config_validation():
         apply_overrides(preset("smoke"), ["fast_path=cuda"])
     with pytest.raises(ValueError, match="fast_path.*delta"):
         apply_overrides(preset("smoke"), ["fast_path=graph", "cms.levels.medium.optimizer=delta"])
-    assert preset("seed").fast_path == "off" and preset("smoke").fast_path == "off"
+    assert preset("seed").fast_path == "auto" and preset("smoke").fast_path == "auto"
+
+
+def test_auto_fast_path_resolution():
+    """auto: the plain step on CPU and with the delta optimizers (graph only on CUDA)."""
+    t = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4"]), None,
+                progress=False)
+    assert t.fast_path == "off" and t.fast is None
+    d = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4",
+                                                  "cms.levels.medium.optimizer=delta"]), None, progress=False)
+    assert d.fast_path == "off"
 
 
 def test_cms_zero_grad_inplace():
