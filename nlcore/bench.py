@@ -55,6 +55,16 @@ SCALING = {
 }
 
 
+def load_report(name: str) -> dict:
+    """A committed benchmark report, `results/bench/<name>.json` (e.g. "seed", "scaling")."""
+    from nlcore.paths import REPO_ROOT
+
+    path = REPO_ROOT / "results" / "bench" / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no benchmark report {path}; run scripts/gpu/bench_final.sh on a GPU")
+    return json.loads(path.read_text())
+
+
 def scaling_specs() -> list[str]:
     """`name=key=v` specs of the scaling sweeps (d_ff follows the width at 2x)."""
     out = []

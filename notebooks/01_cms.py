@@ -135,6 +135,19 @@ ctx.save(fig, "effective_learning")
 nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc"), order=exp.configs, failed=exp.failed)
 
 # %% [markdown]
+# ## Performance
+# Training throughput of the seed model on one H100 (committed measurement, `results/bench/`,
+# made by `scripts/gpu/bench_final.sh`; the step is a CUDA-graph replay of forward and backward,
+# `fast_path="auto"`). The recurrence is sequential in the window, so throughput grows with the
+# batch (more rows per time step) and barely with the window. Re-measure on your GPU with
+# `python -m nlcore bench --scaling`.
+
+# %%
+scaling = nl.bench.load_report("scaling")
+fig = nl.bench.plot_scaling(scaling)
+ctx.save(fig, "throughput_scaling")
+
+# %% [markdown]
 # ## Checks
 # These hold in both modes: every number is finite, every configuration beats the unigram level,
 # and every level updated exactly as often as Eq. 31 says.
