@@ -225,9 +225,8 @@ def unigram_bpc(run_dir: str | Path, split: str = "valid") -> float:
     Reads `unigram_bpc` from the run's summary when the trainer wrote it; otherwise loads the
     corpus named in the run's `meta.json` config (needs the data for real corpora).
     """
-    import torch
-
     from nlcore.config import from_dict
+    from nlcore.evaluate import unigram_bpc as _unigram
     from nlcore.results import read_json
     from nlcore.train import load_data
 
@@ -236,11 +235,7 @@ def unigram_bpc(run_dir: str | Path, split: str = "valid") -> float:
     if summary.get("unigram_bpc") is not None and split == "valid":
         return float(summary["unigram_bpc"])
     cfg = from_dict(read_json(run_dir / "meta.json")["config"])
-    corpus = load_data(cfg)
-    vocab = corpus.tokenizer.vocab_size
-    counts = torch.bincount(corpus.ids["train"], minlength=vocab).double() + 1.0  # (V,) add-one
-    log_p = (counts / counts.sum()).log2()  # (V,)
-    return float(-log_p[corpus.ids[split]].mean())  # mean -log2 p(c) over the split
+    return _unigram(load_data(cfg), split)
 
 
 def expected_updates(steps: int, chunk: int, partial: str = "flush", optimizer: str = "sgd") -> int:
@@ -284,3 +279,189 @@ def all_finite(res: ExperimentResults) -> bool:
                 if not all(v is not None and math.isfinite(v) for v in losses):
                     return False
     return True
+
+
+# ---------------------------------------------------------------------------- paired comparisons
+
+
+def committed_results(stem: str) -> ExperimentResults:
+    """The committed FULL results of experiment `stem` (`results/<stem>/`), whatever the mode:
+    what the takeaways quote."""
+    return load_experiment(paths.results_root("full") / stem, stem)
+
+
+def summary_field(res: ExperimentResults, config: str, key: str):
+    """`key` of the first finished seed's `summary.json` of `config` (e.g. entropy_rate_bits)."""
+    from nlcore.results import read_json
+
+    dirs = res.run_dirs(config)
+    if not dirs:
+        raise FileNotFoundError(f"no finished run of {config!r} under {res.exp_dir / 'runs'}")
+    return read_json(dirs[0] / "summary.json").get(key)
+
+
+def paired_differences(runs: pd.DataFrame, baselines, metric: str = "valid_bpc") -> pd.DataFrame:
+    """Per configuration, the seed-by-seed difference `metric(config) − metric(baseline)` over the
+    seeds both ran: mean and 95 % bootstrap CI (`nlcore.stats.paired_diff_ci`), n, how many
+    seeds came out lower, and the baseline's own (unpaired) CI half-width for scale.
+    `baselines` maps configuration -> its baseline (a str applies one baseline to every
+    configuration in `runs`); a configuration is not compared with itself."""
+    from nlcore import stats
+
+    m = runs[runs["metric"] == metric]
+    by = {str(c): g.set_index("seed")["value"].astype(float) for c, g in m.groupby("config", sort=False)}
+    if isinstance(baselines, str):
+        baselines = {c: baselines for c in by}
+    rows = []
+    for config, base in baselines.items():
+        if config == base or config not in by or base not in by:
+            continue
+        seeds = sorted(set(by[config].index) & set(by[base].index))
+        if not seeds:
+            continue
+        a, b = by[config].loc[seeds].to_numpy(), by[base].loc[seeds].to_numpy()  # (n,), same seed order
+        mean, lo, hi = stats.paired_diff_ci(a, b)
+        _, blo, bhi = stats.bootstrap_ci(b)
+        rows.append({"config": config, "baseline": base, "n": len(seeds), "mean": mean, "ci_low": lo, "ci_high": hi,
+                     "seeds_lower": int((a < b).sum()), "baseline_half_width": (bhi - blo) / 2})
+    cols = ["config", "baseline", "n", "mean", "ci_low", "ci_high", "seeds_lower", "baseline_half_width"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def corpus_panels(res: ExperimentResults, prefixes: dict[str, str]) -> list[tuple[str, str, float, str]]:
+    """Panels for `nlcore.figures.ci_panels`, one per configuration-label prefix present
+    (`{prefix: title}`), each with its corpus's reference level: the entropy rate (the optimum)
+    where the corpus knows it (synthetic), else the unigram model."""
+    panels = []
+    for prefix, title in prefixes.items():
+        configs = [c for c in res.configs if c.startswith(prefix)]
+        if not configs:
+            continue
+        rate = summary_field(res, configs[0], "entropy_rate_bits")
+        if rate is not None:
+            panels.append((prefix, title, float(rate), "entropy rate (the optimum)"))
+        else:
+            panels.append((prefix, title, unigram_bpc(res.run_dirs(configs[0])[0]), "unigram model"))
+    return panels
+
+
+def surprise_scales(res: ExperimentResults) -> pd.DataFrame:
+    """`nlcore.figures.surprise_scale` of every run of `res` that used the surprise objective,
+    with config and seed columns."""
+    from nlcore.figures import surprise_scale
+
+    frames = [surprise_scale(run).assign(config=c, seed=int(run.name[4:]))
+              for c in res.configs for run in res.run_dirs(c)]
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+# ---------------------------------------------------------------------------- several experiments
+
+ABLATION_STEMS = ("01_cms", "02_surprise", "03_persistent_state", "04_delta_rule")
+_CMS_LEVER = "CMS: chunks, lr policy, optimizer"
+_LEVER_OF = {  # (experiment, configuration without corpus prefix) -> the lever it moves
+    "01_cms": {"zero_init_ffn": "baseline", "default": "FFN output init", "no_norm_residual": "LayerNorm + residual"},
+    "02_surprise": {"none": "baseline"},
+    "03_persistent_state": {"persistent": "baseline", "persistent_surprise": "surprise objective"},
+    "04_delta_rule": {"sgd_default": "baseline", "adamw": _CMS_LEVER},
+}
+_LEVER_DEFAULT = {"01_cms": _CMS_LEVER, "02_surprise": "surprise objective", "03_persistent_state": "state policy",
+                  "04_delta_rule": "delta rule"}
+
+
+def ablation_lever(stem: str, config: str, prototype: bool = False) -> str:
+    """The lever a configuration of experiment `stem` moves (the baseline: none)."""
+    if prototype:
+        return "the prototype's settings"
+    name = config.split("_", 1)[1] if stem == "02_surprise" and "_" in config else config
+    return _LEVER_OF.get(stem, {}).get(name, _LEVER_DEFAULT.get(stem, stem))
+
+
+def collect_experiments(ctx: Context, stems=ABLATION_STEMS, metrics=("valid_bpc", "test_bpc"),
+                        mode: str | None = None) -> pd.DataFrame:
+    """The per-seed results of several registered experiments as one tidy frame, read from the
+    results root of `mode` (default `ctx.mode`; full: the committed `results/`, smoke:
+    `build/smoke/results/`).
+
+    In smoke mode (without `reuse_results`) an experiment with no results yet is run first
+    through the registry (`experiments.run_experiment(stem, "smoke")`, in-process: seconds); in
+    full mode a missing experiment is an error (run `python -m nlcore experiment <stem> --mode full`).
+    Columns: experiment, config, seed, metric, value, and per configuration (from its first
+    run's meta.json) corpus, prototype (compat=prototype), steps, batch_size, seq_len, chars
+    (characters read in training = steps·B·T).
+    """
+    from nlcore.experiments import run_experiment
+    from nlcore.results import read_json
+
+    mode = paths.check_mode(mode or ctx.mode)
+    root = paths.results_root(mode)
+    missing = [s for s in stems if not (root / s / "summary.json").exists()]
+    if missing and (mode != "smoke" or ctx.reuse_results):
+        raise FileNotFoundError(f"no results for {missing} under {_rel(root)}: run `python -m nlcore experiment "
+                                f"<stem> --mode {mode}` first")
+    for stem in missing:
+        t0 = time.perf_counter()
+        run_experiment(stem, "smoke", out=root / stem, echo=False)
+        print(f"  no smoke results for {stem}: ran its registry grid in {time.perf_counter() - t0:.1f} s")
+    frames = []
+    for stem in stems:
+        res = load_experiment(root / stem, stem)
+        for config in res.configs:
+            dirs = res.run_dirs(config)
+            if not dirs:
+                continue
+            cfg = read_json(dirs[0] / "meta.json")["config"]
+            d = res.runs[(res.runs["config"] == config) & res.runs["metric"].isin(metrics)]
+            frames.append(d[["config", "seed", "metric", "value"]].assign(
+                experiment=stem, corpus=cfg["data"]["corpus"], prototype=cfg.get("compat") == "prototype",
+                steps=cfg["steps"], batch_size=cfg["data"]["batch_size"], seq_len=cfg["data"]["seq_len"]))
+        print(f"  {stem}: {len(res.configs)} configuration(s), seeds {res.meta.get('seeds')} <- {_rel(res.exp_dir)}")
+    df = pd.concat(frames, ignore_index=True)
+    df["seed"] = df["seed"].astype(int)
+    df["chars"] = df["steps"] * df["batch_size"] * df["seq_len"]
+    cols = ["experiment", "config", "seed", "metric", "value", "corpus", "prototype", "steps", "batch_size",
+            "seq_len", "chars"]
+    return df[cols]
+
+
+def ablation_table(frame: pd.DataFrame, corpus: str, metric: str = "valid_bpc") -> pd.DataFrame:
+    """One row per DISTINCT configuration of `frame` (as `collect_experiments` returns it) on
+    `corpus`: configurations whose per-seed `metric` values are identical to the last digit are
+    the same runs (e.g. 01 zero_init_ffn, 02 <corpus>_none, 03 persistent, 04 sgd_default) and
+    appear once, under the first experiment's name, with the others in `same_as`.
+
+    Columns: experiment, config, label (`NN_config`), lever, same_as, prototype, n, mean,
+    ci_low, ci_high (95 % bootstrap over seeds, as in each summary.json), chars_ratio
+    (characters read in training / the baseline's), steps, batch_size, seq_len.
+    """
+    from nlcore import stats
+
+    d = frame[(frame["corpus"] == corpus) & (frame["metric"] == metric)]
+    keys: dict[tuple, list[tuple[str, str]]] = {}
+    for (stem, config), g in d.groupby(["experiment", "config"], sort=False):
+        key = tuple(sorted(zip(g["seed"].astype(int), g["value"].astype(float))))
+        keys.setdefault(key, []).append((stem, config))
+    rows = []
+    for key, members in keys.items():
+        stem, config = members[0]
+        g = d[(d["experiment"] == stem) & (d["config"] == config)].iloc[0]
+        mean, lo, hi = stats.bootstrap_ci([v for _, v in key])
+        rows.append({"experiment": stem, "config": config, "label": f"{stem[:2]}_{config}",
+                     "lever": ablation_lever(stem, config, bool(g["prototype"])),
+                     "same_as": ", ".join(f"{s[:2]} {c}" for s, c in members[1:]), "prototype": bool(g["prototype"]),
+                     "n": len(key), "mean": mean, "ci_low": lo, "ci_high": hi, "chars": int(g["chars"]),
+                     "steps": int(g["steps"]), "batch_size": int(g["batch_size"]), "seq_len": int(g["seq_len"])})
+    t = pd.DataFrame(rows)
+    base = t[t["lever"] == "baseline"]
+    ref = base["chars"].iloc[0] if len(base) else t["chars"].median()
+    t["chars_ratio"] = t["chars"] / ref
+    return t.drop(columns="chars")
+
+
+def ablation_runs(frame: pd.DataFrame, table: pd.DataFrame, metrics=("valid_bpc", "test_bpc")) -> pd.DataFrame:
+    """The tidy runs (config = the table's label, lever, seed, metric, value) of the distinct
+    configurations in `table`, for `nlcore.results.write_experiment`."""
+    keep = table.set_index(["experiment", "config"])
+    d = frame[frame["metric"].isin(metrics)].merge(keep[["label", "lever"]].reset_index(), on=["experiment", "config"])
+    return d.assign(config=d["label"])[["config", "lever", "seed", "metric", "value"]]
