@@ -14,15 +14,20 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
+    from nlcore import distributed
     from nlcore.config import apply_overrides, preset
     from nlcore.train import Trainer
 
     cfg = apply_overrides(preset(args.preset), args.set or [])
     command = "python -m nlcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
-    summary = trainer.run(resume=args.resume)
+    try:  # under torchrun the Trainer joins the process group (nlcore.distributed)
+        trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
+        summary = trainer.run(resume=args.resume)
+    finally:
+        distributed.shutdown()  # DDP: destroy the process group the Trainer created
     keys = ("valid_bpc", "test_bpc", "train_ppl_last100", "chars_per_s", "updates_by_level", "params_by_level")
-    print(json.dumps({k: summary[k] for k in keys}, indent=2))
+    if trainer.is_main:  # DDP: rank 0 prints
+        print(json.dumps({k: summary[k] for k in keys}, indent=2))
     return 0
 
 
@@ -112,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                                             "run the notebooks.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train one run from a preset with --set overrides")
+    t = sub.add_parser("train", help="train one run from a preset with --set overrides "
+                                     "(data parallel under torchrun --nproc_per_node N)")
     t.add_argument("--preset", default="smoke", help="seed | seed_prototype | smoke (default: smoke)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. cms.levels.slow.lr=1e-3, surprise.weights.fast=0.05")

@@ -139,6 +139,10 @@ class CMS:
         self._grad_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._delta_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._before: dict[str, list[torch.Tensor]] = {}  # per level: persistent pre-update copy
+        # Data-parallel training (nlcore.distributed): grad_sync(level, step) averages the level's
+        # accumulated .grad (and a delta rule's statistics) across ranks, in place, right before
+        # its update; None (one process): nothing is communicated.
+        self.grad_sync: Callable[[str, int], None] | None = None
 
     # ------------------------------------------------------------------ schedule
     def _policy_lr(self, spec: LevelConfig) -> float:
@@ -194,6 +198,8 @@ class CMS:
         if opt is None:
             self._zero(name)
             return
+        if self.grad_sync is not None:  # nlcore.distributed: one all-reduce per level update
+            self.grad_sync(name, step)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             if self.cfg.aggregation == "mean" and k > 1:

@@ -75,6 +75,12 @@ class DeltaRule(Optimizer):
       classic (Eq. 17):  m ← α m + Δ;                        W ← W + m
       delta   (Eq. 22):  m ← α (I − Δ̂Δ̂ᵀ) m + Δ,  Δ̂ = Δ/‖Δ‖_F;  W ← W + m   (per matrix)
 
+    Data-parallel training (nlcore.distributed, `world_size` = N ranks with equal shards, each
+    backpropagating its own token-mean loss L_r): the recorded g must be the one-process one,
+    ∇_yL_global = ∇_yL_r / N, and "per_token" multiplies it by the GLOBAL token count of the call
+    (N × the rank's); so g is scaled by (N·n_r if per_token else 1) / N. nlcore.distributed sums A,
+    B (sum_x) and the token counts across ranks at the level's update (`sync_slots`), before `step`.
+
     Every other parameter in `params` (biases, embeddings, norms, Linear weights not reachable
     from `modules`) is stepped by the fallback optimizer (SGD or Adam, lr = `fallback_lr`, or
     `lr` when None) on its ordinary `.grad`, as accumulated by the trainer at `step()` time.
@@ -137,6 +143,7 @@ class DeltaRule(Optimizer):
                                      **(fallback_kwargs or {}))
         self._seq = 0  # forward-call counter: orders the records of mode "sequential"
         self._record_bytes = 0
+        self.world_size = 1  # nlcore.distributed: ranks averaging their token-mean losses
 
     # ------------------------------------------------------------------ recording
     @staticmethod
@@ -162,7 +169,10 @@ class DeltaRule(Optimizer):
         dt = torch.promote_types(weight.dtype, torch.float32)  # fp32 even under bf16 autocast
         X = x.reshape(-1, x.shape[-1]).to(dt)  # (N, d_in)
         G = g.reshape(-1, g.shape[-1]).to(dt)  # ∇_yL: (N, d_out)
-        if self.grad_scale == "per_token":  # the loss is a mean over this call's N tokens:
+        if self.world_size != 1:  # data parallel (class docstring): the global loss's gradient,
+            n_global = X.shape[0] * self.world_size  # per_token: times the call's global tokens
+            G = G * ((n_global if self.grad_scale == "per_token" else 1) / self.world_size)
+        elif self.grad_scale == "per_token":  # the loss is a mean over this call's N tokens:
             G = G * X.shape[0]  # N ∇_{y_n} L = ∇_{y_n} ℓ_n, the per-token surprise signal
         if self.mode == "summed":
             A, B = delta_statistics(X, G, self.eps)  # Σ x̂x̂ᵀ (d_in, d_in), Σ g x̂ᵀ (d_out, d_in)
@@ -187,6 +197,12 @@ class DeltaRule(Optimizer):
         for h in self._hooks:
             h.remove()
         self._hooks.clear()
+
+    def sync_slots(self) -> list[tuple[dict, Tensor]]:
+        """(pending-statistics slot, weight) per delta weight in registration order, the same on
+        every rank: nlcore.distributed sums their 'A', 'B', 'sum_x' and 'n' across ranks."""
+        params = {id(p): p for p in self._ordered_params()}
+        return [(self._slots[w], params[w]) for w in self._names]
 
     @property
     def pending_tokens(self) -> dict[str, int]:

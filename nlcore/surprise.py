@@ -47,6 +47,17 @@ Two implementations with the same parameter gradients:
 Scale note: L is a mean over B·T characters, so the elements of ∇_{y_ℓ}L are O(1/(B·T)) and
 the prototype's c = 10 never clips at the seed sizes (``clip_frac`` shows it).
 
+Data-parallel training (nlcore.distributed, N ranks, each with B/N of the rows): the objective
+is the one-process objective on the global batch. Rank r backpropagates its own token-mean loss
+L_r, and nlcore.distributed AVERAGES gradients across ranks, so every gradient a rank computes
+must be N times the global one restricted to its rows. Two consequences: (1) the target is
+t = clip(∇_y L_global) with ∇_y L_global = ∇_y L_r / N on the rank's rows, so ``grad_scale``
+(set to 1/N; 1 in one process) scales the recovered g before clipping, in both impls;
+(2) the global δ = 2λ/numel(y_global)·(y − t), times N, is 2λ/numel(y_r)·(y − t): the
+k = 2λ/N_ℓ above with the rank's own numel is already right, as is the reference's MSE over the
+rank's elements. Metrics are the rank's own (rank 0 logs them), with signal_norm and clip_frac
+taken on the global-scale ∇_y L_global over the rank's elements.
+
 With CMS the auxiliary gradient simply accumulates in ``.grad`` with the rest, reaching every
 parameter upstream of y_ℓ. Metrics (``drain_metrics``), per level, averaged over the steps
 since the last drain: ``aux_loss`` = λ·MSE, ``signal_norm`` = the whole-tensor Frobenius norm
@@ -89,6 +100,7 @@ class Surprise:
         self._recording = True
         self.weights = {n: float(w) for n, w in cfg.weights.items() if w > 0}  # levels with λ > 0
         self.active = False
+        self.grad_scale = 1.0  # nlcore.distributed: 1/N, ∇_y L_global = ∇_y L_rank / N (module docstring)
         self._acc: dict[str, Tensor] = {}  # level -> (3,) float64 running sums of METRICS (device)
         self._count: dict[str, int] = {}  # level -> steps accumulated (host)
         self._clear()
@@ -121,6 +133,8 @@ class Surprise:
         total = loss
         for n, y, g in zip(names, ys, gs):
             dt = _work_dtype(y.dtype)
+            if self.grad_scale != 1.0:  # data parallel: ∇_y L_global = ∇_y L_rank / N
+                g = g * self.grad_scale
             target = g.to(dt).clamp(-self.cfg.clip, self.cfg.clip).detach()  # sg(clip(∇_y L))
             aux = self.weights[n] * torch.mean((y.to(dt) - target) ** 2)  # λ·MSE(y, t)
             total = total + aux
@@ -182,6 +196,8 @@ class Surprise:
         # step is launch-bound at seed sizes): type promotion does the float32 casts.
         corr = self._corr.pop(name, None)
         g = grad if corr is None else torch.sub(grad, corr)  # ∇_y L alone (float32 if corrected)
+        if self.grad_scale != 1.0:  # data parallel: ∇_y L_global = ∇_y L_rank / N (module docstring)
+            g = g * self.grad_scale
         target = g.clamp(-self.cfg.clip, self.cfg.clip)  # clip(∇_y L, ±c)
         diff = torch.sub(y.detach(), target, alpha=1)  # y − t
         if diff.dtype != _work_dtype(diff.dtype):

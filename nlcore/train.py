@@ -12,6 +12,11 @@ Outputs in ``out_dir``: ``meta.json``, ``metrics.jsonl`` (one line per log inter
 ``summary.json`` and ``checkpoint.pt`` (atomic). ``resume=True`` continues from the checkpoint
 bit-identically on CPU (model, every level's optimizer and pending gradients, recurrent
 state, RNG states, data position).
+
+Under torchrun (``torchrun --nproc_per_node N -m nlcore train ...``) the same loop runs data
+parallel over N ranks, equal to one process on the global batch (nlcore.distributed: sharded
+rows, per-level all-reduce at CMS updates, reduced evaluation, rank-0 checkpoints). The edits
+for it are marked "DDP" below.
 """
 
 from __future__ import annotations
@@ -61,13 +66,17 @@ def load_data(cfg: TrainConfig):
     return prepare(d.corpus, data_root=d.data_root, **kw)
 
 
-def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True):
+def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True,
+                rows: tuple[int, int] | None = None):
+    """The stream of `split` and its document cuts; `rows=(r0, r1)`: a DDP rank's rows only."""
     from nlcore.data.streams import CharStream
 
     ids, ds = corpus.ids[split], corpus.doc_starts[split]
-    stream = CharStream(ids, batch_size, seq_len, ds, drop_last=drop_last, device=device)
+    stream = CharStream(ids, batch_size, seq_len, ds, drop_last=drop_last, device=device, rows=rows)
     row_len = (ids.numel() - 1) // batch_size
-    return stream, DocCuts(ds, batch_size, seq_len, row_len)
+    r0 = 0 if rows is None else rows[0]  # DDP: the cuts of the rank's rows (DocCuts reads B x L from ds)
+    ds = ds if ds is None or r0 == 0 else ds[r0 * row_len:]
+    return stream, DocCuts(ds, stream.batch_size, seq_len, row_len)
 
 
 class Trainer:
@@ -79,7 +88,10 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.command = command if command is not None else " ".join(sys.argv)
         self.progress = progress
-        self.device = repro.pick_device(cfg.device)
+        from nlcore import distributed
+
+        self.dist = distributed.from_env(cfg)  # DDP: None in one process (nlcore.distributed)
+        self.device = self.dist.device if self.dist is not None else repro.pick_device(cfg.device)
         repro.set_determinism(cfg.deterministic)
         repro.seed_everything(cfg.seed)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
@@ -96,10 +108,13 @@ class Trainer:
                        fused=True if self.device.type == "cuda" else None,
                        zero_grad="inplace" if self.fast_path == "graph" else "none")  # fast path: static .grad
         d = cfg.data
-        self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device)
+        shard = self.dist.rows if self.dist is not None else (lambda b: None)  # DDP: this rank's rows
+        self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device,
+                                                         rows=shard(d.batch_size))
         eb = d.eval_batch_size or d.batch_size
-        self.eval_streams = {s: make_stream(self.corpus, s, eb, d.seq_len, self.device) for s in ("valid", "test")}
-        self.carrier = StateCarrier(self.model, cfg.state, d.batch_size, self.device, self.train_cuts)
+        self.eval_streams = {s: make_stream(self.corpus, s, eb, d.seq_len, self.device, rows=shard(eb))
+                             for s in ("valid", "test")}
+        self.carrier = StateCarrier(self.model, cfg.state, self.train_stream.batch_size, self.device, self.train_cuts)
         self.surprise = None
         if cfg.surprise.weights:
             from nlcore.surprise import Surprise
@@ -110,9 +125,12 @@ class Trainer:
             from nlcore.fastpath import GraphedStep
 
             self.fast = GraphedStep(self)
+        if self.dist is not None:  # DDP: gradient sync, surprise/delta scales, per-rank buffers and RNG
+            self.dist.attach(self)
+        self.is_main = self.dist is None or self.dist.is_main  # DDP: only rank 0 writes
         self.step = 0
         self.wall_train = 0.0
-        self.chars_per_step = d.batch_size * d.seq_len
+        self.chars_per_step = d.batch_size * d.seq_len  # the global batch
         self.history: list[dict] = []
         self.last_valid = float("nan")
 
@@ -125,16 +143,23 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.out_dir is not None:
-            ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, self._payload())
+            payload = self._payload()
+            if self.dist is not None:  # DDP: a collective; rank 0 gets the global payload
+                payload = self.dist.checkpoint_payload(payload, self.step)
+            if self.is_main:
+                ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
 
     def load_checkpoint(self, path: str | Path) -> None:
         p = ckpt.load(path, map_location=self.device)
         if _sans_fast_path(p["config"]) != _sans_fast_path(to_dict(self.cfg)):  # fast_path: speed only
             raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
         self.model.load_state_dict(p["model"])
-        self.cms.load_state_dict(p["cms"])
-        self.carrier.load_state_dict(p["carrier"])
-        repro.set_rng_state(p["rng"])
+        if self.dist is not None:  # DDP: this rank's share (any saved N; nlcore.distributed)
+            self.dist.load_checkpoint(self, p)
+        else:
+            self.cms.load_state_dict(p["cms"])
+            self.carrier.load_state_dict(p["carrier"])
+            repro.set_rng_state(p["rng"])
         self.step, self.wall_train = int(p["step"]), float(p["wall_train"])
 
     # -------------------------------------------------------------- one step
@@ -170,12 +195,16 @@ class Trainer:
     # -------------------------------------------------------------- evaluation
     def evaluate(self, split: str, max_windows: int | None = None, by_position: bool = False) -> dict:
         stream, cuts = self.eval_streams[split]
-        return evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
-                        max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+        out = evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
+                       max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
 
     # -------------------------------------------------------------- the loop
     def _log(self, step: int, losses: list[torch.Tensor], t0: float, valid: dict | None) -> dict:
-        vals = torch.stack(losses).float().cpu().tolist()  # the one sync of the interval
+        vals = torch.stack(losses).float()
+        if self.dist is not None:  # DDP: the global loss, the mean over ranks (one all-reduce)
+            vals = self.dist.mean_across_ranks(vals)
+        vals = vals.cpu().tolist()  # the one sync of the interval
         for k, v in enumerate(vals):
             if not math.isfinite(v):
                 raise NonFiniteError(f"non-finite loss at step {step - len(vals) + 1 + k}")
@@ -199,16 +228,19 @@ class Trainer:
         """Train to cfg.steps (or stop after `stop_after` steps, to simulate an interruption),
         then evaluate valid and test on the whole splits and write the summary."""
         cfg, out = self.cfg, self.out_dir
-        metrics_path = out / "metrics.jsonl" if out is not None else None
+        write = out is not None and self.is_main  # DDP: only rank 0 writes
+        metrics_path = out / "metrics.jsonl" if write else None
         if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
+            if write:
+                out.mkdir(parents=True, exist_ok=True)
             if resume and (out / ckpt.CHECKPOINT_NAME).exists():
                 self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
-                trim_metrics(metrics_path, self.step)
-            elif metrics_path.exists():
+                if write:
+                    trim_metrics(metrics_path, self.step)
+            elif write and metrics_path.exists():
                 metrics_path.unlink()
         t_start = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress, desc=cfg.name,
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.is_main), desc=cfg.name,
                    unit="step", dynamic_ncols=True)
         losses: list[torch.Tensor] = []
         t0 = time.perf_counter()
@@ -244,8 +276,11 @@ class Trainer:
         valid = self.evaluate("valid", by_position=True)
         test = self.evaluate("test")
         summary = self._summary(valid, test, time.perf_counter() - t_start)
+        if self.dist is not None:  # DDP: the world and the collectives each level made
+            summary.update(world_size=self.dist.world_size, grad_allreduces_by_level=dict(self.dist.counts))
         if out is not None:
             self.save_checkpoint()
+        if write:
             write_run(out, config=to_dict(cfg), summary=summary, command=self.command,
                       wall_time_s=summary["wall_time_s"], device=str(self.device),
                       extra={"corpus": self.corpus.stats if hasattr(self.corpus, "stats") else None,

@@ -9,6 +9,10 @@ stopped (the carried state of row b always sees its own past):
 There are ``L // T`` windows with ``drop_last`` (else ``ceil(L / T)``, the last one
 shorter). ``doc_start[b, t]`` is True where input x[b, t] is the first character of a
 document, so models can reset state there if they choose.
+
+Data-parallel shards (``rows=(r0, r1)``, used by nlcore.distributed): the stream keeps only rows
+r0..r1-1 of the B-row layout above (L still computed from the global B), so rank k of N owns
+rows [k·B/N, (k+1)·B/N) of every window and each row's carried state stays on one rank.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class CharStream:
         *,
         drop_last: bool = True,
         device: torch.device | str | None = None,
+        rows: tuple[int, int] | None = None,
     ):
         if not isinstance(ids, torch.Tensor) or ids.dim() != 1:
             raise ValueError("ids must be a 1-D LongTensor (N,)")
@@ -71,10 +76,15 @@ class CharStream:
                 f"{'seq_len=' + str(seq_len) if drop_last else '1'} (need at least {need} "
                 f"characters, or a smaller batch_size / seq_len)"
             )
-        self.batch_size, self.seq_len, self.drop_last = batch_size, seq_len, drop_last
+        # nlcore.distributed: a shard keeps rows r0..r1-1 of the global B-row layout (L from B)
+        r0, r1 = (0, batch_size) if rows is None else rows
+        if not (_is_int(r0) and _is_int(r1) and 0 <= r0 < r1 <= batch_size):
+            raise ValueError(f"rows must be (r0, r1) with 0 <= r0 < r1 <= batch_size={batch_size}, got {rows!r}")
+        self.global_batch_size, self.rows = batch_size, (r0, r1)
+        self.batch_size, self.seq_len, self.drop_last = r1 - r0, seq_len, drop_last  # rows read here
         self.num_chars, self.row_len = N, L
         self.num_windows = L // seq_len if drop_last else math.ceil(L / seq_len)
-        idx = torch.arange(batch_size)[:, None] * L + torch.arange(L + 1)[None, :]  # (B, L+1)
+        idx = torch.arange(r0, r1)[:, None] * L + torch.arange(L + 1)[None, :]  # (B, L+1)
         self.device = torch.device(device) if device is not None else ids.device
         self._ids = ids[idx].to(self.device)  # (B, L+1): row b = ids[b*L : (b+1)*L + 1]
         if doc_starts is None:
@@ -94,8 +104,8 @@ class CharStream:
 
     @property
     def dropped(self) -> int:
-        """Targets of the split (N - 1 of them) that no window reads."""
-        return self.num_chars - 1 - self.targets_covered
+        """Targets of the split (N - 1 of them) that no window reads (of any shard)."""
+        return self.num_chars - 1 - self.targets_covered * self.global_batch_size // self.batch_size
 
     # ---- access ---------------------------------------------------------------------------
     def window(self, i: int) -> Batch:
@@ -126,8 +136,9 @@ class CharStream:
         return self.iter_from(0)
 
     def __repr__(self) -> str:
+        shard = "" if self.batch_size == self.global_batch_size else f"rows={self.rows}, "
         return (
-            f"CharStream(chars={self.num_chars}, batch_size={self.batch_size}, "
+            f"CharStream(chars={self.num_chars}, batch_size={self.batch_size}, {shard}"
             f"seq_len={self.seq_len}, row_len={self.row_len}, windows={self.num_windows}, "
             f"dropped={self.dropped}, device={self.device})"
         )
