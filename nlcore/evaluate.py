@@ -22,6 +22,11 @@ from nlcore.config import StateConfig
 from nlcore.state import DocCuts, StateCarrier
 
 
+def loss_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits for the loss in at least float32 (bf16 -> float32; float64 stays float64)."""
+    return logits.to(torch.promote_types(logits.dtype, torch.float32))
+
+
 def autocast_ctx(device: torch.device, amp: bool):
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if (amp and device.type == "cuda") \
         else nullcontext()
@@ -44,7 +49,7 @@ def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False
         state, resets = carrier.begin(i, batch.doc_start)
         with autocast_ctx(device, amp):
             logits, new_state = model(batch.x, state, resets)
-        nll = F.cross_entropy(logits.float().flatten(0, 1), batch.y.flatten(), reduction="none")
+        nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), batch.y.flatten(), reduction="none")
         nll = nll.view_as(batch.y)  # (B, T)
         total += nll.sum(dtype=torch.float64)
         count += batch.y.numel()

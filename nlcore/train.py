@@ -35,7 +35,7 @@ from nlcore import checkpoint as ckpt
 from nlcore import repro
 from nlcore.cms import CMS, NonFiniteError
 from nlcore.config import LevelConfig, TrainConfig, to_dict
-from nlcore.evaluate import autocast_ctx, evaluate
+from nlcore.evaluate import autocast_ctx, evaluate, loss_precision
 from nlcore.models import build_model
 from nlcore.results import append_metrics, trim_metrics, write_run
 from nlcore.schedule import lr_multiplier
@@ -185,7 +185,7 @@ class Trainer:
             self.surprise.begin(step)
         with autocast_ctx(self.device, self.amp):
             logits, new_state = self.model(x, state, resets)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())  # mean nats per char
+        loss = F.cross_entropy(loss_precision(logits).flatten(0, 1), y.flatten())  # mean nats per char
         total = self.surprise.total_loss(loss) if self.surprise is not None else loss
         total.backward()
         if self.surprise is not None:
