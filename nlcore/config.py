@@ -44,9 +44,12 @@ class DataConfig:
                "need 1 <= synth_gap_min <= synth_gap_max")
 
 
+MODEL_KINDS = ("nested_lstm", "lstm_lm", "transformer", "titans", "hope")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    kind: str = "nested_lstm"  # nested_lstm | lstm_lm
+    kind: str = "nested_lstm"  # nested_lstm | lstm_lm | transformer | titans | hope
     d_model: int = 256
     d_ff: int = 512
     norm_residual: bool = True  # LayerNorm + residual around the FFN levels (the prototype's "Tier 4")
@@ -56,13 +59,48 @@ class ModelConfig:
     head_level: str = "fast"  # the CMS level that owns the output head
     zero_init_ffn_out: bool = False  # True: residual FFN branches start as the identity map
     hierarchical_state: bool = False  # carry slow-level summaries across windows (nlcore.state)
+    # transformer / titans / hope (nlcore.models.transformer, .titans, .hope)
+    n_layers: int = 4
+    n_heads: int = 4
+    memory: str = "mlp"  # titans: mlp (2-layer residual MLP memory) | linear
+    mem_hidden: int = 2  # MLP memory hidden width, as a multiple of the head width
+    mem_chunk: int = 64  # tokens per chunk of the chunk-parallel memory path (HOPE: also the
+    #                      chunk whose start state generates the self-modifying keys and values)
+    mem_impl: str = "chunk"  # chunk (parallel) | token (the token-by-token reference)
+    momentum: bool = True  # memories: Titans-style momentum S_t with a data-dependent decay
+    cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
+    cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
+    cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)
+
+    def chunk_list(self) -> tuple[int, ...]:
+        try:
+            return tuple(int(c) for c in self.cms_chunks.split(",") if c.strip())
+        except ValueError:
+            raise ValueError(f"model.cms_chunks: expected comma-separated ints, got {self.cms_chunks!r}") from None
 
     def validate(self, prefix: str = "model") -> None:
-        _check(self.kind in ("nested_lstm", "lstm_lm"), f"{prefix}.kind", f"unknown model {self.kind!r}")
+        _check(self.kind in MODEL_KINDS, f"{prefix}.kind", f"unknown model {self.kind!r}; kinds are {MODEL_KINDS}")
         _check(self.d_model >= 1, f"{prefix}.d_model", f"must be >= 1, got {self.d_model}")
         _check(self.d_ff >= 1, f"{prefix}.d_ff", f"must be >= 1, got {self.d_ff}")
         _check(self.activation in ("gelu", "relu"), f"{prefix}.activation", f"got {self.activation!r}")
         _check(0.0 <= self.dropout < 1.0, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.n_layers >= 1, f"{prefix}.n_layers", f"must be >= 1, got {self.n_layers}")
+        _check(self.n_heads >= 1 and self.d_model % self.n_heads == 0, f"{prefix}.n_heads",
+               f"must divide d_model={self.d_model}, got {self.n_heads}")
+        _check(self.memory in ("mlp", "linear"), f"{prefix}.memory", f"must be 'mlp' or 'linear', got {self.memory!r}")
+        _check(self.mem_hidden >= 1, f"{prefix}.mem_hidden", f"must be >= 1, got {self.mem_hidden}")
+        _check(self.mem_chunk >= 1, f"{prefix}.mem_chunk", f"must be >= 1, got {self.mem_chunk}")
+        _check(self.mem_impl in ("chunk", "token"), f"{prefix}.mem_impl", f"must be 'chunk' or 'token', got {self.mem_impl!r}")
+        _check(self.cms_mode in ("in_forward", "outer"), f"{prefix}.cms_mode",
+               f"must be 'in_forward' or 'outer', got {self.cms_mode!r}")
+        chunks = self.chunk_list()
+        _check(len(chunks) >= 1 and all(c >= 1 for c in chunks), f"{prefix}.cms_chunks",
+               f"need at least one chunk size >= 1, got {self.cms_chunks!r}")
+        _check(list(chunks) == sorted(chunks), f"{prefix}.cms_chunks", f"must be fast to slow (ascending), got {chunks}")
+        _check(self.cms_lr >= 0.0, f"{prefix}.cms_lr", f"must be >= 0, got {self.cms_lr}")
+        _check(self.kind != "hope" or self.cms_mode != "in_forward" or chunks[0] % self.mem_chunk == 0,
+               f"{prefix}.cms_chunks", f"the fastest chunk {chunks[0]} must be a multiple of "
+               f"model.mem_chunk={self.mem_chunk}")
 
 
 @dataclass(frozen=True)
@@ -178,7 +216,7 @@ class TrainConfig:
     # set to None); windows it cannot replay (document resets inside, other shapes) run eagerly and
     # are counted. On CPU "graph" runs the same static-buffer path with the capture emulated
     # (bit-identical to "off"). Not with the delta optimizers (their statistics are host-side hooks).
-    # "auto": "graph" on CUDA unless a level uses a delta optimizer, else "off" (the GPU check in
+    # "auto": "graph" on CUDA unless a level uses a delta optimizer or the model is HOPE, else "off" (the GPU check in
     # results/bench/check_fastpath.json found graph and off bit-identical over 300 seed steps).
     fast_path: str = "auto"  # auto | off | graph
 

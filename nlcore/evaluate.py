@@ -48,7 +48,8 @@ def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False
         batch = stream[i]
         state, resets = carrier.begin(i, batch.doc_start)
         with autocast_ctx(device, amp):
-            logits, new_state = model(batch.x, state, resets)
+            kw = {"targets": batch.y} if getattr(model, "uses_targets", False) else {}
+            logits, new_state = model(batch.x, state, resets, **kw)
         nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), batch.y.flatten(), reduction="none")
         nll = nll.view_as(batch.y)  # (B, T)
         total += nll.sum(dtype=torch.float64)

@@ -96,13 +96,15 @@ class Trainer:
         repro.seed_everything(cfg.seed)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
+        graphable = cfg.model.kind != "hope"  # HOPE's in-forward writes take a backward inside forward
         self.fast_path = cfg.fast_path if cfg.fast_path != "auto" else \
-            ("graph" if self.device.type == "cuda" and not delta else "off")
+            ("graph" if self.device.type == "cuda" and not delta and graphable else "off")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
         chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
                        for n in ("medium", "slow"))
-        self.model = build_model(cfg.model, self.vocab_size, chunks).to(self.device)
+        chain = tuple(lv.name for lv in cfg.cms.levels if lv.name != "fast")  # HOPE, cms_mode=outer
+        self.model = build_model(cfg.model, self.vocab_size, chunks, chain_levels=chain).to(self.device)
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
                        fused=True if self.device.type == "cuda" else None,
@@ -184,7 +186,8 @@ class Trainer:
         if self.surprise is not None:
             self.surprise.begin(step)
         with autocast_ctx(self.device, self.amp):
-            logits, new_state = self.model(x, state, resets)
+            kw = {"targets": y} if self.model.uses_targets else {}
+            logits, new_state = self.model(x, state, resets, **kw)
         loss = F.cross_entropy(loss_precision(logits).flatten(0, 1), y.flatten())  # mean nats per char
         total = self.surprise.total_loss(loss) if self.surprise is not None else loss
         total.backward()

@@ -35,6 +35,7 @@ class SequenceModel(nn.Module):
     """Base class: subclasses implement ``init_state``, ``forward`` and ``level_of``."""
 
     tap_fn: Callable[[str, torch.Tensor], torch.Tensor] | None = None
+    uses_targets = False  # True: forward also takes `targets` (B, T), the next characters (HOPE)
 
     def init_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
         return {}

@@ -1,0 +1,194 @@
+r"""HOPE: self-modifying memory followed by a Continuum Memory System chain of MLPs.
+
+Each of the n_layers blocks (pre-norm, residual; paper-notes 2.9, Eqs. 94-97):
+
+    h <- h + SelfModifyingMemory(LN(h))                 (nlcore.models.memory_layers)
+    h <- h + MLP^(1)(LN_1(h)),  ...,  h <- h + MLP^(L)(LN_L(h))     (the CMS chain, fast to slow)
+    logits = W_o LN(h)
+
+with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's frequencies
+(`cms_mode`, beside the outer-optimizer reading of `nlcore.cms`):
+
+* ``outer``: the chain's parameters belong to the CMS levels named in `chain_levels` (e.g.
+  medium, slow) and `nlcore.cms` updates them every C_l optimizer steps (the CMS issue's reading).
+* ``in_forward`` (the paper's Eq. 31 inside the forward pass): every row carries its own fast
+  weights D_l = (D1_l, D2_l), used as W_l + D_l. Every C_l tokens (`cms_chunks`, counted from
+  the window start) the level is written from the summed next-character losses of its chunk,
+
+      D_l <- D_l - lr * sum_{t in chunk} grad_{D_l} CE(logits_t, x_{t+1})
+
+  all gradients taken at the chunk's frozen D_l (faster levels keep changing within it). This is
+  test-time learning on text already read: a write at token boundary e uses the targets
+  x_{s+1..e}, and it changes only the predictions made from position e on, after x_e has been
+  read. The trainer and `evaluate` pass the targets (`uses_targets`), so the last position of a
+  window learns from the next window's first character and windows carried one after another
+  equal one long window; without targets only the window's own next characters are used. The writes are first-order: the outer
+  gradient reaches W_l straight through W_l + D_l (no second-order graph; paper-notes 4.9).
+  D_l is recurrent state (carried across windows, zeroed per row at document starts); the
+  accumulated chunk gradients are not, so every C_l must divide the window length. Only the
+  weight matrices are written (biases and norms are outer parameters).
+
+The forward pass then runs in segments of C_1 tokens through the whole stack, with one
+first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
+chain's fast weights only), also under `torch.no_grad()` evaluation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlcore.models.base import Resets, SequenceModel, State
+from nlcore.models.memory_layers import SelfModifyingMemory, bounds, keep_at, zero_rows
+from nlcore.models.nested_lstm import state_dtype
+from nlcore.models.titans import join_state, split_state
+
+
+class ChainMLP(nn.Module):
+    """One CMS level: pre-norm residual MLP whose matrices may carry per-row fast weights."""
+
+    def __init__(self, d: int, d_ff: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, d_ff)
+        self.fc2 = nn.Linear(d_ff, d)
+
+    def forward(self, h: torch.Tensor, D1: torch.Tensor | None = None, D2: torch.Tensor | None = None):
+        u = self.norm(h)  # (B, S, d)
+        z = self.fc1(u)
+        if D1 is not None:
+            z = z + torch.bmm(u, D1.transpose(1, 2).to(u.dtype))  # (B, S, d_ff): u (W1 + D1)^T
+        a = F.gelu(z)
+        y = self.fc2(a)
+        if D2 is not None:
+            y = y + torch.bmm(a, D2.transpose(1, 2).to(a.dtype))  # (B, S, d)
+        return h + y
+
+
+class HOPE(SequenceModel):
+    def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
+                 d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",
+                 cms_lr: float = 1e-3, chain_levels: tuple[str, ...] | None = None, mem_chunk: int = 64,
+                 mem_impl: str = "chunk", momentum: bool = True, embed_level: str = "fast",
+                 head_level: str = "fast") -> None:
+        super().__init__()
+        if cms_mode not in ("in_forward", "outer"):
+            raise ValueError(f"model.cms_mode: must be 'in_forward' or 'outer', got {cms_mode!r}")
+        self.chunks, self.mode, self.lr = tuple(cms_chunks), cms_mode, cms_lr
+        if cms_mode == "in_forward" and self.chunks[0] % mem_chunk:
+            raise ValueError(f"model.cms_chunks: the fastest chunk {self.chunks[0]} must be a multiple of "
+                             f"model.mem_chunk={mem_chunk} (segments must not split memory chunks)")
+        if cms_mode == "outer":
+            if chain_levels is None or len(chain_levels) != len(self.chunks):
+                raise ValueError(f"model.cms_chunks: cms_mode=outer needs one CMS level per chain MLP; "
+                                 f"{len(self.chunks)} MLPs, levels {chain_levels}")
+        self.chain_levels = tuple(chain_levels or ())
+        self.embed_level, self.head_level = embed_level, head_level
+        self.d_model, self.d_ff = d_model, d_ff
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.mems = nn.ModuleList(SelfModifyingMemory(d_model, n_heads, chunk=mem_chunk, impl=mem_impl,
+                                                      momentum=momentum) for _ in range(n_layers))
+        self.norm_mem = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.chain = nn.ModuleList(nn.ModuleList(ChainMLP(d_model, d_ff) for _ in self.chunks)
+                                   for _ in range(n_layers))
+        self.norm_out = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def level_of(self, param_name: str) -> str:
+        parts = param_name.split(".")
+        if parts[0] == "embed":
+            return self.embed_level
+        if parts[0] in ("head", "norm_out"):
+            return self.head_level
+        if parts[0] == "chain" and self.mode == "outer":
+            return self.chain_levels[int(parts[2])]
+        return "fast"
+
+    def init_state(self, batch_size: int, device=None) -> State:
+        dt = state_dtype(self)
+        z = lambda *s: torch.zeros(batch_size, *s, device=device, dtype=dt)  # noqa: E731
+        parts = []
+        for mem in self.mems:
+            st = {k: z(*s) for k, s in mem.state_shapes().items()}
+            if self.mode == "in_forward":
+                for j in range(len(self.chunks)):
+                    st.update({f"D1_{j}": z(self.d_ff, self.d_model), f"D2_{j}": z(self.d_model, self.d_ff)})
+            parts.append(st)
+        return join_state(parts)
+
+    def _stack(self, x_seg: torch.Tensor, st: State, fast: dict | None) -> tuple[torch.Tensor, State]:
+        """Logits of one segment (B, S, V); `fast[(i, j)]` = (D1, D2) for layer i, level j."""
+        h = self.embed(x_seg)
+        new = []
+        for i, (mem, norm) in enumerate(zip(self.mems, self.norm_mem)):
+            sub = split_state(st, i)
+            y, mst = mem(norm(h), {k: v for k, v in sub.items() if not k.startswith("D")}, None)
+            h = h + y
+            for j, mlp in enumerate(self.chain[i]):
+                h = mlp(h, *(fast[(i, j)] if fast is not None else (None, None)))
+            new.append(mst)
+        return self.head(self.norm_out(h)), join_state(new)
+
+    uses_targets = True  # the trainer and evaluate pass each position's next character
+
+    def forward(self, x: torch.Tensor, state: State | None = None, resets: Resets | None = None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
+        B, T = x.shape
+        if targets is None:  # only the window's own next characters: the last position has none
+            targets = F.pad(x[:, 1:], (0, 1), value=-100)
+        if state is None:
+            state = self.init_state(B, x.device)
+        in_fwd = self.mode == "in_forward"
+        if in_fwd and any(T % c for c in self.chunks):
+            raise ValueError(f"model.cms_chunks: every chunk {self.chunks} must divide the window length {T}")
+        fast = {(i, j): (state[f"{i}.D1_{j}"], state[f"{i}.D2_{j}"])
+                for i in range(len(self.mems)) for j in range(len(self.chunks))} if in_fwd else None
+        acc = {key: None for key in fast} if in_fwd else None
+        mem_state = {k: v for k, v in state.items() if ".D" not in k}
+        logits = []
+        cuts = bounds(T, resets, grid=self.chunks[0] if in_fwd else None)
+        outer = torch.is_grad_enabled()
+        for s, e in zip(cuts[:-1], cuts[1:]):
+            if resets is not None:  # rows starting a document: zero state, fast weights, sums
+                keep = keep_at(resets, s)
+                mem_state = zero_rows(mem_state, keep)
+                if in_fwd:
+                    fast = {k: tuple(zero_rows({"a": a}, keep)["a"] for a in v) for k, v in fast.items()}
+                    acc = {k: None if v is None else tuple(zero_rows({"a": a}, keep)["a"] for a in v)
+                           for k, v in acc.items()}
+            if not in_fwd:
+                out, mem_state = self._stack(x[:, s:e], mem_state, None)
+                logits.append(out)
+                continue
+            with torch.enable_grad():
+                leaves = {k: tuple(a.detach().requires_grad_(True) for a in v) for k, v in fast.items()}
+                out, mem_state = self._stack(x[:, s:e], mem_state, leaves)
+                ld = torch.promote_types(out.dtype, torch.float32)
+                loss = F.cross_entropy(out.to(ld).flatten(0, 1), targets[:, s:e].flatten(),
+                                       ignore_index=-100, reduction="sum")  # the segment's summed CE
+                grads = iter(torch.autograd.grad(loss, [a for v in leaves.values() for a in v],
+                                                 retain_graph=outer))
+                for k in acc:
+                    g = (next(grads), next(grads))
+                    acc[k] = g if acc[k] is None else (acc[k][0] + g[0], acc[k][1] + g[1])
+            if not outer:
+                out, mem_state = out.detach(), {k: v.detach() for k, v in mem_state.items()}
+            logits.append(out)
+            for (i, j), g in acc.items():
+                if g is not None and e % self.chunks[j] == 0:  # level j's chunk is complete: write
+                    D1, D2 = fast[(i, j)]
+                    fast[(i, j)] = ((D1 - self.lr * g[0]).detach(), (D2 - self.lr * g[1]).detach())
+                    acc[(i, j)] = None
+        new = dict(mem_state)
+        if in_fwd:
+            new.update({f"{i}.D{n + 1}_{j}": a.to(state_dtype(self)) for (i, j), v in fast.items()
+                        for n, a in enumerate(v)})
+        return torch.cat(logits, dim=1), new
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["HOPE", "ChainMLP", "count_params"]

@@ -1,0 +1,229 @@
+r"""Sequence-mixing layers built on the fast-weight memories of `nlcore.memory`.
+
+Both layers read a pre-normed input u (B, T, d), split it into H heads of width dh = d / H, and
+keep one memory per (row, head) as recurrent state, so every row of a batch has its own memory
+and it is carried across windows like an LSTM state (`nlcore.state`). The memories' initial
+states are parameters (meta-learned by the outer optimizer); the carried state is the per-row
+difference from them, so the zero state is the meta-learned memory.
+
+**Titans memory** (`TitansMemory`, Behrouz et al. 2025, Eqs. 11-15), per head:
+
+    q_t, k_t, v_t = SiLU(W_{q,k,v} u_t),   q_t, k_t L2-normalised
+    eta_t, alpha_t, beta_t = sigmoid(W_g u_t + b)        (step size, retention, momentum decay)
+    S_t = beta_t S_{t-1} - eta_t grad l(M; k_t, v_t),   M_t = alpha_t M_{t-1} + S_t,
+    l(M; k, v) = 1/2 ||M(k) - v||^2,   y_t = M_t(q_t),   out_t = W_o (y_t * SiLU(W_z u_t))
+
+with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with momentum) or a
+2-layer residual MLP M(x) = x + W2 SiLU(W1 x) (gradients at the chunk-start state, Titans'
+mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally).
+
+**Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; paper-notes
+2.9, Eqs. 83-89 with the choices of paper-notes 4: fixed query, scalar gates from linear
+readouts, linear memories, main memory trained on v_t, the projection memories on their own
+self-generated targets). Per head, with x_t = W_x u_t and chunks of C tokens whose keys and
+values come from the memories' states at the chunk start (index c):
+
+    k_t = normalise(M_{k,c} x_t),   v_t = normalise(M_{v,c} x_t),   q_t = normalise(W_q u_t)
+    targets:  v_t for M_mem,   normalise(M_{k,c} v_t) for M_k,   normalise(M_{v,c} v_t) for M_v
+    every M in {M_mem, M_k, M_v}:  the DGD / delta-rule write with key k_t and its target,
+    retention alpha_t toward its meta-learned initial state and optional momentum
+    y_t = M_{mem,t} q_t,   out_t = W_o (y_t * SiLU(W_z u_t))
+
+Values and self-generated targets are L2-normalised, a stability choice beyond the paper: with
+raw targets M v the projection memories feed their own growth back (a target grows with M, so M
+grows) and diverged within 5 steps of the smoke run. With unit keys, unit targets and eta in
+(0, 1) each write moves M k toward a unit vector, so the memories stay bounded.
+The delta-rule memory is exact per token, so the chunk size C changes the computation only
+through where keys and values are generated (C is semantic here, as in the paper's Eqs. 90-93).
+Document starts inside a window (`Resets`) split the window: the rows starting a document get
+the zero state there, and every row's chunk grid restarts at the cut.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nlcore.memory.linear import linear_memory
+from nlcore.memory.mlp import mlp_memory
+from nlcore.models.base import Resets, State
+
+
+def heads(x: torch.Tensor, H: int) -> torch.Tensor:
+    """(B, T, H*dh) -> (B, H, T, dh)."""
+    B, T, d = x.shape
+    return x.view(B, T, H, d // H).transpose(1, 2)
+
+
+def unheads(y: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, dh) -> (B, T, H*dh)."""
+    B, H, T, dh = y.shape
+    return y.transpose(1, 2).reshape(B, T, H * dh)
+
+
+def bounds(T: int, resets: Resets | None, grid: int | None = None) -> list[int]:
+    """Sorted cut points [0, ..., T]: document starts and (optionally) every `grid` tokens."""
+    cuts = set(resets.cuts) if resets is not None else set()
+    if grid is not None:
+        cuts.update(range(grid, T, grid))
+    return [0, *sorted(c for c in cuts if 0 < c < T), T]
+
+
+def zero_rows(state: State, keep: torch.Tensor) -> State:
+    """Zero the rows where keep (B,) is False (a document starts there)."""
+    return {k: v * keep.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) for k, v in state.items()}
+
+
+def work_dtype(u: torch.Tensor) -> torch.dtype:
+    """The memories run in float32 (float64 for a float64 model), also under bf16 autocast."""
+    return torch.promote_types(u.dtype, torch.float32)
+
+
+def keep_at(resets: Resets | None, t: int) -> torch.Tensor | None:
+    return None if resets is None else ~resets.mask[:, t]
+
+
+class _Gated(nn.Module):
+    """Shared parts: gates, output gate and projection, per-head bookkeeping."""
+
+    def __init__(self, d: int, H: int, n_gates: int, gate_bias: tuple[float, ...]) -> None:
+        super().__init__()
+        if d % H:
+            raise ValueError(f"n_heads: {H} must divide d_model={d}")
+        self.d, self.H, self.dh = d, H, d // H
+        self.gates = nn.Linear(d, n_gates * H)
+        nn.init.normal_(self.gates.weight, std=0.02)
+        with torch.no_grad():
+            self.gates.bias.copy_(torch.tensor(gate_bias).repeat_interleave(H))
+        self.gate_z = nn.Linear(d, d, bias=False)
+        self.out = nn.Linear(d, d, bias=False)
+
+    def gate_values(self, u: torch.Tensor) -> list[torch.Tensor]:
+        """Sigmoid gates, each (B, H, T), in the working dtype."""
+        g = torch.sigmoid(self.gates(u).to(work_dtype(u)))  # (B, T, n*H)
+        return [x.transpose(1, 2) for x in g.split(self.H, dim=-1)]
+
+    def finish(self, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.out((unheads(y).to(u.dtype)) * F.silu(self.gate_z(u)))  # (B, T, d)
+
+
+class TitansMemory(_Gated):
+    """Titans neural memory as a layer (see the module docstring)."""
+
+    def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
+                 impl: str = "chunk", momentum: bool = True) -> None:
+        eta0 = 0.5 if memory == "linear" else 0.02  # initial step sizes (the MLP sums C gradients)
+        super().__init__(d, H, 3, (math.log(eta0 / (1 - eta0)), 4.0, 0.0))  # eta, alpha~0.98, beta 0.5
+        self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
+        self.qkv = nn.Linear(d, 3 * d, bias=False)
+        dh = self.dh
+        if memory == "linear":
+            self.M_init = nn.Parameter(torch.zeros(H, dh, dh))
+        else:
+            hid = hidden_mult * dh
+            self.W1_init = nn.Parameter(torch.randn(H, hid, dh) / math.sqrt(dh))
+            self.W2_init = nn.Parameter(torch.randn(H, dh, hid) * 0.02)
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        H, dh = self.H, self.dh
+        if self.memory == "linear":
+            shapes = {"M": (H, dh, dh)}
+        else:
+            hid = self.W1_init.shape[1]
+            shapes = {"W1": (H, hid, dh), "W2": (H, dh, hid)}
+        if self.momentum:
+            shapes.update({f"S{k}": v for k, v in list(shapes.items())})
+        return shapes
+
+    def _run(self, q, k, v, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
+        if self.memory == "linear":
+            y, M, S = linear_memory(q, k, v, eta, alpha, beta, self.M_init + st["M"], st.get("SM"),
+                                    chunk=self.chunk, impl=self.impl)
+            new = {"M": M - self.M_init}
+            if self.momentum:
+                new["SM"] = S
+            return y, new
+        y, (W1, W2), S = mlp_memory(q, k, v, eta, alpha, beta, self.W1_init + st["W1"], self.W2_init + st["W2"],
+                                    st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl)
+        new = {"W1": W1 - self.W1_init, "W2": W2 - self.W2_init}
+        if self.momentum:
+            new.update(SW1=S[0], SW2=S[1])
+        return y, new
+
+    def forward(self, u: torch.Tensor, st: State, resets: Resets | None) -> tuple[torch.Tensor, State]:
+        wd = work_dtype(u)
+        q, k, v = (heads(F.silu(z), self.H).to(wd) for z in self.qkv(u).chunk(3, dim=-1))  # (B, H, T, dh)
+        q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        eta, alpha, beta = self.gate_values(u)
+        beta = beta if self.momentum else None
+        ys, cuts = [], bounds(u.shape[1], resets)
+        with torch.autocast(u.device.type, enabled=False):
+            for s, e in zip(cuts[:-1], cuts[1:]):
+                if resets is not None:
+                    st = zero_rows(st, keep_at(resets, s))
+                y, st = self._run(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], eta[..., s:e], alpha[..., s:e],
+                                  None if beta is None else beta[..., s:e], st)
+                ys.append(y)
+        return self.finish(u, torch.cat(ys, dim=2)), st
+
+
+class SelfModifyingMemory(_Gated):
+    """HOPE's self-modifying memory: M_mem, M_k, M_v written by DGD (see the module docstring)."""
+
+    def __init__(self, d: int, H: int, *, chunk: int = 64, impl: str = "chunk", momentum: bool = True) -> None:
+        super().__init__(d, H, 3, (0.0, 4.0, 0.0))  # eta 0.5, alpha ~0.98, beta 0.5
+        self.chunk, self.impl, self.momentum = chunk, impl, momentum
+        self.W_x = nn.Linear(d, d, bias=False)
+        self.W_q = nn.Linear(d, d, bias=False)
+        dh = self.dh
+        # initial states of M_mem (zero: retrieves nothing), M_k and M_v (random maps)
+        self.M_init = nn.Parameter(torch.zeros(H, dh, dh))
+        self.Mk_init = nn.Parameter(torch.randn(H, dh, dh) / math.sqrt(dh))
+        self.Mv_init = nn.Parameter(torch.randn(H, dh, dh) / math.sqrt(dh))
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        shape = (3 * self.H, self.dh, self.dh)  # [mem | k | v] stacked along the head axis
+        return {"M": shape, "S": shape} if self.momentum else {"M": shape}
+
+    def _chunk(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
+        """One chunk of tokens: x, q (B, H, C, dh); gates (B, H, C). Returns y (B, H, C, dh)."""
+        H = self.H
+        init = torch.cat([self.M_init, self.Mk_init, self.Mv_init]).to(x.dtype)  # (3H, dh, dh)
+        full = init + st["M"]  # (B, 3H, dh, dh): chunk-start states
+        Mk, Mv = full[:, H:2 * H], full[:, 2 * H:]
+        k = F.normalize(x @ Mk.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
+        v = F.normalize(x @ Mv.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
+        targets = F.normalize(torch.cat([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], dim=1),
+                              dim=-1)  # (B, 3H, C, dh): unit-norm values and self-generated targets
+        kk = k.repeat(1, 3, 1, 1)
+        # retention toward the initial state: run the memory on D = M - M_init with target
+        # v - M_init k (the same gradient, since M k - v = D k - (v - M_init k))
+        targets = targets - kk @ init.transpose(-1, -2)
+        rep = (lambda g: None if g is None else g.repeat(1, 3, 1))
+        qq = torch.cat([q, k, k], dim=1)  # only M_mem's read is used
+        y, D, S = linear_memory(qq, kk, targets, rep(eta), rep(alpha), rep(beta), st["M"], st.get("S"),
+                                chunk=x.shape[2], impl=self.impl)
+        y = y[:, :H] + q @ self.M_init.to(x.dtype).transpose(-1, -2)  # (B, H, C, dh)
+        return y, ({"M": D, "S": S} if self.momentum else {"M": D})
+
+    def forward(self, u: torch.Tensor, st: State, resets: Resets | None) -> tuple[torch.Tensor, State]:
+        wd = work_dtype(u)
+        x = heads(F.silu(self.W_x(u)), self.H).to(wd)  # (B, H, T, dh)
+        q = F.normalize(heads(self.W_q(u), self.H).to(wd), dim=-1)
+        eta, alpha, beta = self.gate_values(u)
+        beta = beta if self.momentum else None
+        ys, T = [], u.shape[1]
+        with torch.autocast(u.device.type, enabled=False):
+            docs = bounds(T, resets)
+            for s0, e0 in zip(docs[:-1], docs[1:]):  # chunk grid restarts at a document start
+                if resets is not None:
+                    st = zero_rows(st, keep_at(resets, s0))
+                for s in range(s0, e0, self.chunk):
+                    e = min(s + self.chunk, e0)
+                    y, st = self._chunk(x[:, :, s:e], q[:, :, s:e], eta[..., s:e], alpha[..., s:e],
+                                        None if beta is None else beta[..., s:e], st)
+                    ys.append(y)
+        return self.finish(u, torch.cat(ys, dim=2)), st

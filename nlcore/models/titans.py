@@ -1,0 +1,75 @@
+r"""A Titans language model: embedding -> n_layers x [memory layer, FFN] -> head.
+
+Each block is pre-norm and residual (Titans' memory-as-a-layer, "MAL", without attention):
+
+    h <- h + TitansMemory(LN(h))        (nlcore.models.memory_layers: per-row fast weights)
+    h <- h + FFN(LN(h))
+    logits = W_o LN(h)
+
+The memories are the recurrent state: one per (row, layer, head), carried across windows and
+reset per row at document starts, so persistent state and `state.reset=doc` work as for the LSTM.
+All parameters belong to the "fast" CMS level (the embedding and head to `embed_level` /
+`head_level`): the memories are the model's inner, higher-frequency learners.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nlcore.models.base import Resets, SequenceModel, State
+from nlcore.models.memory_layers import TitansMemory
+from nlcore.models.nested_lstm import FFN, state_dtype
+
+
+def split_state(state: State, i: int) -> State:
+    p = f"{i}."
+    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+
+
+def join_state(parts: list[State]) -> State:
+    return {f"{i}.{k}": v for i, st in enumerate(parts) for k, v in st.items()}
+
+
+class TitansLM(SequenceModel):
+    def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
+                 d_ff: int = 512, *, memory: str = "mlp", mem_hidden: int = 2, mem_chunk: int = 64,
+                 mem_impl: str = "chunk", momentum: bool = True, embed_level: str = "fast",
+                 head_level: str = "fast") -> None:
+        super().__init__()
+        self.embed_level, self.head_level = embed_level, head_level
+        self.embed = nn.Embedding(vocab_size, d_model)
+        self.mems = nn.ModuleList(TitansMemory(d_model, n_heads, memory=memory, hidden_mult=mem_hidden,
+                                               chunk=mem_chunk, impl=mem_impl, momentum=momentum)
+                                  for _ in range(n_layers))
+        self.norm_mem = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.ffns = nn.ModuleList(FFN(d_model, d_ff) for _ in range(n_layers))
+        self.norm_ffn = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
+        self.norm_out = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def level_of(self, param_name: str) -> str:
+        top = param_name.split(".")[0]
+        if top == "embed":
+            return self.embed_level
+        if top in ("head", "norm_out"):
+            return self.head_level
+        return "fast"
+
+    def init_state(self, batch_size: int, device=None) -> State:
+        dt = state_dtype(self)
+        return join_state([{k: torch.zeros(batch_size, *s, device=device, dtype=dt)
+                            for k, s in m.state_shapes().items()} for m in self.mems])
+
+    def forward(self, x: torch.Tensor, state: State | None = None,
+                resets: Resets | None = None) -> tuple[torch.Tensor, State]:
+        if state is None:
+            state = self.init_state(x.shape[0], x.device)
+        h = self.embed(x)  # (B, T, d)
+        new = []
+        for i, (mem, n1, ffn, n2) in enumerate(zip(self.mems, self.norm_mem, self.ffns, self.norm_ffn)):
+            y, st = mem(n1(h), split_state(state, i), resets)
+            h = h + y
+            h = h + ffn(n2(h))
+            new.append(st)
+        return self.head(self.norm_out(h)), join_state(new)

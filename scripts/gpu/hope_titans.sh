@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Issue 9 on the GPU machine: memory path speed, model throughput, and the 06 experiments.
+# Usage: scripts/gpu/hope_titans.sh REVISION DIRTY(0|1) OUTDIR PHASE...   PHASE: speed | bench | STEM[:labels]
+# Every phase copies what it produced to OUTDIR as soon as it ends, so a time-out loses one phase.
+set -uo pipefail
+export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
+out=$3
+shift 3
+S="data.seq_len=512,data.batch_size=16"
+T4="model.d_model=256,model.n_layers=4,model.n_heads=4"
+for phase in "$@"; do
+  case $phase in
+    speed)
+      mkdir -p "$out/bench"
+      python3 -m nlcore.memory.speed --window 2048 --batch 8 --out "$out/bench/memory_paths.json" ;;
+    bench)
+      mkdir -p "$out/bench"
+      python3 -m nlcore bench --warmup 20 --windows 6 --steps 20 --baseline transformer \
+        --out "$out/bench/models_06.json" --configs \
+        "nested_lstm=$S,model.d_model=416,model.d_ff=1024" \
+        "transformer=$S,model.kind=transformer,$T4,model.d_ff=1024" \
+        "transformer_eager=$S,model.kind=transformer,$T4,model.d_ff=1024,fast_path=off" \
+        "titans=$S,model.kind=titans,$T4,model.d_ff=768" \
+        "titans_eager=$S,model.kind=titans,$T4,model.d_ff=768,fast_path=off" \
+        "hope=$S,model.kind=hope,$T4,model.d_ff=448" \
+        "hope_outer=$S,model.kind=hope,$T4,model.d_ff=448,model.cms_mode=outer" ;;
+    *)
+      stem=${phase%%:*}
+      if [[ $phase == *:* ]]; then
+        IFS=, read -r -a labels <<< "${phase#*:}"
+        python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-4}" --configs "${labels[@]}"
+      else
+        python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-4}"
+      fi
+      mkdir -p "$out/results"
+      cp -r "results/$stem" "$out/results/" ;;
+  esac
+done
