@@ -17,8 +17,9 @@ with Da[t, r] = prod_{j=r+1..t} alpha_j (1 on the diagonal, 0 above it), Db like
     K    = Da @ Db,                  P_t  = sum_{r<=t} Da[t, r] Bc_r.
 
 All of them are scalars per (batch, head, token), so a chunk of C tokens costs C x C matrices
-instead of C sequential state updates. Products are taken as exp of differences of cumulative
-log sums (gates are clamped to >= 1e-30 first, so a gate of exactly 0 stays finite).
+instead of C sequential state updates. Products are taken as exp of sums of log gates, summed
+per segment rather than as differences of one long cumulative sum (gates are clamped to >= 1e-30 first, so a gate of exactly 0
+stays finite).
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ class ChunkCoeffs(NamedTuple):
 def decay_matrix(a: torch.Tensor) -> torch.Tensor:
     """(..., C) gates -> (..., C, C) with D[t, r] = prod_{j=r+1..t} a_j for t >= r, else 0."""
     C = a.shape[-1]
-    cs = torch.log(a.clamp_min(TINY)).cumsum(-1)  # (..., C)
-    diff = cs.unsqueeze(-1) - cs.unsqueeze(-2)  # (..., C, C): log prod_{j=r+1..t}
+    la = torch.log(a.clamp_min(TINY))  # (..., C)
+    strict = torch.ones(C, C, dtype=torch.bool, device=a.device).tril(-1)  # j > r
+    # log prod_{j=r+1..t} a_j as a cumulative sum over j of the terms with j > r, per column r:
+    # no difference of two long cumulative sums, so small gates keep float32 gradients accurate
+    seg = la.unsqueeze(-1).expand(*la.shape, C).masked_fill(~strict, 0.0).cumsum(-2)  # (..., C, C)
     lower = torch.ones(C, C, dtype=torch.bool, device=a.device).tril()
-    return torch.exp(diff.masked_fill(~lower, float("-inf")))
+    return torch.exp(seg.masked_fill(~lower, float("-inf")))
 
 
 def chunk_coeffs(alpha: torch.Tensor, beta: torch.Tensor | None) -> ChunkCoeffs:

@@ -98,16 +98,18 @@ def _no_autocast(device: torch.device):
 
 def _reference(q, k, v, eta, alpha, beta, M, S):
     """Token-by-token recurrence (the definition). All inputs already in the compute dtype."""
+    # unbind once: slicing inside the loop would make autograd build a full-size zero gradient
+    # per token (O(T²) memory traffic in backward)
+    qs, ks, vs = q.unbind(2), k.unbind(2), v.unbind(2)  # T x (B, H, d)
+    es, als = eta[..., None, None].unbind(2), alpha[..., None, None].unbind(2)  # T x (B, H, 1, 1)
+    bs = None if beta is None else beta[..., None, None].unbind(2)
     ys = []
     for t in range(q.shape[2]):
-        G = (M @ k[:, :, t, :, None]).squeeze(-1) - v[:, :, t]  # M_{t-1} k_t − v_t: (B, H, dv)
-        U = -eta[:, :, t, None, None] * G[..., :, None] * k[:, :, t, None, :]  # (B, H, dv, dk)
-        if beta is None:
-            S = U  # no momentum
-        else:
-            S = beta[:, :, t, None, None] * S + U  # S_t = β_t S_{t-1} + U_t
-        M = alpha[:, :, t, None, None] * M + S  # M_t = α_t M_{t-1} + S_t
-        ys.append((M @ q[:, :, t, :, None]).squeeze(-1))  # y_t = M_t q_t: (B, H, dv)
+        G = (M @ ks[t][..., None]).squeeze(-1) - vs[t]  # M_{t-1} k_t − v_t: (B, H, dv)
+        U = -es[t] * G[..., :, None] * ks[t][..., None, :]  # −η_t G_t k_tᵀ: (B, H, dv, dk)
+        S = U if bs is None else bs[t] * S + U  # S_t = β_t S_{t-1} + U_t (no momentum: U_t)
+        M = als[t] * M + S  # M_t = α_t M_{t-1} + S_t
+        ys.append((M @ qs[t][..., None]).squeeze(-1))  # y_t = M_t q_t: (B, H, dv)
     y = torch.stack(ys, dim=2) if ys else v.new_zeros(v.shape)  # (B, H, T, dv)
     return y, M, (None if beta is None else S)
 
@@ -146,23 +148,39 @@ def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
     Wa, Wc = sol[..., :dk], sol[..., -dv:]  # (B, H, N, C, dk), (B, H, N, C, dv)
     Wp = sol[..., dk:2 * dk] if mom else None  # (B, H, N, C, dk)
 
+    # end-state coefficients: row C of every chunk, row `last` of the (partial) last chunk
+    def end(x: Tensor, matrix: bool) -> Tensor:  # (B, H, N, C[, C]) -> (B, H, N[, C])
+        full = x[..., C - 1, :] if matrix else x[..., C - 1]
+        if last == C - 1:
+            return full
+        tail = x[:, :, -1:, last, :] if matrix else x[:, :, -1:, last]
+        return torch.cat([full[:, :, :-1], tail], dim=2)
+
+    kK = end(c.K, True)[..., None] * kc  # c.K[e, s] k_s: (B, H, N, C, dk)
+    A_e = end(c.A, False)[..., None, None]  # (B, H, N, 1, 1)
+    steps = [Wa.unbind(2), Wc.unbind(2), kK.unbind(2), A_e.unbind(2)]  # unbind once (see above)
+    if mom:
+        kD = end(c.Db, True)[..., None] * kc  # c.Db[e, s] k_s: (B, H, N, C, dk)
+        P_e = end(c.P, False)[..., None, None]  # (B, H, N, 1, 1)
+        Bc_e = end(c.Bc, False)[..., None, None]  # (B, H, N, 1, 1)
+        steps += [Wp.unbind(2), kD.unbind(2), P_e.unbind(2), Bc_e.unbind(2)]
+
     # sequential part: carry (M, S) across chunks
     Ms, Ss, Ws = [], [], []
     for n in range(N):
-        e = C - 1 if n < N - 1 else last  # row of the chunk's end state
-        W = Wa[:, :, n] @ M.transpose(-1, -2) + Wc[:, :, n]  # (B, H, C, dv)
-        if mom:
-            W = W + Wp[:, :, n] @ S.transpose(-1, -2)
+        wa, wc, kk, a_e = (x[n] for x in steps[:4])
+        W = wa @ M.transpose(-1, -2) + wc  # W = Wa M_0ᵀ + Wc: (B, H, C, dv)
         Ms.append(M)
+        if mom:
+            wp, kd, p_e, bc_e = (x[n] for x in steps[4:])
+            W = W + wp @ S.transpose(-1, -2)  # + Wp S_0ᵀ
+            Ss.append(S)
         Ws.append(W)
         Wt = W.transpose(-1, -2)  # (B, H, dv, C)
-        kK = c.K[:, :, n, e, :, None] * kc[:, :, n]  # c.K[e, s] k_s: (B, H, C, dk)
-        M_new = c.A[:, :, n, e, None, None] * M - Wt @ kK  # (B, H, dv, dk)
+        M_new = a_e * M - Wt @ kk  # c.A_C M_0 − Σ_s c.K[C,s] W_s k_sᵀ: (B, H, dv, dk)
         if mom:
-            Ss.append(S)
-            kD = c.Db[:, :, n, e, :, None] * kc[:, :, n]  # c.Db[e, s] k_s: (B, H, C, dk)
-            M_new = M_new + c.P[:, :, n, e, None, None] * S
-            S = c.Bc[:, :, n, e, None, None] * S - Wt @ kD  # (B, H, dv, dk)
+            M_new = M_new + p_e * S  # + c.P_C S_0
+            S = bc_e * S - Wt @ kd  # c.Bc_C S_0 − Σ_s c.Db[C,s] W_s k_sᵀ: (B, H, dv, dk)
         M = M_new
 
     # read, batched over chunks: y = (c.A ⊙ q) M_0ᵀ + (c.P ⊙ q) S_0ᵀ − (c.K ⊙ q kᵀ) W

@@ -15,7 +15,10 @@ difference from them, so the zero state is the meta-learned memory.
 
 with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with momentum) or a
 2-layer residual MLP M(x) = x + W2 SiLU(W1 x) (gradients at the chunk-start state, Titans'
-mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally).
+mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally). For the MLP
+memory the values are L2-normalised and eta_t is divided by the chunk size C, so the C summed
+chunk-start gradients make a mean-sized step: without both, the first runs at the 06 size
+diverged within 13 steps.
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; paper-notes
 2.9, Eqs. 83-89 with the choices of paper-notes 4: fixed query, scalar gates from linear
@@ -159,13 +162,17 @@ class TitansMemory(_Gated):
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         eta, alpha, beta = self.gate_values(u)
         beta = beta if self.momentum else None
+        if self.memory == "mlp":  # the MLP memory sums C chunk-start gradients: a mean-sized step
+            eta, v = eta / self.chunk, F.normalize(v, dim=-1)
         ys, cuts = [], bounds(u.shape[1], resets)
+        sizes = [e - s for s, e in zip(cuts[:-1], cuts[1:])]
+        parts = zip(*(t.split(sizes, dim=2) for t in (q, k, v)), *(g.split(sizes, dim=-1) for g in
+                                                                   (eta, alpha, beta if beta is not None else eta)))
         with torch.autocast(u.device.type, enabled=False):
-            for s, e in zip(cuts[:-1], cuts[1:]):
+            for s, (qs, ks, vs, es, as_, bs) in zip(cuts[:-1], parts):
                 if resets is not None:
                     st = zero_rows(st, keep_at(resets, s))
-                y, st = self._run(q[:, :, s:e], k[:, :, s:e], v[:, :, s:e], eta[..., s:e], alpha[..., s:e],
-                                  None if beta is None else beta[..., s:e], st)
+                y, st = self._run(qs, ks, vs, es, as_, bs if beta is not None else None, st)
                 ys.append(y)
         return self.finish(u, torch.cat(ys, dim=2)), st
 
@@ -216,14 +223,17 @@ class SelfModifyingMemory(_Gated):
         eta, alpha, beta = self.gate_values(u)
         beta = beta if self.momentum else None
         ys, T = [], u.shape[1]
+        docs = bounds(T, resets)
+        # chunks: the grid restarts at every document start
+        starts = [s for s0, e0 in zip(docs[:-1], docs[1:]) for s in range(s0, e0, self.chunk)]
+        sizes = [min(s + self.chunk, next(d for d in docs if d > s)) - s for s in starts]
+        parts = zip(*(t.split(sizes, dim=2) for t in (x, q)), *(g.split(sizes, dim=-1) for g in
+                                                                (eta, alpha, beta if beta is not None else eta)))
+        cut = set(docs[:-1]) if resets is not None else set()
         with torch.autocast(u.device.type, enabled=False):
-            docs = bounds(T, resets)
-            for s0, e0 in zip(docs[:-1], docs[1:]):  # chunk grid restarts at a document start
-                if resets is not None:
-                    st = zero_rows(st, keep_at(resets, s0))
-                for s in range(s0, e0, self.chunk):
-                    e = min(s + self.chunk, e0)
-                    y, st = self._chunk(x[:, :, s:e], q[:, :, s:e], eta[..., s:e], alpha[..., s:e],
-                                        None if beta is None else beta[..., s:e], st)
-                    ys.append(y)
+            for s, (xs, qs, es, as_, bs) in zip(starts, parts):
+                if s in cut:
+                    st = zero_rows(st, keep_at(resets, s))
+                y, st = self._chunk(xs, qs, es, as_, bs if beta is not None else None, st)
+                ys.append(y)
         return self.finish(u, torch.cat(ys, dim=2)), st
