@@ -216,7 +216,7 @@ class TrainConfig:
     # set to None); windows it cannot replay (document resets inside, other shapes) run eagerly and
     # are counted. On CPU "graph" runs the same static-buffer path with the capture emulated
     # (bit-identical to "off"). Not with the delta optimizers (their statistics are host-side hooks).
-    # "auto": "graph" on CUDA unless a level uses a delta optimizer or the model is HOPE, else "off" (the GPU check in
+    # "auto": "graph" on CUDA unless a level uses a delta optimizer, else "off" (the GPU check in
     # results/bench/check_fastpath.json found graph and off bit-identical over 300 seed steps).
     fast_path: str = "auto"  # auto | off | graph
 

@@ -96,9 +96,8 @@ class Trainer:
         repro.seed_everything(cfg.seed)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
-        graphable = cfg.model.kind != "hope"  # HOPE's in-forward writes take a backward inside forward
         self.fast_path = cfg.fast_path if cfg.fast_path != "auto" else \
-            ("graph" if self.device.type == "cuda" and not delta and graphable else "off")
+            ("graph" if self.device.type == "cuda" and not delta else "off")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
         chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1

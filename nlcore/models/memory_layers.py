@@ -118,8 +118,7 @@ class TitansMemory(_Gated):
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
                  impl: str = "chunk", momentum: bool = True) -> None:
-        eta0 = 0.5 if memory == "linear" else 0.02  # initial step sizes (the MLP sums C gradients)
-        super().__init__(d, H, 3, (math.log(eta0 / (1 - eta0)), 4.0, 0.0))  # eta, alpha~0.98, beta 0.5
+        super().__init__(d, H, 3, (0.0, 4.0, 0.0))  # eta 0.5, alpha ~0.98, beta 0.5
         self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
@@ -209,7 +208,9 @@ class SelfModifyingMemory(_Gated):
         # retention toward the initial state: run the memory on D = M - M_init with target
         # v - M_init k (the same gradient, since M k - v = D k - (v - M_init k))
         targets = targets - kk @ init.transpose(-1, -2)
-        rep = (lambda g: None if g is None else g.repeat(1, 3, 1))
+        def rep(g):  # the three memories share the gates
+            return None if g is None else g.repeat(1, 3, 1)
+
         qq = torch.cat([q, k, k], dim=1)  # only M_mem's read is used
         y, D, S = linear_memory(qq, kk, targets, rep(eta), rep(alpha), rep(beta), st["M"], st.get("S"),
                                 chunk=x.shape[2], impl=self.impl)
