@@ -1,4 +1,4 @@
-"""`python -m nlcore <command>`: train, grid, data, notebooks, bench, readme.
+"""`python -m nlcore <command>`: train, grid, data, notebooks, bench, readme, mqar.
 
 Each sub-command parses its arguments here and calls one function of the package; nothing
 heavy is imported until a command runs, so `--help` is instant.
@@ -75,6 +75,29 @@ def _recall(args: argparse.Namespace) -> int:
     write_experiment(Path(args.out), runs, meta={"experiment": "recall", "command": repro.command_line(),
                                                   "device": str(device), "args": vars(args) | {"func": None}})
     print(runs.groupby(["d", "key_norm_spread", "eta", "config", "load"])["value"].mean().unstack("load").round(3))
+    return 0
+
+
+def _mqar(args: argparse.Namespace) -> int:
+    from nlcore import repro
+    from nlcore.mqar import preset, run_mqar_grid
+    from nlcore.results import format_ci, read_experiment
+
+    n_pairs = args.n_pairs
+    if n_pairs is not None and n_pairs != "scale":
+        if not n_pairs.isdigit():
+            raise ValueError(f"--n-pairs: expected an int or 'scale', got {n_pairs!r}")
+        n_pairs = int(n_pairs)
+    sets = [*(args.set or []), *([f"device={args.device}"] if args.device else [])]
+    bases = {kind: preset(args.mode, kind, sets) for kind in args.model_kind}
+    base = next(iter(bases.values()))
+    run_mqar_grid({k: b.model for k, b in bases.items()}, args.seq_len or [base.seq_len], args.seeds,
+                  Path(args.out), base=base, n_pairs=n_pairs, progress=not args.no_progress,
+                  command=repro.command_line())
+    _, summary, _ = read_experiment(Path(args.out))
+    for r in summary:
+        if r["metric"] == "accuracy":
+            print(f"{r['config']:>16s} L={r['seq_len']:<5d} P={r['n_pairs']:<4d} accuracy {format_ci(r, 3)}")
     return 0
 
 
@@ -157,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_recall)
+
+    q = sub.add_parser("mqar", help="multi-query associative recall: train and test model kinds x lengths x seeds")
+    q.add_argument("--model-kind", nargs="+", default=["lstm_lm"],
+                   help="one or more of nested_lstm, lstm_lm, transformer, titans, hope (default: lstm_lm)")
+    q.add_argument("--seq-len", type=int, nargs="+", default=None, help="sequence lengths L (default: the preset's)")
+    q.add_argument("--n-pairs", default=None,
+                   help="pairs per row: an int, or 'scale' for L // 16 (default: the preset's, at every L)")
+    q.add_argument("--seeds", type=int, nargs="+", default=[0])
+    q.add_argument("--mode", choices=("smoke", "full"), default="smoke")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a field of nlcore.mqar.MQARConfig, e.g. lr=3e-4, steps=300, model.d_model=64")
+    q.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default: the preset's)")
+    q.add_argument("--out", required=True, help="runs/<kind>/L<L>/seed<k>/ plus runs.csv, summary.json, meta.json")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=_mqar)
 
     d = sub.add_parser("data", help="load a corpus and print its statistics")
     d.add_argument("corpus", nargs="?", default="synthetic")

@@ -271,6 +271,13 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
                     "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")),
     ("hope_no_momentum", (*_MODELS_06["hope"], "model.momentum=false", *_lr(LR_06["hope"]))),
     ("titans_linear", (*_MODELS_06["titans"], "model.memory=linear", *_lr(LR_06["titans"]))),
+    # the MLP memory at the default retention decays to its zero state within a window (its carried
+    # state norm equals the initial weights' norm in every run of "titans"): retain it longer
+    ("titans_alpha0.999", (*_MODELS_06["titans"], "model.mem_alpha0=0.999", *_lr(LR_06["titans"]))),
+    # HOPE without the in-forward writes and without CMS: the chain MLPs are ordinary parameters
+    ("hope_static", (*_MODELS_06["hope"], "model.cms_mode=outer", "cms.levels.medium.chunk=1",
+                     "cms.levels.slow.chunk=1", *_ADAMW_FFN[:2], "cms.levels.medium.lr=2e-3",
+                     "cms.levels.slow.lr=2e-3", *_lr(LR_06["hope"]))),
 ), full_common=(*_SIZE_06, "model.mem_chunk=64", "steps=1000", "warmup=100", "eval_every=0"),
     smoke_common=_SMOKE_COMMON_06,
     smoke_replace=_SMOKE_06, smoke_labels=("nested_lstm", "transformer", "titans", "hope"))

@@ -22,7 +22,8 @@ def build_model(cfg, vocab_size: int, chunks: tuple[int, int] = (16, 256),
         from nlcore.models.transformer import CausalTransformer
 
         return CausalTransformer(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cfg.dropout, **levels)
-    mem = dict(mem_chunk=cfg.mem_chunk, mem_impl=cfg.mem_impl, momentum=cfg.momentum, **levels)
+    mem = dict(mem_chunk=cfg.mem_chunk, mem_impl=cfg.mem_impl, momentum=cfg.momentum, mem_alpha0=cfg.mem_alpha0,
+               **levels)
     if cfg.kind == "titans":
         from nlcore.models.titans import TitansLM
 

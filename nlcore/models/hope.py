@@ -70,7 +70,7 @@ class HOPE(SequenceModel):
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",
                  cms_lr: float = 1e-3, chain_levels: tuple[str, ...] | None = None, mem_chunk: int = 64,
-                 mem_impl: str = "chunk", momentum: bool = True, embed_level: str = "fast",
+                 mem_impl: str = "chunk", momentum: bool = True, mem_alpha0: float = 0.982, embed_level: str = "fast",
                  head_level: str = "fast") -> None:
         super().__init__()
         if cms_mode not in ("in_forward", "outer"):
@@ -88,7 +88,7 @@ class HOPE(SequenceModel):
         self.d_model, self.d_ff = d_model, d_ff
         self.embed = nn.Embedding(vocab_size, d_model)
         self.mems = nn.ModuleList(SelfModifyingMemory(d_model, n_heads, chunk=mem_chunk, impl=mem_impl,
-                                                      momentum=momentum) for _ in range(n_layers))
+                                                      momentum=momentum, alpha0=mem_alpha0) for _ in range(n_layers))
         self.norm_mem = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.chain = nn.ModuleList(nn.ModuleList(ChainMLP(d_model, d_ff) for _ in self.chunks)
                                    for _ in range(n_layers))

@@ -117,8 +117,8 @@ class TitansMemory(_Gated):
     """Titans neural memory as a layer (see the module docstring)."""
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
-                 impl: str = "chunk", momentum: bool = True) -> None:
-        super().__init__(d, H, 3, (0.0, 4.0, 0.0))  # eta 0.5, alpha ~0.98, beta 0.5
+                 impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982) -> None:
+        super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
@@ -179,8 +179,9 @@ class TitansMemory(_Gated):
 class SelfModifyingMemory(_Gated):
     """HOPE's self-modifying memory: M_mem, M_k, M_v written by DGD (see the module docstring)."""
 
-    def __init__(self, d: int, H: int, *, chunk: int = 64, impl: str = "chunk", momentum: bool = True) -> None:
-        super().__init__(d, H, 3, (0.0, 4.0, 0.0))  # eta 0.5, alpha ~0.98, beta 0.5
+    def __init__(self, d: int, H: int, *, chunk: int = 64, impl: str = "chunk", momentum: bool = True,
+                 alpha0: float = 0.982) -> None:
+        super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         self.chunk, self.impl, self.momentum = chunk, impl, momentum
         self.W_x = nn.Linear(d, d, bias=False)
         self.W_q = nn.Linear(d, d, bias=False)
