@@ -269,6 +269,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     *((m, (*ov, *_lr(LR_06[m]))) for m, ov in _MODELS_06.items()),
     ("hope_outer", (*_MODELS_06["hope"], "model.cms_mode=outer", *_lr(LR_06["hope"]),
                     "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")),
+    ("hope_no_momentum", (*_MODELS_06["hope"], "model.momentum=false", *_lr(LR_06["hope"]))),
     ("titans_linear", (*_MODELS_06["titans"], "model.memory=linear", *_lr(LR_06["titans"]))),
     # the MLP memory at the default retention decays to its zero state within a window (its carried
     # state norm equals the initial weights' norm in every run of "titans"): retain it longer
