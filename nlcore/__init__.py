@@ -12,7 +12,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "evaluate",
-    "experiments", "fastpath", "figures", "models", "notebook", "paths", "plotting", "recall",
+    "experiments", "fastpath", "figures", "memory", "models", "mqar", "notebook", "paths", "plots_hope",
+    "plotting", "recall",
     "repro", "results", "runner", "schedule", "state", "stats", "surprise", "train",
 }
 

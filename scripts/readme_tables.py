@@ -231,6 +231,59 @@ def bench_block() -> str:
                                   "with their interquartile range across windows.")
 
 
+# ---------------------------------------------------------------------------- HOPE / Titans (06)
+
+HOPE_ROWS = (  # (configuration in results/06_hope_titans, bench configuration, what it is)
+    ("nested_lstm", "nested_lstm", "nested LSTM (the seed's CMS policy), d 416"),
+    ("transformer", "transformer", "causal Transformer, 4 layers, RoPE"),
+    ("titans_linear", None, "Titans, linear memory (gated delta rule + momentum)"),
+    ("titans", "titans", "Titans, 2-layer MLP memory (Titans' chunk-start gradients)"),
+    ("titans_alpha0.999", None, "... MLP memory retained longer (alpha0 0.999)"),
+    ("hope", "hope", "HOPE: self-modifying memory + CMS chain written in the forward pass"),
+    ("hope_no_momentum", None, "... without momentum in the memories"),
+    ("hope_static", None, "HOPE without in-forward writes and without CMS"),
+    ("hope_outer", "hope_outer", "HOPE, chain MLPs updated by the outer CMS engine (16 / 256 steps)"),
+)
+
+
+def hope_block() -> str:
+    from nlcore.results import format_ci
+
+    root = REPO / "results" / "06_hope_titans"
+    if not (root / "summary.json").exists():
+        return "_No FULL results committed yet._"
+    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    bench_path = REPO / "results" / "bench" / "models_06.json"
+    bench = json.loads(bench_path.read_text(encoding="utf-8"))["configs"] if bench_path.exists() else {}
+    rows = ["| model | configuration | params | valid bpc | test bpc | chars / s (H100, graphed) | step time vs Transformer |",
+            "|---|---|---:|---|---|---:|---:|"]
+    for config, bname, what in HOPE_ROWS:
+        run_dir = root / "runs" / config
+        if not run_dir.exists():
+            continue
+        recs = {r["metric"]: r for r in summary if r["config"] == config}
+        done = sorted(run_dir.glob("seed*/summary.json"))
+        params = json.loads(done[0].read_text(encoding="utf-8"))["params"] if done else None
+        cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in ("valid_bpc", "test_bpc")]
+        b = bench.get(bname) if bname else None
+        speed = f"{b['chars_per_s'] / 1e6:.2f} M" if b else "—"
+        ratio = f"{b['ratio_to_baseline']:.1f}x" if b and b.get("ratio_to_baseline") else "—"
+        rows.append(f"| {what} | `{config}` | {params / 1e6:.2f} M | {cells[0]} | {cells[1]} | {speed} | {ratio} |"
+                    if params else f"| {what} | `{config}` | — | {cells[0]} | {cells[1]} | {speed} | {ratio} |")
+    speed_path = REPO / "results" / "bench" / "memory_paths.json"
+    tail = ""
+    if speed_path.exists():
+        rep = json.loads(speed_path.read_text(encoding="utf-8"))
+        parts = [f"{r['memory']} {r['speedup']:.1f}x ({r['token_s'] * 1e3:.0f} ms token, {r['chunk_s'] * 1e3:.0f} ms chunk)"
+                 for r in rep["rows"]]
+        tail = (f"\n\nChunk-parallel vs token-by-token reference, forward + backward of one {rep['rows'][0]['window']}"
+                f"-token window (`results/bench/memory_paths.json`): " + "; ".join(parts) + ".")
+    note = ("\n\nWikiText-2 characters, 1000 steps x 16 rows x 512 characters (8.2 M characters) for every model, "
+            "3 seeds, held-out bpc on the whole valid and test splits with state carried: mean ± half-width "
+            "of the bootstrap 95 % interval [low, high] (n). Speed: `results/bench/models_06.json`.")
+    return "\n".join(rows) + note + tail
+
+
 # ---------------------------------------------------------------------------- main
 
 
@@ -239,6 +292,8 @@ def render(readme: str, build: Path | None) -> str:
     text = replace_block(text, "gallery", gallery_block())
     if "<!-- headline:start -->" in text:
         text = replace_block(text, "headline", headline_block())
+    if "<!-- hope:start -->" in text:
+        text = replace_block(text, "hope", hope_block())
     if "<!-- bench:start -->" in text:
         text = replace_block(text, "bench", bench_block())
     return replace_block(text, "results", results_block())
