@@ -190,3 +190,20 @@ def test_models_train_with_the_trainer(name, tmp_path):
     losses = [r["train_loss"] for r in tr.history if "train_loss" in r]
     assert losses[-1] < losses[0]
     assert summary["valid_bpc"] < 6.0
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_predictions_never_see_the_future(name):
+    """Changing character p (in the inputs, and as the target of position p-1) leaves every
+    prediction made before position p unchanged: the in-forward writes learn only from text
+    already read, also at a chunk boundary (p = 16) and right after one (p = 17)."""
+    xy = data(B=2, T=32)
+    m = make(name)
+    st = randomise_state(m, 2)
+    base, _ = run(m, xy[:, :-1], st, targets=xy[:, 1:])
+    for p in (5, 16, 17, 31):
+        changed = xy.clone()
+        changed[:, p] = (changed[:, p] + 1) % V
+        logits, _ = run(m, changed[:, :-1], st, targets=changed[:, 1:])
+        assert (logits[:, :p] - base[:, :p]).abs().max() == 0
+        assert (logits[:, p:] - base[:, p:]).abs().max() > 0  # and the change does reach later ones
