@@ -235,3 +235,32 @@ def linear_memory_reference(q, k, v, eta, alpha, beta, M0, S0=None):
 def linear_memory_chunked(q, k, v, eta, alpha, beta, M0, S0=None, *, chunk: int = 64):
     """Chunk-parallel path; `linear_memory(..., impl="chunk")`."""
     return linear_memory(q, k, v, eta, alpha, beta, M0, S0, chunk=chunk, impl="chunk")
+
+
+def chunk_step(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, c, p, M: Tensor,
+               S: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
+    """One full chunk of the chunk-parallel path with its gate coefficients precomputed, for
+    callers that generate each chunk's keys from the previous chunk's state (HOPE) and so must
+    loop over chunks themselves: c = chunk_coeffs(alpha, beta), p = shift_prev(c).
+
+    q, k: (..., C, dk); v: (..., C, dv); eta: (..., C); c, p: coefficients (..., C[, C]);
+    M, S: (..., dv, dk) (S None: no momentum). Leading dims broadcast (e.g. several memories
+    sharing keys and gates). Returns (y (..., C, dv), M_C, S_C); equal to `linear_memory` on
+    the chunk (tests/test_models_memory.py compares HOPE built on it with the token path).
+    """
+    Mt = M.transpose(-1, -2)
+    L = p.K * eta[..., None, :] * (k @ k.transpose(-1, -2))  # (..., C, C), strictly lower
+    R = p.A[..., None] * (k @ Mt) - v  # (..., C, dv)
+    if S is not None:
+        R = R + p.P[..., None] * (k @ S.transpose(-1, -2))
+    G = torch.linalg.solve_triangular(L.expand(*R.shape[:-2], *L.shape[-2:]), R, upper=False,
+                                      unitriangular=True)  # (I + L) G = R: the writes' errors
+    W = eta[..., None] * G  # (..., C, dv)
+    y = c.A[..., None] * (q @ Mt) - (c.K * (q @ k.transpose(-1, -2))) @ W  # (..., C, dv)
+    Wt = W.transpose(-1, -2)  # (..., dv, C)
+    M_new = c.A[..., -1, None, None] * M - Wt @ (c.K[..., -1, :, None] * k)
+    if S is not None:
+        y = y + c.P[..., None] * (q @ S.transpose(-1, -2))
+        M_new = M_new + c.P[..., -1, None, None] * S
+        S = c.Bc[..., -1, None, None] * S - Wt @ (c.Db[..., -1, :, None] * k)
+    return y, M_new, S

@@ -50,7 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlcore.memory.linear import linear_memory
+from nlcore.memory.gates import ChunkCoeffs, chunk_coeffs, shift_prev
+from nlcore.memory.linear import chunk_step, linear_memory
 from nlcore.memory.mlp import mlp_memory
 from nlcore.models.base import Resets, State
 
@@ -218,6 +219,35 @@ class SelfModifyingMemory(_Gated):
         y = y[:, :H] + q @ self.M_init.to(x.dtype).transpose(-1, -2)  # (B, H, C, dh)
         return y, ({"M": D, "S": S} if self.momentum else {"M": D})
 
+    def _fast_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
+        """The chunked path when every chunk is full and no document starts inside: the gate
+        coefficients of all chunks at once, then one `chunk_step` per chunk for the three
+        memories together (viewed as (B, 3, H, ...), sharing keys and gates)."""
+        B, H, T, dh = x.shape
+        N, C = T // self.chunk, self.chunk
+        init = torch.stack([self.M_init, self.Mk_init, self.Mv_init]).to(x.dtype)  # (3, H, dh, dh)
+        c = chunk_coeffs(alpha.view(B, H, N, C), None if beta is None else beta.view(B, H, N, C))
+        p = shift_prev(c)
+        per = [[t.unbind(2) for t in co] for co in (c, p)]  # unbind once: cheap backward
+        D = st["M"].view(B, 3, H, dh, dh)
+        S = st["S"].view(B, 3, H, dh, dh) if self.momentum else None
+        ys = []
+        for n, (xs, qs, es) in enumerate(zip(*(t.view(*t.shape[:2], N, C, *t.shape[3:]).unbind(2)
+                                               for t in (x, q, eta)))):
+            cn, pn = (ChunkCoeffs(*(t[n].unsqueeze(1) for t in co)) for co in per)  # (B, 1, H, C[, C])
+            full = init + D  # chunk-start states
+            Mk, Mv = full[:, 1], full[:, 2]  # (B, H, dh, dh)
+            k = F.normalize(xs @ Mk.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
+            v = F.normalize(xs @ Mv.transpose(-1, -2), dim=-1)
+            tg = F.normalize(torch.stack([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], 1), dim=-1)
+            tg = tg - k.unsqueeze(1) @ init.transpose(-1, -2)  # retention toward the initial state
+            y, D, S = chunk_step(qs.unsqueeze(1), k.unsqueeze(1), tg, es.unsqueeze(1), cn, pn, D, S)
+            ys.append(y[:, 0] + qs @ init[0].transpose(-1, -2))  # M_mem's read: (B, H, C, dh)
+        new = {"M": D.reshape(B, 3 * H, dh, dh)}
+        if self.momentum:
+            new["S"] = S.reshape(B, 3 * H, dh, dh)
+        return torch.cat(ys, dim=2), new
+
     def forward(self, u: torch.Tensor, st: State, resets: Resets | None) -> tuple[torch.Tensor, State]:
         wd = work_dtype(u)
         x = heads(F.silu(self.W_x(u)), self.H).to(wd)  # (B, H, T, dh)
@@ -225,6 +255,12 @@ class SelfModifyingMemory(_Gated):
         eta, alpha, beta = self.gate_values(u)
         beta = beta if self.momentum else None
         ys, T = [], u.shape[1]
+        if self.impl == "chunk" and T % self.chunk == 0 and (resets is None or not resets.cuts):
+            if resets is not None:
+                st = zero_rows(st, keep_at(resets, 0))
+            with torch.autocast(u.device.type, enabled=False):
+                y, st = self._fast_chunks(x, q, eta, alpha, beta, st)
+            return self.finish(u, y), st
         docs = bounds(T, resets)
         # chunks: the grid restarts at every document start
         starts = [s for s0, e0 in zip(docs[:-1], docs[1:]) for s in range(s0, e0, self.chunk)]
