@@ -236,7 +236,7 @@ def bench_block() -> str:
 HOPE_ROWS = (  # (configuration in results/06_hope_titans, bench configuration, what it is)
     ("nested_lstm", "nested_lstm", "nested LSTM (the seed's CMS policy), d 416"),
     ("transformer", "transformer", "causal Transformer, 4 layers, RoPE"),
-    ("titans_linear", None, "Titans, linear memory (gated delta rule + momentum)"),
+    ("titans_linear", "titans_linear", "Titans, linear memory (gated delta rule + momentum)"),
     ("titans", "titans", "Titans, 2-layer MLP memory (Titans' chunk-start gradients)"),
     ("titans_alpha0.999", None, "... MLP memory retained longer (alpha0 0.999)"),
     ("hope", "hope", "HOPE: self-modifying memory + CMS chain written in the forward pass"),
