@@ -43,6 +43,16 @@ class SequenceModel(nn.Module):
     def level_of(self, param_name: str) -> str:
         raise NotImplementedError
 
+    def io_level(self, param_name: str) -> str | None:
+        """The level of the embedding (`embed.*`: `embed_level`) and of the output head with its final
+        norm (`head.*`, `norm_out.*`: `head_level`); None for any other parameter."""
+        top = param_name.split(".")[0]
+        if top == "embed":
+            return getattr(self, "embed_level", "fast")
+        if top in ("head", "norm_out"):
+            return getattr(self, "head_level", "fast")
+        return None
+
     def levels(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
         """Named parameters grouped by CMS level (every parameter exactly once)."""
         out: dict[str, list[tuple[str, nn.Parameter]]] = {}

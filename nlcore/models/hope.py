@@ -97,10 +97,8 @@ class HOPE(SequenceModel):
 
     def level_of(self, param_name: str) -> str:
         parts = param_name.split(".")
-        if parts[0] == "embed":
-            return self.embed_level
-        if parts[0] in ("head", "norm_out"):
-            return self.head_level
+        if self.io_level(param_name) is not None:
+            return self.io_level(param_name)
         if parts[0] == "chain" and self.mode == "outer":
             return self.chain_levels[int(parts[2])]
         return "fast"

@@ -49,12 +49,7 @@ class TitansLM(SequenceModel):
         self.head = nn.Linear(d_model, vocab_size)
 
     def level_of(self, param_name: str) -> str:
-        top = param_name.split(".")[0]
-        if top == "embed":
-            return self.embed_level
-        if top in ("head", "norm_out"):
-            return self.head_level
-        return "fast"
+        return self.io_level(param_name) or "fast"
 
     def init_state(self, batch_size: int, device=None) -> State:
         dt = state_dtype(self)

@@ -158,10 +158,8 @@ class CausalTransformer(SequenceModel):
 
     def level_of(self, param_name: str) -> str:
         top = param_name.split(".")[0]
-        if top == "embed":
-            return self.embed_level
-        if top in ("head", "norm_out"):
-            return self.head_level
+        if self.io_level(param_name) is not None:
+            return self.io_level(param_name)
         if top == "blocks":
             return "fast"
         raise KeyError(f"CausalTransformer: no level for parameter {param_name!r}")
