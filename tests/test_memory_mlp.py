@@ -171,3 +171,50 @@ def test_bad_inputs_raise_naming_the_argument():
         run(x | dict(k=x["k"][..., :-1]))
     with pytest.raises(ValueError, match="^q must"):
         run(x | dict(q=x["q"][0]))
+
+
+def _anchor_inputs(dtype=torch.float64, T=37, momentum=True, seed=3):
+    g = torch.Generator().manual_seed(seed)
+    B, H, d, h = 2, 2, 6, 10
+    r = lambda *s: torch.randn(*s, generator=g, dtype=dtype)  # noqa: E731
+    gate = lambda lo, hi: lo + (hi - lo) * torch.rand(B, H, T, generator=g, dtype=dtype)  # noqa: E731
+    x = dict(q=r(B, H, T, d), k=torch.nn.functional.normalize(r(B, H, T, d), dim=-1), v=r(B, H, T, d),
+             eta=gate(0.05, 0.5), alpha=gate(0.8, 1.0), beta=gate(0.1, 0.9) if momentum else None,
+             W1=0.3 * r(B, H, h, d), W2=0.3 * r(B, H, d, h))
+    anchor = (0.3 * r(H, h, d), 0.3 * r(H, d, h))  # shared by the rows, like meta-learned weights
+    return x, anchor
+
+
+@pytest.mark.parametrize("momentum", [True, False])
+def test_anchor_chunk_equals_token_float64(momentum):
+    x, anchor = _anchor_inputs(momentum=momentum)
+    leaves = [t.requires_grad_(True) for t in (*[v for v in x.values() if v is not None], *anchor)]
+    outs = {}
+    for impl in ("chunk", "token"):
+        y, (W1, W2), S = mlp_memory(**x, chunk=8, impl=impl, anchor=anchor)
+        flat = [y, W1, W2, *(S or ())]
+        loss = sum((f * torch.linspace(-1, 1, f.numel(), dtype=f.dtype).view_as(f)).sum() for f in flat)
+        outs[impl] = (flat, torch.autograd.grad(loss, leaves))
+    (fc, gc), (ft, gt) = outs["chunk"], outs["token"]
+    assert max((a - b).abs().max() for a, b in zip(fc, ft)) < 1e-10
+    assert max((a - b).abs().max() for a, b in zip(gc, gt)) < 1e-10
+    assert gc[-1].abs().max() > 1e-6  # the anchor gets a gradient
+
+
+def test_anchor_without_writes_holds_the_anchor():
+    """eta = 0 and theta_0 = anchor: retention toward the anchor leaves theta exactly there."""
+    x, anchor = _anchor_inputs(momentum=False)
+    x["eta"] = torch.zeros_like(x["eta"])
+    x["W1"], x["W2"] = (a.expand_as(w).clone() for a, w in zip(anchor, (x["W1"], x["W2"])))
+    _, (W1, W2), _ = mlp_memory(**x, chunk=8, anchor=anchor)
+    assert (W1 - anchor[0]).abs().max() < 1e-12 and (W2 - anchor[1]).abs().max() < 1e-12
+    plain, (P1, _), _ = mlp_memory(**x, chunk=8)  # toward zero instead: the weights shrink
+    assert P1.abs().max() < W1.abs().max()
+
+
+def test_zero_anchor_is_no_anchor():
+    x, anchor = _anchor_inputs()
+    zero = tuple(torch.zeros_like(a) for a in anchor)
+    a = mlp_memory(**x, chunk=8, anchor=zero)
+    b = mlp_memory(**x, chunk=8)
+    assert (a[0] - b[0]).abs().max() < 1e-12 and (a[1][0] - b[1][0]).abs().max() < 1e-12

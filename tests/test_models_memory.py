@@ -18,6 +18,8 @@ VARIANTS = {
     "titans_mlp": dict(kind="titans", memory="mlp"),
     "titans_linear": dict(kind="titans", memory="linear"),
     "titans_nomomentum": dict(kind="titans", memory="mlp", momentum=False),
+    "titans_mlp_to_init": dict(kind="titans", memory="mlp", mem_retention="init"),
+    "titans_linear_to_init": dict(kind="titans", memory="linear", mem_retention="init"),
     "hope": dict(kind="hope"),
     "hope_nomomentum": dict(kind="hope", momentum=False),
     "hope_outer": dict(kind="hope", cms_mode="outer"),

@@ -65,26 +65,34 @@ def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, 
     return e, a, delta
 
 
-def _chunk_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2):
+def _chunk_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
     """One chunk, no loop over tokens. q, k, v (B, H, C, d); gates (B, H, C)."""
     e, a, delta = grad_factors(W1, W2, k, v)  # at θ_0: (B, H, C, d), (B, H, C, h), (B, H, C, h)
     c = chunk_coeffs(alpha, beta)  # A, P, Bc (B, H, C); K, Db (B, H, C, C)
     Ke = c.K * eta.unsqueeze(-2)  # K[t, s] η_s: (B, H, C, C)
     A = c.A.unsqueeze(-1)  # (B, H, C, 1)
-    zq = A * (q @ W1.transpose(-1, -2))  # A_t W1_0 q_t: (B, H, C, h)
+    a1, a2 = anchor if anchor is not None else (None, None)
+    R1, R2 = (W1, W2) if anchor is None else (W1 - a1, W2 - a2)  # the part that retention scales
+    zq = A * (q @ R1.transpose(-1, -2))  # A_t W1_0 q_t: (B, H, C, h)
+    if anchor is not None:
+        zq = zq + q @ a1.transpose(-1, -2)  # + (1 - A_t) a1 q_t, with R1 = W1_0 - a1
     zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s
     if beta is not None:
         zq = zq + c.P.unsqueeze(-1) * (q @ S1.transpose(-1, -2))  # P_t S1_0 q_t
     aq = F.silu(zq)  # a^q_t = σ(W1_t q_t): (B, H, C, h)
-    y = q + A * (aq @ W2.transpose(-1, -2))  # q_t + A_t W2_0 a^q_t: (B, H, C, d)
+    y = q + A * (aq @ R2.transpose(-1, -2))  # q_t + A_t W2_0 a^q_t: (B, H, C, d)
+    if anchor is not None:
+        y = y + aq @ a2.transpose(-1, -2)
     y = y - (Ke * (aq @ a.transpose(-1, -2))) @ e  # − Σ_s K η_s (a_s·a^q_t) e_s
     if beta is not None:
         y = y + c.P.unsqueeze(-1) * (aq @ S2.transpose(-1, -2))  # P_t S2_0 a^q_t
 
     wK = (c.K[..., -1, :] * eta).unsqueeze(-1)  # K[C, s] η_s: (B, H, C, 1)
     A_C = c.A[..., -1, None, None]  # (B, H, 1, 1)
-    W1n = A_C * W1 - (wK * delta).transpose(-1, -2) @ k  # − Σ_s K η δ_s k_sᵀ: (B, H, h, d)
-    W2n = A_C * W2 - (wK * e).transpose(-1, -2) @ a  # − Σ_s K η e_s a_sᵀ: (B, H, d, h)
+    W1n = A_C * R1 - (wK * delta).transpose(-1, -2) @ k  # − Σ_s K η δ_s k_sᵀ: (B, H, h, d)
+    W2n = A_C * R2 - (wK * e).transpose(-1, -2) @ a  # − Σ_s K η e_s a_sᵀ: (B, H, d, h)
+    if anchor is not None:
+        W1n, W2n = W1n + a1, W2n + a2
     if beta is None:
         return y, W1n, W2n, None, None
     P_C = c.P[..., -1, None, None]  # (B, H, 1, 1)
@@ -97,7 +105,7 @@ def _chunk_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2):
     return y, W1n, W2n, S1n, S2n
 
 
-def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2):
+def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
     """One chunk, token by token (the reference). Same arguments as `_chunk_step`."""
     e, a, delta = grad_factors(W1, W2, k, v)  # cached gradients at θ_0 (chunk start)
     ys = []
@@ -111,6 +119,8 @@ def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2):
             U1, U2 = S1, S2
         a_t = alpha[..., t, None, None]
         W1, W2 = a_t * W1 + U1, a_t * W2 + U2  # θ_t = α_t θ_{t-1} + S_t
+        if anchor is not None:  # retention toward the anchor: + (1 − α_t) θ_anchor
+            W1, W2 = W1 + (1 - a_t) * anchor[0], W2 + (1 - a_t) * anchor[1]
         q_t = q[..., t, :, None]  # (B, H, d, 1)
         y_t = q_t + W2 @ F.silu(W1 @ q_t)  # M_{θ_t}(q_t): (B, H, d, 1)
         ys.append(y_t.squeeze(-1))
@@ -144,12 +154,14 @@ def _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl) -> None:
 
 def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None,
                W1: Tensor, W2: Tensor, S1: Tensor | None = None, S2: Tensor | None = None, *,
-               chunk: int = 64, impl: str = "chunk"):
+               chunk: int = 64, impl: str = "chunk", anchor: tuple[Tensor, Tensor] | None = None):
     """Write (k, v) into the per-(row, head) MLP memory chunk by chunk and read it at q.
 
     q, k, v: (B, H, T, d); eta (step), alpha (retention), beta (momentum decay or None): (B, H, T);
     W1: (B, H, h_dim, d), W2: (B, H, d, h_dim); S1, S2: momenta like W1, W2 (zeros when None;
     ignored when beta is None). Returns (y (B, H, T, d), (W1_T, W2_T), (S1_T, S2_T) or None).
+    anchor=(W1a, W2a) (broadcastable to W1, W2): retention pulls θ toward the anchor instead of
+    zero, θ_t = α_t θ_{t-1} + (1 − α_t) θ_a + S_t, i.e. θ_t − θ_a follows the recurrence above.
     """
     _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl)
     if beta is None:
@@ -166,14 +178,17 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
         S1 = torch.zeros_like(W1) if S1 is None else S1.to(dt)
         S2 = torch.zeros_like(W2) if S2 is None else S2.to(dt)
     step = _chunk_step if impl == "chunk" else _token_step
+    if anchor is not None:
+        anchor = (anchor[0].to(dt), anchor[1].to(dt))
 
     T = q.shape[2]
     ys = []
-    for t0 in range(0, T, chunk):
-        sl = slice(t0, min(t0 + chunk, T))
-        b_c = None if beta is None else beta[..., sl]
-        y, W1, W2, S1, S2 = step(q[..., sl, :], k[..., sl, :], v[..., sl, :], eta[..., sl],
-                                 alpha[..., sl], b_c, W1, W2, S1, S2)
+    sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
+    parts = [x.split(sizes, dim=2) for x in (q, k, v)]  # split once: one backward node, not one per chunk
+    gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
+    for n in range(len(sizes)):
+        y, W1, W2, S1, S2 = step(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
+                                 None if beta is None else gates[2][n], W1, W2, S1, S2, anchor)
         ys.append(y)
     y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
     momenta = None if beta is None else (S1.to(state_dtype), S2.to(state_dtype))

@@ -15,7 +15,8 @@ difference from them, so the zero state is the meta-learned memory.
 
 with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with momentum) or a
 2-layer residual MLP M(x) = x + W2 SiLU(W1 x) (gradients at the chunk-start state, Titans'
-mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally). For the MLP
+mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally), or with
+`retention="init"` toward the memory's meta-learned initial state. For the MLP
 memory the values are L2-normalised and eta_t is divided by the chunk size C, so the C summed
 chunk-start gradients make a mean-sized step: without both, the first runs at the 06 size
 diverged within 13 steps.
@@ -118,9 +119,13 @@ class TitansMemory(_Gated):
     """Titans neural memory as a layer (see the module docstring)."""
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
-                 impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982) -> None:
+                 impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982,
+                 retention: str = "zero") -> None:
         super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
+        if retention not in ("zero", "init"):
+            raise ValueError(f"model.mem_retention: must be 'zero' or 'init', got {retention!r}")
         self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
+        self.to_init = retention == "init"
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
         if memory == "linear":
@@ -143,14 +148,21 @@ class TitansMemory(_Gated):
 
     def _run(self, q, k, v, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
         if self.memory == "linear":
-            y, M, S = linear_memory(q, k, v, eta, alpha, beta, self.M_init + st["M"], st.get("SM"),
-                                    chunk=self.chunk, impl=self.impl)
-            new = {"M": M - self.M_init}
+            if self.to_init:  # on D = M - M_init with target v - M_init k: the same gradient
+                M_init = self.M_init.to(q.dtype)
+                y, D, S = linear_memory(q, k, v - k @ M_init.transpose(-1, -2), eta, alpha, beta, st["M"],
+                                        st.get("SM"), chunk=self.chunk, impl=self.impl)
+                y, new = y + q @ M_init.transpose(-1, -2), {"M": D}
+            else:
+                y, M, S = linear_memory(q, k, v, eta, alpha, beta, self.M_init + st["M"], st.get("SM"),
+                                        chunk=self.chunk, impl=self.impl)
+                new = {"M": M - self.M_init}
             if self.momentum:
                 new["SM"] = S
             return y, new
+        anchor = (self.W1_init, self.W2_init) if self.to_init else None
         y, (W1, W2), S = mlp_memory(q, k, v, eta, alpha, beta, self.W1_init + st["W1"], self.W2_init + st["W2"],
-                                    st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl)
+                                    st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl, anchor=anchor)
         new = {"W1": W1 - self.W1_init, "W2": W2 - self.W2_init}
         if self.momentum:
             new.update(SW1=S[0], SW2=S[1])
