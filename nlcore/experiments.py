@@ -256,8 +256,8 @@ _SMOKE_06 = (("model.d_model=416", "model.d_model=32"), ("model.d_model=256", "m
              ("model.d_ff=448", "model.d_ff=64"), ("model.cms_chunks=64,256", "model.cms_chunks=16,32"),
              ("data.seq_len=512", "data.seq_len=32"), ("data.batch_size=16", "data.batch_size=8"))
 _SMOKE_COMMON_06 = ("model.mem_chunk=8", "steps=20", "eval_every=0", "data.synth_chars=20000")
-# Not tuned per model: the nested LSTM keeps its tuned default; the others take 2e-3 (a 150-step
-# probe at 2e-3 and 5e-3, scripts/gpu/diag_06.sh, showed no divergence and no clear winner).
+# Not tuned per model: the nested LSTM keeps its tuned default; the others take 2e-3 (a short
+# uncommitted probe, scripts/gpu/diag_06.sh, is all the tuning there was).
 LR_06 = {"nested_lstm": 5e-3, "transformer": 2e-3, "titans": 2e-3, "hope": 2e-3}
 
 
@@ -272,7 +272,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     ("hope_no_momentum", (*_MODELS_06["hope"], "model.momentum=false", *_lr(LR_06["hope"]))),
     ("titans_linear", (*_MODELS_06["titans"], "model.memory=linear", *_lr(LR_06["titans"]))),
     # the MLP memory at the default retention decays to its zero state within a window (its carried
-    # state norm equals the initial weights' norm in every run of "titans"): retain it longer
+    # state norm stays constant over every logged step of "titans"): retain it longer
     ("titans_alpha0.999", (*_MODELS_06["titans"], "model.mem_alpha0=0.999", *_lr(LR_06["titans"]))),
     # HOPE without the in-forward writes and without CMS: the chain MLPs are ordinary parameters
     ("hope_static", (*_MODELS_06["hope"], "model.cms_mode=outer", "cms.levels.medium.chunk=1",

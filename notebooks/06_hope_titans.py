@@ -43,7 +43,7 @@
 #
 # | mode | what runs | runtime |
 # |---|---|---|
-# | smoke (default) | 4 tiny models × 1 seed × 20 steps on the synthetic corpus, CPU | ~15 s on 2 CPU cores |
+# | smoke (default) | 4 tiny models × 1 seed × 20 steps on the synthetic corpus, CPU | ~20 s on 2 CPU cores |
 # | full, or `REUSE_RESULTS=True` | re-plots the committed `results/06_hope_titans/`, trains nothing | seconds, any machine |
 #
 # The committed results come from `python -m nlcore experiment 06_hope_titans --mode full` on one

@@ -18,8 +18,8 @@ with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with mo
 mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally), or with
 `retention="init"` toward the memory's meta-learned initial state. For the MLP
 memory the values are L2-normalised and eta_t is divided by the chunk size C, so the C summed
-chunk-start gradients make a mean-sized step: without both, the first runs at the 06 size
-diverged within 13 steps.
+chunk-start gradients make a mean-sized step: without both, the first (uncommitted) runs at
+the 06 size diverged within the first 20 steps.
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; paper-notes
 2.9, Eqs. 83-89 with the choices of paper-notes 4: fixed query, scalar gates from linear
@@ -35,7 +35,7 @@ values come from the memories' states at the chunk start (index c):
 
 Values and self-generated targets are L2-normalised, a stability choice beyond the paper: with
 raw targets M v the projection memories feed their own growth back (a target grows with M, so M
-grows) and diverged within 5 steps of the smoke run. With unit keys, unit targets and eta in
+grows) and diverged within a few steps of a smoke run (not committed). With unit keys, unit targets and eta in
 (0, 1) each write moves M k toward a unit vector, so the memories stay bounded.
 The delta-rule memory is exact per token, so the chunk size C changes the computation only
 through where keys and values are generated (C is semantic here, as in the paper's Eqs. 90-93).
