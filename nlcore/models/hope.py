@@ -116,15 +116,14 @@ class HOPE(SequenceModel):
         return join_state(parts)
 
     def _stack(self, x_seg: torch.Tensor, st: State, fast: dict | None) -> tuple[torch.Tensor, State]:
-        """Logits of one segment (B, S, V); `fast[(i, j)]` = (D1, D2) for layer i, level j."""
+        """Logits of one segment (B, S, V); `fast["{i}.D1_{j}"]`, `fast["{i}.D2_{j}"]`: layer i, level j."""
         h = self.embed(x_seg)
         new = []
         for i, (mem, norm) in enumerate(zip(self.mems, self.norm_mem)):
-            sub = split_state(st, i)
-            y, mst = mem(norm(h), {k: v for k, v in sub.items() if not k.startswith("D")}, None)
+            y, mst = mem(norm(h), split_state(st, i), None)
             h = h + y
             for j, mlp in enumerate(self.chain[i]):
-                h = mlp(h, *(fast[(i, j)] if fast is not None else (None, None)))
+                h = mlp(h, fast.get(f"{i}.D1_{j}"), fast.get(f"{i}.D2_{j}"))
             new.append(mst)
         return self.head(self.norm_out(h)), join_state(new)
 
@@ -140,9 +139,8 @@ class HOPE(SequenceModel):
         in_fwd = self.mode == "in_forward"
         if in_fwd and any(T % c for c in self.chunks):
             raise ValueError(f"model.cms_chunks: every chunk {self.chunks} must divide the window length {T}")
-        fast = {(i, j): (state[f"{i}.D1_{j}"], state[f"{i}.D2_{j}"])
-                for i in range(len(self.mems)) for j in range(len(self.chunks))} if in_fwd else None
-        acc = {key: None for key in fast} if in_fwd else None
+        fast = {k: v for k, v in state.items() if ".D" in k}  # "{layer}.D{1,2}_{level}" (in_forward only)
+        acc: dict[str, torch.Tensor | None] = {k: None for k in fast}  # the chunks' summed gradients
         mem_state = {k: v for k, v in state.items() if ".D" not in k}
         logits = []
         cuts = bounds(T, resets, grid=self.chunks[0] if in_fwd else None)
@@ -150,38 +148,28 @@ class HOPE(SequenceModel):
         for s, e in zip(cuts[:-1], cuts[1:]):
             if resets is not None:  # rows starting a document: zero state, fast weights, sums
                 keep = keep_at(resets, s)
-                mem_state = zero_rows(mem_state, keep)
-                if in_fwd:
-                    fast = {k: tuple(zero_rows({"a": a}, keep)["a"] for a in v) for k, v in fast.items()}
-                    acc = {k: None if v is None else tuple(zero_rows({"a": a}, keep)["a"] for a in v)
-                           for k, v in acc.items()}
+                mem_state, fast = zero_rows(mem_state, keep), zero_rows(fast, keep)
+                acc = {k: g if g is None else zero_rows({k: g}, keep)[k] for k, g in acc.items()}
             if not in_fwd:
-                out, mem_state = self._stack(x[:, s:e], mem_state, None)
+                out, mem_state = self._stack(x[:, s:e], mem_state, {})
                 logits.append(out)
                 continue
             with torch.enable_grad():
-                leaves = {k: tuple(a.detach().requires_grad_(True) for a in v) for k, v in fast.items()}
+                leaves = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
                 out, mem_state = self._stack(x[:, s:e], mem_state, leaves)
                 ld = torch.promote_types(out.dtype, torch.float32)
                 loss = F.cross_entropy(out.to(ld).flatten(0, 1), targets[:, s:e].flatten(),
                                        ignore_index=-100, reduction="sum")  # the segment's summed CE
-                grads = iter(torch.autograd.grad(loss, [a for v in leaves.values() for a in v],
-                                                 retain_graph=outer))
-                for k in acc:
-                    g = (next(grads), next(grads))
-                    acc[k] = g if acc[k] is None else (acc[k][0] + g[0], acc[k][1] + g[1])
+                grads = torch.autograd.grad(loss, list(leaves.values()), retain_graph=outer)
+                for k, g in zip(leaves, grads):
+                    acc[k] = g if acc[k] is None else acc[k] + g
             if not outer:
                 out, mem_state = out.detach(), {k: v.detach() for k, v in mem_state.items()}
             logits.append(out)
-            for (i, j), g in acc.items():
-                if g is not None and e % self.chunks[j] == 0:  # level j's chunk is complete: write
-                    D1, D2 = fast[(i, j)]
-                    fast[(i, j)] = ((D1 - self.lr * g[0]).detach(), (D2 - self.lr * g[1]).detach())
-                    acc[(i, j)] = None
-        new = dict(mem_state)
-        if in_fwd:
-            new.update({f"{i}.D{n + 1}_{j}": a.to(state_dtype(self)) for (i, j), v in fast.items()
-                        for n, a in enumerate(v)})
+            for k, g in acc.items():
+                if g is not None and e % self.chunks[int(k.rsplit("_", 1)[1])] == 0:  # the level's chunk is done
+                    fast[k], acc[k] = (fast[k] - self.lr * g).detach(), None  # write
+        new = {**mem_state, **{k: v.to(state_dtype(self)) for k, v in fast.items()}}
         return torch.cat(logits, dim=1), new
 
 

@@ -208,27 +208,35 @@ class SelfModifyingMemory(_Gated):
         shape = (3 * self.H, self.dh, self.dh)  # [mem | k | v] stacked along the head axis
         return {"M": shape, "S": shape} if self.momentum else {"M": shape}
 
+    def _keys_targets(self, x, D, init) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (B, H, C, dh) and the three memories' targets (B, 3, H, C, dh) of one chunk from the
+        chunk-start states init + D (D: (B, 3, H, dh, dh), init: (3, H, dh, dh)). The targets are
+        shifted for retention toward the initial state: the memories run on D = M - M_init with
+        target v - M_init k, which has the same gradient since M k - v = D k - (v - M_init k)."""
+        full = init + D
+        Mk, Mv = full[:, 1], full[:, 2]  # (B, H, dh, dh)
+        k = F.normalize(x @ Mk.transpose(-1, -2), dim=-1)
+        v = F.normalize(x @ Mv.transpose(-1, -2), dim=-1)
+        tg = F.normalize(torch.stack([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], 1), dim=-1)
+        return k, tg - k.unsqueeze(1) @ init.transpose(-1, -2)
+
+    def _init(self, dtype) -> torch.Tensor:
+        return torch.stack([self.M_init, self.Mk_init, self.Mv_init]).to(dtype)  # (3, H, dh, dh)
+
     def _chunk(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
-        """One chunk of tokens: x, q (B, H, C, dh); gates (B, H, C). Returns y (B, H, C, dh)."""
-        H = self.H
-        init = torch.cat([self.M_init, self.Mk_init, self.Mv_init]).to(x.dtype)  # (3H, dh, dh)
-        full = init + st["M"]  # (B, 3H, dh, dh): chunk-start states
-        Mk, Mv = full[:, H:2 * H], full[:, 2 * H:]
-        k = F.normalize(x @ Mk.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
-        v = F.normalize(x @ Mv.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
-        targets = F.normalize(torch.cat([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], dim=1),
-                              dim=-1)  # (B, 3H, C, dh): unit-norm values and self-generated targets
-        kk = k.repeat(1, 3, 1, 1)
-        # retention toward the initial state: run the memory on D = M - M_init with target
-        # v - M_init k (the same gradient, since M k - v = D k - (v - M_init k))
-        targets = targets - kk @ init.transpose(-1, -2)
-        def rep(g):  # the three memories share the gates
+        """One chunk through `linear_memory` (the token reference, and chunks cut by document
+        starts): x, q (B, H, C, dh); gates (B, H, C). Returns y (B, H, C, dh)."""
+        B, H, C, dh = x.shape
+        init = self._init(x.dtype)
+        k, tg = self._keys_targets(x, st["M"].view(B, 3, H, dh, dh), init)
+
+        def rep(g):  # the three memories share keys and gates
             return None if g is None else g.repeat(1, 3, 1)
 
         qq = torch.cat([q, k, k], dim=1)  # only M_mem's read is used
-        y, D, S = linear_memory(qq, kk, targets, rep(eta), rep(alpha), rep(beta), st["M"], st.get("S"),
-                                chunk=x.shape[2], impl=self.impl)
-        y = y[:, :H] + q @ self.M_init.to(x.dtype).transpose(-1, -2)  # (B, H, C, dh)
+        y, D, S = linear_memory(qq, k.repeat(1, 3, 1, 1), tg.reshape(B, 3 * H, C, dh), rep(eta), rep(alpha),
+                                rep(beta), st["M"], st.get("S"), chunk=C, impl=self.impl)
+        y = y[:, :H] + q @ init[0].transpose(-1, -2)  # (B, H, C, dh)
         return y, ({"M": D, "S": S} if self.momentum else {"M": D})
 
     def _fast_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
@@ -237,7 +245,7 @@ class SelfModifyingMemory(_Gated):
         memories together (viewed as (B, 3, H, ...), sharing keys and gates)."""
         B, H, T, dh = x.shape
         N, C = T // self.chunk, self.chunk
-        init = torch.stack([self.M_init, self.Mk_init, self.Mv_init]).to(x.dtype)  # (3, H, dh, dh)
+        init = self._init(x.dtype)
         c = chunk_coeffs(alpha.view(B, H, N, C), None if beta is None else beta.view(B, H, N, C))
         p = shift_prev(c)
         per = [[t.unbind(2) for t in co] for co in (c, p)]  # unbind once: cheap backward
@@ -247,12 +255,7 @@ class SelfModifyingMemory(_Gated):
         for n, (xs, qs, es) in enumerate(zip(*(t.view(*t.shape[:2], N, C, *t.shape[3:]).unbind(2)
                                                for t in (x, q, eta)))):
             cn, pn = (ChunkCoeffs(*(t[n].unsqueeze(1) for t in co)) for co in per)  # (B, 1, H, C[, C])
-            full = init + D  # chunk-start states
-            Mk, Mv = full[:, 1], full[:, 2]  # (B, H, dh, dh)
-            k = F.normalize(xs @ Mk.transpose(-1, -2), dim=-1)  # (B, H, C, dh)
-            v = F.normalize(xs @ Mv.transpose(-1, -2), dim=-1)
-            tg = F.normalize(torch.stack([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], 1), dim=-1)
-            tg = tg - k.unsqueeze(1) @ init.transpose(-1, -2)  # retention toward the initial state
+            k, tg = self._keys_targets(xs, D, init)  # from the chunk-start states
             y, D, S = chunk_step(qs.unsqueeze(1), k.unsqueeze(1), tg, es.unsqueeze(1), cn, pn, D, S)
             ys.append(y[:, 0] + qs @ init[0].transpose(-1, -2))  # M_mem's read: (B, H, C, dh)
         new = {"M": D.reshape(B, 3 * H, dh, dh)}

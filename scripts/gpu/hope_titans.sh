@@ -26,12 +26,7 @@ for phase in "$@"; do
         "hope_outer=$S,model.kind=hope,$T4,model.d_ff=448,model.cms_mode=outer" ;;
     *)
       stem=${phase%%:*}
-      if [[ $phase == *:* ]]; then
-        IFS=, read -r -a labels <<< "${phase#*:}"
-        python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-4}" --configs "${labels[@]}"
-      else
-        python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-4}"
-      fi
+      "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"
       mkdir -p "$out/results"
       cp -r "results/$stem" "$out/results/" ;;
   esac
