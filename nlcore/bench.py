@@ -13,6 +13,8 @@ characters/s = B·T / median step, peak memory (CUDA only), and two paired ratio
 spread over the K repeats: `ratio_to_baseline` (step time / the baseline's, same repeat) and
 `overhead_vs_persistent` (ratio to `seed_persistent` minus one). The issue's acceptance:
 `seed_surprise_fast` overhead ≤ 5 % on the GPU, `seed_surprise_reference` reported beside it.
+For every configuration whose model has an LSTM, also `floor_ms`, the LSTM's own forward +
+backward at the same shape and precision (`nlcore.floor`), and `ratio_to_floor` = step / floor.
 
 Configurations: the names in `NAMED` (overrides on the `seed` preset, or on `smoke` with
 ``--smoke``), or custom ``name=key=v,key=v`` (``name=@named,key=v`` starts from a named one).
@@ -38,15 +40,16 @@ NAMED: dict[str, list[str]] = {
     "plain_lstm": ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"],
     "seed_surprise_reference_nocg": [*SURPRISE, "surprise.impl=reference", "surprise.create_graph=false"],
 }
-NAMED.update({
-    "seed_persistent_eager": ["fast_path=off"],  # the plain eager step, for the fast path's gain
-    "seed_surprise_fast_eager": [*SURPRISE, "surprise.impl=fast", "fast_path=off"],
+NAMED.update({  # the plain eager step (no graph, nothing compiled), for the fast path's gain
+    "seed_persistent_eager": ["fast_path=off", "compile=off"],
+    "seed_surprise_fast_eager": [*SURPRISE, "surprise.impl=fast", "fast_path=off", "compile=off"],
+    "seed_nocompile": ["compile=off"],  # graphed but not compiled: compile's own gain
     "seed_delta": ["cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
                    "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5"],  # eager (auto: no graph)
-    "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off"],
+    "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off", "compile=off"],
 })
 DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_delta",
-           "plain_lstm", "seed_persistent_eager", "seed_surprise_fast_eager", "plain_lstm_eager"]
+           "plain_lstm", "seed_nocompile", "seed_persistent_eager", "seed_surprise_fast_eager", "plain_lstm_eager"]
 # Scaling sweeps (python -m nlcore bench --scaling): one knob at a time around the seed preset.
 SCALING = {
     "batch": [("data.batch_size", v) for v in (32, 64, 128, 256, 512)],
@@ -185,6 +188,7 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
     import torch
 
     from nlcore import repro
+    from nlcore.floor import recurrence_floor
 
     parsed = [parse_config(s) for s in (specs or DEFAULT)]
     names = [n for n, _ in parsed]
@@ -241,6 +245,17 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
             rec["overhead_vs_persistent"] = op["median"]
             rec["overhead_vs_persistent_spread"] = {k: op[k] for k in ("min", "q25", "q75", "max")}
         configs[n] = rec
+    floors: dict[tuple, dict] = {}  # the LSTM alone, per shape (nlcore.floor)
+    for n in names:
+        t, c = trainers[n], configs[n]
+        lstm = getattr(t.model, "lstm", None)
+        if isinstance(lstm, torch.nn.LSTM):
+            key = (c["batch_size"], c["seq_len"], lstm.input_size, lstm.hidden_size, t.amp)
+            if key not in floors:
+                floors[key] = recurrence_floor(lstm, c["batch_size"], c["seq_len"], amp=t.amp,
+                                               windows=windows, steps=steps)
+            c["floor_ms"] = floors[key]["ms_median"]
+            c["ratio_to_floor"] = c["step_ms_median"] / c["floor_ms"]
     env = repro.capture_environment(dev)
     return {
         "schema": "nlcore.bench/1", "command": repro.command_line(), "git": repro.git_info(),
@@ -249,21 +264,23 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
         "settings": {"smoke": smoke, "warmup": warmup, "windows": windows, "steps_per_window": steps,
                      "baseline": baseline, "order": "interleaved, alternating direction per repeat",
                      "timer": "cuda_events" if dev.type == "cuda" else "perf_counter"},
-        "configs": configs,
+        "configs": configs, "floors": list(floors.values()),
     }
 
 
 def table(report: dict) -> str:
     """A short fixed-width summary of a report."""
-    head = f"{'config':<30} {'ms/step':>9} {'IQR':>7} {'chars/s':>11} {'peak MB':>8} {'ratio':>6} {'overhead':>17}"
+    head = (f"{'config':<30} {'ms/step':>9} {'IQR':>7} {'chars/s':>11} {'peak MB':>8} {'ratio':>6} {'overhead':>17}"
+            f" {'/floor':>7}")
     lines = [f"device: {report['device_name']} ({report['device']}), baseline {report['settings']['baseline']}", head]
     for n, c in report["configs"].items():
         mem = f"{c['peak_mem_bytes'] / 2**20:8.1f}" if c["peak_mem_bytes"] is not None else f"{'-':>8}"
         ov = c["overhead_vs_persistent"]
         sp = c["overhead_vs_persistent_spread"]
         ovs = f"{100 * ov:+6.1f}% [{100 * sp['q25']:+.1f},{100 * sp['q75']:+.1f}]" if ov is not None else "-"
+        fl = f"{c['ratio_to_floor']:7.3f}" if c.get("ratio_to_floor") is not None else f"{'-':>7}"
         lines.append(f"{n:<30} {c['step_ms_median']:9.3f} {c['step_ms_iqr']:7.3f} {c['chars_per_s']:11.0f} "
-                     f"{mem} {c['ratio_to_baseline']:6.3f} {ovs:>17}")
+                     f"{mem} {c['ratio_to_baseline']:6.3f} {ovs:>17} {fl}")
     return "\n".join(lines)
 
 

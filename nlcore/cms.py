@@ -27,7 +27,10 @@ Every parameter of the model must belong to exactly one level (checked at constr
 untrained embedding or head cannot happen silently. Telemetry per level: update count and last
 update step (host counters, no device sync), gradient norm at each update and the norm of the
 parameter change (device tensors, read at log time; the pre-update copy goes to one persistent
-buffer per level in one foreach launch, not one clone per parameter).
+buffer per level in one foreach launch, not one clone per parameter). With ``delta_every=k``
+(the trainer passes its log interval) the change norm is measured only on each level's last
+update at or before every multiple of k (the one the log reports), sparing the copy, difference
+and norm launches of the other updates.
 
 ``zero_grad="inplace"`` (used by ``TrainConfig.fast_path="graph"``, nlcore.fastpath): after an
 update the level's ``.grad`` tensors are zeroed in place instead of set to None, so they stay the
@@ -98,8 +101,11 @@ class CMS:
     def __init__(self, cfg: CMSConfig, levels: dict[str, NamedParams], *,
                  model: nn.Module | None = None,
                  lr_scale: Callable[[int], float] | None = None,
-                 fused: bool | None = None, zero_grad: str = "none") -> None:
+                 fused: bool | None = None, zero_grad: str = "none", delta_every: int = 1) -> None:
         cfg.validate()
+        if isinstance(delta_every, bool) or not isinstance(delta_every, int) or delta_every < 1:
+            raise ValueError(f"CMS delta_every must be an int >= 1, got {delta_every!r}")
+        self.delta_every = delta_every
         if zero_grad not in ("none", "inplace"):  # "inplace": static .grad buffers (nlcore.fastpath)
             raise ValueError(f"CMS zero_grad must be 'none' or 'inplace', got {zero_grad!r}")
         self.cfg = cfg
@@ -155,6 +161,12 @@ class CMS:
     def current_lr(self, name: str, step: int) -> float:
         return self.base_lr[name] * self.lr_scale(step)
 
+    def records_delta(self, name: str, step: int) -> bool:
+        """Whether the update of level `name` at `step` measures its change norm: it is the level's
+        last update at or before the next multiple of `delta_every` (every update when that is 1)."""
+        k = self.delta_every
+        return step + self.specs[name].chunk > -(-step // k) * k
+
     # ------------------------------------------------------------------ stepping
     def after_backward(self, step: int) -> list[str]:
         """Count one more accumulated gradient per level; update the levels due at `step`."""
@@ -209,17 +221,21 @@ class CMS:
             else:
                 gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self._grad_norms[name].append((step, gnorm))
-        now = [p.detach() for p in params]
-        before = self._before.get(name)
-        if before is None or (before[0].device, before[0].dtype) != (now[0].device, now[0].dtype):
-            before = self._before[name] = [torch.empty_like(p) for p in now]
-        torch._foreach_copy_(before, now)  # one launch instead of a clone per parameter
+        record = self.records_delta(name, step)
+        if record:
+            now = [p.detach() for p in params]
+            before = self._before.get(name)
+            if before is None or (before[0].device, before[0].dtype) != (now[0].device, now[0].dtype):
+                before = self._before[name] = [torch.empty_like(p) for p in now]
+            torch._foreach_copy_(before, now)  # one launch instead of a clone per parameter
         lr = self.current_lr(name, step)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.step()
-        torch._foreach_sub_(before, [p.detach() for p in params])  # −Δθ: the same norm, no new tensors
-        self._delta_norms[name].append((step, torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))))
+        if record:
+            torch._foreach_sub_(before, [p.detach() for p in params])  # −Δθ: the same norm, no new tensors
+            delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
+            self._delta_norms[name].append((step, delta))
         self._zero(name)
         self.updates[name] += 1
         self.last_update[name] = step

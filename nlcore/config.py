@@ -224,6 +224,10 @@ class TrainConfig:
     # "auto": "graph" on CUDA unless a level uses a delta optimizer, else "off" (the GPU check in
     # results/bench/check_fastpath.json found graph and off bit-identical over 300 seed steps).
     fast_path: str = "auto"  # auto | off | graph
+    # compile (nlcore.compiling): torch.compile the loss and the model's marked parts (for the
+    # nested LSTM, everything after the recurrence). "auto": "inductor" on CUDA, "off" elsewhere;
+    # "aot_eager" traces without code generation (the CPU tests). Not with the delta optimizers.
+    compile: str = "auto"  # auto | off | inductor | aot_eager
 
     def validate(self) -> TrainConfig:
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -238,6 +242,8 @@ class TrainConfig:
         _check(self.compat in ("none", "prototype"), "compat", f"got {self.compat!r}")
         _check(self.fast_path in ("auto", "off", "graph"), "fast_path",
                f"must be 'auto', 'off' or 'graph', got {self.fast_path!r}")
+        _check(self.compile in ("auto", "off", "inductor", "aot_eager"), "compile",
+               f"must be 'auto', 'off', 'inductor' or 'aot_eager', got {self.compile!r}")
         self.data.validate()
         self.model.validate()
         self.cms.validate()
@@ -252,6 +258,8 @@ class TrainConfig:
         delta = [lv.name for lv in self.cms.levels if lv.optimizer in ("delta", "delta_batch_mean")]
         _check(self.fast_path != "graph" or not delta, "fast_path",
                f"'graph' cannot run the delta optimizers (levels {delta}): set fast_path=off")
+        _check(self.compile in ("auto", "off") or not delta, "compile",
+               f"the delta optimizers' module hooks cannot be compiled (levels {delta}): set compile=off")
         return self
 
 

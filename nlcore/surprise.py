@@ -119,6 +119,7 @@ class Surprise:
         self.active = bool(self.weights) and step % self.cfg.every == 0
         self._recording = step % self.record_every == 0
         self.model.tap_fn = self._tap if self.active else None
+        self.model.tap_names = frozenset(self.weights) if self.active else None  # unweighted taps: identity
 
     def total_loss(self, loss: Tensor) -> Tensor:
         """What the trainer backpropagates: `loss` (+ the auxiliary terms for "reference")."""
@@ -147,6 +148,7 @@ class Surprise:
         for h in self._handles:
             h.remove()
         self.model.tap_fn = None
+        self.model.tap_names = None
         self.active = False
         self._clear()
 

@@ -28,14 +28,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nlcore import checkpoint as ckpt
-from nlcore import repro
+from nlcore import compiling, repro
 from nlcore.cms import CMS, NonFiniteError
 from nlcore.config import LevelConfig, TrainConfig, to_dict
-from nlcore.evaluate import autocast_ctx, evaluate, loss_precision
+from nlcore.evaluate import autocast_ctx, evaluate
 from nlcore.models import build_model
 from nlcore.results import append_metrics, trim_metrics, write_run
 from nlcore.schedule import lr_multiplier
@@ -104,10 +103,17 @@ class Trainer:
                        for n in ("medium", "slow"))
         chain = tuple(lv.name for lv in cfg.cms.levels if lv.name != "fast")  # HOPE, cms_mode=outer
         self.model = build_model(cfg.model, self.vocab_size, chunks, chain_levels=chain).to(self.device)
+        self.loss_fn = compiling.fp32_cross_entropy
+        # a torch.compile backend, or None ("auto" leaves the delta optimizers' module hooks uncompiled)
+        self.compile = compiling.resolve("off" if delta and cfg.compile == "auto" else cfg.compile, self.device)
+        if self.compile is not None:  # fused pointwise/norm/loss kernels (nlcore.compiling)
+            self.model.compile_parts(compiling.compiler(self.compile))
+            self.loss_fn = compiling.compiler(self.compile)(compiling.fp32_cross_entropy)
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
                        fused=True if self.device.type == "cuda" else None,
-                       zero_grad="inplace" if self.fast_path == "graph" else "none")  # fast path: static .grad
+                       zero_grad="inplace" if self.fast_path == "graph" else "none",  # fast path: static .grad
+                       delta_every=cfg.log_every)  # change norms only where the log reads them
         d = cfg.data
         shard = self.dist.rows if self.dist is not None else (lambda b: None)  # DDP: this rank's rows
         self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device,
@@ -187,7 +193,7 @@ class Trainer:
         with autocast_ctx(self.device, self.amp):
             kw = {"targets": y} if self.model.uses_targets else {}
             logits, new_state = self.model(x, state, resets, **kw)
-        loss = F.cross_entropy(loss_precision(logits).flatten(0, 1), y.flatten())  # mean nats per char
+        loss = self.loss_fn(logits, y)  # mean nats per char, in float32
         total = self.surprise.total_loss(loss) if self.surprise is not None else loss
         total.backward()
         if self.surprise is not None:

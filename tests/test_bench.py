@@ -45,6 +45,11 @@ def test_smoke_bench_writes_the_schema(tmp_path, capsys):
     assert base["ratio_to_baseline"] == 1.0 and base["overhead_vs_persistent"] == 0.0
     assert rep["configs"]["wide"]["params"] > base["params"]
     assert rep["configs"]["plain_lstm"]["params"] < base["params"]
+    # the recurrence floor: one per LSTM shape, and every step as a multiple of its own
+    assert {(f["batch_size"], f["d_in"]) for f in rep["floors"]} == {(8, 32), (8, 40)}
+    for name, c in rep["configs"].items():
+        assert c["ratio_to_floor"] == pytest.approx(c["step_ms_median"] / c["floor_ms"]), name
+        assert c["floor_ms"] > 0
     assert "seed_surprise_fast" in capsys.readouterr().out  # the table
 
 

@@ -12,7 +12,8 @@ the host from the data, so models can split a window without a device synchronis
 
 Levels: ``level_of(param_name) -> level name`` is the model's default assignment of its
 parameters to CMS levels. ``tap(name, y)`` marks a level's output activation y_l; by default
-it is the identity, and objectives such as surprise install a ``tap_fn`` to hook it.
+it is the identity, and objectives such as surprise install a ``tap_fn`` to hook it (and say in
+``tap_names`` which names it acts on).
 """
 
 from __future__ import annotations
@@ -60,8 +61,27 @@ class SequenceModel(nn.Module):
             out.setdefault(self.level_of(n), []).append((n, p))
         return out
 
+    tap_names: frozenset[str] | None = None  # the names tap_fn acts on (None: any); others are identity
+
     def tap(self, name: str, y: torch.Tensor) -> torch.Tensor:
         return y if self.tap_fn is None else self.tap_fn(name, y)
+
+    def hooked(self, name: str) -> bool:
+        """Whether ``tap(name, y)`` may be anything but the identity (a model may then fuse across
+        the taps that are not hooked)."""
+        return self.tap_fn is not None and (self.tap_names is None or name in self.tap_names)
+
+    def compile_parts(self, compile_fn: Callable[[Callable], Callable]) -> None:
+        """Compile the parts this model routes through `part` (nlcore.compiling); by default the
+        model names none. Subclasses list theirs in ``compiled_parts``."""
+        self._compiled = {name: compile_fn(getattr(self, name)) for name in self.compiled_parts}
+
+    compiled_parts: tuple[str, ...] = ()  # names of methods that `part` may return compiled
+
+    def part(self, name: str) -> Callable:
+        """The method `name`, compiled if `compile_parts` compiled it."""
+        compiled = self.__dict__.get("_compiled")
+        return compiled[name] if compiled and name in compiled else getattr(self, name)
 
     def forward(self, x: torch.Tensor, state: State | None = None,
                 resets: Resets | None = None) -> tuple[torch.Tensor, State]:

@@ -145,15 +145,50 @@ class NestedLSTM(SequenceModel):
         new[f"mem_{name}"] = a * m * (last < 0).to(m.dtype).unsqueeze(1) + (1 - a) * mean
         return u + read * (~seen).to(u.dtype).unsqueeze(-1)
 
+    # the post-recurrence maths of the tier-4 form, split at the taps (nlcore.compiling)
+    compiled_parts = ("_embed", "_tail", "_rest", "_medium", "_slow", "_out")
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d)
+        return self.embed(x)
+
+    def _medium(self, h1: torch.Tensor) -> torch.Tensor:  # y_2 = FFN_m(LN(h_1))
+        return self.ffn_medium(self.norm_medium(h1))
+
+    def _slow(self, h1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h2 = h1 + y2
+        return h2, self.ffn_slow(self.norm_slow(h2))  # h_2, y_3 = FFN_s(LN(h_2))
+
+    def _out(self, h2: torch.Tensor, y3: torch.Tensor) -> torch.Tensor:  # W_o LN(h_2 + y_3)
+        return self.head(self.norm_out(h2 + y3))
+
+    def _rest(self, h1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:  # slow level and head
+        return self._out(*self._slow(h1, y2))
+
+    def _tail(self, h1: torch.Tensor) -> torch.Tensor:  # all three (medium and slow taps not hooked)
+        return self._rest(h1, self._medium(h1))
+
     def forward(self, x: torch.Tensor, state: State | None = None,
                 resets: Resets | None = None) -> tuple[torch.Tensor, State]:
         B = x.shape[0]
         if state is None:
             state = self.init_state(B, x.device)
         new: State = {}
-        e = self.embed(x)  # (B, T, d)
+        e = self.part("_embed")(x)  # (B, T, d)
         h1, h, c = run_lstm(self.lstm, e, state["h"], state["c"], resets)  # (B, T, d)
         h1 = self.tap("fast", h1)
+        if self.norm_residual and not self.hierarchical:
+            # compiled pieces split only at the hooked taps, so hooks sit outside compiled code
+            if not (self.hooked("medium") or self.hooked("slow")):
+                logits = self.part("_tail")(h1)
+            elif not self.hooked("slow"):
+                logits = self.part("_rest")(h1, self.tap("medium", self.part("_medium")(h1)))
+            else:
+                y2 = self.tap("medium", self.part("_medium")(h1))
+                h2, y3 = self.part("_slow")(h1, y2)
+                logits = self.part("_out")(h2, self.tap("slow", y3))
+            dt = state_dtype(self)
+            new.update(h=h.to(dt), c=c.to(dt))
+            return logits, new
         u1 = self.norm_medium(h1) if self.norm_residual else h1  # medium level's input
         if self.hierarchical:
             u1 = self._summary("medium", u1, state, resets, new)

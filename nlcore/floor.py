@@ -1,0 +1,80 @@
+"""The recurrence floor: what the LSTM alone costs per training step, the lower bound of a step.
+
+A training step of an LSTM model cannot be faster than its recurrence: the forward and backward
+of ``nn.LSTM`` over the window (cuDNN on a GPU), input gradient included, since the embedding is
+trained. `recurrence_floor` times exactly that, on the model's own LSTM, shapes and precision
+(bf16 autocast when the trainer uses it), captured in a CUDA graph as the training step is, so
+the launch overhead is the same as in the graphed step; on a CPU it runs eagerly. `nlcore.bench`
+reports each LSTM configuration's step time as a multiple of its floor (``ratio_to_floor``):
+everything above 1 is embedding, feed-forward levels, head, loss, optimizer and bookkeeping.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+
+import torch
+
+from nlcore.evaluate import autocast_ctx
+
+
+def _graphed(fn):
+    """A CUDA-graph replay of fn (warm-up on a side stream, then capture)."""
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        fn()
+    return g.replay
+
+
+def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp: bool,
+                     windows: int = 5, steps: int = 50) -> dict:
+    """Median ms of forward + backward of `lstm` over a (B, T, d_in) window from a zero state,
+    with the input gradient; over `windows` timing windows of `steps` replays each. Runs on a copy
+    of `lstm`: the model's parameters and gradients are left alone."""
+    lstm = copy.deepcopy(lstm)
+    for q in lstm.parameters():
+        q.grad = None
+    p = next(lstm.parameters())
+    dev = p.device
+    g = torch.Generator(device=dev).manual_seed(0)
+    x = torch.randn(batch_size, seq_len, lstm.input_size, device=dev, dtype=p.dtype, generator=g,
+                    requires_grad=True)
+    z = torch.zeros(1, batch_size, lstm.hidden_size, device=dev, dtype=p.dtype)
+    gy = torch.randn(batch_size, seq_len, lstm.hidden_size, device=dev, generator=g)
+
+    def fwd_bwd():
+        with autocast_ctx(dev, amp):
+            y, _ = lstm(x, (z, z))
+        torch.autograd.backward(y, gy.to(y.dtype))  # into x.grad and the copy's .grad
+
+    cuda = dev.type == "cuda"
+    fn = _graphed(fwd_bwd) if cuda else fwd_bwd
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(windows):
+        if cuda:
+            torch.cuda.synchronize(dev)
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(steps):
+                fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b) / steps)
+        else:
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            times.append((time.perf_counter() - t0) * 1e3 / steps)
+    return {"what": "nn.LSTM forward + backward (input and weight gradients) of one window",
+            "batch_size": batch_size, "seq_len": seq_len, "d_in": lstm.input_size, "hidden": lstm.hidden_size,
+            "amp": amp, "graphed": cuda, "ms_windows": times, "ms_median": statistics.median(times)}
