@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from nlcore.config import CMSConfig, LevelConfig
+from nlcore.sliced import SliceCache, clip_grad_norm
 
 NamedParams = Sequence[tuple[str, nn.Parameter]]
 
@@ -67,6 +68,12 @@ def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
         kw["fused"] = fused
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    if fused and spec.optimizer in ("adam", "adamw"):  # the fused kernel on small slices: more blocks
+        from nlcore.sliced import SlicedAdam, SlicedAdamW
+
+        cls = SlicedAdam if spec.optimizer == "adam" else SlicedAdamW
+        return cls(params, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
+                   weight_decay=spec.weight_decay, fused=True)
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
                                 weight_decay=spec.weight_decay, **kw)
@@ -145,6 +152,7 @@ class CMS:
         self._grad_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._delta_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._before: dict[str, list[torch.Tensor]] = {}  # per level: persistent pre-update copy
+        self._clip_cache = {n: SliceCache() for n in self.specs}  # per level: its gradients' slices
         # Data-parallel training (nlcore.distributed): grad_sync(level, step) averages the level's
         # accumulated .grad (and a delta rule's statistics) across ranks, in place, right before
         # its update; None (one process): nothing is communicated.
@@ -217,7 +225,7 @@ class CMS:
             if self.cfg.aggregation == "mean" and k > 1:
                 torch._foreach_mul_(grads, 1.0 / k)  # mean over the chunk's k gradients
             if self.cfg.grad_clip > 0:
-                gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip, foreach=True)
+                gnorm = clip_grad_norm(params, self.cfg.grad_clip, self._clip_cache[name])  # nlcore.sliced
             else:
                 gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
             self._grad_norms[name].append((step, gnorm))

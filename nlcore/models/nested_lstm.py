@@ -149,7 +149,11 @@ class NestedLSTM(SequenceModel):
     compiled_parts = ("_embed", "_tail", "_rest", "_medium", "_slow", "_out")
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d)
-        return self.embed(x)
+        e = self.embed(x)
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):  # the dtype the LSTM casts it to anyway: the casts fuse here
+            e = e.to(torch.get_autocast_dtype(dev))
+        return e
 
     def _medium(self, h1: torch.Tensor) -> torch.Tensor:  # y_2 = FFN_m(LN(h_1))
         return self.ffn_medium(self.norm_medium(h1))
