@@ -6,7 +6,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlcore.memory.linear import linear_memory, linear_memory_chunked, linear_memory_reference
+from nlcore.memory.gates import chunk_coeffs, shift_prev
+from nlcore.memory.linear import (
+    chunk_step,
+    linear_memory,
+    linear_memory_chunked,
+    linear_memory_reference,
+)
 
 NAMES = ("q", "k", "v", "eta", "alpha", "beta", "M0", "S0")
 
@@ -220,3 +226,36 @@ def test_bad_impl_and_chunk_raise():
     for chunk in (0, -3, 2.0):
         with pytest.raises(ValueError, match="chunk"):
             linear_memory(*a, chunk=chunk)
+
+
+@pytest.mark.parametrize("momentum", [False, True])
+def test_chunk_step_equals_token_reference_on_one_chunk(momentum):
+    """`chunk_step` (HOPE's building block) on one chunk with leading broadcast dims: keys, queries
+    and gates (B, 1, H, C, ·) shared by G memories (B, G, H, ·), as HOPE's three memories share
+    them; outputs and gradients equal the token reference run on the expanded inputs."""
+    B, G, H, C, dk, dv = 2, 3, 2, 6, 5, 4
+    x = make_inputs(B=B * G, H=H, T=C, dk=dk, dv=dv, momentum=momentum)
+    shared = {n: x[n].view(B, G, H, *x[n].shape[2:])[:, :1].clone()
+              for n in ("q", "k", "eta", "alpha", "beta") if x[n] is not None}
+    own = {n: x[n].view(B, G, H, *x[n].shape[2:]) for n in ("v", "M0", "S0") if x[n] is not None}
+    leaves = {n: t.requires_grad_(True) for n, t in {**shared, **own}.items()}
+    beta = leaves.get("beta")
+    c = chunk_coeffs(leaves["alpha"], beta)
+    y, M, S = chunk_step(leaves["q"], leaves["k"], leaves["v"], leaves["eta"], c, shift_prev(c),
+                         leaves["M0"], leaves.get("S0"))
+    assert (S is None) == (not momentum)
+
+    def flat(t):  # (B, 1 or G, H, ...) -> (B G, H, ...)
+        return None if t is None else t.expand(B, G, *t.shape[2:]).reshape(B * G, *t.shape[2:])
+
+    want = linear_memory(*[flat(leaves.get(n)) for n in NAMES], impl="token")
+    got = [flat(o) for o in (y, M, S) if o is not None]
+    want = [o for o in want if o is not None]
+    assert max_err(got, want) < 1e-10
+    g = torch.Generator().manual_seed(3)
+    ws = [torch.randn(o.shape, generator=g, dtype=o.dtype) for o in want]
+    grads = [torch.autograd.grad(sum((o * w).sum() for o, w in zip(outs, ws)), list(leaves.values()))
+             for outs in (got, want)]
+    for n, a, b in zip(leaves, *grads):
+        assert (a - b).abs().max().item() < 1e-10, n
+    assert max(a.abs().max().item() for a in grads[1]) > 1e-3  # not a comparison between zeros

@@ -1,6 +1,10 @@
 """The chunk-vs-token timing harness runs and reports what it measured (tiny sizes, CPU)."""
 
-from nlcore.memory.speed import run
+import json
+
+import pytest
+
+from nlcore.memory.speed import main, run
 
 
 def test_speed_report_has_both_paths_for_every_memory():
@@ -10,3 +14,19 @@ def test_speed_report_has_both_paths_for_every_memory():
         assert r["token_s"] > 0 and r["chunk_s"] > 0
         assert abs(r["speedup"] - r["token_s"] / r["chunk_s"]) < 1e-12
     assert rep["git"] and rep["environment"]["torch"]
+
+
+def test_speed_kinds_subset_and_graph_needs_cuda(tmp_path, capsys):
+    rep = run(window=8, B=1, H=1, d=4, chunk=4, repeats=1, device="cpu", kinds=("hope_layer",))
+    assert [r["memory"] for r in rep["rows"]] == ["hope_layer"] and "speedup_graph" not in rep["rows"][0]
+    with pytest.raises(ValueError, match="CUDA"):
+        run(window=8, B=1, H=1, d=4, chunk=4, repeats=1, device="cpu", graph=True)
+    with pytest.raises(ValueError, match="kinds"):
+        run(window=8, B=1, H=1, d=4, chunk=4, repeats=1, device="cpu", kinds=("lstm",))
+    with pytest.raises(SystemExit):
+        main(["--window", "8", "--batch", "1", "--device", "cpu", "--graph"])
+    assert "CUDA" in capsys.readouterr().err
+    out = tmp_path / "speed.json"
+    assert main(["--window", "8", "--batch", "1", "--chunk", "4", "--repeats", "1", "--device", "cpu",
+                 "--kinds", "linear", "mlp", "--out", str(out)]) == 0
+    assert [r["memory"] for r in json.loads(out.read_text())["rows"]] == ["linear", "mlp"]

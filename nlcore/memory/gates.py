@@ -20,6 +20,9 @@ All of them are scalars per (batch, head, token), so a chunk of C tokens costs C
 instead of C sequential state updates. Products are taken as exp of sums of log gates, summed
 per segment rather than as differences of one long cumulative sum (gates are clamped to >= 1e-30 first, so a gate of exactly 0
 stays finite).
+
+`step_factors` folds the step sizes eta into the factors that a chunk of the linear delta rule
+needs (nlcore.memory.linear.chunk_write / chunk_read), once for all chunks of a window.
 """
 
 from __future__ import annotations
@@ -78,3 +81,39 @@ def shift_prev(c: ChunkCoeffs) -> ChunkCoeffs:
 
     return ChunkCoeffs(A=rows(c.A, 1.0), P=rows(c.P, 0.0), K=mats(c.K),
                        Bc=rows(c.Bc, 1.0), Db=mats(c.Db))
+
+
+class StepFactors(NamedTuple):
+    """The state-independent factors of one chunk of the linear delta rule (`chunk_write`,
+    `chunk_read` in nlcore.memory.linear), with eta folded in; m = 2 with momentum, else 1."""
+    pK: torch.Tensor  # (..., C, C) p.K[t, s] eta_s: the earlier writes in M_{t-1} (strictly lower)
+    cK: torch.Tensor | None  # (..., C, C) c.K[t, s] eta_s: the writes in M_t (read)
+    pc: torch.Tensor  # (..., C, m) [p.A_t, p.P_t]: weights of (M_0, S_0) in M_{t-1}
+    cc: torch.Tensor | None  # (..., C, m) [c.A_t, c.P_t]: weights of (M_0, S_0) in M_t (read)
+    ke: torch.Tensor  # (..., C, m) -eta_s [c.K[C, s], c.Db[C, s]]: weight of G_s k_s^T in (M_C, S_C)
+    mix: torch.Tensor  # (..., m, m) [[c.A_C, c.P_C], [0, c.Bc_C]]: (M_0, S_0) -> (M_C, S_C)
+
+
+WRITE = ("pK", "pc", "ke", "mix")  # the fields a write needs
+
+
+def step_factors(eta: torch.Tensor, c: ChunkCoeffs, p: ChunkCoeffs, momentum: bool) -> StepFactors:
+    """Factors of full chunks from eta (..., C), c = chunk_coeffs(alpha, beta), p = shift_prev(c).
+    Computed once for all chunks, so a loop over chunks only slices them (`per_chunk`)."""
+    e = eta.unsqueeze(-2)  # (..., 1, C): eta_s along the columns
+    pK, cK = p.K * e, c.K * e  # (..., C, C)
+    if not momentum:
+        return StepFactors(pK, cK, p.A[..., None], c.A[..., None], -cK[..., -1, :, None],
+                           c.A[..., -1, None, None])
+    end = torch.stack([c.A[..., -1], c.P[..., -1], torch.zeros_like(c.A[..., -1]), c.Bc[..., -1]], -1)
+    return StepFactors(pK, cK, torch.stack([p.A, p.P], -1), torch.stack([c.A, c.P], -1),
+                       -torch.stack([cK[..., -1, :], c.Db[..., -1, :] * eta], -1), end.unflatten(-1, (2, 2)))
+
+
+def per_chunk(f: StepFactors, dim: int) -> list[StepFactors]:
+    """The write factors of each chunk along `dim`, each contiguous (no copy in its matmuls) and
+    unbound once (a cheap backward); the read's fields are None."""
+    parts = [t.movedim(dim, 0).contiguous().unbind(0) if name in WRITE else None
+             for name, t in zip(f._fields, f)]
+    n = len(parts[0])
+    return [StepFactors(*(None if u is None else u[i] for u in parts)) for i in range(n)]

@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from nlcore.memory.gates import chunk_coeffs, shift_prev
+from nlcore.memory.gates import StepFactors, chunk_coeffs, shift_prev, step_factors
 
 IMPLS = ("chunk", "token")
 
@@ -237,30 +237,44 @@ def linear_memory_chunked(q, k, v, eta, alpha, beta, M0, S0=None, *, chunk: int 
     return linear_memory(q, k, v, eta, alpha, beta, M0, S0, chunk=chunk, impl="chunk")
 
 
+def chunk_write(k: Tensor, v: Tensor, f: StepFactors, Z: Tensor) -> tuple[Tensor, Tensor]:
+    """The writes of one full chunk: k (..., C, dk), v (..., C, dv), f = the chunk's `step_factors`,
+    Z (..., m, dv, dk) the chunk-start states [M_0, S_0] (m = 2) or [M_0] (m = 1). Returns the
+    prediction errors G (..., C, dv) (the writes are W = diag(eta) G) and the end states like Z."""
+    m, dv, dk = Z.shape[-3:]
+    kZ = (k @ Z.flatten(-3, -2).transpose(-1, -2)).unflatten(-1, (m, dv))  # M_0 k_t, S_0 k_t: (..., C, m, dv)
+    R = (f.pc.unsqueeze(-2) @ kZ).squeeze(-2) - v  # p.A_t M_0 k_t + p.P_t S_0 k_t − v_t: (..., C, dv)
+    L = f.pK * (k @ k.transpose(-1, -2))  # (..., C, C), strictly lower
+    if L.shape[:-2] != R.shape[:-2]:
+        L = L.expand(*R.shape[:-2], *L.shape[-2:])
+    G = torch.linalg.solve_triangular(L, R, upper=False, unitriangular=True)  # (I + L) G = R
+    kc = (f.ke.unsqueeze(-1) * k.unsqueeze(-2)).flatten(-2)  # −η_s [c.K[C,s], c.Db[C,s]] k_s: (.., C, m dk)
+    GK = (kc.transpose(-1, -2) @ G).unflatten(-2, (m, dk)).transpose(-1, -2)  # Σ_s (.) G_s k_sᵀ: (.., m, dv, dk)
+    return G, (f.mix @ Z.flatten(-2)).unflatten(-1, (dv, dk)) + GK  # mix (M_0, S_0) + the writes
+
+
+def chunk_read(q: Tensor, k: Tensor, G: Tensor, f: StepFactors, Z: Tensor) -> Tensor:
+    """The reads y_t = M_t q_t of one full chunk (or of several: leading dims broadcast) from its
+    keys k, prediction errors G (`chunk_write`) and chunk-start states Z; q (..., C, dk)."""
+    m, dv, dk = Z.shape[-3:]
+    qZ = (q @ Z.flatten(-3, -2).transpose(-1, -2)).unflatten(-1, (m, dv))  # M_0 q_t, S_0 q_t: (..., C, m, dv)
+    y = (f.cc.unsqueeze(-2) @ qZ).squeeze(-2)  # c.A_t M_0 q_t + c.P_t S_0 q_t: (..., C, dv)
+    return y - (f.cK * (q @ k.transpose(-1, -2))) @ G  # − Σ_{s<=t} c.K[t,s] η_s (k_s·q_t) G_s
+
+
 def chunk_step(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, c, p, M: Tensor,
                S: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One full chunk of the chunk-parallel path with its gate coefficients precomputed, for
-    callers that generate each chunk's keys from the previous chunk's state (HOPE) and so must
-    loop over chunks themselves: c = chunk_coeffs(alpha, beta), p = shift_prev(c).
+    """One full chunk of the chunk-parallel path with its gate coefficients precomputed:
+    c = chunk_coeffs(alpha, beta), p = shift_prev(c). Callers that generate each chunk's keys
+    from the previous chunk's state (HOPE) loop over `chunk_write` themselves, with
+    `step_factors` computed once for all chunks and one batched `chunk_read` after the loop.
 
     q, k: (..., C, dk); v: (..., C, dv); eta: (..., C); c, p: coefficients (..., C[, C]);
     M, S: (..., dv, dk) (S None: no momentum). Leading dims broadcast (e.g. several memories
-    sharing keys and gates). Returns (y (..., C, dv), M_C, S_C); equal to `linear_memory` on
-    the chunk (tests/test_models_memory.py compares HOPE built on it with the token path).
+    sharing keys and gates). Returns (y (..., C, dv), M_C, S_C), equal to `linear_memory` on
+    the chunk (tests/test_memory_linear.py).
     """
-    Mt = M.transpose(-1, -2)
-    L = p.K * eta[..., None, :] * (k @ k.transpose(-1, -2))  # (..., C, C), strictly lower
-    R = p.A[..., None] * (k @ Mt) - v  # (..., C, dv)
-    if S is not None:
-        R = R + p.P[..., None] * (k @ S.transpose(-1, -2))
-    G = torch.linalg.solve_triangular(L.expand(*R.shape[:-2], *L.shape[-2:]), R, upper=False,
-                                      unitriangular=True)  # (I + L) G = R: the writes' errors
-    W = eta[..., None] * G  # (..., C, dv)
-    y = c.A[..., None] * (q @ Mt) - (c.K * (q @ k.transpose(-1, -2))) @ W  # (..., C, dv)
-    Wt = W.transpose(-1, -2)  # (..., dv, C)
-    M_new = c.A[..., -1, None, None] * M - Wt @ (c.K[..., -1, :, None] * k)
-    if S is not None:
-        y = y + c.P[..., None] * (q @ S.transpose(-1, -2))
-        M_new = M_new + c.P[..., -1, None, None] * S
-        S = c.Bc[..., -1, None, None] * S - Wt @ (c.Db[..., -1, :, None] * k)
-    return y, M_new, S
+    f = step_factors(eta, c, p, S is not None)
+    Z = M.unsqueeze(-3) if S is None else torch.stack(torch.broadcast_tensors(M, S), -3)  # (..., m, dv, dk)
+    G, Z_C = chunk_write(k, v, f, Z)
+    return chunk_read(q, k, G, f, Z), Z_C[..., 0, :, :], (None if S is None else Z_C[..., 1, :, :])

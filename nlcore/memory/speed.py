@@ -5,6 +5,10 @@ for each memory (the linear delta-rule memory, the Titans MLP memory, and a whol
 self-modifying memory layer), both computation paths on the same random inputs, after warm-up,
 device-synchronised, median over repeats, and reports the speed-up token / chunk. The two
 paths compute the same function (tests/test_memory_*.py, tests/test_models_memory.py).
+
+Eager timing of small kernels measures the host's launch rate as much as the GPU. ``--graph``
+(CUDA only) also times each path replayed from a CUDA graph, as the training step runs
+(nlcore/fastpath.py): the columns ``*_graph_s`` and ``speedup_graph``. ``--kinds`` picks memories.
 """
 
 from __future__ import annotations
@@ -48,6 +52,10 @@ def _case(kind: str, impl: str, B: int, H: int, T: int, d: int, chunk: int, devi
     return lambda: mlp_memory(**leaves, W1=W1, W2=W2, chunk=chunk, impl=impl)[0].square().mean().backward()
 
 
+KINDS = ("linear", "mlp", "hope_layer")
+GRAPH_WARMUP = 2  # eager runs on the capture stream before a capture (as nlcore/fastpath.py)
+
+
 def _time(fn, device, repeats: int) -> list[float]:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     fn()
@@ -61,22 +69,62 @@ def _time(fn, device, repeats: int) -> list[float]:
     return out
 
 
+def _graphed(fn, device) -> torch.cuda.CUDAGraph:
+    """fn captured in a CUDA graph. The warm-up (on the capture stream) allocates the leaves'
+    .grad outside the graph; the captured backward accumulates into them in place."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(GRAPH_WARMUP):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        fn()
+    torch.cuda.synchronize(device)
+    return graph
+
+
+def _ms(t: dict, impl: str) -> str:
+    return f"{impl} {t[impl] * 1e3:9.1f} ms"
+
+
 def run(window: int = 2048, B: int = 8, H: int = 4, d: int = 64, chunk: int = 64, repeats: int = 5,
-        device: str | None = None, kinds=("linear", "mlp", "hope_layer")) -> dict:
+        device: str | None = None, kinds=KINDS, graph: bool = False) -> dict:
     from nlcore import repro
 
+    if bad := [k for k in kinds if k not in KINDS]:
+        raise ValueError(f"kinds: unknown {bad}; choose from {KINDS}")
     dev = repro.pick_device(device or "auto")
+    if graph and dev.type != "cuda":
+        raise ValueError(f"graph=True (--graph) times CUDA graphs and needs a CUDA device, got {dev.type!r}")
     rows = []
     for kind in kinds:
-        t = {impl: _time(_case(kind, impl, B, H, window, d, chunk, dev), dev, repeats) for impl in ("token", "chunk")}
+        t, tg = {}, {}
+        for impl in ("token", "chunk"):
+            fn = _case(kind, impl, B, H, window, d, chunk, dev)
+            t[impl] = _time(fn, dev, repeats)
+            if graph:
+                g = _graphed(fn, dev)
+                tg[impl] = _time(g.replay, dev, repeats)
+                del g, fn
+                torch.cuda.empty_cache()
         med = {impl: statistics.median(v) for impl, v in t.items()}
-        rows.append({"memory": kind, "window": window, "batch": B, "heads": H, "head_dim": d, "chunk": chunk,
-                     "token_s": med["token"], "chunk_s": med["chunk"], "speedup": med["token"] / med["chunk"],
-                     "token_all_s": t["token"], "chunk_all_s": t["chunk"]})
-        print(f"{kind:10s} T={window}: token {med['token'] * 1e3:9.1f} ms  chunk {med['chunk'] * 1e3:8.1f} ms  "
-              f"speed-up {med['token'] / med['chunk']:6.1f}x", flush=True)
-    return {"what": "forward+backward of one window, median seconds", "command": repro.command_line(),
-            "environment": repro.capture_environment(dev), "git": repro.git_info(), "rows": rows}
+        row = {"memory": kind, "window": window, "batch": B, "heads": H, "head_dim": d, "chunk": chunk,
+               "token_s": med["token"], "chunk_s": med["chunk"], "speedup": med["token"] / med["chunk"],
+               "token_all_s": t["token"], "chunk_all_s": t["chunk"]}
+        line = f"{kind:10s} T={window}: eager {_ms(med, 'token')} {_ms(med, 'chunk')} speed-up {row['speedup']:6.1f}x"
+        if graph:
+            mg = {impl: statistics.median(v) for impl, v in tg.items()}
+            row.update(token_graph_s=mg["token"], chunk_graph_s=mg["chunk"], speedup_graph=mg["token"] / mg["chunk"],
+                       token_graph_all_s=tg["token"], chunk_graph_all_s=tg["chunk"])
+            line += f" | graph {_ms(mg, 'token')} {_ms(mg, 'chunk')} speed-up {row['speedup_graph']:6.1f}x"
+        rows.append(row)
+        print(line, flush=True)
+    what = "forward+backward of one window, median seconds" + (" (eager; *_graph_s: CUDA-graph replay)"
+                                                                 if graph else "")
+    return {"what": what, "command": repro.command_line(), "environment": repro.capture_environment(dev),
+            "git": repro.git_info(), "rows": rows}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,9 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk", type=int, default=64)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default=None)
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="memories to time")
+    p.add_argument("--graph", action="store_true", help="also time CUDA-graph replays (CUDA only)")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    report = run(a.window, a.batch, chunk=a.chunk, repeats=a.repeats, device=a.device)
+    try:
+        report = run(a.window, a.batch, chunk=a.chunk, repeats=a.repeats, device=a.device, kinds=a.kinds,
+                     graph=a.graph)
+    except ValueError as e:
+        p.error(str(e))
     if a.out:
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlcore.memory.gates import ChunkCoeffs, chunk_coeffs, shift_prev
-from nlcore.memory.linear import chunk_step, linear_memory
+from nlcore.memory.gates import chunk_coeffs, per_chunk, shift_prev, step_factors
+from nlcore.memory.linear import chunk_read, chunk_write, linear_memory
 from nlcore.memory.mlp import mlp_memory
 from nlcore.models.base import Resets, State
 
@@ -208,60 +208,68 @@ class SelfModifyingMemory(_Gated):
         shape = (3 * self.H, self.dh, self.dh)  # [mem | k | v] stacked along the head axis
         return {"M": shape, "S": shape} if self.momentum else {"M": shape}
 
-    def _keys_targets(self, x, D, init) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (B, H, C, dh) and the three memories' targets (B, 3, H, C, dh) of one chunk from the
-        chunk-start states init + D (D: (B, 3, H, dh, dh), init: (3, H, dh, dh)). The targets are
-        shifted for retention toward the initial state: the memories run on D = M - M_init with
-        target v - M_init k, which has the same gradient since M k - v = D k - (v - M_init k)."""
-        full = init + D
-        Mk, Mv = full[:, 1], full[:, 2]  # (B, H, dh, dh)
-        k = F.normalize(x @ Mk.transpose(-1, -2), dim=-1)
-        v = F.normalize(x @ Mv.transpose(-1, -2), dim=-1)
-        tg = F.normalize(torch.stack([v, v @ Mk.transpose(-1, -2), v @ Mv.transpose(-1, -2)], 1), dim=-1)
-        return k, tg - k.unsqueeze(1) @ init.transpose(-1, -2)
+    def _keys_targets(self, x, Fkv, init) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys (B, H, C, dh) and the three memories' targets (B, H, C, 3 dh) of one chunk from the
+        chunk-start [M_k; M_v] = init + D (Fkv: (B, H, 2 dh, dh)); init ([B,] H, 3 dh, dh): the initial
+        [M_mem; M_k; M_v] by rows. As normalise(M v) = normalise(M M_v x), one normalise serves all
+        four. Targets are shifted for retention toward the initial state: the memories run on
+        D = M - M_init with target v - M_init k (same gradient: M k - v = D k - (v - M_init k))."""
+        dh = x.shape[-1]
+        kv = x @ Fkv.transpose(-1, -2)  # M_k x, M_v x: (B, H, C, 2 dh)
+        kvt = torch.cat([kv, kv[..., dh:] @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
+        k, tg = F.normalize(kvt.unflatten(-1, (4, dh)), dim=-1).split([1, 3], -2)  # k; v, M_k v, M_v v
+        k = k.squeeze(-2)  # (B, H, C, dh)
+        return k, tg.flatten(-2) - k @ init.transpose(-1, -2)
 
     def _init(self, dtype) -> torch.Tensor:
-        return torch.stack([self.M_init, self.Mk_init, self.Mv_init]).to(dtype)  # (3, H, dh, dh)
+        return torch.cat([self.M_init, self.Mk_init, self.Mv_init], 1).to(dtype)  # (H, 3 dh, dh)
 
     def _chunk(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
         """One chunk through `linear_memory` (the token reference, and chunks cut by document
         starts): x, q (B, H, C, dh); gates (B, H, C). Returns y (B, H, C, dh)."""
         B, H, C, dh = x.shape
         init = self._init(x.dtype)
-        k, tg = self._keys_targets(x, st["M"].view(B, 3, H, dh, dh), init)
+        D = st["M"].view(B, 3, H, dh, dh)[:, 1:].transpose(1, 2).reshape(B, H, 2 * dh, dh)
+        k, tg = self._keys_targets(x, init[:, dh:] + D, init)
+        tg = tg.unflatten(-1, (3, dh)).permute(0, 3, 1, 2, 4).reshape(B, 3 * H, C, dh)
 
         def rep(g):  # the three memories share keys and gates
             return None if g is None else g.repeat(1, 3, 1)
 
         qq = torch.cat([q, k, k], dim=1)  # only M_mem's read is used
-        y, D, S = linear_memory(qq, k.repeat(1, 3, 1, 1), tg.reshape(B, 3 * H, C, dh), rep(eta), rep(alpha),
-                                rep(beta), st["M"], st.get("S"), chunk=C, impl=self.impl)
-        y = y[:, :H] + q @ init[0].transpose(-1, -2)  # (B, H, C, dh)
+        y, D, S = linear_memory(qq, k.repeat(1, 3, 1, 1), tg, rep(eta), rep(alpha), rep(beta), st["M"],
+                                st.get("S"), chunk=C, impl=self.impl)
+        y = y[:, :H] + q @ init[:, :dh].transpose(-1, -2)  # (B, H, C, dh)
         return y, ({"M": D, "S": S} if self.momentum else {"M": D})
 
     def _fast_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
-        """The chunked path when every chunk is full and no document starts inside: the gate
-        coefficients of all chunks at once, then one `chunk_step` per chunk for the three
-        memories together (viewed as (B, 3, H, ...), sharing keys and gates)."""
+        """The chunked path when every chunk is full and no document starts inside: all that does
+        not depend on the carried state (gate factors, M_init's read) for all chunks at once, one
+        `chunk_write` per chunk for the three memories stacked by rows (they share keys and gates;
+        few kernels per chunk), then one batched `chunk_read` of M_mem for all chunks."""
         B, H, T, dh = x.shape
-        N, C = T // self.chunk, self.chunk
-        init = self._init(x.dtype)
-        c = chunk_coeffs(alpha.view(B, H, N, C), None if beta is None else beta.view(B, H, N, C))
-        p = shift_prev(c)
-        per = [[t.unbind(2) for t in co] for co in (c, p)]  # unbind once: cheap backward
-        D = st["M"].view(B, 3, H, dh, dh)
-        S = st["S"].view(B, 3, H, dh, dh) if self.momentum else None
-        ys = []
-        for n, (xs, qs, es) in enumerate(zip(*(t.view(*t.shape[:2], N, C, *t.shape[3:]).unbind(2)
-                                               for t in (x, q, eta)))):
-            cn, pn = (ChunkCoeffs(*(t[n].unsqueeze(1) for t in co)) for co in per)  # (B, 1, H, C[, C])
-            k, tg = self._keys_targets(xs, D, init)  # from the chunk-start states
-            y, D, S = chunk_step(qs.unsqueeze(1), k.unsqueeze(1), tg, es.unsqueeze(1), cn, pn, D, S)
-            ys.append(y[:, 0] + qs @ init[0].transpose(-1, -2))  # M_mem's read: (B, H, C, dh)
-        new = {"M": D.reshape(B, 3 * H, dh, dh)}
-        if self.momentum:
-            new["S"] = S.reshape(B, 3 * H, dh, dh)
-        return torch.cat(ys, dim=2), new
+        N, C, m = T // self.chunk, self.chunk, 2 if self.momentum else 1
+        init = self._init(x.dtype)  # (H, 3 dh, dh)
+        init_b, init_kv = init.expand(B, -1, -1, -1).contiguous(), init[:, dh:]  # once, not per chunk
+
+        def sp(t):  # (B, H, T, ...) -> (B, H, N, C, ...)
+            return t.unflatten(2, (N, C))
+
+        c = chunk_coeffs(sp(alpha), None if beta is None else sp(beta))
+        f = step_factors(sp(eta), c, shift_prev(c), self.momentum)  # (B, H, N, ...)
+        # the carried [D; S] of [M_mem; M_k; M_v] stacked by rows: (B, H, m, 3 dh, dh)
+        Z = torch.stack([st[n].view(B, 3, H, dh, dh).transpose(1, 2) for n in ("M", "S")[:m]], 2).flatten(3, 4)
+        steps = []  # (chunk-start states, keys, prediction errors) of every chunk
+        for xs, fn in zip(sp(x.contiguous()).unbind(2), per_chunk(f, 2)):
+            k, v = self._keys_targets(xs, init_kv + Z[:, :, 0, dh:], init_b)  # from the chunk-start states
+            G, Z_end = chunk_write(k, v, fn, Z)
+            steps.append((Z, k, G))
+            Z = Z_end
+        Z0, ks, Gs = (torch.stack(t, 2) for t in zip(*steps))  # (B, H, N, ...)
+        y = chunk_read(sp(q), ks, Gs[..., :dh], f, Z0[..., :dh, :])  # M_mem's reads: (B, H, N, C, dh)
+        y = y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2)  # + M_init q_t: (B, H, T, dh)
+        Z = Z.unflatten(3, (3, dh)).transpose(1, 3)  # (B, 3, m, H, dh, dh)
+        return y, {n: Z[:, :, i].reshape(B, 3 * H, dh, dh) for i, n in enumerate(("M", "S")[:m])}
 
     def forward(self, u: torch.Tensor, st: State, resets: Resets | None) -> tuple[torch.Tensor, State]:
         wd = work_dtype(u)
