@@ -214,21 +214,24 @@ def bench_block() -> str:
         if rep.get("schema") != "nlcore.bench/1":
             continue
         rev = (rep.get("git") or {}).get("revision") or "unknown"
-        rows = ["| configuration | ms / step (median) | IQR | characters / s | vs persistent |",
-                "|---|---:|---:|---:|---:|"]
+        rows = ["| configuration | ms / step (median) | IQR | characters / s | vs persistent | x LSTM floor |",
+                "|---|---:|---:|---:|---:|---:|"]
         for name, c in rep["configs"].items():
             ov = c.get("overhead_vs_persistent")
             sp = c.get("overhead_vs_persistent_spread") or {}
             ovs = "—" if ov is None else (f"{100 * ov:+.1f} % [{100 * sp.get('q25', ov):+.1f}, "
                                           f"{100 * sp.get('q75', ov):+.1f}]")
+            fl = f"{c['ratio_to_floor']:.2f}" if c.get("ratio_to_floor") else "—"
             rows.append(f"| `{name}` | {c['step_ms_median']:.2f} | {c['step_ms_iqr']:.2f} | "
-                        f"{c['chars_per_s'] / 1e6:.2f} M | {ovs} |")
+                        f"{c['chars_per_s'] / 1e6:.2f} M | {ovs} | {fl} |")
         parts.append(f"**`results/bench/{path.name}`**: {rep['device_name']}, torch {rep['torch']}, code at "
                      f"`{rev[:7]}`, `{rep['command']}`\n\n" + "\n".join(rows))
     if not parts:
         return "_No benchmark committed yet._"
     return "\n\n".join(parts) + ("\n\nOverheads are paired per timing window (interleaved order) and given "
-                                  "with their interquartile range across windows.")
+                                  "with their interquartile range across windows. x LSTM floor: the step "
+                                  "time over the model's own LSTM forward + backward alone at the same shape "
+                                  "(`nlcore/floor.py`; reports before it existed have no floor).")
 
 
 # ---------------------------------------------------------------------------- HOPE / Titans (06)
@@ -274,10 +277,13 @@ def hope_block() -> str:
     tail = ""
     if speed_path.exists():
         rep = json.loads(speed_path.read_text(encoding="utf-8"))
-        parts = [f"{r['memory']} {r['speedup']:.1f}x ({r['token_s'] * 1e3:.0f} ms token, {r['chunk_s'] * 1e3:.0f} ms chunk)"
-                 for r in rep["rows"]]
+        def path(r: dict, key: str, what: str) -> str:
+            return (f"{r['speedup' + key]:.1f}x {what} ({r['token' + key + '_s'] * 1e3:.0f} ms token, "
+                    f"{r['chunk' + key + '_s'] * 1e3:.0f} ms chunk)")
+        parts = [f"{r['memory']} " + path(r, "", "eager") + ("; " + path(r, "_graph", "CUDA-graphed")
+                                                           if r.get("speedup_graph") else "") for r in rep["rows"]]
         tail = (f"\n\nChunk-parallel vs token-by-token reference, forward + backward of one {rep['rows'][0]['window']}"
-                f"-token window (`results/bench/memory_paths.json`): " + "; ".join(parts) + ".")
+                f"-token window (`results/bench/memory_paths.json`): " + " | ".join(parts) + ".")
     note = ("\n\nWikiText-2 characters, 1000 steps x 16 rows x 512 characters (8.2 M characters) for every model, "
             "3 seeds, held-out bpc on the whole valid and test splits with state carried: mean ± half-width "
             "of the bootstrap 95 % interval [low, high] (n). Speed: `results/bench/models_06.json`.")
