@@ -82,6 +82,22 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)  # bf16/fp16 -> fp32; fp32/fp64 unchanged
 
 
+def inject(grad: Tensor, corr: Tensor | None, y: Tensor, clip: float, k: float, scale: float,
+           want_delta: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
+    """The fast hook's arithmetic on the incoming gradient a (all (B, T, d)): returns
+    g = scale (a − corr) (∇_y L alone), y − clip(g, ±c) in the working dtype, δ = k (y − t) (if
+    asked for, in y's dtype) and a + δ in a's dtype. Pure tensor maths: the trainer may compile it into one
+    kernel (nlcore.compiling). Type promotion does the float32 casts."""
+    g = grad if corr is None else torch.sub(grad, corr)
+    if scale != 1.0:  # data parallel: ∇_y L_global = ∇_y L_rank / N (module docstring)
+        g = g * scale
+    diff = torch.sub(y, g.clamp(-clip, clip))  # y − t, t = clip(∇_y L, ±c)
+    if diff.dtype != _work_dtype(diff.dtype):
+        diff = diff.to(_work_dtype(diff.dtype))
+    delta = (k * diff).to(y.dtype) if want_delta else None  # in y's dtype: the local VJP's grad_outputs
+    return g, diff, delta, torch.add(grad, diff, alpha=k).to(grad.dtype)
+
+
 class Surprise:
     r"""The surprise objective of `SurpriseConfig` on a `SequenceModel` (see the module docstring).
 
@@ -91,8 +107,9 @@ class Surprise:
     """
 
     def __init__(self, cfg: SurpriseConfig, model: SequenceModel, *, create_graph: bool = True,
-                 record_every: int = 1) -> None:
+                 record_every: int = 1, compile_fn=None) -> None:
         cfg.validate()
+        self._inject = inject if compile_fn is None else compile_fn(inject)  # the fast hook's arithmetic
         if record_every < 1:
             raise ValueError(f"record_every must be >= 1, got {record_every}")
         self.cfg, self.model, self.create_graph = cfg, model, create_graph
@@ -194,24 +211,16 @@ class Surprise:
         if self._inner:  # a hook met inside our own local VJP: leave that gradient alone
             return None
         y = self._ys[name]
-        # incoming a = ∇_y L + downstream auxiliary terms, (B, T, d). Few kernels on purpose (the
-        # step is launch-bound at seed sizes): type promotion does the float32 casts.
-        corr = self._corr.pop(name, None)
-        g = grad if corr is None else torch.sub(grad, corr)  # ∇_y L alone (float32 if corrected)
-        if self.grad_scale != 1.0:  # data parallel: ∇_y L_global = ∇_y L_rank / N (module docstring)
-            g = g * self.grad_scale
-        target = g.clamp(-self.cfg.clip, self.cfg.clip)  # clip(∇_y L, ±c)
-        diff = torch.sub(y.detach(), target, alpha=1)  # y − t
-        if diff.dtype != _work_dtype(diff.dtype):
-            diff = diff.to(_work_dtype(diff.dtype))
+        # incoming a = ∇_y L + downstream auxiliary terms, (B, T, d): `inject` does the arithmetic
         lam = self.weights[name]
         k = 2.0 * lam / y.numel()  # δ = k (y − t), k = 2λ/N
         ups = self._upstream(name)
+        g, diff, delta, out = self._inject(grad, self._corr.pop(name, None), y.detach(), self.cfg.clip, k,
+                                           self.grad_scale, bool(ups))
         if ups:
-            delta = k * diff
             self._inner = True
             try:  # local VJP through the blocks between the upstream taps and y only
-                rs = torch.autograd.grad(y, [self._ys[n] for n in ups], grad_outputs=delta.to(y.dtype),
+                rs = torch.autograd.grad(y, [self._ys[n] for n in ups], grad_outputs=delta,
                                          retain_graph=True, allow_unused=True)
             finally:
                 self._inner = False
@@ -221,7 +230,7 @@ class Surprise:
                     self._corr[n] = r if n not in self._corr else self._corr[n] + r
         if self._recording:
             self._record(name, lam * diff.square().mean(), g.to(diff.dtype))
-        return torch.add(grad, diff, alpha=k).to(grad.dtype)  # a + δ
+        return out  # a + δ
 
     def _upstream(self, name: str) -> list[str]:
         """Weighted taps made before `name`: the only ones its δ can reach (tap order is topological)."""

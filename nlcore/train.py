@@ -126,7 +126,8 @@ class Trainer:
         if cfg.surprise.weights:
             from nlcore.surprise import Surprise
 
-            self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every)
+            self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every,
+                                     compile_fn=compiling.compiler(self.compile) if self.compile else None)
         self.fast = None  # fast_path="graph": the graphed step (nlcore.fastpath)
         if self.fast_path == "graph":
             from nlcore.fastpath import GraphedStep
