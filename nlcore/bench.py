@@ -44,6 +44,7 @@ NAMED.update({  # the plain eager step (no graph, nothing compiled), for the fas
     "seed_persistent_eager": ["fast_path=off", "compile=off"],
     "seed_surprise_fast_eager": [*SURPRISE, "surprise.impl=fast", "fast_path=off", "compile=off"],
     "seed_nocompile": ["compile=off"],  # graphed but not compiled: compile's own gain
+    "seed_batch256": ["data.batch_size=256"],  # the 256 x 256 line (not in DEFAULT: too big for --smoke)
     "seed_delta": ["cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
                    "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5"],  # eager (auto: no graph)
     "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off", "compile=off"],

@@ -12,16 +12,16 @@ for phase in "$@"; do
   case $phase in
     speed)
       mkdir -p "$out/bench"
-      python3 -m nlcore.memory.speed --window 2048 --batch 8 --out "$out/bench/memory_paths.json" ;;
+      python3 -m nlcore.memory.speed --window 2048 --batch 8 --graph --out "$out/bench/memory_paths.json" ;;
     bench)
       mkdir -p "$out/bench"
-      python3 -m nlcore bench --warmup 20 --windows 6 --steps 20 --baseline transformer \
+      python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
         --out "$out/bench/models_06.json" --configs \
         "nested_lstm=$S,model.d_model=416,model.d_ff=1024" \
         "transformer=$S,model.kind=transformer,$T4,model.d_ff=1024" \
         "transformer_eager=$S,model.kind=transformer,$T4,model.d_ff=1024,fast_path=off" \
         "titans=$S,model.kind=titans,$T4,model.d_ff=768" \
-        "titans_eager=$S,model.kind=titans,$T4,model.d_ff=768,fast_path=off" \
+        "titans_linear=$S,model.kind=titans,model.memory=linear,$T4,model.d_ff=768" \
         "hope=$S,model.kind=hope,$T4,model.d_ff=448" \
         "hope_outer=$S,model.kind=hope,$T4,model.d_ff=448,model.cms_mode=outer" ;;
     *)
