@@ -51,8 +51,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlcore.memory.gates import chunk_coeffs, per_chunk, shift_prev, step_factors
-from nlcore.memory.linear import chunk_read, chunk_write, linear_memory
+from nlcore.memory.hope_chunk import hope_chunks
+from nlcore.memory.linear import linear_memory
 from nlcore.memory.mlp import mlp_memory
 from nlcore.models.base import Resets, State
 
@@ -243,33 +243,15 @@ class SelfModifyingMemory(_Gated):
         return y, ({"M": D, "S": S} if self.momentum else {"M": D})
 
     def _fast_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
-        """The chunked path when every chunk is full and no document starts inside: all that does
-        not depend on the carried state (gate factors, M_init's read) for all chunks at once, one
-        `chunk_write` per chunk for the three memories stacked by rows (they share keys and gates;
-        few kernels per chunk), then one batched `chunk_read` of M_mem for all chunks."""
+        """The chunked path when every chunk is full and no document starts inside: `hope_chunks`
+        (few kernels per chunk) on the three memories stacked by rows."""
         B, H, T, dh = x.shape
-        N, C, m = T // self.chunk, self.chunk, 2 if self.momentum else 1
-        init = self._init(x.dtype)  # (H, 3 dh, dh)
-        init_b, init_kv = init.expand(B, -1, -1, -1).contiguous(), init[:, dh:]  # once, not per chunk
-
-        def sp(t):  # (B, H, T, ...) -> (B, H, N, C, ...)
-            return t.unflatten(2, (N, C))
-
-        c = chunk_coeffs(sp(alpha), None if beta is None else sp(beta))
-        f = step_factors(sp(eta), c, shift_prev(c), self.momentum)  # (B, H, N, ...)
-        # the carried [D; S] of [M_mem; M_k; M_v] stacked by rows: (B, H, m, 3 dh, dh)
-        Z = torch.stack([st[n].view(B, 3, H, dh, dh).transpose(1, 2) for n in ("M", "S")[:m]], 2).flatten(3, 4)
-        steps = []  # (chunk-start states, keys, prediction errors) of every chunk
-        for xs, fn in zip(sp(x.contiguous()).unbind(2), per_chunk(f, 2)):
-            k, v = self._keys_targets(xs, init_kv + Z[:, :, 0, dh:], init_b)  # from the chunk-start states
-            G, Z_end = chunk_write(k, v, fn, Z)
-            steps.append((Z, k, G))
-            Z = Z_end
-        Z0, ks, Gs = (torch.stack(t, 2) for t in zip(*steps))  # (B, H, N, ...)
-        y = chunk_read(sp(q), ks, Gs[..., :dh], f, Z0[..., :dh, :])  # M_mem's reads: (B, H, N, C, dh)
-        y = y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2)  # + M_init q_t: (B, H, T, dh)
-        Z = Z.unflatten(3, (3, dh)).transpose(1, 3)  # (B, 3, m, H, dh, dh)
-        return y, {n: Z[:, :, i].reshape(B, 3 * H, dh, dh) for i, n in enumerate(("M", "S")[:m])}
+        names = ("M", "S") if self.momentum else ("M",)
+        D, S = [st[n].view(B, 3, H, dh, dh).transpose(1, 2).reshape(B, H, 3 * dh, dh) for n in names] + [None] * (
+            2 - len(names))  # [M_mem; M_k; M_v] by rows
+        y, D, S = hope_chunks(x, q, eta, alpha, beta, self._init(x.dtype), D, S, self.chunk)
+        ends = [t.view(B, H, 3, dh, dh).transpose(1, 2).reshape(B, 3 * H, dh, dh) for t in (D, S)[:len(names)]]
+        return y, dict(zip(names, ends))
 
     def forward(self, u: torch.Tensor, st: State, resets: Resets | None) -> tuple[torch.Tensor, State]:
         wd = work_dtype(u)

@@ -1,0 +1,148 @@
+r"""HOPE's self-modifying memory over full chunks, few kernels per chunk (forward and backward).
+
+`SelfModifyingMemory` (nlcore.models.memory_layers) generates each chunk's keys and targets
+from the memories' states at the chunk start, so the chunks run in a Python loop; every op in
+that loop is a kernel launch per chunk, in the forward and again in the backward. This module
+is the same computation as one `linear.chunk_write` per chunk plus one batched `chunk_read`,
+arranged so that each chunk costs few ops:
+
+* Per (row, head) the carried state is one tensor Y (dv, s, dk) with dv = 3 dh the rows of
+  [M_mem; M_k; M_v] and s slots [M, S, M_init] (no S without momentum): M the full memory
+  (not its difference from M_init), so M_k, M_v are views of Y, and M_init a constant slot, so
+  retention toward it is part of the linear state map. With p = shift_prev(c) (gates.py):
+
+      M_{t-1} k = p.A_t M_0 k + p.P_t S_0 k + (1 - p.A_t) M_init k - (writes)
+      M_C = c.A_C M_0 + c.P_C S_0 + (1 - c.A_C) M_init + (writes),   S_C = c.Bc_C S_0 + (writes)
+
+  (the difference form D = M - M_init of `_chunk` rewritten on M = D + M_init).
+* One matmul of the keys against [Y's rows; k] gives M_0 k, S_0 k, M_init k and k kᵀ at once;
+  the slot weights are contracted by one baddbmm that also subtracts the targets (the sign is
+  folded into the precomputed weights: the loop carries minus the prediction errors).
+* The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ.
+* `normalise` (L2) and the triangular solve have hand-written backwards with fewer ops than
+  autograd's decomposed ones; the solves are posed so that their results come back row-major
+  (no copies in the views that follow).
+* The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nlcore.memory.gates import chunk_coeffs, shift_prev, step_factors
+
+EPS = 1e-12  # F.normalize's default
+
+
+class _Normalise(torch.autograd.Function):
+    """x / max(||x||, eps) along the last dim, as F.normalize (same values and gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        r = n.clamp_min(EPS)
+        y = x / r
+        ctx.save_for_backward(y, n, r)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> Tensor:
+        y, n, r = ctx.saved_tensors
+        dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)  # <gy, y>: (..., 1)
+        dot = dot.masked_fill(n < EPS, 0.0)  # the norm is clamped there: no gradient through it
+        return torch.addcmul(gy, y, dot, value=-1.0) / r  # (gy - y <gy, y>) / r
+
+
+class _Solve(torch.autograd.Function):
+    """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
+    backward of four ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
+    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm."""
+
+    @staticmethod
+    def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
+        L = pK * kk
+        # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
+        G = torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT
+        ctx.save_for_backward(pK, kk, L, G)
+        return G
+
+    @staticmethod
+    def backward(ctx, gG: Tensor):
+        pK, kk, L, G = ctx.saved_tensors
+        gR = torch.linalg.solve_triangular(L, gG.mT, upper=False, left=False, unitriangular=True).mT
+        C = L.shape[-1]
+        gL = torch.baddbmm(L.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(L.shape)  # −gR Gᵀ
+        return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
+
+
+def normalise(x: Tensor) -> Tensor:
+    """F.normalize(x, dim=-1) with a cheaper backward (tests/test_models_memory.py gradchecks it)."""
+    return _Normalise.apply(x)
+
+
+def _slots(f, m: int):
+    """The state-independent factors, extended by the M_init slot: weights (..., C, s) of
+    [M_0, S_0, M_init] in M_{t-1} (pc) and M_t (cc), write weights ke (..., C, s) (none into
+    M_init) and the state map mix (..., s, s) (M_init kept)."""
+    pc = torch.cat([f.pc, 1 - f.pc[..., :1]], -1)
+    cc = torch.cat([f.cc, 1 - f.cc[..., :1]], -1)
+    ke = torch.cat([f.ke, torch.zeros_like(f.ke[..., :1])], -1)
+    mix = f.mix.new_zeros(*f.mix.shape[:-2], m + 1, m + 1)
+    mix[..., :m, :m] = f.mix
+    mix[..., 0, m] = 1 - f.mix[..., 0, 0]
+    mix[..., m, m] = 1.0
+    return pc, cc, ke, mix
+
+
+def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None, init: Tensor,
+                D: Tensor, S: Tensor | None, chunk: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """All full chunks of one window: x, q (B, H, T, dh) with T a multiple of `chunk`; gates
+    (B, H, T) (beta None: no momentum); init (H, 3 dh, dh) the initial [M_mem; M_k; M_v] by rows;
+    D, S (B, H, 3 dh, dh) the carried differences from init and momenta. Returns M_mem's reads
+    y (B, H, T, dh) and the end (D, S)."""
+    B, H, T, dh = x.shape
+    N, C, m = T // chunk, chunk, 1 if beta is None else 2
+    s, dv = m + 1, 3 * dh
+
+    def sp(t):  # (B, H, T, ...) -> (B, H, N, C, ...)
+        return t.unflatten(2, (N, C))
+
+    c = chunk_coeffs(sp(alpha), None if beta is None else sp(beta))
+    f = step_factors(sp(eta), c, shift_prev(c), beta is not None)  # (B, H, N, ...)
+    pc, cc, ke, mix = _slots(f, m)
+
+    def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
+        return t.movedim(2, 0).contiguous().unbind(0)
+
+    mixE = mix.unsqueeze(-3).expand(B, H, N, dv, s, s)  # one map per row of the states
+    per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-pc.unsqueeze(-1)), loop(-ke.unsqueeze(-1)), loop(mixE))
+    slots = [D + init, S, init.expand_as(D)] if m == 2 else [D + init, init.expand_as(D)]
+    Y = torch.stack(slots, 3)  # (B, H, dv, s, dk)
+    Rs, Gs = [], []
+    for xs, pK, pcn, ken, mixn in per:
+        Fkv = Y.flatten(2, 3)[:, :, dh * s::s]  # [M_k; M_v] (slot 0 of rows dh..3dh): one view op
+        kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
+        kvt = torch.cat([kx, vx, vx @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
+        nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
+        k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
+        k = k.squeeze(-2)  # (B, H, C, dh)
+        rows = torch.cat([Y.flatten(2, 3), k], 2)  # (B, H, dv s + C, dk); kept for the read
+        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv s + C)
+        kY, kk = out.split([dv * s, C], -1)  # [M_0, S_0, M_init] k by (row, slot); k kᵀ
+        R = torch.baddbmm(tg.reshape(-1, dv, 1), kY.reshape(-1, dv, s), pcn.view(-1, s, 1))  # −(errors' rhs)
+        G = _Solve.apply(pK, kk, R.view(B, H, C, dv))  # minus the prediction errors
+        kc = (ken.view(-1, s, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, s * dh)  # ke_{t,j} k_t by slot j
+        GK = (G.transpose(-1, -2) @ kc).view(-1, s, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ: (B H dv, s, dk)
+        Rs.append(rows)
+        Gs.append(G)
+        Y = torch.baddbmm(GK, mixn.view(-1, s, s), Y.view(-1, s, dh)).view(B, H, dv, s, dh)
+    # M_mem's reads, batched over chunks: y_t = Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
+    # the first term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
+    Y0, k = torch.stack(Rs, 2).split([dv * s, C], -2)  # chunk-start states (B, H, N, dv s, dk), keys
+    G, qc = torch.stack(Gs, 2)[..., :dh], sp(q)
+    qYT = (Y0[..., :dh * s, :] @ qc.transpose(-1, -2)).unflatten(-2, (dh, s))  # (B, H, N, dh, s, C)
+    y = (qYT * cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
+    y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
+    return y.flatten(2, 3), Y[:, :, :, 0] - init, (Y[:, :, :, 1] if m == 2 else None)
