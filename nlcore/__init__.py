@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "evaluate",
-    "experiments", "fastpath", "figures", "memory", "models", "mqar", "notebook", "paths", "plots_hope",
-    "plotting", "recall",
+    "experiments", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
+    "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
+    "notebook", "paths", "plots_hope", "plotting", "recall",
     "repro", "results", "runner", "schedule", "state", "stats", "surprise", "train",
 }
 
