@@ -80,20 +80,25 @@ def scaling_specs() -> list[str]:
 
 
 def plot_scaling(report: dict, ax_row=None):
-    """Characters/s against batch, width and window from a `--scaling` report (one panel each)."""
+    """Characters/s against batch, width and window from a `--scaling` report (one panel each),
+    with the throughput the LSTM alone would allow (its floor, `nlcore.floor`) where measured."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.4)) if ax_row is None else (None, ax_row)
     labels = {"batch": "batch size B (rows)", "width": "d_model (d_ff = 2 d_model)",
               "window": "window T (characters)"}
     for ax, (knob, pairs) in zip(axes, SCALING.items()):
-        xs, ys = [], []
+        xs, ys, fs = [], [], []
         for _, v in pairs:
             c = report["configs"].get(f"{knob}_{v}")
             if c is not None:
                 xs.append(v)
                 ys.append(c["chars_per_s"] / 1e6)
-        ax.plot(xs, ys, marker="o")
+                fs.append(c["batch_size"] * c["seq_len"] / c["floor_ms"] / 1e3 if c.get("floor_ms") else None)
+        ax.plot(xs, ys, marker="o", label="training step")
+        if all(f is not None for f in fs):
+            ax.plot(xs, fs, ls="--", color="grey", label="LSTM alone (floor)")
+            ax.legend(fontsize=8)
         ax.set_xscale("log", base=2)
         ax.set_xlabel(labels[knob])
         ax.set_ylabel("training throughput (M characters / s)")
@@ -103,6 +108,8 @@ def plot_scaling(report: dict, ax_row=None):
                      f"(median of {report['settings']['windows']} windows)", fontsize=9)
         fig.tight_layout()
     return fig
+
+
 PERSISTENT = "seed_persistent"
 SMOKE_OVERRIDES = ["data.synth_chars=20000"]  # on top of the smoke preset: build in a blink
 BENCH_KEYS = {"surprise.create_graph"}  # applied to the built Trainer, not to the config

@@ -58,3 +58,20 @@ def test_bench_only_key_reaches_the_trainer():
     assert t.surprise is not None and t.surprise.create_graph is False and t.cfg.surprise.impl == "reference"
     with pytest.raises(ValueError, match="baseline"):
         bench.run(["seed_reset"], smoke=True, warmup=0, windows=1, steps=1, baseline="seed_persistent")
+
+
+def test_plot_scaling_draws_the_floor_where_measured():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cfg = {"chars_per_s": 2e6, "batch_size": 32, "seq_len": 256}
+    rep = {"device_name": "test", "settings": {"windows": 1},
+           "configs": {f"{k}_{v}": dict(cfg, floor_ms=2.0) for k, pairs in bench.SCALING.items() for _, v in pairs}}
+    fig = bench.plot_scaling(rep)
+    assert [len(ax.lines) for ax in fig.axes] == [2, 2, 2]  # the step and its floor in every panel
+    floor = fig.axes[0].lines[1].get_ydata()
+    assert floor[0] == pytest.approx(32 * 256 / 2.0 / 1e3)  # M chars/s at the floor
+    for c in rep["configs"].values():
+        del c["floor_ms"]  # reports from before the floor existed: the step alone
+    assert [len(ax.lines) for ax in bench.plot_scaling(rep).axes] == [1, 1, 1]
+
