@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "evaluate",
+    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "dynamic_eval", "evaluate",
     "experiments", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
     "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
     "notebook", "paths", "plots_hope", "plotting", "recall",

@@ -25,9 +25,10 @@ def _train(args: argparse.Namespace) -> int:
         summary = trainer.run(resume=args.resume)
     finally:
         distributed.shutdown()  # DDP: destroy the process group the Trainer created
-    keys = ("valid_bpc", "test_bpc", "train_ppl_last100", "chars_per_s", "updates_by_level", "params_by_level")
+    keys = ("valid_bpc", "test_bpc", "valid_bpc_dynamic", "test_bpc_dynamic", "train_ppl_last100", "chars_per_s",
+            "updates_by_level", "params_by_level")
     if trainer.is_main:  # DDP: rank 0 prints
-        print(json.dumps({k: summary[k] for k in keys}, indent=2))
+        print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0
 
 

@@ -228,6 +228,11 @@ class TrainConfig:
     # nested LSTM, everything after the recurrence). "auto": "inductor" on CUDA, "off" elsewhere;
     # "aot_eager" traces without code generation (the CPU tests). Not with the delta optimizers.
     compile: str = "auto"  # auto | off | inductor | aot_eager
+    # dynamic evaluation (nlcore.dynamic_eval) at the final evaluation: after scoring each held-out
+    # window, one SGD step of size dynamic_eval_lr on its loss, pulled back toward the trained
+    # weights by dynamic_eval_decay; reported as valid/test_bpc_dynamic beside the static numbers.
+    dynamic_eval_lr: float = 0.0  # 0: off
+    dynamic_eval_decay: float = 0.0  # in [0, 1); 0: plain SGD dynamic evaluation
 
     def validate(self) -> TrainConfig:
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
@@ -244,6 +249,9 @@ class TrainConfig:
                f"must be 'auto', 'off' or 'graph', got {self.fast_path!r}")
         _check(self.compile in ("auto", "off", "inductor", "aot_eager"), "compile",
                f"must be 'auto', 'off', 'inductor' or 'aot_eager', got {self.compile!r}")
+        _check(self.dynamic_eval_lr >= 0.0, "dynamic_eval_lr", f"must be >= 0 (0: off), got {self.dynamic_eval_lr}")
+        _check(0.0 <= self.dynamic_eval_decay < 1.0, "dynamic_eval_decay",
+               f"must be in [0, 1), got {self.dynamic_eval_decay}")
         self.data.validate()
         self.model.validate()
         self.cms.validate()

@@ -82,6 +82,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import json
 import math
@@ -318,6 +319,17 @@ class DataParallel:
         dist.all_reduce(t)
         self._record(kind)
         return t.mul_(1.0 / self.world_size)
+
+    @torch.no_grad()
+    def average_in_place(self, tensors: list[torch.Tensor]) -> None:
+        """Replace each rank's tensors by their average over ranks, in ONE all-reduce (dynamic
+        evaluation's per-window gradients: nlcore.dynamic_eval, ``grad_sync``)."""
+        dtype = functools.reduce(torch.promote_types, [t.dtype for t in tensors], torch.float32)
+        flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors])
+        dist.all_reduce(flat)  # SUM
+        self._record("dynamic_eval")
+        views = flat.mul_(1.0 / self.world_size).split([t.numel() for t in tensors])
+        torch._foreach_copy_(tensors, [v.view(t.shape).to(t.dtype) for v, t in zip(views, tensors)])
 
     def reduce_eval(self, out: dict) -> dict:
         """One-process evaluation numbers from every rank's (nlcore.evaluate.evaluate) output:

@@ -24,7 +24,8 @@ import pandas as pd
 
 from nlcore.config import apply_overrides, preset
 
-METRICS = ("valid_bpc", "test_bpc", "train_loss_last100", "train_ppl_last100", "chars_per_s")
+METRICS = ("valid_bpc", "test_bpc", "train_loss_last100", "train_ppl_last100", "chars_per_s",
+           "valid_bpc_dynamic", "test_bpc_dynamic")  # the last two only where dynamic_eval_lr > 0
 
 
 @dataclass(frozen=True)

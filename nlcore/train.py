@@ -159,7 +159,7 @@ class Trainer:
 
     def load_checkpoint(self, path: str | Path) -> None:
         p = ckpt.load(path, map_location=self.device)
-        if _sans_fast_path(p["config"]) != _sans_fast_path(to_dict(self.cfg)):  # fast_path: speed only
+        if _training_config(p["config"]) != _training_config(to_dict(self.cfg)):
             raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
         self.model.load_state_dict(p["model"])
         if self.dist is not None:  # DDP: this rank's share (any saved N; nlcore.distributed)
@@ -206,6 +206,18 @@ class Trainer:
         stream, cuts = self.eval_streams[split]
         out = evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
                        max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
+
+    def evaluate_dynamic(self, split: str, max_windows: int | None = None) -> dict:
+        """Dynamic evaluation of `split` (nlcore.dynamic_eval) with cfg.dynamic_eval_lr / _decay,
+        on a copy of the model (the trained model is untouched)."""
+        from nlcore.dynamic_eval import dynamic_evaluate
+
+        stream, cuts = self.eval_streams[split]
+        sync = self.dist.average_in_place if self.dist is not None else None  # DDP: the global step
+        out = dynamic_evaluate(self.model, stream, self.cfg.state, lr=self.cfg.dynamic_eval_lr,
+                               decay=self.cfg.dynamic_eval_decay, device=self.device, amp=self.amp,
+                               max_windows=max_windows, doc_cuts=cuts, grad_sync=sync)
         return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
 
     # -------------------------------------------------------------- the loop
@@ -284,7 +296,8 @@ class Trainer:
         self.cms.drain_telemetry()
         valid = self.evaluate("valid", by_position=True)
         test = self.evaluate("test")
-        summary = self._summary(valid, test, time.perf_counter() - t_start)
+        dynamic = {s: self.evaluate_dynamic(s) for s in ("valid", "test")} if cfg.dynamic_eval_lr > 0 else None
+        summary = self._summary(valid, test, time.perf_counter() - t_start, dynamic)
         if self.dist is not None:  # DDP: the world and the collectives each level made
             summary.update(world_size=self.dist.world_size, grad_allreduces_by_level=dict(self.dist.counts))
         if out is not None:
@@ -296,11 +309,11 @@ class Trainer:
                              "tokenizer": self.corpus.tokenizer.to_dict()})
         return summary
 
-    def _summary(self, valid: dict, test: dict, wall: float) -> dict:
+    def _summary(self, valid: dict, test: dict, wall: float, dynamic: dict | None = None) -> dict:
         last = self.history[-1] if self.history else {}
         tail = [h["train_loss"] for h in self.history[-max(1, 100 // self.cfg.log_every):]]
         train_loss = sum(tail) / len(tail) if tail else float("nan")
-        return {
+        out = {
             "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
             "valid_bpc": valid["bpc"], "test_bpc": test["bpc"],
             "valid_targets": valid["targets"], "test_targets": test["targets"],
@@ -316,10 +329,17 @@ class Trainer:
             "final_lr": last.get("lr"), "fast_path": self.fast_path,
             "fast_path_counts": self.fast.telemetry() if self.fast is not None else None,
         }
+        if dynamic is not None:  # dynamic evaluation (nlcore.dynamic_eval), beside the static numbers
+            out.update(valid_bpc_dynamic=dynamic["valid"]["bpc"], test_bpc_dynamic=dynamic["test"]["bpc"])
+        return out
 
 
-def _sans_fast_path(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "fast_path"}
+EVAL_ONLY = ("fast_path", "dynamic_eval_lr", "dynamic_eval_decay")  # speed or final evaluation only
+
+
+def _training_config(config: dict) -> dict:
+    """The fields a checkpoint must agree on to resume (absent eval-only fields: older runs)."""
+    return {k: v for k, v in config.items() if k not in EVAL_ONLY}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,

@@ -47,6 +47,8 @@ SCENARIOS = {
                      "surprise.clip=1e-3", ADAM_EPS],  # the clip bites: on ∇_y of the GLOBAL loss
     "delta": ["cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta_batch_mean",
               "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5", "surprise.weights.medium=0.01"],
+    # dynamic evaluation at the end (nlcore.dynamic_eval): one gradient all-reduce per held-out window
+    "dynamic": ["dynamic_eval_lr=0.5", "dynamic_eval_decay=0.1", "state.reset=doc", ADAM_EPS],
 }
 # checkpoints every 3 steps, interrupted after 7 and resumed from 6: mid-chunk for medium (a delta
 # rule, chunk 10: pending statistics) and slow (SGD, chunk 4: pending gradients)
@@ -66,7 +68,8 @@ def outcome(t: Trainer, summary: dict) -> dict:
             "valid_bpc": summary["valid_bpc"], "test_bpc": summary["test_bpc"],
             "valid_targets": summary["valid_targets"], "by_position": summary["valid_bpc_by_position"],
             "evals": [h.get("valid_bpc") for h in t.history], "updates": dict(t.cms.updates),
-            "grad_norms": [h["grad_norm"] for h in t.history]}
+            "grad_norms": [h["grad_norm"] for h in t.history],
+            "dynamic": [summary.get(k) for k in ("valid_bpc_dynamic", "test_bpc_dynamic")]}
 
 
 # ----------------------------------------------------------------------------- the 2-rank side
@@ -93,7 +96,8 @@ def _worker(spec_path: str) -> None:
         s = t.run()
         res[name] = outcome(t, s) | {"counts": dict(t.dist.counts), "calls": list(t.dist.calls),
                                      "n_all_reduce": len(calls), "fast": t.fast.telemetry() if t.fast else None,
-                                     "rows": t.train_stream.rows, "summary_world": s.get("world_size")}
+                                     "rows": t.train_stream.rows, "summary_world": s.get("world_size"),
+                                     "eval_windows": sum(len(st) for st, _ in t.eval_streams.values())}
     # checkpoints: interrupted 2-rank run; its resume on 2 ranks; a 1-rank checkpoint resumed on 2
     t = Trainer(cfg_of(RESUME), out / "straight2", progress=False)
     res["straight_2"] = outcome(t, t.run())
@@ -161,6 +165,8 @@ def close(a: dict, b: dict, tol: float = TOL) -> None:
     for key in ("valid_bpc", "test_bpc"):
         assert abs(a[key] - b[key]) <= tol * abs(a[key]), (key, a[key], b[key])
     assert a["valid_targets"] == b["valid_targets"]
+    for x, y in zip(a["dynamic"], b["dynamic"]):
+        assert (x is None) == (y is None) and (x is None or abs(x - y) <= tol * x), (x, y)
     assert [e is None for e in a["evals"][-n:]] == [e is None for e in b["evals"]]
     for x, y in zip(a["evals"][-n:], b["evals"]):
         assert x is None or abs(x - y) <= tol * x
@@ -207,7 +213,10 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
         # and nothing else communicates: the wrapped dist.all_reduce saw exactly the module's collectives
         kinds = [kind for kind, _, _ in a["calls"] if kind not in ("broadcast", "checkpoint")]
         assert a["n_all_reduce"] == len(kinds), (a["n_all_reduce"], kinds)
-        assert kinds.count("loss") == steps and kinds.count("eval") == 2 + (steps - 1) // 4
+        dynamic = a["dynamic"][0] is not None
+        assert dynamic == (name == "dynamic")
+        assert kinds.count("loss") == steps and kinds.count("eval") == 2 + (steps - 1) // 4 + 2 * dynamic
+        assert kinds.count("dynamic_eval") == (a["eval_windows"] if dynamic else 0)
     assert ranks[0]["graph"]["fast"]["graph_steps"] > 0 and ranks[0]["graph"]["fast"]["capture_errors"] == {}
 
     # resume: a 2-rank run interrupted after step 7 (checkpoint at 6) and resumed on 2 ranks, a
