@@ -1,18 +1,17 @@
-"""Frozen, validated configuration dataclasses, named presets and `--set key=value` overrides.
+"""Frozen, validated configuration dataclasses and their JSON round trip (`to_dict`, `from_dict`).
 
-Every experiment is a `TrainConfig`. Presets differ only in numbers, never in code paths:
-`smoke` is the `seed` preset shrunk until it runs in seconds on a CPU on the embedded
-synthetic corpus. Overrides use dotted keys; tuple-of-levels fields are addressed by level
-name (`cms.levels.slow.lr=1e-3`) and mapping fields by key (`surprise.weights.fast=0.05`).
+Every experiment is a `TrainConfig`. The named presets live in nlcore.presets and the
+`--set key=value` overrides in nlcore.overrides; both are re-exported here, so
+`from nlcore.config import preset, apply_overrides, TrainConfig` keeps working.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
+
+from nlcore.overrides import apply_overrides, override  # noqa: F401  (re-exported)
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "delta", "delta_batch_mean", "none")
 
@@ -271,131 +270,6 @@ class TrainConfig:
         return self
 
 
-# ----------------------------------------------------------------------------- presets
-
-def _seed() -> TrainConfig:
-    # The prototype's system (seed-findings.md), every part trained: WikiText-2 characters,
-    # 2000 steps of 32 x 256, CMS chunks 1/16/256, persistent LSTM state.
-    return TrainConfig()
-
-
-def _seed_prototype() -> TrainConfig:
-    # The prototype as it ran: Adam with lr 3e-4 / C per level, summed gradients, no norm or
-    # residual, the embedding and head untrained (compat switch), no schedule, no clipping.
-    levels = tuple(LevelConfig(n, chunk=c, optimizer="adam", lr=3e-4) for n, c in
-                   (("fast", 1), ("medium", 16), ("slow", 256)))
-    return TrainConfig(
-        name="seed_prototype", compat="prototype", schedule="constant", warmup=0,
-        model=ModelConfig(norm_residual=False, zero_init_ffn_out=False, activation="relu"),
-        cms=CMSConfig(levels=levels, aggregation="sum", lr_policy="divide_by_chunk", grad_clip=0.0),
-    )
-
-
-def _smoke() -> TrainConfig:
-    # The seed preset with smaller numbers: seconds on a CPU, synthetic corpus, same code paths.
-    levels = tuple(replace(lv, chunk=c) for lv, c in zip(SEED_LEVELS, (1, 4, 16)))
-    return TrainConfig(
-        name="smoke", steps=60, warmup=10, eval_every=30, eval_windows=8, log_every=10, ckpt_every=30,
-        data=DataConfig(corpus="synthetic", batch_size=8, seq_len=32, synth_chars=60_000,
-                        synth_gap_min=40, synth_gap_max=80),
-        model=ModelConfig(d_model=32, d_ff=64),
-        cms=CMSConfig(levels=levels), device="cpu", amp="off", deterministic=True,
-    )
-
-
-PRESETS = {"seed": _seed, "seed_prototype": _seed_prototype, "smoke": _smoke}
-
-
-def preset(name: str, **overrides: Any) -> TrainConfig:
-    """A named preset, with optional `dotted.key=value` overrides (values typed or strings)."""
-    if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; presets are {sorted(PRESETS)}")
-    cfg = PRESETS[name]()
-    for key, value in overrides.items():
-        cfg = override(cfg, key.replace("__", "."), value)
-    return cfg.validate()
-
-
-# ----------------------------------------------------------------------------- overrides
-
-def _parse(value: Any, typ: Any, key: str) -> Any:
-    """Convert `value` (often a CLI string) to the annotated type `typ`."""
-    origin = typing.get_origin(typ)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(typ) if a is not type(None)]
-        if isinstance(value, str) and value.lower() in ("none", "null"):
-            return None
-        return _parse(value, args[0], key)
-    if not isinstance(value, str):
-        if typ is float and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    try:
-        if typ is bool:
-            if value.lower() in ("1", "true", "yes", "on"):
-                return True
-            if value.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(value)
-        if typ is int:
-            return int(float(value)) if "e" in value.lower() else int(value)
-        if typ is float:
-            return float(value)
-        if typ is str:
-            return value
-    except ValueError:
-        raise ValueError(f"--set {key}: cannot read {value!r} as {getattr(typ, '__name__', typ)}") from None
-    raise ValueError(f"--set {key}: this field cannot be set from the command line")
-
-
-def override(cfg: Any, key: str, value: Any, _full: str | None = None) -> Any:
-    """Return a copy of dataclass `cfg` with the dotted `key` set to `value` (parsed by type)."""
-    full = _full or key
-    head, _, rest = key.partition(".")
-    if not dataclasses.is_dataclass(cfg):
-        raise KeyError(f"--set {full}: cannot descend into a {type(cfg).__name__}")
-    hints = typing.get_type_hints(type(cfg))
-    names = {f.name for f in fields(cfg)}
-    if head not in names:
-        raise KeyError(f"--set {full}: unknown key {head!r} in {type(cfg).__name__}; known: {sorted(names)}")
-    current = getattr(cfg, head)
-    if not rest:
-        if dataclasses.is_dataclass(current) or isinstance(current, (tuple, dict)):
-            raise KeyError(f"--set {full}: is a group; set one of its fields")
-        return replace(cfg, **{head: _parse(value, hints[head], full)})
-    if isinstance(current, dict):  # surprise.weights.<level>=w
-        sub, _, deeper = rest.partition(".")
-        if deeper:
-            raise KeyError(f"--set {full}: too many parts after {head!r}")
-        new = dict(current)
-        v = _parse(value, float, full)
-        if v == 0.0:
-            new.pop(sub, None)
-        else:
-            new[sub] = v
-        return replace(cfg, **{head: new})
-    if isinstance(current, tuple):  # cms.levels.<name>.<field>=v
-        sub, _, deeper = rest.partition(".")
-        matches = [i for i, lv in enumerate(current) if getattr(lv, "name", None) == sub]
-        if not matches:
-            raise KeyError(f"--set {full}: unknown level {sub!r}; levels are {[lv.name for lv in current]}")
-        if not deeper:
-            raise KeyError(f"--set {full}: name a field of level {sub!r}")
-        items = list(current)
-        items[matches[0]] = override(items[matches[0]], deeper, value, full)
-        return replace(cfg, **{head: tuple(items)})
-    return replace(cfg, **{head: override(current, rest, value, full)})
-
-
-def apply_overrides(cfg: TrainConfig, pairs: list[str]) -> TrainConfig:
-    """Apply CLI `key=value` strings in order, then validate."""
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set expects key=value, got {pair!r}")
-        key, value = pair.split("=", 1)
-        cfg = override(cfg, key.strip(), value.strip())
-    return cfg.validate()
-
 
 def to_dict(cfg: Any) -> dict:
     """A JSON-ready dict of the whole config (for meta.json)."""
@@ -413,3 +287,11 @@ def from_dict(d: dict) -> TrainConfig:
     d["state"] = StateConfig(**d["state"])
     d["surprise"] = SurpriseConfig(**d["surprise"])
     return TrainConfig(**d).validate()
+
+
+def __getattr__(name: str) -> Any:
+    # The presets build on the dataclasses above, so they are re-exported lazily (no import cycle).
+    if name in ("PRESETS", "preset"):
+        from nlcore import presets
+        return getattr(presets, name)
+    raise AttributeError(f"module 'nlcore.config' has no attribute {name!r}")
