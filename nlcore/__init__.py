@@ -14,7 +14,8 @@ _SUBMODULES = {
     "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "dynamic_eval", "evaluate",
     "experiments", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
     "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
-    "notebook", "paths", "plots_hope", "plotting", "recall",
+    "notebook", "notebook_ablations", "notebook_checks", "notebook_compare", "notebook_experiment",
+    "notebook_setup", "overrides", "paths", "plots_hope", "plotting", "presets", "recall",
     "repro", "results", "runner", "schedule", "state", "stats", "surprise", "train",
 }
 
