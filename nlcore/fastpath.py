@@ -55,6 +55,24 @@ import torch
 WARMUP = 3  # eager iterations on the capture stream before a capture
 
 
+def capture(fn, device=None, warmup: int = WARMUP) -> torch.cuda.CUDAGraph:
+    """fn captured in a CUDA graph by the standard recipe: `warmup` eager runs on a side stream
+    (cuDNN/cuBLAS/autograd state, and any .grad the backward allocates, are set up outside the
+    graph), then the capture on that stream. Replay with ``.replay()``. For timing harnesses
+    (nlcore.floor, nlcore.memory.speed); the training step's own capture is `GraphedStep`."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        fn()
+    torch.cuda.synchronize(device)
+    return graph
+
+
 class _EmulatedGraph:
     """CPU stand-in for `torch.cuda.CUDAGraph`: capture = one run whose outputs become the static
     outputs; replay = run again and copy the new outputs into them."""

@@ -18,27 +18,15 @@ import time
 import torch
 
 from nlcore.evaluate import autocast_ctx
-
-
-def _graphed(fn):
-    """A CUDA-graph replay of fn (warm-up on a side stream, then capture)."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return g.replay
+from nlcore.fastpath import capture
 
 
 def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp: bool,
-                     windows: int = 5, steps: int = 50) -> dict:
+                     windows: int = 5, steps: int = 50, graphed: bool | None = None) -> dict:
     """Median ms of forward + backward of `lstm` over a (B, T, d_in) window from a zero state,
     with the input gradient; over `windows` timing windows of `steps` replays each. Runs on a copy
-    of `lstm`: the model's parameters and gradients are left alone."""
+    of `lstm`: the model's parameters and gradients are left alone. `graphed` (default: on CUDA)
+    replays a CUDA graph, as the training step does; False times the eager calls."""
     lstm = copy.deepcopy(lstm)
     for q in lstm.parameters():
         q.grad = None
@@ -56,7 +44,10 @@ def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp:
         torch.autograd.backward(y, gy.to(y.dtype))  # into x.grad and the copy's .grad
 
     cuda = dev.type == "cuda"
-    fn = _graphed(fwd_bwd) if cuda else fwd_bwd
+    graphed = cuda if graphed is None else graphed
+    if graphed and not cuda:
+        raise ValueError(f"recurrence_floor: graphed=True needs a CUDA LSTM, got {dev.type!r}")
+    fn = capture(fwd_bwd, dev).replay if graphed else fwd_bwd
     for _ in range(5):
         fn()
     times = []
@@ -77,4 +68,4 @@ def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp:
             times.append((time.perf_counter() - t0) * 1e3 / steps)
     return {"what": "nn.LSTM forward + backward (input and weight gradients) of one window",
             "batch_size": batch_size, "seq_len": seq_len, "d_in": lstm.input_size, "hidden": lstm.hidden_size,
-            "amp": amp, "graphed": cuda, "ms_windows": times, "ms_median": statistics.median(times)}
+            "amp": amp, "graphed": graphed, "ms_windows": times, "ms_median": statistics.median(times)}

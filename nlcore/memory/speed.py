@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from nlcore.fastpath import capture
+
 
 def _inputs(B: int, H: int, T: int, d: int, device, g: torch.Generator) -> dict:
     r = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
@@ -53,7 +55,6 @@ def _case(kind: str, impl: str, B: int, H: int, T: int, d: int, chunk: int, devi
 
 
 KINDS = ("linear", "mlp", "hope_layer")
-GRAPH_WARMUP = 2  # eager runs on the capture stream before a capture (as nlcore/fastpath.py)
 
 
 def _time(fn, device, repeats: int) -> list[float]:
@@ -67,22 +68,6 @@ def _time(fn, device, repeats: int) -> list[float]:
         sync()
         out.append(time.perf_counter() - t)
     return out
-
-
-def _graphed(fn, device) -> torch.cuda.CUDAGraph:
-    """fn captured in a CUDA graph. The warm-up (on the capture stream) allocates the leaves'
-    .grad outside the graph; the captured backward accumulates into them in place."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
-        for _ in range(GRAPH_WARMUP):
-            fn()
-    torch.cuda.current_stream(device).wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph, stream=side):
-        fn()
-    torch.cuda.synchronize(device)
-    return graph
 
 
 def _ms(t: dict, impl: str) -> str:
@@ -105,7 +90,7 @@ def run(window: int = 2048, B: int = 8, H: int = 4, d: int = 64, chunk: int = 64
             fn = _case(kind, impl, B, H, window, d, chunk, dev)
             t[impl] = _time(fn, dev, repeats)
             if graph:
-                g = _graphed(fn, dev)
+                g = capture(fn, dev)  # the captured backward accumulates into the leaves' .grad
                 tg[impl] = _time(g.replay, dev, repeats)
                 del g, fn
                 torch.cuda.empty_cache()

@@ -36,6 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nlcore import bench, repro  # noqa: E402
+from nlcore.floor import recurrence_floor  # noqa: E402
 
 SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01", "surprise.impl=fast"]
 PLAIN = ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"]
@@ -149,31 +150,10 @@ def event_ms(fn, iters: int) -> float:
     return a.elapsed_time(b) / iters
 
 
-def lstm_floor(batch: int, graphed: bool, warm: int = 20, windows: int = 10, iters: int = 20) -> dict:
+def lstm_floor(batch: int, graphed: bool, windows: int = 10, iters: int = 20) -> dict:
+    """The recurrence floor of the seed shape (nlcore.floor), eager or graphed."""
     lstm = torch.nn.LSTM(256, 256, batch_first=True).cuda()
-    x = torch.randn(batch, 256, 256, device="cuda", requires_grad=True)
-
-    def f():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out, _ = lstm(x)
-        out.sum().backward()
-
-    run = f
-    if graphed:
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            for _ in range(3):
-                f()
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g, stream=s):
-            f()
-        run = g.replay
-    for _ in range(warm):
-        run()
-    ms = [event_ms(run, iters) for _ in range(windows)]
-    return {"ms_median": statistics.median(ms), "ms_min": min(ms), "ms_windows": ms}
+    return recurrence_floor(lstm, batch, 256, amp=True, windows=windows, steps=iters, graphed=graphed)
 
 
 def time_trainers(names: list[str], corpus: list[str], warmup: int, windows: int, per: int) -> dict:
