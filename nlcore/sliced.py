@@ -44,8 +44,11 @@ class SliceCache:
         self.key: tuple | None = None
         self.cut: list[list[Tensor]] | None = None
 
-    def get(self, lists: list[list[Tensor]]) -> list[list[Tensor]] | None:
-        key = tuple((t.data_ptr(), t.numel()) for ts in lists for t in ts)
+    def get(self, lists: list[list[Tensor]], per_slice: list[Tensor] | None = None) -> list[list[Tensor]] | None:
+        """The slices of each list (all lists shaped alike); with `per_slice` (one tensor per entry
+        of a list) one more list repeating per_slice[i] once for each slice of entry i."""
+        every = lists + ([per_slice] if per_slice is not None else [])
+        key = tuple((t.data_ptr(), t.numel()) for ts in every for t in ts)
         if key != self.key:
             self.key, self.cut = key, None
             return None
@@ -53,6 +56,8 @@ class SliceCache:
             if not all(t.is_contiguous() for ts in lists for t in ts):
                 return None
             self.cut = [slices(ts) for ts in lists]
+            if per_slice is not None:
+                self.cut.append([x for x, t in zip(per_slice, lists[0]) for _ in range(-(-t.numel() // SLICE))])
         return self.cut
 
 
@@ -94,27 +99,22 @@ class _Sliced:
             ps = [p for p in group["params"] if p.grad is not None]
             if not ps:
                 continue
-            for p in ps:
-                st = self.state[p]
-                if not st:  # torch's own initial state for a fused Adam(W)
-                    st["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            if any(not self.state[p] or p.grad.is_sparse for p in ps):  # torch's step creates the state
+                return super().step(closure)
+            steps = [self.state[p]["step"] for p in ps]
             tensors = [ps, [p.grad for p in ps], [self.state[p]["exp_avg"] for p in ps],
                        [self.state[p]["exp_avg_sq"] for p in ps]]
             cache = self.__dict__.setdefault("_slice_caches", {}).setdefault(id(group), SliceCache())
-            cut = None if any(p.grad.is_sparse for p in ps) else cache.get(tensors)
+            cut = cache.get(tensors, per_slice=steps)  # + each slice's step: its tensor's
             if cut is None:  # new tensors (or not sliceable): torch's own step for this call
                 return super().step(closure)
-            plans.append((group, ps, cut))
-        for group, ps, cut in plans:
-            steps = [self.state[p]["step"] for p in ps]
+            plans.append((group, steps, cut))
+        for group, steps, cut in plans:
             torch._foreach_add_(steps, 1)
-            n = [-(-p.numel() // SLICE) for p in ps]  # slices per tensor; each slice reads its tensor's step
             beta1, beta2 = group["betas"]
             decoupled = group.get("decoupled_weight_decay", self._decoupled)
             kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
-            kernel(*cut, [], [s for s, k in zip(steps, n) for _ in range(k)],
+            kernel(*cut[:4], [], cut[4],
                    amsgrad=False, lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                    eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
         return None
