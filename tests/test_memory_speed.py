@@ -3,8 +3,9 @@
 import json
 
 import pytest
+import torch
 
-from nlcore.memory.speed import main, run
+from nlcore.memory.speed import _case, main, run
 
 
 def test_speed_report_has_both_paths_for_every_memory():
@@ -30,3 +31,26 @@ def test_speed_kinds_subset_and_graph_needs_cuda(tmp_path, capsys):
     assert main(["--window", "8", "--batch", "1", "--chunk", "4", "--repeats", "1", "--device", "cpu",
                  "--kinds", "linear", "mlp", "--out", str(out)]) == 0
     assert [r["memory"] for r in json.loads(out.read_text())["rows"]] == ["linear", "mlp"]
+
+
+def test_hope_chunk_loop_op_budget():
+    """The HOPE layer's chunk loop is launch-bound, so its cost is its number of operations per
+    chunk (forward + backward): non-view aten ops counted on CPU, the difference between 16 and
+    8 chunks over 8. 55 at the time of writing (277 before the loop was rewritten)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.n += 0 if func.is_view else 1
+            return func(*args, **(kwargs or {}))
+
+    def ops(T: int) -> int:
+        fn = _case("hope_layer", "chunk", 2, 4, T, 16, 16, torch.device("cpu"))
+        with Count() as c:
+            fn()
+        return c.n
+
+    per_chunk = (ops(256) - ops(128)) / 8
+    assert per_chunk <= 60, per_chunk
