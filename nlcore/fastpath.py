@@ -14,8 +14,13 @@ Design
   the old one), and ``state_in`` is handed to the carrier. The carrier's state therefore aliases
   ``state_in`` until the next step: read it between steps, never hold it across one. No
   autograd crosses windows (the state buffers are plain data), as in the eager step.
-* Gradients accumulate in place: the captured backward does ``p.grad += g`` into the static
-  buffers, which is exactly how a CMS level sums its chunk's gradients. So the trainer builds
+* Gradients accumulate in place into static buffers (``p.grad += g``; per CMS level, views of
+  one flat buffer), which is exactly how a CMS
+  level sums its chunk's gradients. Inside the captured body every ``.grad`` is set to None for
+  the backward, which then hands over its fresh gradients without a kernel, and one
+  ``_foreach_add_`` adds them all into the static buffers afterwards: one launch instead of an
+  add per parameter, and none of them left on the path between the tail's backward and the
+  recurrence's (same additions, so still bit-identical to the eager step). So the trainer builds
   its `CMS` with ``zero_grad="inplace"`` (zeroed after an update, never set to None). Buffers
   replaced from outside (a resumed checkpoint, ``p.grad = None``) are copied back into the static
   ones before the next replay. The CMS updates (clip, optimizer step, telemetry) stay eager and
@@ -27,8 +32,8 @@ Design
   replay, the same arithmetic as its own ``_record``).
 * Capture: the standard recipe. Warm-up runs (cuDNN, cuBLAS and autograd-engine state) on the
   side stream that then captures; the values of the ``.grad`` and state buffers are snapshotted
-  before and restored after, so warm-up and capture leave no trace; the capture is checked to
-  have left every ``.grad`` in place. A capture that fails is reported once (a warning and
+  before and restored after, so warm-up and capture leave no trace (the body puts every static
+  ``.grad`` back itself, even when it raises). A capture that fails is reported once (a warning and
   ``telemetry()["capture_errors"]``) and that variant then runs eagerly.
 * Eager fallback, counted per reason in ``telemetry()``: ``doc_reset`` (document starts inside
   the window: the model splits its recurrence there, another kernel sequence), ``shape`` /
@@ -89,6 +94,10 @@ class _EmulatedGraph:
                 self.out[1][k].copy_(v)
 
 
+def _add_into(static: list[torch.Tensor], fresh: list[torch.Tensor]) -> None:
+    torch._foreach_add_(static, fresh)
+
+
 class GraphedStep:
     """`Trainer.forward_backward` from static buffers, replayed from a CUDA graph (see the module
     docstring). ``step(step, batch, state, resets) -> (loss, new_state)`` like the eager call."""
@@ -111,6 +120,13 @@ class GraphedStep:
                                           and isinstance(getattr(sur, "_count", None), dict))
         self.graph_steps = 0
         self.eager_steps: dict[str, int] = {}
+        # static += fresh gradients: compiled with the trainer's backend, one fused kernel with many
+        # blocks (multi_tensor_apply gives each block one 64 Ki-element chunk: few blocks here)
+        self._accumulate = torch._foreach_add_
+        if getattr(t, "compile", None) is not None:
+            from nlcore.compiling import compiler
+
+            self._accumulate = compiler(t.compile)(_add_into)
 
     # ------------------------------------------------------------------ the trainer's API
     def step(self, step: int, batch, state: dict, resets) -> tuple[torch.Tensor, dict]:
@@ -171,11 +187,30 @@ class GraphedStep:
             if v.data_ptr() != buf.data_ptr():  # else the carrier holds our own output: in place
                 buf.copy_(v)
         if self.grads is None:
-            self.grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+            self.grads = self._static_grads()
         for p, g in zip(self.params, self.grads):
             if p.grad is not g:  # replaced from outside (resume, set to None): back into the buffer
                 g.copy_(p.grad) if p.grad is not None else g.zero_()
                 p.grad = g
+
+    def _static_grads(self) -> list[torch.Tensor]:
+        """The static .grad buffers: per CMS level, views tiling one flat buffer in the level's
+        parameter order (its clip is then one norm and one scaling kernel: nlcore.sliced.flat_base),
+        holding any gradient already accumulated."""
+        view: dict[int, torch.Tensor] = {}
+        for ps in self.t.cms.params.values():
+            ps = [p for p in ps if p.requires_grad]
+            if not ps:
+                continue
+            flat = torch.zeros(sum(p.numel() for p in ps), dtype=ps[0].dtype, device=ps[0].device)
+            for p, g in zip(ps, flat.split([p.numel() for p in ps])):
+                view[id(p)] = g.view_as(p)
+        grads = [view.get(id(p), None) for p in self.params]
+        grads = [torch.zeros_like(p) if g is None or g.dtype != p.dtype else g for p, g in zip(self.params, grads)]
+        for p, g in zip(self.params, grads):
+            if p.grad is not None:
+                g.copy_(p.grad)
+        return grads
 
     def _body(self, step: int):
         """The captured work. Surprise metrics recorded in it go to scratch accumulators, returned."""
@@ -184,13 +219,20 @@ class GraphedStep:
         if sur is not None and self._mergeable:
             keep = (sur._acc, sur._count)
             sur._acc, sur._count = {}, {}
+        for p in self.params:  # the backward hands over fresh gradients (see the module docstring)
+            p.grad = None
         try:
             loss, new = self.t.forward_backward(step, self.x, self.y, self.state_in, None)
             with torch.no_grad():
+                fresh = [(g, p.grad) for p, g in zip(self.params, self.grads) if p.grad is not None]
+                if fresh:
+                    self._accumulate([g for g, _ in fresh], [f for _, f in fresh])
                 for k, v in new.items():
                     self.state_in[k].copy_(v)
             acc, counts = (dict(sur._acc), dict(sur._count)) if keep is not None else ({}, {})
         finally:
+            for p, g in zip(self.params, self.grads):
+                p.grad = g
             if keep is not None:
                 sur._acc, sur._count = keep
         return loss.detach(), acc, counts
@@ -225,10 +267,6 @@ class GraphedStep:
                     restore()
                     graph = _EmulatedGraph(lambda: self._body(step))
                     out = graph.out
-            moved = [i for i, (p, g) in enumerate(zip(self.params, self.grads)) if p.grad is not g]
-            if moved:
-                raise RuntimeError(f"the captured backward replaced .grad of {len(moved)} parameters "
-                                   "instead of accumulating in place")
         except Exception as e:  # noqa: BLE001 - any capture failure: report once, run eagerly
             if self.t.surprise is not None:
                 self.t.surprise.end()

@@ -107,6 +107,17 @@ def test_grads_stay_in_place_and_are_zeroed_not_none():
         assert (sum(medium) == 0) == (s == 4)
 
 
+def test_static_grads_tile_one_flat_buffer_per_level():
+    from nlcore.sliced import flat_base
+
+    t = make([], "graph")
+    for s in range(1, 4):
+        t.train_step(s)
+    bases = [flat_base([p.grad for p in ps]) for ps in t.cms.params.values()]
+    assert all(b is not None for b in bases)
+    assert len({b.data_ptr() for b in bases}) == len(bases)  # one buffer per level
+
+
 def test_grads_replaced_from_outside_are_copied_back():
     off, fast = make([], "off"), make([], "graph")
     for s in range(1, 11):
