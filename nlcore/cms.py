@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from nlcore.config import CMSConfig, LevelConfig
-from nlcore.sliced import SliceCache, clip_grad_norm
+from nlcore.sliced import SliceCache, clip_grad_norm, flat_base, grad_norm
 
 NamedParams = Sequence[tuple[str, nn.Parameter]]
 
@@ -202,7 +202,10 @@ class CMS:
     def _zero(self, name: str) -> None:
         if self.zero_grad == "inplace":  # keep the .grad tensors (static buffers of a CUDA graph)
             grads = [p.grad for p in self.params[name] if p.grad is not None]
-            if grads:
+            flat = flat_base(grads) if grads else None
+            if flat is not None:  # the graph step's static buffers tile one flat buffer: one fill
+                flat.zero_()
+            elif grads:
                 torch._foreach_zero_(grads)
         else:
             for p in self.params[name]:
@@ -224,7 +227,10 @@ class CMS:
         if grads:
             if self.cfg.aggregation == "mean" and k > 1:
                 torch._foreach_mul_(grads, 1.0 / k)  # mean over the chunk's k gradients
-            if self.cfg.grad_clip > 0:
+            if self.cfg.grad_clip > 0 and getattr(opt, "_compiled_update", None) is not None:
+                gnorm = grad_norm(grads)  # the clip is fused into the compiled update (nlcore.adam_foreach)
+                opt.clip_in_step(gnorm, self.cfg.grad_clip)
+            elif self.cfg.grad_clip > 0:
                 gnorm = clip_grad_norm(params, self.cfg.grad_clip, self._clip_cache[name])  # nlcore.sliced
             else:
                 gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

@@ -15,7 +15,9 @@ arithmetic and spreads the work over many more blocks.
   non-contiguous tensor, capturable, a grad scaler) fall back to torch's own step.
 * `clip_grad_norm`: ``torch.nn.utils.clip_grad_norm_`` (total 2-norm, coefficient
   max_norm / (norm + 1e-6) clamped to 1) with the per-tensor norms taken over the slices; the
-  total equals torch's up to float rounding (the squares are summed in another grouping).
+  total equals torch's up to float rounding (the squares are summed in another grouping). When
+  CUDA gradients tile one flat buffer (`flat_base`: the CUDA-graph step's static gradients, one
+  buffer per CMS level) the norm and the scaling are one kernel each on that buffer (`clip_flat`).
 """
 
 from __future__ import annotations
@@ -61,6 +63,39 @@ class SliceCache:
         return self.cut
 
 
+def flat_base(tensors: list[Tensor]) -> Tensor | None:
+    """The 1-D buffer that `tensors` tile exactly, in order, as contiguous views (each starting
+    where the previous one ends, together covering all of it); None if they do not."""
+    base = tensors[0]._base if tensors else None
+    if base is None or base.dim() != 1 or not base.is_contiguous():
+        return None
+    at = base.storage_offset()
+    for t in tensors:
+        if t._base is not base or not t.is_contiguous() or t.storage_offset() != at:
+            return None
+        at += t.numel()
+    return base if at == base.storage_offset() + base.numel() else None
+
+
+def grad_norm(grads: list[Tensor]) -> Tensor:
+    """The total 2-norm of `grads` (0-d tensor): one kernel when CUDA gradients tile one flat
+    buffer (`flat_base`), else torch's per-tensor norms and their norm."""
+    flat = flat_base(grads) if grads and grads[0].is_cuda else None
+    if flat is not None:
+        return torch.linalg.vector_norm(flat)
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+
+
+def clip_flat(flat: Tensor, max_norm: float) -> Tensor:
+    """`clip_grad_norm` of gradients that tile the 1-D buffer `flat`: one norm kernel and one
+    scaling kernel. The total is summed in another grouping than torch's per-tensor norms, so it
+    may differ from theirs in the last bits: used on CUDA, where the graph step's rounding
+    already differs from the eager one's; on CPU the graph emulation stays bit-identical."""
+    total = torch.linalg.vector_norm(flat)
+    flat.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
 def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, cache: SliceCache | None = None) -> Tensor:
     """Scale the gradients of `params` in place so their total 2-norm is at most `max_norm`;
     returns the total norm before clipping (a 0-d tensor, no host sync). The slices come from
@@ -68,6 +103,9 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, cache: Sli
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
+    flat = flat_base(grads) if grads[0].is_cuda else None  # CPU keeps torch's rounding (see clip_flat)
+    if flat is not None:
+        return clip_flat(flat, max_norm)
     got = None if cache is None else cache.get([grads])
     if got is None:
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
@@ -88,8 +126,54 @@ class _Sliced:
                 and not group.get("capturable") and not isinstance(group["lr"], Tensor)
                 and getattr(self, "grad_scale", None) is None and getattr(self, "found_inf", None) is None)
 
+    def compile_update(self, compile_fn) -> None:
+        """Run later steps through `compile_fn(adam_foreach_)` (nlcore.adam_foreach: the update as
+        foreach ops, fused by inductor) instead of the fused kernel on slices. The first step is
+        still torch's (it creates the state)."""
+        from nlcore.adam_foreach import adam_foreach_
+
+        self._compiled_update = compile_fn(adam_foreach_)
+
+    def clip_in_step(self, total: Tensor, max_norm: float) -> None:
+        """Clip the gradients by `total` (their norm) within the next step: fused into the compiled
+        update, or applied to the .grad tensors first where that step is torch's."""
+        self._pending_clip = (total, max_norm)
+
+    def _apply_pending_clip(self) -> None:
+        clip = self.__dict__.pop("_pending_clip", None)
+        if clip is not None:
+            grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+            torch._foreach_mul_(grads, torch.clamp(clip[1] / (clip[0] + 1e-6), max=1.0))
+
+    def _compiled_step(self, group: dict, ps: list[Tensor]) -> None:
+        lr = self.__dict__.setdefault("_lr_tensors", {}).get(id(group))
+        if lr is None or lr.device != ps[0].device:
+            lr = self._lr_tensors[id(group)] = torch.zeros((), device=ps[0].device)
+        lr.fill_(group["lr"])  # a kernel argument: no host-device copy
+        st = [self.state[p] for p in ps]
+        beta1, beta2 = group["betas"]
+        self._compiled_update(ps, [p.grad for p in ps], [s["exp_avg"] for s in st], [s["exp_avg_sq"] for s in st],
+                              [s["step"] for s in st], lr, beta1=beta1, beta2=beta2, eps=group["eps"],
+                              weight_decay=group["weight_decay"],
+                              decoupled=group.get("decoupled_weight_decay", self._decoupled),
+                              clip=self.__dict__.get("_pending_clip"))
+
     @torch.no_grad()
     def step(self, closure=None):
+        if getattr(self, "_compiled_update", None) is not None and closure is None \
+                and all(self._sliceable(g) for g in self.param_groups):
+            groups = [(g, [p for p in g["params"] if p.grad is not None]) for g in self.param_groups]
+            if all(all(self.state[p] and not p.grad.is_sparse and self.state[p]["step"].device == p.device
+                       for p in ps) for _, ps in groups):
+                for group, ps in groups:
+                    if ps:
+                        self._compiled_step(group, ps)
+                self.__dict__.pop("_pending_clip", None)
+                return None
+        self._apply_pending_clip()
+        return self._step(closure)
+
+    def _step(self, closure=None):
         if not all(self._sliceable(g) for g in self.param_groups):
             return super().step(closure)
         if closure is not None:

@@ -114,6 +114,10 @@ class Trainer:
                        fused=True if self.device.type == "cuda" else None,
                        zero_grad="inplace" if self.fast_path == "graph" else "none",  # fast path: static .grad
                        delta_every=cfg.log_every)  # change norms only where the log reads them
+        if self.compile is not None:  # Adam(W) as foreach ops, fused by the compiler (nlcore.adam_foreach)
+            for opt in self.cms.optimizers.values():
+                if hasattr(opt, "compile_update"):
+                    opt.compile_update(compiling.compiler(self.compile))
         d = cfg.data
         shard = self.dist.rows if self.dist is not None else (lambda b: None)  # DDP: this rank's rows
         self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device,

@@ -83,3 +83,29 @@ def test_cms_uses_the_sliced_optimizer_when_fused():
     assert type(build_optimizer(LevelConfig("fast", optimizer="adamw"), ps, fused=True)) is sliced.SlicedAdamW
     assert type(build_optimizer(LevelConfig("fast", optimizer="adam"), ps, fused=True)) is sliced.SlicedAdam
     assert type(build_optimizer(LevelConfig("fast", optimizer="adamw"), ps, fused=None)) is torch.optim.AdamW
+
+
+def test_flat_base_recognises_only_an_exact_tiling():
+    flat = torch.arange(10.0)
+    a, b, c = flat[:4].view(2, 2), flat[4:7], flat[7:]
+    assert sliced.flat_base([a, b, c]) is flat
+    assert sliced.flat_base([a, c, b]) is None  # out of order
+    assert sliced.flat_base([a, b]) is None  # does not cover the buffer
+    assert sliced.flat_base([flat[:4], flat[5:]]) is None  # a hole
+    assert sliced.flat_base([torch.zeros(3), torch.zeros(2)]) is None  # not views
+    assert sliced.flat_base([flat.view(2, 5).t()]) is None  # not 1-D / contiguous
+
+
+def test_clip_flat_matches_torch():
+    for max_norm in (0.5, 1e6):
+        a, b = params(2), params(2)
+        set_grads(b, 1)
+        flat = torch.cat([p.grad.flatten() for p in b])
+        for p, g in zip(a, flat.split([p.numel() for p in a])):
+            p.grad = g.view_as(p)
+        assert sliced.flat_base([p.grad for p in a]) is flat
+        na = sliced.clip_flat(flat, max_norm)
+        nb = torch.nn.utils.clip_grad_norm_(b, max_norm, foreach=True)
+        torch.testing.assert_close(na, nb, rtol=1e-6, atol=0)
+        for p, q in zip(a, b):
+            torch.testing.assert_close(p.grad, q.grad, rtol=1e-6, atol=1e-9)
