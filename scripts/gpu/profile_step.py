@@ -6,11 +6,16 @@ floor:   the cuDNN LSTM recurrence alone (forward + backward of one (B, 256, 256
          CUDA-graphed): the floor under the seed model's step, for batches 32..512.
 seed:    torch.profiler kernel tables of the seed model's and the plain LSTM's training steps.
 memory:  torch.profiler tables of the chunk paths of nlcore.memory.speed (one 2048 window).
+gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): device busy vs span,
+         and the longest idle gaps between consecutive kernels with the kernels around them.
+models:  torch.profiler tables of the 06 models' training steps (the shapes of results/bench/models_06.json).
+ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -27,7 +32,8 @@ def floor() -> None:
         print(f"FLOOR B={B:4d}: LSTM fwd+bwd {f:.3f} ms -> {B * 256 / f / 1e3:.2f} M chars/s at the floor", flush=True)
 
 
-def table(fn, label: str, steps: int = 20, rows: int = 25) -> None:
+def table(fn, label: str, steps: int = 20, rows: int | None = None) -> None:
+    rows = rows or int(os.environ.get("ROWS", 25))
     for _ in range(10):
         fn()
     torch.cuda.synchronize()
@@ -57,6 +63,54 @@ def memory() -> None:
         table(fn, f"{kind} chunk path, T=2048", steps=3, rows=20)
 
 
+def gaps(steps: int = 5) -> None:
+    import json
+    import tempfile
+
+    tr = bench.build_trainer(bench.NAMED["seed_persistent"], smoke=False, steps=10**6, device="cuda")
+    bench._steps(tr, 30)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        bench._steps(tr, steps)
+        torch.cuda.synchronize()
+    path = tempfile.mktemp(suffix=".json")
+    prof.export_chrome_trace(path)
+    ev = sorted((e for e in json.load(open(path))["traceEvents"]
+                 if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
+                key=lambda e: e["ts"])
+    busy = sum(e["dur"] for e in ev)
+    span = ev[-1]["ts"] + ev[-1]["dur"] - ev[0]["ts"]
+    print(f"\n=== seed step timeline: {len(ev) / steps:.0f} kernels/step, busy {busy / steps / 1e3:.3f} ms/step, "
+          f"span {span / steps / 1e3:.3f} ms/step", flush=True)
+    gap = [(ev[i + 1]["ts"] - ev[i]["ts"] - ev[i]["dur"], ev[i]["name"][:60], ev[i + 1]["name"][:60])
+           for i in range(len(ev) - 1)]
+    hist = [sum(1 for g in gap if lo <= g[0] < hi) for lo, hi in ((-1e9, 1), (1, 2), (2, 4), (4, 8), (8, 1e9))]
+    print("gaps <1, 1-2, 2-4, 4-8, >=8 us:", hist, " total idle per step (us):",
+          round(sum(max(g[0], 0) for g in gap) / steps, 1))
+    for g in sorted(gap, reverse=True)[:40]:
+        print(f"{g[0]:8.1f} us  after {g[1]:60s}  before {g[2]}")
+    print("\none step in order (us: start offset, duration, name):")
+    n = len(ev) // steps
+    t0 = ev[n * 2]["ts"]
+    for e in ev[n * 2:n * 3]:
+        print(f"{e['ts'] - t0:9.1f} {e['dur']:8.1f}  {e['name'][:90]}")
+
+
+MODELS_06 = {  # the 06 shapes (16 x 512, ~3.3 M parameters), as in results/bench/models_06.json
+    "transformer": "model.kind=transformer,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=1024",
+    "titans_linear": "model.kind=titans,model.memory=linear,model.d_model=256,model.n_layers=4,model.n_heads=4,"
+                     "model.d_ff=768",
+    "hope": "model.kind=hope,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=448",
+}
+
+
+def models() -> None:
+    for label, ov in MODELS_06.items():
+        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", *ov.split(",")], smoke=False,
+                                 steps=10**6, device="cuda")
+        table(lambda tr=tr: bench._steps(tr, 1), label, steps=5)
+
+
 if __name__ == "__main__":
     for part in sys.argv[1:] or ["floor", "seed", "memory"]:
-        {"floor": floor, "seed": seed, "memory": memory}[part]()
+        {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps}[part]()
