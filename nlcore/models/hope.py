@@ -31,6 +31,15 @@ with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's f
 The forward pass then runs in segments of C_1 tokens through the whole stack, with one
 first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
 chain's fast weights only), also under `torch.no_grad()` evaluation.
+
+Compiled parts (`SequenceModel.compile_parts`, nlcore.compiling): a whole block (`_block`: the
+self-modifying memory with its norm, projections, gates and chunk loop, then the chain MLPs with
+their fast weights as inputs) and the head (`_head`). The segment loop, the loss and
+`torch.autograd.grad` of the in-forward writes stay eager (dynamo does not trace autograd.grad);
+the compiled block's backward runs inside that autograd.grad and again in the outer backward. The
+block's modules are arguments, so the n_layers blocks share one compiled graph. Windows with a
+document start inside (`resets.cuts`) run eagerly: their segments have lengths that change from
+window to window. The model has no taps, so no tensor hook sits inside compiled code.
 """
 
 from __future__ import annotations
@@ -67,6 +76,8 @@ class ChainMLP(nn.Module):
 
 
 class HOPE(SequenceModel):
+    compiled_parts = ("_block", "_head")  # nlcore.compiling; see the module docstring
+
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",
                  cms_lr: float = 1e-3, chain_levels: tuple[str, ...] | None = None, mem_chunk: int = 64,
@@ -115,17 +126,31 @@ class HOPE(SequenceModel):
             parts.append(st)
         return join_state(parts)
 
-    def _stack(self, x_seg: torch.Tensor, st: State, fast: dict | None) -> tuple[torch.Tensor, State]:
-        """Logits of one segment (B, S, V); `fast["{i}.D1_{j}"]`, `fast["{i}.D2_{j}"]`: layer i, level j."""
+    @staticmethod
+    def _block(mem: SelfModifyingMemory, norm: nn.LayerNorm, mlps: nn.ModuleList, h: torch.Tensor, st: State,
+               fast: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> tuple[torch.Tensor, State]:
+        """One block: h + SelfModifyingMemory(LN(h)), then the chain MLPs (fast: one (D1, D2) per level)."""
+        y, st = mem(norm(h), st, None)
+        h = h + y
+        for mlp, (D1, D2) in zip(mlps, fast):
+            h = mlp(h, D1, D2)
+        return h, st
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:  # (B, S, d) -> logits (B, S, V)
+        return self.head(self.norm_out(h))
+
+    def _stack(self, x_seg: torch.Tensor, st: State, fast: dict | None,
+               compiled: bool = True) -> tuple[torch.Tensor, State]:
+        """Logits of one segment (B, S, V); `fast["{i}.D1_{j}"]`, `fast["{i}.D2_{j}"]`: layer i, level j.
+        compiled: route the blocks and the head through their compiled parts (if compiled)."""
+        block, head = (self.part("_block"), self.part("_head")) if compiled else (self._block, self._head)
         h = self.embed(x_seg)
         new = []
         for i, (mem, norm) in enumerate(zip(self.mems, self.norm_mem)):
-            y, mst = mem(norm(h), split_state(st, i), None)
-            h = h + y
-            for j, mlp in enumerate(self.chain[i]):
-                h = mlp(h, fast.get(f"{i}.D1_{j}"), fast.get(f"{i}.D2_{j}"))
+            Ds = [(fast.get(f"{i}.D1_{j}"), fast.get(f"{i}.D2_{j}")) for j in range(len(self.chunks))]
+            h, mst = block(mem, norm, self.chain[i], h, split_state(st, i), Ds)
             new.append(mst)
-        return self.head(self.norm_out(h)), join_state(new)
+        return head(h), join_state(new)
 
     uses_targets = True  # the trainer and evaluate pass each position's next character
 
@@ -145,18 +170,19 @@ class HOPE(SequenceModel):
         logits = []
         cuts = bounds(T, resets, grid=self.chunks[0] if in_fwd else None)
         outer = torch.is_grad_enabled()
+        compiled = resets is None or not resets.cuts  # segments of one length: compiled once
         for s, e in zip(cuts[:-1], cuts[1:]):
             if resets is not None:  # rows starting a document: zero state, fast weights, sums
                 keep = keep_at(resets, s)
                 mem_state, fast = zero_rows(mem_state, keep), zero_rows(fast, keep)
                 acc = {k: g if g is None else zero_rows({k: g}, keep)[k] for k, g in acc.items()}
             if not in_fwd:
-                out, mem_state = self._stack(x[:, s:e], mem_state, {})
+                out, mem_state = self._stack(x[:, s:e], mem_state, {}, compiled)
                 logits.append(out)
                 continue
             with torch.enable_grad():
                 leaves = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
-                out, mem_state = self._stack(x[:, s:e], mem_state, leaves)
+                out, mem_state = self._stack(x[:, s:e], mem_state, leaves, compiled)
                 ld = torch.promote_types(out.dtype, torch.float32)
                 loss = F.cross_entropy(out.to(ld).flatten(0, 1), targets[:, s:e].flatten(),
                                        ignore_index=-100, reduction="sum")  # the segment's summed CE

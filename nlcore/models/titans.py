@@ -10,6 +10,15 @@ The memories are the recurrent state: one per (row, layer, head), carried across
 reset per row at document starts, so persistent state and `state.reset=doc` work as for the LSTM.
 All parameters belong to the "fast" CMS level (the embedding and head to `embed_level` /
 `head_level`): the memories are the model's inner, higher-frequency learners.
+
+Compiled parts (`SequenceModel.compile_parts`, nlcore.compiling): a whole block (`_block`: both
+norms, the memory's projections, gates, chunk-parallel memory and output gate, the FFN and both
+residual adds) and the head (`_head`). The block's modules are arguments, not constants, so the
+n_layers blocks share one compiled graph (their parameters are its inputs: one compilation per
+shape, not per layer). A window whose document starts are all at t = 0 zeroes those rows' states
+first and runs compiled; a window with a document start inside (`resets.cuts`) runs the blocks
+eagerly, since the memories split it at the host-known cuts (shapes that change window to
+window). The model has no taps, so no tensor hook sits inside compiled code.
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ import torch
 from torch import nn
 
 from nlcore.models.base import Resets, SequenceModel, State
-from nlcore.models.memory_layers import TitansMemory
+from nlcore.models.memory_layers import TitansMemory, keep_at, zero_rows
 from nlcore.models.nested_lstm import FFN, state_dtype
 
 
@@ -58,15 +67,29 @@ class TitansLM(SequenceModel):
         return join_state([{k: torch.zeros(batch_size, *s, device=device, dtype=dt)
                             for k, s in m.state_shapes().items()} for m in self.mems])
 
+    compiled_parts = ("_block", "_head")  # nlcore.compiling; see the module docstring
+
+    @staticmethod
+    def _block(mem: TitansMemory, n1: nn.LayerNorm, ffn: FFN, n2: nn.LayerNorm, h: torch.Tensor, st: State,
+               resets: Resets | None = None) -> tuple[torch.Tensor, State]:
+        """One block: h + y, y = TitansMemory(LN(h)), then + FFN(LN(.)); h (B, T, d), st that layer's state."""
+        y, st = mem(n1(h), st, resets)
+        h = h + y
+        return h + ffn(n2(h)), st
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> logits (B, T, V)
+        return self.head(self.norm_out(h))
+
     def forward(self, x: torch.Tensor, state: State | None = None,
                 resets: Resets | None = None) -> tuple[torch.Tensor, State]:
         if state is None:
             state = self.init_state(x.shape[0], x.device)
+        if resets is not None and not resets.cuts:  # documents start at t = 0 only: zero those rows here
+            state, resets = zero_rows(state, keep_at(resets, 0)), None
+        block = self.part("_block") if resets is None else self._block  # cuts inside: eager
         h = self.embed(x)  # (B, T, d)
         new = []
         for i, (mem, n1, ffn, n2) in enumerate(zip(self.mems, self.norm_mem, self.ffns, self.norm_ffn)):
-            y, st = mem(n1(h), split_state(state, i), resets)
-            h = h + y
-            h = h + ffn(n2(h))
+            h, st = block(mem, n1, ffn, n2, h, split_state(state, i), resets)
             new.append(st)
-        return self.head(self.norm_out(h)), join_state(new)
+        return self.part("_head")(h), join_state(new)
