@@ -55,3 +55,17 @@ def test_delta_rule_as_a_cms_level_optimizer():
         moved = not torch.equal(before, m.ffn_medium.fc1.weight)
         assert moved == (step == 2)  # the delta level waits for its chunk
     assert cms.updates == {"fast": 2, "medium": 1, "slow": 1}
+
+
+def test_nested_lstm_embedding_is_time_major_for_cudnn():
+    """_embed returns the embedding's values as a batch-first view of time-major memory (what the
+    cuDNN LSTM works in, so no transposing copy is made around it); under autocast, in its dtype."""
+    from nlcore.models import NestedLSTM
+
+    m = NestedLSTM(13, d_model=8, d_ff=16)
+    x = torch.randint(0, 13, (3, 5))
+    e = m._embed(x)
+    assert e.shape == (3, 5, 8) and torch.equal(e, m.embed(x))
+    assert e.transpose(0, 1).is_contiguous() and not e.is_contiguous()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert m._embed(x).dtype == torch.bfloat16

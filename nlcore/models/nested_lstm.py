@@ -148,8 +148,11 @@ class NestedLSTM(SequenceModel):
     # the post-recurrence maths of the tier-4 form, split at the taps (nlcore.compiling)
     compiled_parts = ("_embed", "_tail", "_rest", "_medium", "_slow", "_out")
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d)
-        e = self.embed(x)
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d), stored time-major
+        # gathered in (T, B) order: the cuDNN LSTM works time-major, so a batch-first view of
+        # time-major memory spares it the transposing copies of its input (forward) and of its
+        # output's gradient (backward); its output is again such a view (same values)
+        e = self.embed(x.t()).transpose(0, 1)
         dev = x.device.type
         if torch.is_autocast_enabled(dev):  # the dtype the LSTM casts it to anyway: the casts fuse here
             e = e.to(torch.get_autocast_dtype(dev))
