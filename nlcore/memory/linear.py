@@ -32,8 +32,9 @@ Because R is linear in (M_0, S_0), one batched triangular solve for ALL chunks g
     y_t = c.A_t M_0 q_t + c.P_t S_0 q_t − Σ_{s<=t} c.K[t,s] (k_s·q_t) W_s
     M_C = c.A_C M_0 + c.P_C S_0 − Σ_s c.K[C,s] W_s k_sᵀ,     S_C = c.Bc_C S_0 − Σ_s c.Db[C,s] W_s k_sᵀ.
 
-Only the W / end-state lines run in a Python loop over chunks (they need the carried states);
-the solve and the read y are batched over all chunks. A partial last chunk is zero-padded
+The end state is affine in the start state (W is linear in M_0, S_0): [M_C S_C] = [M_0 S_0] A_n + B_n
+with A_n, B_n built for all chunks at once, so the Python loop over chunks is one batched matmul
+per chunk; the solve, the writes W and the reads y are batched over all chunks. A partial last chunk is zero-padded
 (η = 0, α = β = 1) and its end state is read at its last real token, not at row C: with momentum
 a padded token would still add S to M, so padding must never be stepped over.
 
@@ -158,39 +159,41 @@ def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
 
     kK = end(c.K, True)[..., None] * kc  # c.K[e, s] k_s: (B, H, N, C, dk)
     A_e = end(c.A, False)[..., None, None]  # (B, H, N, 1, 1)
-    steps = [Wa.unbind(2), Wc.unbind(2), kK.unbind(2), A_e.unbind(2)]  # unbind once (see above)
+    eye = torch.eye(dk, dtype=q.dtype, device=q.device)
+    # the end state is affine in the start state: Z_C = Z_0 A_n + B_n with Z = [M S] (dv, m dk),
+    # since W = Wa M_0ᵀ (+ Wp S_0ᵀ) + Wc; so the sequential part is one batched matmul per chunk
+    #   M_C = M_0 (c.A_C I − Waᵀ kK) + S_0 (c.P_C I − Wpᵀ kK) − Wcᵀ kK
+    #   S_C = M_0 (−Waᵀ kD)          + S_0 (c.Bc_C I − Wpᵀ kD) − Wcᵀ kD
     if mom:
         kD = end(c.Db, True)[..., None] * kc  # c.Db[e, s] k_s: (B, H, N, C, dk)
         P_e = end(c.P, False)[..., None, None]  # (B, H, N, 1, 1)
         Bc_e = end(c.Bc, False)[..., None, None]  # (B, H, N, 1, 1)
-        steps += [Wp.unbind(2), kD.unbind(2), P_e.unbind(2), Bc_e.unbind(2)]
+        kKD = torch.cat([kK, kD], -1)  # (B, H, N, C, 2 dk)
+        Wap = torch.cat([Wa, Wp], -1)  # (B, H, N, C, 2 dk)
+        diag = torch.cat([torch.cat([A_e * eye, torch.zeros_like(A_e * eye)], -1),
+                          torch.cat([P_e * eye, Bc_e * eye], -1)], -2)  # (B, H, N, 2 dk, 2 dk)
+        An = diag - Wap.transpose(-1, -2) @ kKD  # (B, H, N, 2 dk, 2 dk)
+        Bn = -(Wc.transpose(-1, -2) @ kKD)  # (B, H, N, dv, 2 dk)
+        Z = torch.cat([M, S], -1)  # (B, H, dv, 2 dk)
+    else:
+        An = A_e * eye - Wa.transpose(-1, -2) @ kK  # (B, H, N, dk, dk)
+        Bn = -(Wc.transpose(-1, -2) @ kK)  # (B, H, N, dv, dk)
+        Z = M
+    Zs = []
+    for A_n, B_n in zip(An.unbind(2), Bn.unbind(2)):  # sequential part: carry Z across chunks
+        Zs.append(Z)
+        Z = torch.baddbmm(B_n.flatten(0, 1), Z.flatten(0, 1), A_n.flatten(0, 1)).view_as(Z)
+    Z0s = torch.stack(Zs, dim=2)  # chunk-start states: (B, H, N, dv, m dk)
+    M0s = Z0s[..., :dk]  # (B, H, N, dv, dk)
+    M, S = (Z[..., :dk], Z[..., dk:]) if mom else (Z, None)
 
-    # sequential part: carry (M, S) across chunks
-    Ms, Ss, Ws = [], [], []
-    for n in range(N):
-        wa, wc, kk, a_e = (x[n] for x in steps[:4])
-        W = wa @ M.transpose(-1, -2) + wc  # W = Wa M_0ᵀ + Wc: (B, H, C, dv)
-        Ms.append(M)
-        if mom:
-            wp, kd, p_e, bc_e = (x[n] for x in steps[4:])
-            W = W + wp @ S.transpose(-1, -2)  # + Wp S_0ᵀ
-            Ss.append(S)
-        Ws.append(W)
-        Wt = W.transpose(-1, -2)  # (B, H, dv, C)
-        M_new = a_e * M - Wt @ kk  # c.A_C M_0 − Σ_s c.K[C,s] W_s k_sᵀ: (B, H, dv, dk)
-        if mom:
-            M_new = M_new + p_e * S  # + c.P_C S_0
-            S = bc_e * S - Wt @ kd  # c.Bc_C S_0 − Σ_s c.Db[C,s] W_s k_sᵀ: (B, H, dv, dk)
-        M = M_new
-
-    # read, batched over chunks: y = (c.A ⊙ q) M_0ᵀ + (c.P ⊙ q) S_0ᵀ − (c.K ⊙ q kᵀ) W
-    M0s = torch.stack(Ms, dim=2)  # chunk-start memories: (B, H, N, dv, dk)
-    W = torch.stack(Ws, dim=2)  # (B, H, N, C, dv)
+    # writes and reads, batched over chunks: W = Wa M_0ᵀ + Wp S_0ᵀ + Wc,
+    # y = (c.A ⊙ q) M_0ᵀ + (c.P ⊙ q) S_0ᵀ − (c.K ⊙ q kᵀ) W
+    W = (Wap if mom else Wa) @ Z0s.transpose(-1, -2) + Wc  # (B, H, N, C, dv)
     QK = c.K * (qc @ kc.transpose(-1, -2))  # (B, H, N, C, C), lower incl. diagonal
     y = (c.A[..., None] * qc) @ M0s.transpose(-1, -2) - QK @ W  # (B, H, N, C, dv)
     if mom:
-        S0s = torch.stack(Ss, dim=2)  # (B, H, N, dv, dk)
-        y = y + (c.P[..., None] * qc) @ S0s.transpose(-1, -2)
+        y = y + (c.P[..., None] * qc) @ Z0s[..., dk:].transpose(-1, -2)
     y = y.reshape(B, H, N * C, dv)[:, :, :T]  # (B, H, T, dv)
     return y, M, (S if mom else None)
 
