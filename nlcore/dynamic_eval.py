@@ -32,6 +32,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from nlcore.config import StateConfig
@@ -80,6 +81,13 @@ def dynamic_evaluate(model, stream, state_cfg: StateConfig, *, lr: float, decay:
         raise ValueError(f"dynamic_eval_decay: must be in [0, 1), got {decay}")
     twin = detached_copy(model)
     twin.eval()  # as static evaluation: no dropout
+    if lr > 0.0:  # cuDNN computes an RNN's backward only in training mode: RNN modules train, alone
+        for m in twin.modules():
+            if isinstance(m, nn.RNNBase):
+                if m.num_layers > 1 and m.dropout > 0:
+                    raise ValueError("dynamic evaluation: an RNN with inter-layer dropout would drop in "
+                                     "training mode; set its dropout to 0")
+                m.train()  # a single-layer (or dropout-free) RNN computes the same in either mode
     params = [p for p in twin.parameters() if p.requires_grad]
     theta0 = [p.detach().clone() for p in params]  # θ_0, the prior the decay pulls toward
     adapt = lr > 0.0 and len(params) > 0  # lr = 0: θ_w = θ_0 for every w, no backward needed

@@ -171,3 +171,15 @@ def test_trainer_reports_dynamic_bpc_beside_the_static_numbers(tmp_path):
     again = trainer("dynamic_eval_lr=0.2", out=tmp_path / "plain")
     again.load_checkpoint(tmp_path / "plain" / "checkpoint.pt")
     assert again.step == 10
+
+
+def test_rnn_modules_alone_train_during_adaptation():
+    """cuDNN computes an RNN's backward only in training mode: the adapted copy's LSTM trains,
+    every other module stays in eval mode (no dropout); lr 0 needs no backward and stays eval."""
+    t = trainer("model.dropout=0.1")
+    stream, cuts = t.eval_streams["valid"]
+    for lr, rnn_mode in ((0.1, True), (0.0, False)):
+        twin = dynamic_evaluate(t.model, stream, t.cfg.state, lr=lr, device="cpu", doc_cuts=cuts, max_windows=1,
+                                return_model=True)["model"]
+        assert twin.lstm.training is rnn_mode
+        assert not any(m.training for m in twin.modules() if not isinstance(m, torch.nn.RNNBase))
