@@ -28,7 +28,7 @@ from nlcore.dynamic_eval import dynamic_evaluate
 from nlcore.experiments import EXPERIMENTS
 from nlcore.train import Trainer
 
-LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # a first run (1e-4 .. 3e-2) chose its top, 3e-2, every time
 SWEEP_WINDOWS = 32
 DEFAULT = ("nested_lstm", "transformer", "titans_linear")
 
