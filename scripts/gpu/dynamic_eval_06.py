@@ -1,6 +1,7 @@
 """Dynamic evaluation of the 06 baselines: test-time learning for the models that lack it.
 
     PYTHONPATH=$PWD python3 scripts/gpu/dynamic_eval_06.py OUTDIR [LABEL ...]
+    (DYN_LRS=0.3,1,3 in the environment replaces the lr grid LRS)
 
 HOPE writes its memories and CMS chain inside the forward pass, so its held-out bpc already
 includes test-time learning; the baselines' static bpc does not. For each LABEL (default: the
@@ -18,6 +19,7 @@ One JSON per run: OUTDIR/<label>/seed<k>.json with the config, the sweep and all
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,8 @@ from nlcore.experiments import EXPERIMENTS
 from nlcore.train import Trainer
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # a first run (1e-4 .. 3e-2) chose its top, 3e-2, every time
+if os.environ.get("DYN_LRS"):
+    LRS = tuple(float(x) for x in os.environ["DYN_LRS"].split(","))
 SWEEP_WINDOWS = 32
 DEFAULT = ("nested_lstm", "transformer", "titans_linear")
 
