@@ -11,12 +11,12 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "dynamic_eval", "evaluate",
-    "experiments", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
+    "adam_foreach", "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "dynamic_eval", "evaluate",
+    "experiments", "fair_eval", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
     "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
     "notebook", "notebook_ablations", "notebook_checks", "notebook_compare", "notebook_experiment",
     "notebook_setup", "overrides", "paths", "plots_hope", "plotting", "presets", "recall",
-    "repro", "results", "runner", "schedule", "state", "stats", "surprise", "train",
+    "repro", "results", "runner", "schedule", "sliced", "state", "stats", "surprise", "train",
 }
 
 
