@@ -15,12 +15,12 @@ Design
   ``state_in`` until the next step: read it between steps, never hold it across one. No
   autograd crosses windows (the state buffers are plain data), as in the eager step.
 * Gradients accumulate in place into static buffers (``p.grad += g``; per CMS level, views of
-  one flat buffer), which is exactly how a CMS
-  level sums its chunk's gradients. Inside the captured body every ``.grad`` is set to None for
-  the backward, which then hands over its fresh gradients without a kernel, and one
-  ``_foreach_add_`` adds them all into the static buffers afterwards: one launch instead of an
-  add per parameter, and none of them left on the path between the tail's backward and the
-  recurrence's (same additions, so still bit-identical to the eager step). So the trainer builds
+  one flat buffer), which is exactly how a CMS level sums its chunk's gradients. Inside the
+  captured body every ``.grad`` is set to None for the backward, which then hands over its fresh
+  gradients without a kernel, and one ``_foreach_add_`` (compiled with the trainer's backend: one
+  fused kernel) adds them all into the static buffers afterwards: no add per parameter, and none
+  on the path between the tail's backward and the recurrence's (the same additions, so on CPU
+  still bit-identical to the eager step). So the trainer builds
   its `CMS` with ``zero_grad="inplace"`` (zeroed after an update, never set to None). Buffers
   replaced from outside (a resumed checkpoint, ``p.grad = None``) are copied back into the static
   ones before the next replay. The CMS updates (clip, optimizer step, telemetry) stay eager and
