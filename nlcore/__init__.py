@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "adam_foreach", "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "dynamic_eval", "evaluate",
+    "adam_foreach", "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "distributed", "distributed_check", "dynamic_eval", "evaluate",
     "experiments", "fair_eval", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
     "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
     "notebook", "notebook_ablations", "notebook_checks", "notebook_compare", "notebook_experiment",
