@@ -219,9 +219,9 @@ print("eager step: surprise (fast) / persistent = "
 #   clipping at $c = 10$ never happened, and the target is a tiny fraction of $y$: the objective is
 #   $\lambda\,\mathrm{mean}(y^2)$, an activation L2 penalty on the level outputs, to a fraction of a percent.
 # - **It is cheap with the fast implementation.** On the H100, with the graphed step, the fast
-#   hook cost a few percent of a step (within the benchmark's own target of 5 %), the reference
-#   (a second autograd pass) roughly twice to three times as much. Without the graph both steps
-#   are about twice as slow, and the objective's share of the eager step is larger.
+#   hook costs a few percent of a step (within the benchmark's own target of 5 %), the reference
+#   (a second autograd pass) several times as much (the figure above). Without the graph both
+#   steps are more than twice as slow, and the objective's share of the eager step is larger.
 # - Smoke numbers only show that the pipeline runs; the conclusions come from the FULL results
 #   (`REUSE_RESULTS=True` re-plots them).
 #
