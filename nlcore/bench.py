@@ -28,7 +28,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01"]
@@ -168,20 +167,9 @@ def _drain(trainer) -> None:  # untimed: keep telemetry buffers short (and check
 
 def time_window(trainer, m: int) -> float:
     """Seconds per step over one window of `m` steps (device-synchronised)."""
-    import torch
+    from nlcore.floor import ms_per_call
 
-    dev = trainer.device
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        _steps(trainer, m)
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) / 1e3 / m
-    t0 = time.perf_counter()
-    _steps(trainer, m)
-    return (time.perf_counter() - t0) / m
+    return ms_per_call(lambda: _steps(trainer, 1), m, trainer.device) / 1e3
 
 
 def _quantiles(xs: list[float]) -> dict[str, float]:

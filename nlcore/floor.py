@@ -21,6 +21,26 @@ from nlcore.evaluate import autocast_ctx
 from nlcore.fastpath import capture
 
 
+def ms_per_call(fn, n: int, device: torch.device | str) -> float:
+    """Mean ms per call of `fn` over `n` back-to-back calls: timed by CUDA events on a CUDA
+    device (synchronised before, so earlier work is not counted), by the wall clock elsewhere.
+    The one timer of the benchmarks (nlcore.bench.time_window, recurrence_floor, check_fastpath)."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return (time.perf_counter() - t0) * 1e3 / n
+    torch.cuda.synchronize(dev)
+    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    a.record()
+    for _ in range(n):
+        fn()
+    b.record()
+    b.synchronize()
+    return a.elapsed_time(b) / n
+
+
 def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp: bool,
                      windows: int = 5, steps: int = 50, graphed: bool | None = None) -> dict:
     """Median ms of forward + backward of `lstm` over a (B, T, d_in) window from a zero state,
@@ -50,22 +70,7 @@ def recurrence_floor(lstm: torch.nn.LSTM, batch_size: int, seq_len: int, *, amp:
     fn = capture(fwd_bwd, dev).replay if graphed else fwd_bwd
     for _ in range(5):
         fn()
-    times = []
-    for _ in range(windows):
-        if cuda:
-            torch.cuda.synchronize(dev)
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            for _ in range(steps):
-                fn()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) / steps)
-        else:
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            times.append((time.perf_counter() - t0) * 1e3 / steps)
+    times = [ms_per_call(fn, steps, dev) for _ in range(windows)]
     return {"what": "nn.LSTM forward + backward (input and weight gradients) of one window",
             "batch_size": batch_size, "seq_len": seq_len, "d_in": lstm.input_size, "hidden": lstm.hidden_size,
             "amp": amp, "graphed": graphed, "ms_windows": times, "ms_median": statistics.median(times)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlcore.floor import recurrence_floor
+from nlcore.floor import ms_per_call, recurrence_floor
 
 
 def test_floor_times_a_copy_and_leaves_the_model_alone():
@@ -23,3 +23,11 @@ def test_floor_times_a_copy_and_leaves_the_model_alone():
 def test_graphed_floor_needs_cuda():
     with pytest.raises(ValueError, match="graphed"):
         recurrence_floor(torch.nn.LSTM(4, 4, batch_first=True), 1, 2, amp=False, graphed=True)
+
+
+def test_ms_per_call_calls_n_times_and_times_them():
+    import time
+
+    calls = []
+    ms = ms_per_call(lambda: (calls.append(1), time.sleep(0.002)), 5, "cpu")
+    assert len(calls) == 5 and 2.0 <= ms < 50.0  # each call sleeps 2 ms

@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from nlcore import bench, repro  # noqa: E402
-from nlcore.floor import recurrence_floor  # noqa: E402
+from nlcore.floor import ms_per_call, recurrence_floor  # noqa: E402
 
 SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01", "surprise.impl=fast"]
 PLAIN = ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"]
@@ -135,19 +135,7 @@ def agreement(name: str, overrides: list[str], steps: int) -> dict:
 
 # ----------------------------------------------------------------------------- 2. timing
 def event_ms(fn, iters: int) -> float:
-    if SMOKE:
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            fn()
-        return (time.perf_counter() - t0) * 1e3 / iters
-    torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(iters):
-        fn()
-    b.record()
-    b.synchronize()
-    return a.elapsed_time(b) / iters
+    return ms_per_call(fn, iters, "cpu" if SMOKE else "cuda")
 
 
 def lstm_floor(batch: int, graphed: bool, windows: int = 10, iters: int = 20) -> dict:
