@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nlcore.sliced import clip_coef
+
 
 def adam_foreach_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tensor], exp_avg_sqs: list[Tensor],
                   steps: list[Tensor], lr: Tensor, *, beta1: float, beta2: float, eps: float,
@@ -30,7 +32,7 @@ def adam_foreach_(params: list[Tensor], grads: list[Tensor], exp_avgs: list[Tens
     the .grad tensors themselves are left unscaled."""
     if clip is not None:
         total, max_norm = clip
-        grads = torch._foreach_mul(grads, torch.clamp(max_norm / (total + 1e-6), max=1.0))
+        grads = torch._foreach_mul(grads, clip_coef(total, max_norm))
     torch._foreach_add_(steps, 1)
     if weight_decay:
         if decoupled:

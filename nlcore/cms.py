@@ -233,7 +233,7 @@ class CMS:
             elif self.cfg.grad_clip > 0:
                 gnorm = clip_grad_norm(params, self.cfg.grad_clip, self._clip_cache[name])  # nlcore.sliced
             else:
-                gnorm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+                gnorm = grad_norm(grads)
             self._grad_norms[name].append((step, gnorm))
         record = self.records_delta(name, step)
         if record:

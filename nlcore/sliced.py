@@ -63,6 +63,11 @@ class SliceCache:
         return self.cut
 
 
+def clip_coef(total: Tensor, max_norm: float) -> Tensor:
+    """torch's clip_grad_norm_ coefficient: min(1, max_norm / (total + 1e-6)), a 0-d tensor."""
+    return torch.clamp(max_norm / (total + 1e-6), max=1.0)
+
+
 def flat_base(tensors: list[Tensor]) -> Tensor | None:
     """The 1-D buffer that `tensors` tile exactly, in order, as contiguous views (each starting
     where the previous one ends, together covering all of it); None if they do not."""
@@ -92,7 +97,7 @@ def clip_flat(flat: Tensor, max_norm: float) -> Tensor:
     may differ from theirs in the last bits: used on CUDA, where the graph step's rounding
     already differs from the eager one's; on CPU the graph emulation stays bit-identical."""
     total = torch.linalg.vector_norm(flat)
-    flat.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    flat.mul_(clip_coef(total, max_norm))
     return total
 
 
@@ -111,7 +116,7 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, cache: Sli
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     (cut,) = got
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(cut)))
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    coef = clip_coef(total, max_norm)
     torch._foreach_mul_(cut, coef)
     return total
 
@@ -143,7 +148,7 @@ class _Sliced:
         clip = self.__dict__.pop("_pending_clip", None)
         if clip is not None:
             grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-            torch._foreach_mul_(grads, torch.clamp(clip[1] / (clip[0] + 1e-6), max=1.0))
+            torch._foreach_mul_(grads, clip_coef(*clip))
 
     def _compiled_step(self, group: dict, ps: list[Tensor]) -> None:
         lr = self.__dict__.setdefault("_lr_tensors", {}).get(id(group))

@@ -170,7 +170,8 @@ def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
         Bc_e = end(c.Bc, False)[..., None, None]  # (B, H, N, 1, 1)
         kKD = torch.cat([kK, kD], -1)  # (B, H, N, C, 2 dk)
         Wap = torch.cat([Wa, Wp], -1)  # (B, H, N, C, 2 dk)
-        diag = torch.cat([torch.cat([A_e * eye, torch.zeros_like(A_e * eye)], -1),
+        aI = A_e * eye  # (B, H, N, dk, dk)
+        diag = torch.cat([torch.cat([aI, torch.zeros_like(aI)], -1),
                           torch.cat([P_e * eye, Bc_e * eye], -1)], -2)  # (B, H, N, 2 dk, 2 dk)
         An = diag - Wap.transpose(-1, -2) @ kKD  # (B, H, N, 2 dk, 2 dk)
         Bn = -(Wc.transpose(-1, -2) @ kKD)  # (B, H, N, dv, 2 dk)
