@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -73,7 +74,7 @@ def gaps(steps: int = 5) -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         bench._steps(tr, steps)
         torch.cuda.synchronize()
-    path = tempfile.mktemp(suffix=".json")
+    path = str(Path(tempfile.mkdtemp()) / "trace.json")
     prof.export_chrome_trace(path)
     ev = sorted((e for e in json.load(open(path))["traceEvents"]
                  if e.get("ph") == "X" and e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")),
