@@ -86,3 +86,13 @@ def tmp_out(tmp_path) -> Path:
     out = tmp_path / "out"
     out.mkdir()
     return out
+
+
+@pytest.fixture(params=["solve", "inverse"])
+def solve_path(request, monkeypatch):
+    """Both ways of the chunk paths' triangular solves (nlcore.memory.tri): on the CPU the
+    "inverse" path takes its T from solve_triangular; the Triton kernel is tested on a GPU."""
+    from nlcore.memory import tri
+
+    monkeypatch.setattr(tri, "PREFERRED", request.param)
+    return request.param

@@ -90,7 +90,7 @@ def test_token_reference_matches_naive_loop(momentum):
 
 @pytest.mark.parametrize("momentum", [False, True])
 @pytest.mark.parametrize("T,chunk", CASES)
-def test_chunk_equals_token_float64(T, chunk, momentum):
+def test_chunk_equals_token_float64(T, chunk, momentum, solve_path):
     x = make_inputs(T=T, momentum=momentum)
     o_tok, g_tok = fwd_bwd(x, impl="token")
     o_chk, g_chk = fwd_bwd(x, impl="chunk", chunk=chunk)
@@ -103,7 +103,7 @@ def test_chunk_equals_token_float64(T, chunk, momentum):
 
 @pytest.mark.parametrize("momentum", [False, True])
 @pytest.mark.parametrize("T,chunk", CASES)
-def test_chunk_equals_token_float32(T, chunk, momentum):
+def test_chunk_equals_token_float32(T, chunk, momentum, solve_path):
     # β >= 0.05: the chunk path's dL/dβ comes from log-space gate products (gates.py), whose
     # float32 rounding is amplified by 1/β (about 2e-4 absolute at β ≈ 2e-3).
     x = make_inputs(T=T, momentum=momentum, dtype=torch.float32, beta_min=0.05)
@@ -116,7 +116,7 @@ def test_chunk_equals_token_float32(T, chunk, momentum):
         assert (g_chk[n] - g_tok[n]).abs().max().item() < 1e-5 * scale, n
 
 
-def test_gradcheck_chunk_path():
+def test_gradcheck_chunk_path(solve_path):
     x = make_inputs(B=1, H=1, T=5, dk=3, dv=2, momentum=True)
     args = tuple(x[n].clone().requires_grad_(True) for n in NAMES)
 
@@ -229,7 +229,7 @@ def test_bad_impl_and_chunk_raise():
 
 
 @pytest.mark.parametrize("momentum", [False, True])
-def test_chunk_step_equals_token_reference_on_one_chunk(momentum):
+def test_chunk_step_equals_token_reference_on_one_chunk(momentum, solve_path):
     """`chunk_step` (HOPE's building block) on one chunk with leading broadcast dims: keys, queries
     and gates (B, 1, H, C, ·) shared by G memories (B, G, H, ·), as HOPE's three memories share
     them; outputs and gradients equal the token reference run on the expanded inputs."""

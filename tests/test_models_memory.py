@@ -50,7 +50,7 @@ def randomise_state(model, B):
 
 
 @pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_chunk_parallel_equals_token_reference_float64(name):
+def test_chunk_parallel_equals_token_reference_float64(name, solve_path):
     xy = data()
     x, y = xy[:, :-1], xy[:, 1:]
     outs = {}
@@ -69,7 +69,7 @@ def test_chunk_parallel_equals_token_reference_float64(name):
 
 
 @pytest.mark.parametrize("name", ["titans_mlp", "titans_linear", "hope"])
-def test_chunk_parallel_equals_token_reference_float32(name):
+def test_chunk_parallel_equals_token_reference_float32(name, solve_path):
     x = data()[:, :-1]
     a, _ = run(make(name, torch.float32, mem_impl="token"), x)
     b, _ = run(make(name, torch.float32, mem_impl="chunk"), x)

@@ -31,8 +31,10 @@ import torch
 from torch import Tensor
 
 from nlcore.memory.gates import chunk_coeffs, shift_prev, step_factors
+from nlcore.memory.tri import unit_lower_inverse, use_inverse
 
 EPS = 1e-12  # F.normalize's default
+ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
 
 
 class _Normalise(torch.autograd.Function):
@@ -56,24 +58,34 @@ class _Normalise(torch.autograd.Function):
 
 class _Solve(torch.autograd.Function):
     """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
-    backward of four ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
-    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm."""
+    backward of few ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
+    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm.
+    With `tri.use_inverse` (CUDA with Triton) T = (I + L)^{-1} comes from one small kernel
+    and both directions are matmuls (nlcore.memory.tri); else two triangular solves."""
 
     @staticmethod
     def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
         L = pK * kk
-        # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
-        G = torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT
-        ctx.save_for_backward(pK, kk, L, G)
+        ctx.inverse = use_inverse(L)
+        if ctx.inverse:
+            T = unit_lower_inverse(L)
+            G = T @ R
+            ctx.save_for_backward(pK, kk, T, G)
+        else:  # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
+            G = torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT
+            ctx.save_for_backward(pK, kk, L, G)
         return G
 
     @staticmethod
     def backward(ctx, gG: Tensor):
-        pK, kk, L, G = ctx.saved_tensors
-        gR = torch.linalg.solve_triangular(L, gG.mT, upper=False, left=False, unitriangular=True).mT
-        C = L.shape[-1]
-        gL = torch.baddbmm(L.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
-                           beta=0, alpha=-1).view(L.shape)  # −gR Gᵀ
+        pK, kk, LT, G = ctx.saved_tensors  # LT: T = (I + L)^{-1} (inverse) or L (solve)
+        if ctx.inverse:
+            gR = LT.mT @ gG
+        else:
+            gR = torch.linalg.solve_triangular(LT, gG.mT, upper=False, left=False, unitriangular=True).mT
+        C = LT.shape[-1]
+        gL = torch.baddbmm(LT.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(LT.shape)  # −gR Gᵀ
         return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
 
 
@@ -116,7 +128,8 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
     def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
         return t.movedim(2, 0).contiguous().unbind(0)
 
-    mixE = mix.unsqueeze(-3).expand(B, H, N, dv, s, s)  # one map per row of the states
+    ew = torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
+    mixE = mix.unsqueeze(-3) if ew else mix.unsqueeze(-3).expand(B, H, N, dv, s, s)  # one map per row of the states
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-pc.unsqueeze(-1)), loop(-ke.unsqueeze(-1)), loop(mixE))
     slots = [D + init, S, init.expand_as(D)] if m == 2 else [D + init, init.expand_as(D)]
     Y = torch.stack(slots, 3)  # (B, H, dv, s, dk)
@@ -131,13 +144,20 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         rows = torch.cat([Y.flatten(2, 3), k], 2)  # (B, H, dv s + C, dk); kept for the read
         out = k @ rows.transpose(-1, -2)  # (B, H, C, dv s + C)
         kY, kk = out.split([dv * s, C], -1)  # [M_0, S_0, M_init] k by (row, slot); k kᵀ
-        R = torch.baddbmm(tg.reshape(-1, dv, 1), kY.reshape(-1, dv, s), pcn.view(-1, s, 1))  # −(errors' rhs)
-        G = _Solve.apply(pK, kk, R.view(B, H, C, dv))  # minus the prediction errors
-        kc = (ken.view(-1, s, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, s * dh)  # ke_{t,j} k_t by slot j
-        GK = (G.transpose(-1, -2) @ kc).view(-1, s, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ: (B H dv, s, dk)
+        if ew:  # contractions over the s slots as fused elementwise kernels (compiled)
+            R = tg.reshape(B, H, C, dv) + (kY.view(B, H, C, dv, s) * pcn.view(B, H, C, 1, s)).sum(-1)
+            kc = (ken * k.unsqueeze(-2)).view(B, H, C, s * dh)  # ke_{t,j} k_t by slot j
+        else:  # as batched matmuls: fewer ops in eager mode
+            R = torch.baddbmm(tg.reshape(-1, dv, 1), kY.reshape(-1, dv, s), pcn.view(-1, s, 1)).view(B, H, C, dv)
+            kc = (ken.view(-1, s, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, s * dh)
+        G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
+        GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, s, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
         Rs.append(rows)
         Gs.append(G)
-        Y = torch.baddbmm(GK, mixn.view(-1, s, s), Y.view(-1, s, dh)).view(B, H, dv, s, dh)
+        if ew:
+            Y = GK + (mixn.view(B, H, 1, s, s, 1) * Y.unsqueeze(-3)).sum(-2)
+        else:
+            Y = torch.baddbmm(GK.view(-1, s, dh), mixn.view(-1, s, s), Y.view(-1, s, dh)).view(B, H, dv, s, dh)
     # M_mem's reads, batched over chunks: y_t = Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
     # the first term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
     Y0, k = torch.stack(Rs, 2).split([dv * s, C], -2)  # chunk-start states (B, H, N, dv s, dk), keys

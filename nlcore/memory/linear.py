@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from nlcore.memory.gates import StepFactors, chunk_coeffs, shift_prev, step_factors
+from nlcore.memory.tri import solve_unit_lower
 
 IMPLS = ("chunk", "token")
 
@@ -144,7 +145,7 @@ def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
     if mom:
         rhs.append(p.P[..., None] * kc)  # (B, H, N, C, dk)
     rhs.append(-vc)  # (B, H, N, C, dv)
-    sol = torch.linalg.solve_triangular(L, torch.cat(rhs, -1), upper=False, unitriangular=True)
+    sol = solve_unit_lower(L, torch.cat(rhs, -1))  # (B, H, N, C, 2 dk + dv)
     sol = ec[..., None] * sol  # fold η: W = Wa M_0ᵀ + Wp S_0ᵀ + Wc
     Wa, Wc = sol[..., :dk], sol[..., -dv:]  # (B, H, N, C, dk), (B, H, N, C, dv)
     Wp = sol[..., dk:2 * dk] if mom else None  # (B, H, N, C, dk)
@@ -251,7 +252,7 @@ def chunk_write(k: Tensor, v: Tensor, f: StepFactors, Z: Tensor) -> tuple[Tensor
     L = f.pK * (k @ k.transpose(-1, -2))  # (..., C, C), strictly lower
     if L.shape[:-2] != R.shape[:-2]:
         L = L.expand(*R.shape[:-2], *L.shape[-2:])
-    G = torch.linalg.solve_triangular(L, R, upper=False, unitriangular=True)  # (I + L) G = R
+    G = solve_unit_lower(L, R)  # (I + L) G = R
     kc = (f.ke.unsqueeze(-1) * k.unsqueeze(-2)).flatten(-2)  # −η_s [c.K[C,s], c.Db[C,s]] k_s: (.., C, m dk)
     GK = (kc.transpose(-1, -2) @ G).unflatten(-2, (m, dk)).transpose(-1, -2)  # Σ_s (.) G_s k_sᵀ: (.., m, dv, dk)
     return G, (f.mix @ Z.flatten(-2)).unflatten(-1, (dv, dk)) + GK  # mix (M_0, S_0) + the writes

@@ -1,0 +1,122 @@
+r"""Batched unit lower-triangular solves for the chunk-parallel memories.
+
+The chunk form of the delta rule (nlcore.memory.linear, nlcore.memory.hope_chunk) needs, per
+chunk of C tokens, the solution of a unit lower-triangular system
+
+    (I + L) G = R,    L (..., C, C) strictly lower,   R (..., C, n),   G (..., C, n),
+
+and its backward  gR = (I + L)^{-T} gG,  gL = −tril(gR Gᵀ, −1)  (only L's strictly lower part is
+used; its entries on and above the diagonal get no gradient).
+
+Two ways to compute it, equal up to rounding (tests/test_memory_tri.py):
+
+* ``"solve"``: `torch.linalg.solve_triangular` forward and backward (cuBLAS's batched trsm on a
+  GPU). Any device and dtype.
+* ``"inverse"``: T = (I + L)^{-1} once, then G = T R and gR = Tᵀ gG, both batched matmuls. T comes
+  from the custom op ``nlcore::unit_lower_inverse``: on a CUDA device with Triton installed, one
+  Triton program per matrix runs the forward substitution  T_i = e_i − Σ_{j<i} L_ij T_j  over the
+  rows; elsewhere `solve_triangular(L, I)`. On an H100 cuBLAS's trsm took ~160 us for 512 systems
+  of 64 with 192 right-hand sides in the Titans step (results/bench/profiles), a kernel per system
+  far from the matmul units; the inverse is a small kernel plus matmuls.
+
+``"auto"`` (the default, `PREFERRED`) takes ``"inverse"`` when the Triton kernel can run (a CUDA
+tensor and Triton importable), else ``"solve"``. The inverse with an explicit T is backward-stable here: the
+systems come from unit keys and step sizes in (0, 1), as in every chunked delta-rule kernel.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+from torch import Tensor
+
+METHODS = ("auto", "solve", "inverse")
+
+
+@functools.lru_cache(maxsize=1)
+def triton_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _inverse_kernel():
+    """The Triton kernel (built on first use: Triton is imported only when a CUDA solve needs it)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def unit_lower_inverse_kernel(L, T, C: tl.constexpr, BC: tl.constexpr):
+        # one program per matrix: T = (I + L)^{-1} row by row, T_i = e_i − Σ_{j<i} L_ij T_j
+        base = tl.program_id(0).to(tl.int64) * C * C
+        r = tl.arange(0, BC)
+        X = tl.where(r[:, None] == r[None, :], 1.0, 0.0).to(T.dtype.element_ty)  # rows >= i: still e_i
+        for i in range(1, C):
+            li = tl.load(L + base + i * C + r, mask=r < i, other=0.0)  # L[i, :i]: (BC,)
+            row = tl.sum(li[:, None] * X, axis=0)  # Σ_{j<i} L_ij T_j: (BC,)
+            X = tl.where(r[:, None] == i, X - row[None, :], X)
+        tl.store(T + base + r[:, None] * C + r[None, :], X, mask=(r[:, None] < C) & (r[None, :] < C))
+
+    return triton, unit_lower_inverse_kernel
+
+
+def triton_inverse(L: Tensor) -> Tensor:
+    """(I + L)^{-1} by the Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); L (..., C, C)."""
+    triton, kernel = _inverse_kernel()
+    C = L.shape[-1]
+    Lc = L.contiguous()
+    T = torch.empty_like(Lc)
+    n = Lc.numel() // (C * C) if C else 0
+    if n:
+        kernel[(n,)](Lc, T, C=C, BC=triton.next_power_of_2(C), num_warps=4 if C <= 64 else 8)
+    return T
+
+
+@torch.library.custom_op("nlcore::unit_lower_inverse", mutates_args=())
+def unit_lower_inverse(L: Tensor) -> Tensor:
+    """(I + L)^{-1} for a batch of strictly lower L (..., C, C): the Triton kernel on CUDA when
+    Triton is installed, else `solve_triangular(L, I)` (entries of L on and above the diagonal are
+    ignored either way)."""
+    if L.is_cuda and triton_available():
+        return triton_inverse(L)
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand(L.shape)
+    return torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True).contiguous()
+
+
+@unit_lower_inverse.register_fake
+def _(L: Tensor) -> Tensor:
+    return torch.empty_like(L, memory_format=torch.contiguous_format)
+
+
+class _SolveInverse(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
+        T = unit_lower_inverse(L)  # (..., C, C)
+        G = T @ R  # (..., C, n)
+        ctx.save_for_backward(T, G)
+        return G
+
+    @staticmethod
+    def backward(ctx, gG: Tensor):
+        T, G = ctx.saved_tensors
+        gR = T.mT @ gG  # (I + L)^{-T} gG
+        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
+        return gL, gR
+
+
+PREFERRED = "auto"  # tests set "inverse" to run the inverse path on the CPU (its T from solve_triangular)
+
+
+def use_inverse(L: Tensor) -> bool:
+    """Whether the solve of L runs the "inverse" path (see the module docstring and PREFERRED)."""
+    if PREFERRED not in METHODS:
+        raise ValueError(f"nlcore.memory.tri.PREFERRED must be one of {METHODS}, got {PREFERRED!r}")
+    return PREFERRED == "inverse" or (PREFERRED == "auto" and L.is_cuda and triton_available())
+
+
+def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
+    """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal)."""
+    if use_inverse(L):
+        return _SolveInverse.apply(L, R)
+    return torch.linalg.solve_triangular(L, R, upper=False, unitriangular=True)
