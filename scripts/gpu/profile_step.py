@@ -8,7 +8,8 @@ seed:    torch.profiler kernel tables of the seed model's and the plain LSTM's t
 memory:  torch.profiler tables of the chunk paths of nlcore.memory.speed (one 2048 window).
 gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): device busy vs span,
          and the longest idle gaps between consecutive kernels with the kernels around them.
-models:  torch.profiler tables of the 06 models' training steps (the shapes of results/bench/models_06.json).
+models:  torch.profiler tables and timelines of the 06 models' training steps (the shapes of
+         results/bench/models_06.json; MODELS=a,b picks some, LISTING=1 lists one step's kernels).
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -64,15 +65,18 @@ def memory() -> None:
         table(fn, f"{kind} chunk path, T=2048", steps=3, rows=20)
 
 
-def gaps(steps: int = 5) -> None:
+def timeline(fn, label: str, steps: int = 5, top: int = 40, listing: bool = True) -> None:
+    """Kernel timeline of `steps` calls of fn (after warm-up): device busy vs span, the longest idle
+    gaps between consecutive kernels, and (listing) one call's kernels in order."""
     import json
     import tempfile
 
-    tr = bench.build_trainer(bench.NAMED["seed_persistent"], smoke=False, steps=10**6, device="cuda")
-    bench._steps(tr, 30)
+    for _ in range(10):
+        fn()
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        bench._steps(tr, steps)
+        for _ in range(steps):
+            fn()
         torch.cuda.synchronize()
     path = str(Path(tempfile.mkdtemp()) / "trace.json")
     prof.export_chrome_trace(path)
@@ -81,35 +85,52 @@ def gaps(steps: int = 5) -> None:
                 key=lambda e: e["ts"])
     busy = sum(e["dur"] for e in ev)
     span = ev[-1]["ts"] + ev[-1]["dur"] - ev[0]["ts"]
-    print(f"\n=== seed step timeline: {len(ev) / steps:.0f} kernels/step, busy {busy / steps / 1e3:.3f} ms/step, "
+    print(f"\n=== {label} timeline: {len(ev) / steps:.0f} kernels/step, busy {busy / steps / 1e3:.3f} ms/step, "
           f"span {span / steps / 1e3:.3f} ms/step", flush=True)
     gap = [(ev[i + 1]["ts"] - ev[i]["ts"] - ev[i]["dur"], ev[i]["name"][:60], ev[i + 1]["name"][:60])
            for i in range(len(ev) - 1)]
     hist = [sum(1 for g in gap if lo <= g[0] < hi) for lo, hi in ((-1e9, 1), (1, 2), (2, 4), (4, 8), (8, 1e9))]
     print("gaps <1, 1-2, 2-4, 4-8, >=8 us:", hist, " total idle per step (us):",
           round(sum(max(g[0], 0) for g in gap) / steps, 1))
-    for g in sorted(gap, reverse=True)[:40]:
+    durs = sorted(e["dur"] for e in ev)
+    print("kernel durations (us): median", durs[len(durs) // 2], " share of busy time in kernels < 5 us:",
+          round(sum(d for d in durs if d < 5) / busy, 3))
+    for g in sorted(gap, reverse=True)[:top]:
         print(f"{g[0]:8.1f} us  after {g[1]:60s}  before {g[2]}")
-    print("\none step in order (us: start offset, duration, name):")
-    n = len(ev) // steps
-    t0 = ev[n * 2]["ts"]
-    for e in ev[n * 2:n * 3]:
-        print(f"{e['ts'] - t0:9.1f} {e['dur']:8.1f}  {e['name'][:90]}")
+    if listing:
+        print("\none step in order (us: start offset, duration, name):")
+        n = len(ev) // steps
+        t0 = ev[n * 2]["ts"]
+        for e in ev[n * 2:n * 3]:
+            print(f"{e['ts'] - t0:9.1f} {e['dur']:8.1f}  {e['name'][:90]}")
+
+
+def gaps(steps: int = 5) -> None:
+    tr = bench.build_trainer(bench.NAMED["seed_persistent"], smoke=False, steps=10**6, device="cuda")
+    bench._steps(tr, 30)
+    timeline(lambda: bench._steps(tr, 1), "seed step", steps=steps)
 
 
 MODELS_06 = {  # the 06 shapes (16 x 512, ~3.3 M parameters), as in results/bench/models_06.json
     "transformer": "model.kind=transformer,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=1024",
     "titans_linear": "model.kind=titans,model.memory=linear,model.d_model=256,model.n_layers=4,model.n_heads=4,"
                      "model.d_ff=768",
+    "titans": "model.kind=titans,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=768",
+    "hope_outer": "model.kind=hope,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=448,"
+                  "model.cms_mode=outer",
     "hope": "model.kind=hope,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=448",
 }
 
 
 def models() -> None:
-    for label, ov in MODELS_06.items():
-        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", *ov.split(",")], smoke=False,
-                                 steps=10**6, device="cuda")
+    """MODELS=a,b (environment) picks some of MODELS_06; LISTING=1 prints one step's kernels in order."""
+    pick = os.environ.get("MODELS", ",".join(MODELS_06)).split(",")
+    for label in pick:
+        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", *MODELS_06[label].split(",")],
+                                 smoke=False, steps=10**6, device="cuda")
         table(lambda tr=tr: bench._steps(tr, 1), label, steps=5)
+        timeline(lambda tr=tr: bench._steps(tr, 1), label, steps=3, top=15,
+                 listing=os.environ.get("LISTING") == "1")
 
 
 if __name__ == "__main__":
