@@ -71,6 +71,9 @@ def test_inverse_path_compiles_without_graph_breaks(monkeypatch):
     want = f(L, R)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(torch.autograd.grad(got, (L, R)), torch.autograd.grad(f(L, R), (L, R)))
+    # the "auto" choice on a CUDA tensor reads triton_available(): it must trace too
+    monkeypatch.setattr(tri, "PREFERRED", "auto")
+    torch.compile(lambda a: a * 2 if tri.triton_available() else a, backend="eager", fullgraph=True)(L)
 
 
 def _kernel_matches_torch(device: str) -> None:

@@ -35,9 +35,12 @@ from torch import Tensor
 METHODS = ("auto", "solve", "inverse")
 
 
-@functools.lru_cache(maxsize=1)
+_HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up, not imported
+
+
 def triton_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    """Whether Triton is installed: a global read, so torch.compile traces it without a break."""
+    return _HAS_TRITON
 
 
 @functools.lru_cache(maxsize=1)
