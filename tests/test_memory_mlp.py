@@ -218,3 +218,43 @@ def test_zero_anchor_is_no_anchor():
     a = mlp_memory(**x, chunk=8, anchor=zero)
     b = mlp_memory(**x, chunk=8)
     assert (a[0] - b[0]).abs().max() < 1e-12 and (a[1][0] - b[1][0]).abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("momentum,anchored", [(True, False), (False, False), (True, True)])
+def test_chunk_loop_op_budget(momentum, anchored):
+    """The chunk path's loop over chunks is launch-bound on a GPU, so its cost is its number of
+    operations per chunk (forward + backward): aten ops counted on CPU, the difference between 8
+    and 4 chunks (each with a short last chunk) over 4. At the time of writing 15 matmuls and 79
+    non-view ops per chunk with momentum (51 and 300 when every chunk did all of its work in the
+    loop): 5 matmuls forward (3 for the factors at θ_0, 1 for W1 and S1, 1 for W2 and S2), 10 backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    mm = {"mm", "bmm", "baddbmm", "addmm"}
+
+    class Count(TorchDispatchMode):
+        ops = mms = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 0 if func.is_view else 1
+            self.mms += func.overloadpacket.__name__ in mm
+            return func(*args, **(kwargs or {}))
+
+    def count(n_chunks: int) -> tuple[int, int]:
+        x, anchor = _anchor_inputs(dtype=torch.float32, T=8 * n_chunks + 3, momentum=momentum)
+        leaves = [t.requires_grad_(True) for t in (*[t for t in x.values() if t is not None], *anchor)]
+        with Count() as c:
+            y, (W1, W2), S = mlp_memory(**x, chunk=8, anchor=anchor if anchored else None)
+            sum(t.sum() for t in (y, W1, W2, *(S or ()))).backward(inputs=leaves)
+        return c.ops, c.mms
+
+    (ops4, mms4), (ops8, mms8) = count(4), count(8)
+    assert (mms8 - mms4) / 4 <= 15, (mms8 - mms4) / 4
+    assert (ops8 - ops4) / 4 <= 90, (ops8 - ops4) / 4
+
+
+@pytest.mark.parametrize("impl", ["chunk", "token"])
+def test_empty_window_keeps_the_state(impl):
+    x = make(T=0)
+    y, (W1, W2), (S1, S2) = run(x, chunk=4, impl=impl)
+    assert y.shape == x["q"].shape
+    assert max_err([W1, W2, S1, S2], [x[n] for n in ("W1", "W2", "S1", "S2")]) == 0

@@ -27,9 +27,19 @@ Every update is a sum of rank-1 terms, so with the gates' coefficients (`gates.c
     y_t      = q_t + A_t W2_0 a^q_t + P_t S2_0 a^q_t − Σ_{s≤t} K[t,s] η_s (a_s·a^q_t) e_s,
                a^q_t = σ(W1_t q_t)
 
+and the chunk's end state is, with θ_a the anchor of `mlp_memory` (0 without one),
+
+    θ_C − θ_a = A_C (θ_0 − θ_a) + P_C S_0 − Σ_s K[C,s] η_s ∇_s,    S_C = Bc_C S_0 − Σ_s Db[C,s] η_s ∇_s.
+
 `impl="token"` is the reference (a loop over tokens that follows the recurrence literally);
-`impl="chunk"` loops over chunks only and equals it. Both are plain autograd graphs (first-order:
-the inner gradients are formulas, not `torch.autograd.grad`).
+`impl="chunk"` equals it and keeps the sequential part small. What does not depend on the
+chunk-start state (the coefficients, K[t,s] η_s, the masked q·k products, the end weights) is
+computed once for all N chunks, batched over a chunk axis; the loop over chunks computes only
+(e, a, δ) at θ_0 and the end state (five matmuls: three for the factors, one for W1 and S1 from
+the shared keys k, one for W2 and S2 from the shared a); the reads follow for all chunks at once
+from the stacked chunk-start states and factors. A short last chunk is padded with no-op tokens
+(η = 0, α = β = 1) and its end state is taken at its last real token. Both paths are plain
+autograd graphs (first-order: the inner gradients are formulas, not `torch.autograd.grad`).
 
 Dtypes: float32/float64 inputs are computed in their promoted dtype. If that dtype is narrower
 (bf16/half), the work is done in float32 and y is cast back to q's dtype, the weights and momenta
@@ -58,55 +68,95 @@ def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, 
 
     W1 (..., h, d), W2 (..., d, h), k, v (..., N, d) -> e (..., N, d), a (..., N, h), δ (..., N, h).
     """
+    return _factors(W1, W2, k, k - v)
+
+
+def _factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`grad_factors` with kv = k − v given."""
     z = k @ W1.transpose(-1, -2)  # z = W1 k: (..., N, h)
     a = F.silu(z)  # a = σ(z): (..., N, h)
-    e = k + a @ W2.transpose(-1, -2) - v  # e = M(k) − v: (..., N, d)
+    e = a @ W2.transpose(-1, -2) + kv  # e = M(k) − v = W2 a + (k − v): (..., N, d)
     delta = (e @ W2) * _silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., N, h)
     return e, a, delta
 
 
-def _chunk_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
-    """One chunk, no loop over tokens. q, k, v (B, H, C, d); gates (B, H, C)."""
-    e, a, delta = grad_factors(W1, W2, k, v)  # at θ_0: (B, H, C, d), (B, H, C, h), (B, H, C, h)
-    c = chunk_coeffs(alpha, beta)  # A, P, Bc (B, H, C); K, Db (B, H, C, C)
-    Ke = c.K * eta.unsqueeze(-2)  # K[t, s] η_s: (B, H, C, C)
-    A = c.A.unsqueeze(-1)  # (B, H, C, 1)
-    a1, a2 = anchor if anchor is not None else (None, None)
-    R1, R2 = (W1, W2) if anchor is None else (W1 - a1, W2 - a2)  # the part that retention scales
-    zq = A * (q @ R1.transpose(-1, -2))  # A_t W1_0 q_t: (B, H, C, h)
-    if anchor is not None:
-        zq = zq + q @ a1.transpose(-1, -2)  # + (1 - A_t) a1 q_t, with R1 = W1_0 - a1
-    zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s
-    if beta is not None:
-        zq = zq + c.P.unsqueeze(-1) * (q @ S1.transpose(-1, -2))  # P_t S1_0 q_t
-    aq = F.silu(zq)  # a^q_t = σ(W1_t q_t): (B, H, C, h)
-    y = q + A * (aq @ R2.transpose(-1, -2))  # q_t + A_t W2_0 a^q_t: (B, H, C, d)
-    if anchor is not None:
-        y = y + aq @ a2.transpose(-1, -2)
-    y = y - (Ke * (aq @ a.transpose(-1, -2))) @ e  # − Σ_s K η_s (a_s·a^q_t) e_s
-    if beta is not None:
-        y = y + c.P.unsqueeze(-1) * (aq @ S2.transpose(-1, -2))  # P_t S2_0 a^q_t
+def _end_row(x: Tensor, r: int) -> Tensor:
+    """Each chunk's coefficients at its last token: row C, and row r in the last chunk (its last real
+    token, before the padding). x (B, H, N, C, ...) -> (B, H, N, ...)."""
+    return torch.cat([x[:, :, :-1, -1], x[:, :, -1:, r - 1]], dim=2)
 
-    wK = (c.K[..., -1, :] * eta).unsqueeze(-1)  # K[C, s] η_s: (B, H, C, 1)
-    A_C = c.A[..., -1, None, None]  # (B, H, 1, 1)
-    W1n = A_C * R1 - (wK * delta).transpose(-1, -2) @ k  # − Σ_s K η δ_s k_sᵀ: (B, H, h, d)
-    W2n = A_C * R2 - (wK * e).transpose(-1, -2) @ a  # − Σ_s K η e_s a_sᵀ: (B, H, d, h)
+
+def _plus(x: Tensor, a: Tensor | None) -> Tensor:
+    """x + a, or x without an anchor (a = None)."""
+    return x if a is None else x + a
+
+
+def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
+    """All chunks: the state-independent factors at once, a loop over chunks for the states, then
+    the reads at once. q, k, v (B, H, T, d); gates (B, H, T); W1 (B, H, h, d), W2 (B, H, d, h)."""
+    B, H, T, d = q.shape
+    h, mom = W1.shape[-2], beta is not None
+    if T == 0:
+        return q.clone(), W1, W2, S1, S2
+    N = -(-T // C)  # chunks; the last has r real tokens and is padded to C with no-op tokens
+    r, pad = T - (N - 1) * C, N * C - T
+    q, k, v = (F.pad(x, (0, 0, 0, pad)).unflatten(2, (N, C)) for x in (q, k, v))  # (B, H, N, C, d)
+    eta = F.pad(eta, (0, pad)).unflatten(2, (N, C))  # η = 0 on padding: (B, H, N, C)
+    alpha, beta = (None if g is None else F.pad(g, (0, pad), value=1.0).unflatten(2, (N, C))
+                   for g in (alpha, beta))  # α = β = 1 on padding (never stepped over: `_end_row`)
+    c = chunk_coeffs(alpha, beta)  # A, P, Bc (B, H, N, C); K, Db (B, H, N, C, C)
+    Ke = c.K * eta.unsqueeze(-2)  # K[t, s] η_s: (B, H, N, C, C)
+    # the state in m channels (θ − θ_a, S) with momentum, else m = 1 (θ − θ_a); per chunk:
+    # cc (B, H, N, C, m): the weights of (θ_0 − θ_a, S_0) in θ_t, [A_t, P_t]
+    # w (B, H, N, C, m): the weights of η_s ∇_s in (θ_C, S_C), [K[C, s], Db[C, s]] η_s
+    # mix (B, H, N, m, m): (θ_0 − θ_a, S_0) -> (θ_C − θ_a, S_C), [[A_C, P_C], [0, Bc_C]]
+    A_C, wK = _end_row(c.A, r), _end_row(Ke, r)  # (B, H, N), (B, H, N, C)
+    if mom:
+        cc = torch.stack([c.A, c.P], -1)
+        w = torch.stack([wK, _end_row(c.Db, r) * eta], -1)
+        zero = torch.zeros_like(A_C)
+        mix = torch.stack([A_C, _end_row(c.P, r), zero, _end_row(c.Bc, r)], -1).unflatten(-1, (2, 2))
+    else:
+        cc, w, mix = c.A.unsqueeze(-1), wK.unsqueeze(-1), A_C[..., None, None]
+    m = cc.shape[-1]
+    a1, a2 = anchor if anchor is not None else (None, None)
+    R1, R2 = (W1, W2) if anchor is None else (W1 - a1, W2 - a2)  # θ_0 − θ_a: what retention scales
+    X1 = torch.stack([R1, S1], 2) if mom else R1.unsqueeze(2)  # (B, H, m, h, d)
+    X2 = torch.stack([R2, S2], 2) if mom else R2.unsqueeze(2)  # (B, H, m, d, h)
+
+    per = [x.unbind(2) for x in (k, k - v, -w, mix)]  # slices of each chunk, one backward node each
+    starts, factors = [], []
+    for n in range(N):  # only what needs the chunk-start state (θ_0, S_0)
+        kn, kvn, wn, mn = (x[n] for x in per)  # wn = −w: (B, H, C, m)
+        e, a, delta = _factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kvn)  # at θ_0: (B, H, C, ·)
+        U1 = (wn.unsqueeze(-1) * delta.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ kn  # [−w δ]ᵀ k: (B, H, m·h, d)
+        U2 = (wn.unsqueeze(-1) * e.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ a  # [−w e]ᵀ a: (B, H, m·d, h)
+        starts.append((X1, X2))
+        factors.append((e, a, delta))
+        mn = mn[..., None, None]  # (B, H, m, m, 1, 1)
+        X1 = (mn * X1.unsqueeze(2)).sum(3) + U1.unflatten(2, (m, h))  # mix X1 − Σ_s w_s δ_s k_sᵀ: (B, H, m, h, d)
+        X2 = (mn * X2.unsqueeze(2)).sum(3) + U2.unflatten(2, (m, d))  # mix X2 − Σ_s w_s e_s a_sᵀ: (B, H, m, d, h)
+
+    X1s, X2s = (torch.stack(x, 2).flatten(3, 4) for x in zip(*starts))  # (B, H, N, m·h, d), (.., m·d, h)
+    e, a, delta = (torch.stack(x, 2) for x in zip(*factors))  # (B, H, N, C, d), (.., h), (.., h)
+    cc = cc.unsqueeze(-1)  # (B, H, N, C, m, 1)
+    zq = (cc * (q @ X1s.transpose(-1, -2)).unflatten(-1, (m, h))).sum(-2)  # A_t R1_0 q_t + P_t S1_0 q_t
+    zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s: (B, H, N, C, h)
     if anchor is not None:
-        W1n, W2n = W1n + a1, W2n + a2
-    if beta is None:
-        return y, W1n, W2n, None, None
-    P_C = c.P[..., -1, None, None]  # (B, H, 1, 1)
-    W1n = W1n + P_C * S1
-    W2n = W2n + P_C * S2
-    wD = (c.Db[..., -1, :] * eta).unsqueeze(-1)  # Db[C, s] η_s: (B, H, C, 1)
-    B_C = c.Bc[..., -1, None, None]  # (B, H, 1, 1)
-    S1n = B_C * S1 - (wD * delta).transpose(-1, -2) @ k  # (B, H, h, d)
-    S2n = B_C * S2 - (wD * e).transpose(-1, -2) @ a  # (B, H, d, h)
-    return y, W1n, W2n, S1n, S2n
+        zq = zq + q @ a1.unsqueeze(-3).transpose(-1, -2)  # + θ_a q_t (θ_0 − θ_a is what retention scales)
+    aq = F.silu(zq)  # a^q_t = σ(W1_t q_t): (B, H, N, C, h)
+    y = q + (cc * (aq @ X2s.transpose(-1, -2)).unflatten(-1, (m, d))).sum(-2)  # + A_t R2_0 a^q + P_t S2_0 a^q
+    y = y - (Ke * (aq @ a.transpose(-1, -2))) @ e  # − Σ_s K η_s (a_s·a^q_t) e_s: (B, H, N, C, d)
+    if anchor is not None:
+        y = y + aq @ a2.unsqueeze(-3).transpose(-1, -2)
+    y = y.flatten(2, 3)[:, :, :T]  # (B, H, T, d)
+    S1, S2 = (X1[:, :, 1], X2[:, :, 1]) if mom else (None, None)
+    return y, _plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), S1, S2
 
 
 def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
-    """One chunk, token by token (the reference). Same arguments as `_chunk_step`."""
+    """One chunk, token by token (the reference). q, k, v (B, H, C, d); gates (B, H, C); states as in
+    `mlp_memory`."""
     e, a, delta = grad_factors(W1, W2, k, v)  # cached gradients at θ_0 (chunk start)
     ys = []
     for t in range(q.shape[-2]):
@@ -177,19 +227,19 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
         beta = beta.to(dt)
         S1 = torch.zeros_like(W1) if S1 is None else S1.to(dt)
         S2 = torch.zeros_like(W2) if S2 is None else S2.to(dt)
-    step = _chunk_step if impl == "chunk" else _token_step
     if anchor is not None:
         anchor = (anchor[0].to(dt), anchor[1].to(dt))
-
-    T = q.shape[2]
-    ys = []
-    sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
-    parts = [x.split(sizes, dim=2) for x in (q, k, v)]  # split once: one backward node, not one per chunk
-    gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
-    for n in range(len(sizes)):
-        y, W1, W2, S1, S2 = step(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
-                                 None if beta is None else gates[2][n], W1, W2, S1, S2, anchor)
-        ys.append(y)
-    y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
+    if impl == "chunk":
+        y, W1, W2, S1, S2 = _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk)
+    else:
+        T, ys = q.shape[2], []
+        sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
+        parts = [x.split(sizes, dim=2) for x in (q, k, v)]
+        gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
+        for n in range(len(sizes)):
+            y, W1, W2, S1, S2 = _token_step(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
+                                            None if beta is None else gates[2][n], W1, W2, S1, S2, anchor)
+            ys.append(y)
+        y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
     momenta = None if beta is None else (S1.to(state_dtype), S2.to(state_dtype))
     return y.to(out_dtype), (W1.to(state_dtype), W2.to(state_dtype)), momenta

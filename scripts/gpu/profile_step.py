@@ -10,6 +10,7 @@ gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): de
          and the longest idle gaps between consecutive kernels with the kernels around them.
 models:  torch.profiler tables and timelines of the 06 models' training steps (the shapes of
          results/bench/models_06.json; MODELS=a,b picks some, LISTING=1 lists one step's kernels).
+ops:     aten operators with their input shapes by device time (MODELS, default hope_outer; no CUDA graph).
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -133,6 +134,26 @@ def models() -> None:
                  listing=os.environ.get("LISTING") == "1")
 
 
+def ops() -> None:
+    """Which operators (with their input shapes) own the device time: the MODELS steps without the
+    CUDA graph (fast_path=off; still compiled), so that each kernel is attributed to its aten op."""
+    pick = os.environ.get("MODELS", "hope_outer").split(",")
+    for label in pick:
+        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", "fast_path=off",
+                                  *MODELS_06[label].split(",")], smoke=False, steps=10**6, device="cuda")
+        for _ in range(10):
+            bench._steps(tr, 1)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+            for _ in range(3):
+                bench._steps(tr, 1)
+            torch.cuda.synchronize()
+        ka = prof.key_averages(group_by_input_shape=True)
+        print(f"\n=== {label} (fast_path=off): aten ops by device time, 3 steps", flush=True)
+        print(ka.table(sort_by="cuda_time_total", row_limit=int(os.environ.get("ROWS", 40)),
+                       max_name_column_width=40, max_shapes_column_width=90), flush=True)
+
+
 if __name__ == "__main__":
     for part in sys.argv[1:] or ["floor", "seed", "memory"]:
-        {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps}[part]()
+        {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps, "ops": ops}[part]()
