@@ -93,7 +93,9 @@ def _compute_dtype(*xs: Tensor | None) -> torch.dtype:
 
 
 def _no_autocast(device: torch.device):
-    if torch.amp.is_autocast_available(device.type):
+    # a plain device-type test, not torch.amp.is_autocast_available: torch 2.11's dynamo cannot
+    # trace that builtin and broke the compiled Titans block there
+    if device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()
 
