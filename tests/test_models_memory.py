@@ -211,10 +211,15 @@ def test_predictions_never_see_the_future(name):
         assert (logits[:, p:] - base[:, p:]).abs().max() > 0  # and the change does reach later ones
 
 
-def test_hope_normalise_matches_f_normalize_and_gradchecks():
-    """`hope_chunk.normalise` (hand-written backward) = F.normalize in value and gradient, also on
-    rows whose norm is clamped (below eps, and zero); float64 gradcheck on generic rows."""
+@pytest.mark.parametrize("elementwise", [False, True])
+def test_hope_normalise_matches_f_normalize_and_gradchecks(elementwise, monkeypatch):
+    """`hope_chunk.normalise` (hand-written backward, both arrangements of its dot product) =
+    F.normalize in value and gradient, also on rows whose norm is clamped (below eps, and zero);
+    float64 gradcheck on generic rows."""
+    from nlcore.memory import hope_chunk
     from nlcore.memory.hope_chunk import normalise
+
+    monkeypatch.setattr(hope_chunk, "ELEMENTWISE", elementwise)
 
     g = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)

@@ -36,6 +36,13 @@ EPS = 1e-12  # F.normalize's default
 ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
 
 
+def _elementwise() -> bool:
+    """Small contractions (over the state slots, or a dot product per row) as elementwise ops that
+    inductor fuses (when compiling), or as batched matmuls, fewer ops in eager mode (ELEMENTWISE
+    overrides: the tests compare both)."""
+    return torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
+
+
 class _Normalise(torch.autograd.Function):
     """x / max(||x||, eps) along the last dim, as F.normalize (same values and gradients)."""
 
@@ -50,7 +57,10 @@ class _Normalise(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy: Tensor) -> Tensor:
         y, n, r = ctx.saved_tensors
-        dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)  # <gy, y>: (..., 1)
+        if _elementwise():  # compiled: fused; a batched matmul of 1 x dh by dh x 1 was a slow gemv kernel
+            dot = (gy * y).sum(-1, keepdim=True)  # <gy, y>: (..., 1)
+        else:  # eager: one op
+            dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)
         dot = dot.masked_fill(n < EPS, 0.0)  # the norm is clamped there: no gradient through it
         return torch.addcmul(gy, y, dot, value=-1.0) / r  # (gy - y <gy, y>) / r
 
@@ -120,7 +130,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
     def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
         return t.movedim(2, 0).contiguous().unbind(0)
 
-    ew = torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
+    ew = _elementwise()
     mixE = mix.unsqueeze(-3) if ew else mix.unsqueeze(-3).expand(B, H, N, dv, s, s)  # one map per row of the states
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-pc.unsqueeze(-1)), loop(-ke.unsqueeze(-1)), loop(mixE))
     slots = [D + init, S, init.expand_as(D)] if m == 2 else [D + init, init.expand_as(D)]
