@@ -279,7 +279,7 @@ def plot_mqar(root: str | Path | None = None) -> Figure:
     ax = fig.add_subplot()
     for model, g in t.groupby("model", sort=False):
         m = g.groupby("seq_len")["accuracy"].agg(["mean", "size"])
-        ax.plot(m.index, m["mean"], "o-", color=color(model), label=f"{model} (n={int(m['size'].min())} per L)")
+        ax.plot(m.index, m["mean"], "o-", color=color(model), label=f"{model} (seeds per L: {'/'.join(str(int(n)) for n in m['size'])})")
         ax.plot(g["seq_len"], g["accuracy"], ".", color=color(model), alpha=0.5)
     chance = t.groupby("seq_len")["chance"].first()
     ax.plot(chance.index, chance.to_numpy(), ":", color=PALETTE["black"], label="chance", zorder=3)

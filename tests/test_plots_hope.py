@@ -108,7 +108,7 @@ def test_mqar_table_and_figure(tmp_path):
     assert list(t["seq_len"]) == [256, 1024, 256] and t["accuracy"].between(0, 1).all()
     fig = hope.plot_mqar(tmp_path)
     labels = [x.get_text() for x in fig.axes[0].get_legend().get_texts()]
-    assert labels == ["titans_linear (n=1 per L)", "hope (n=1 per L)", "chance"]
+    assert labels == ["titans_linear (seeds per L: 1/1)", "hope (seeds per L: 1)", "chance"]
 
 
 def test_colors_are_fixed_per_model():
