@@ -15,9 +15,11 @@ Two ways to compute it, equal up to rounding (tests/test_memory_tri.py):
 * ``"inverse"``: T = (I + L)^{-1} once, then G = T R and gR = Tᵀ gG, both batched matmuls. T comes
   from the custom op ``nlcore::unit_lower_inverse``: on a CUDA device with Triton installed, one
   Triton program per matrix runs the forward substitution  T_i = e_i − Σ_{j<i} L_ij T_j  over the
-  rows; elsewhere `solve_triangular(L, I)`. On an H100 cuBLAS's trsm took ~160 us for 512 systems
-  of 64 with 192 right-hand sides in the Titans step (results/bench/profiles), a kernel per system
-  far from the matmul units; the inverse is a small kernel plus matmuls.
+  rows; elsewhere `solve_triangular(L, I)`. On an H100, in the Titans-linear step (512 systems of
+  64 with 192 right-hand sides per layer), cuBLAS's batched trsm took ~160 us per call forward and
+  again backward (results/bench/profiles/models_c5b6bfc.log), the inverse kernel 69 us and the
+  matmuls a few us each (solve_probe_ba772a0.txt). With few systems the kernel's 63 sequential row
+  steps dominate (30 us for 64 systems), so HOPE's per-chunk solves keep the trsm (hope_chunk.py).
 
 ``"auto"`` (the default, `PREFERRED`) takes ``"inverse"`` when the Triton kernel can run (a CUDA
 tensor and Triton importable), else ``"solve"``. The inverse with an explicit T is backward-stable here: the
@@ -76,6 +78,8 @@ def triton_inverse(L: Tensor) -> Tensor:
     return T
 
 
+# a custom op (registered when this module is imported), so that torch.compile calls it as one
+# opaque kernel instead of tracing into the Triton launch
 @torch.library.custom_op("nlcore::unit_lower_inverse", mutates_args=())
 def unit_lower_inverse(L: Tensor) -> Tensor:
     """(I + L)^{-1} for a batch of strictly lower L (..., C, C): the Triton kernel on CUDA when
