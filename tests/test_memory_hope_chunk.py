@@ -7,7 +7,7 @@ import torch
 from nlcore.memory.hope_chunk import _Solve
 
 
-def test_solve_is_the_unit_lower_triangular_system_with_autograd_gradients():
+def test_solve_is_the_unit_lower_triangular_system_with_autograd_gradients(solve_path):
     g = torch.Generator().manual_seed(0)
     B, C, d = 3, 6, 4
     pK = (torch.rand(B, C, C, generator=g, dtype=torch.float64) * 0.5).tril(-1).requires_grad_()

@@ -46,35 +46,30 @@ def triton_available() -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _inverse_kernel():
-    """The Triton kernel (built on first use: Triton is imported only when a CUDA solve needs it)."""
+def _inverse_kernels():
+    """The Triton kernels (nlcore.memory.tri_kernels, imported on first use)."""
     import triton
-    import triton.language as tl
 
-    @triton.jit
-    def unit_lower_inverse_kernel(L, T, C: tl.constexpr, BC: tl.constexpr):
-        # one program per matrix: T = (I + L)^{-1} row by row, T_i = e_i − Σ_{j<i} L_ij T_j
-        base = tl.program_id(0).to(tl.int64) * C * C
-        r = tl.arange(0, BC)
-        X = tl.where(r[:, None] == r[None, :], 1.0, 0.0).to(T.dtype.element_ty)  # rows >= i: still e_i
-        for i in range(1, C):
-            li = tl.load(L + base + i * C + r, mask=r < i, other=0.0)  # L[i, :i]: (BC,)
-            row = tl.sum(li[:, None] * X, axis=0)  # Σ_{j<i} L_ij T_j: (BC,)
-            X = tl.where(r[:, None] == i, X - row[None, :], X)
-        tl.store(T + base + r[:, None] * C + r[None, :], X, mask=(r[:, None] < C) & (r[None, :] < C))
+    from nlcore.memory import tri_kernels
 
-    return triton, unit_lower_inverse_kernel
+    return triton, tri_kernels.rows_kernel, tri_kernels.blocks_kernel
 
 
 def triton_inverse(L: Tensor) -> Tensor:
-    """(I + L)^{-1} by the Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); L (..., C, C)."""
-    triton, kernel = _inverse_kernel()
+    """(I + L)^{-1} by a Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); L (..., C, C).
+    C = 64 or 128 (float32): by 4 x 4 blocks; any other C: row by row."""
+    triton, rows_kernel, blocks_kernel = _inverse_kernels()
     C = L.shape[-1]
     Lc = L.contiguous()
-    T = torch.empty_like(Lc)
     n = Lc.numel() // (C * C) if C else 0
+    if C in (64, 128) and Lc.dtype == torch.float32:
+        T = torch.zeros_like(Lc)  # the blocks above the diagonal stay zero
+        if n:
+            blocks_kernel[(n,)](Lc, T, C=C, B=C // 4, num_warps=4)
+        return T
+    T = torch.empty_like(Lc)
     if n:
-        kernel[(n,)](Lc, T, C=C, BC=triton.next_power_of_2(C), num_warps=4 if C <= 64 else 8)
+        rows_kernel[(n,)](Lc, T, C=C, BC=triton.next_power_of_2(C), num_warps=4 if C <= 64 else 8)
     return T
 
 

@@ -47,10 +47,18 @@ def main() -> None:
             t = {p: case(n, 64, 192, p, bwd) for p in ("solve", "inverse")}
             print(f"{label:28s} {'fwd+bwd' if bwd else 'fwd    '}: trsm {t['solve']:7.1f} us, "
                   f"Triton inverse + matmuls {t['inverse']:7.1f} us, x{t['solve'] / t['inverse']:.2f}")
-    Lk = L.contiguous()
-    print(f"inverse kernel alone, 512 x 64 x 64: {statistics.median(ms_per_call(lambda: tri.triton_inverse(Lk), 50, 'cuda') for _ in range(7)) * 1e3:.1f} us")
-    Lk = L[:64].contiguous()
-    print(f"inverse kernel alone, 64 x 64 x 64: {statistics.median(ms_per_call(lambda: tri.triton_inverse(Lk), 50, 'cuda') for _ in range(7)) * 1e3:.1f} us")
+    from nlcore.memory.tri import _inverse_kernels
+
+    _, rows_kernel, _ = _inverse_kernels()
+    for n in (512, 64):
+        Lk = L[:n].contiguous()
+        T = torch.empty_like(Lk)
+        kernels = {"blocked (tri.triton_inverse)": lambda Lk=Lk: tri.triton_inverse(Lk),
+                   "row by row": lambda n=n, Lk=Lk, T=T: rows_kernel[(n,)](Lk, T, C=64, BC=64, num_warps=4)}
+        for name, fn in kernels.items():
+            fn()
+            ms = statistics.median(ms_per_call(fn, 50, "cuda") for _ in range(7))
+            print(f"inverse kernel alone, {name}, {n} x 64 x 64: {ms * 1e3:.1f} us")
 
 
 if __name__ == "__main__":
