@@ -73,7 +73,8 @@ def test_inverse_path_compiles_without_graph_breaks(monkeypatch):
     torch.testing.assert_close(torch.autograd.grad(got, (L, R)), torch.autograd.grad(f(L, R), (L, R)))
     # the "auto" choice on a CUDA tensor reads triton_available(): it must trace too
     monkeypatch.setattr(tri, "PREFERRED", "auto")
-    torch.compile(lambda a: a * 2 if tri.triton_available() else a, backend="eager", fullgraph=True)(L)
+    got = torch.compile(lambda a: a * 2 if tri.triton_available() else a, backend="eager", fullgraph=True)(L)
+    torch.testing.assert_close(got, L * 2 if tri.triton_available() else L)
 
 
 def _kernel_matches_torch(device: str) -> None:
@@ -85,6 +86,14 @@ def _kernel_matches_torch(device: str) -> None:
         eye = torch.eye(C, dtype=dtype, device=device)
         want = torch.linalg.solve_triangular(eye + L, eye.expand_as(L), upper=False)
         torch.testing.assert_close(T, want, rtol=0, atol=tol)
+    # every entry is written (the output starts as NaN), for both kernels
+    _, rows_kernel, blocks_kernel = tri._inverse_kernels()
+    L, _ = lower(B=3, C=64, dtype=torch.float32, seed=1)
+    L = L.tril(-1).to(device)
+    for launch in (lambda T: blocks_kernel[(3,)](L, T, C=64, B=16), lambda T: rows_kernel[(3,)](L, T, C=64, BC=64)):
+        T = torch.full_like(L, float("nan"))
+        launch(T)
+        torch.testing.assert_close(T, tri.triton_inverse(L), rtol=0, atol=2e-6)
 
 
 def test_triton_kernel_under_the_interpreter():

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from nlcore.memory.gates import chunk_coeffs, shift_prev, step_factors
-from nlcore.memory.tri import unit_lower_inverse, use_inverse
+from nlcore.memory.tri import rhs_grad, solve_forward
 
 EPS = 1e-12  # F.normalize's default
 ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
@@ -70,33 +70,23 @@ class _Solve(torch.autograd.Function):
     """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
     backward of few ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
     entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm.
-    On CUDA with Triton (`tri.use_inverse`) T = (I + L)^{-1} comes from the blocked Triton kernel of
-    nlcore.memory.tri and both directions are matmuls (the HOPE step ~10 % faster than with
-    cuBLAS's trsm, see tri.py); else two triangular solves."""
+    The solves are nlcore.memory.tri's (`solve_forward`, `rhs_grad`): on CUDA with Triton the
+    blocked Triton inverse and matmuls (the HOPE step ~10 % faster than with cuBLAS's trsm, see
+    tri.py), else two triangular solves."""
 
     @staticmethod
     def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
-        L = pK * kk
-        ctx.inverse = use_inverse(L)
-        if ctx.inverse:
-            T = unit_lower_inverse(L)
-            G = T @ R
-            ctx.save_for_backward(pK, kk, T, G)
-        else:  # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
-            G = torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT
-            ctx.save_for_backward(pK, kk, L, G)
+        G, F, ctx.inverse = solve_forward(pK * kk, R)  # F: T = (I + L)^{-1} (inverse path) or L
+        ctx.save_for_backward(pK, kk, F, G)
         return G
 
     @staticmethod
     def backward(ctx, gG: Tensor):
-        pK, kk, LT, G = ctx.saved_tensors  # LT: T = (I + L)^{-1} (inverse) or L (solve)
-        if ctx.inverse:
-            gR = LT.mT @ gG
-        else:
-            gR = torch.linalg.solve_triangular(LT, gG.mT, upper=False, left=False, unitriangular=True).mT
-        C = LT.shape[-1]
-        gL = torch.baddbmm(LT.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
-                           beta=0, alpha=-1).view(LT.shape)  # −gR Gᵀ
+        pK, kk, F, G = ctx.saved_tensors
+        gR = rhs_grad(F, gG, ctx.inverse)
+        C = F.shape[-1]
+        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ
         return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
 
 

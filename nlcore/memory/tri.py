@@ -66,7 +66,7 @@ def triton_inverse(L: Tensor) -> Tensor:
     Lc = L.contiguous()
     n = Lc.numel() // (C * C) if C else 0
     if C in (64, 128) and Lc.dtype == torch.float32:
-        T = torch.zeros_like(Lc)  # the blocks above the diagonal stay zero
+        T = torch.empty_like(Lc)  # the kernel writes every block, zeros above the diagonal
         if n:
             blocks_kernel[(n,)](Lc, T, C=C, B=C // 4, num_warps=4)
         return T
@@ -94,22 +94,6 @@ def _(L: Tensor) -> Tensor:
     return torch.empty_like(L, memory_format=torch.contiguous_format)
 
 
-class _SolveInverse(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
-        T = unit_lower_inverse(L)  # (..., C, C)
-        G = T @ R  # (..., C, n)
-        ctx.save_for_backward(T, G)
-        return G
-
-    @staticmethod
-    def backward(ctx, gG: Tensor):
-        T, G = ctx.saved_tensors
-        gR = T.mT @ gG  # (I + L)^{-T} gG
-        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
-        return gL, gR
-
-
 PREFERRED = "auto"  # tests set "inverse" to run the inverse path on the CPU (its T from solve_triangular)
 
 
@@ -120,8 +104,39 @@ def use_inverse(L: Tensor) -> bool:
     return PREFERRED == "inverse" or (PREFERRED == "auto" and L.is_cuda and triton_available())
 
 
-def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
-    """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal)."""
+def solve_forward(L: Tensor, R: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """G = (I + L)^{-1} R and what the backward needs: (G, F, inverse) with F = T (inverse path)
+    or L (solve path). For autograd Functions built on the solve (`solve_unit_lower`, HOPE's)."""
     if use_inverse(L):
-        return _SolveInverse.apply(L, R)
-    return torch.linalg.solve_triangular(L, R, upper=False, unitriangular=True)
+        T = unit_lower_inverse(L)
+        return T @ R, T, True
+    # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
+    return torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT, L, False
+
+
+def rhs_grad(F: Tensor, gG: Tensor, inverse: bool) -> Tensor:
+    """gR = (I + L)^{-T} gG from `solve_forward`'s F."""
+    if inverse:
+        return F.mT @ gG
+    return torch.linalg.solve_triangular(F, gG.mT, upper=False, left=False, unitriangular=True).mT
+
+
+class _Solve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
+        G, F, ctx.inverse = solve_forward(L, R)
+        ctx.save_for_backward(F, G)
+        return G
+
+    @staticmethod
+    def backward(ctx, gG: Tensor):
+        F, G = ctx.saved_tensors
+        gR = rhs_grad(F, gG, ctx.inverse)
+        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
+        return gL, gR
+
+
+def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
+    """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal);
+    the gradient reaches L's strictly lower part only."""
+    return _Solve.apply(L, R)

@@ -7,8 +7,8 @@ of nlcore: CPU machines run without it). One program per matrix:
   C − 1 sequential steps on a (C, C) tile.
 * `blocks_kernel` (C = 4 B, B >= 16): the four diagonal (B, B) blocks by rows (B − 1 steps each),
   then the blocks below the diagonal by block forward substitution,
-  T_ij = −T_ii Σ_{j<=k<i} L_ik T_kj (ten B x B x B products in exact float32); the blocks above
-  the diagonal are not written (the caller passes zeros).
+  T_ij = −T_ii Σ_{j<=k<i} L_ik T_kj (ten B x B x B products in exact float32), and zeros above
+  the diagonal.
 """
 
 import triton
@@ -77,3 +77,10 @@ def blocks_kernel(L, T, C: tl.constexpr, B: tl.constexpr):
     _put(T, base, C, 2, 0, B, T20)
     _put(T, base, C, 3, 1, B, T31)
     _put(T, base, C, 3, 0, B, T30)
+    Z = tl.zeros((B, B), dtype=D0.dtype)  # the blocks above the diagonal
+    _put(T, base, C, 0, 1, B, Z)
+    _put(T, base, C, 0, 2, B, Z)
+    _put(T, base, C, 0, 3, B, Z)
+    _put(T, base, C, 1, 2, B, Z)
+    _put(T, base, C, 1, 3, B, Z)
+    _put(T, base, C, 2, 3, B, Z)
