@@ -48,6 +48,19 @@ NAMED.update({  # the plain eager step (no graph, nothing compiled), for the fas
                    "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5"],  # eager (auto: no graph)
     "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off", "compile=off"],
 })
+# The 06 models at matched parameters (~3.3 M) and the 06 shapes (16 x 512): results/bench/models_06.json
+_S06 = ["data.seq_len=512", "data.batch_size=16"]
+_T4 = ["model.d_model=256", "model.n_layers=4", "model.n_heads=4"]
+MODELS_06 = {
+    "nested_lstm": [*_S06, "model.d_model=416", "model.d_ff=1024"],
+    "transformer": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024"],
+    "transformer_eager": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024", "fast_path=off"],
+    "titans": [*_S06, "model.kind=titans", *_T4, "model.d_ff=768"],
+    "titans_linear": [*_S06, "model.kind=titans", "model.memory=linear", *_T4, "model.d_ff=768"],
+    "hope": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448"],
+    "hope_outer": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448", "model.cms_mode=outer"],
+}
+NAMED.update(MODELS_06)
 DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_delta",
            "plain_lstm", "seed_nocompile", "seed_persistent_eager", "seed_surprise_fast_eager", "plain_lstm_eager"]
 # Scaling sweeps (python -m nlcore bench --scaling): one knob at a time around the seed preset.

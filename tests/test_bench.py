@@ -75,3 +75,16 @@ def test_plot_scaling_draws_the_floor_where_measured():
         del c["floor_ms"]  # reports from before the floor existed: the step alone
     assert [len(ax.lines) for ax in bench.plot_scaling(rep).axes] == [1, 1, 1]
 
+
+
+def test_the_06_models_are_named_as_the_committed_report_ran_them():
+    """The 06 step-time report (results/bench/models_06.json) ran exactly the named MODELS_06
+    configurations, so `--configs titans` etc. reproduce it."""
+    import json
+    from pathlib import Path
+
+    report = json.loads((Path(__file__).resolve().parent.parent / "results/bench/models_06.json").read_text())
+    assert set(report["configs"]) == set(bench.MODELS_06)
+    for name, c in report["configs"].items():
+        assert c["overrides"] == bench.MODELS_06[name], name
+        assert bench.parse_config(name) == (name, bench.MODELS_06[name])

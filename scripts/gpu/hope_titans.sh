@@ -6,8 +6,6 @@ set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
 out=$3
 shift 3
-S="data.seq_len=512,data.batch_size=16"
-T4="model.d_model=256,model.n_layers=4,model.n_heads=4"
 for phase in "$@"; do
   case $phase in
     speed)
@@ -16,14 +14,8 @@ for phase in "$@"; do
     bench)
       mkdir -p "$out/bench"
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
-        --out "$out/bench/models_06.json" --configs \
-        "nested_lstm=$S,model.d_model=416,model.d_ff=1024" \
-        "transformer=$S,model.kind=transformer,$T4,model.d_ff=1024" \
-        "transformer_eager=$S,model.kind=transformer,$T4,model.d_ff=1024,fast_path=off" \
-        "titans=$S,model.kind=titans,$T4,model.d_ff=768" \
-        "titans_linear=$S,model.kind=titans,model.memory=linear,$T4,model.d_ff=768" \
-        "hope=$S,model.kind=hope,$T4,model.d_ff=448" \
-        "hope_outer=$S,model.kind=hope,$T4,model.d_ff=448,model.cms_mode=outer" ;;
+        --out "$out/bench/models_06.json" --configs nested_lstm transformer transformer_eager titans \
+        titans_linear hope hope_outer ;;  # nlcore.bench.MODELS_06
     *)
       stem=${phase%%:*}
       "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"

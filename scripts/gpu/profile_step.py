@@ -112,23 +112,11 @@ def gaps(steps: int = 5) -> None:
     timeline(lambda: bench._steps(tr, 1), "seed step", steps=steps)
 
 
-MODELS_06 = {  # the 06 shapes (16 x 512, ~3.3 M parameters), as in results/bench/models_06.json
-    "transformer": "model.kind=transformer,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=1024",
-    "titans_linear": "model.kind=titans,model.memory=linear,model.d_model=256,model.n_layers=4,model.n_heads=4,"
-                     "model.d_ff=768",
-    "titans": "model.kind=titans,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=768",
-    "hope_outer": "model.kind=hope,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=448,"
-                  "model.cms_mode=outer",
-    "hope": "model.kind=hope,model.d_model=256,model.n_layers=4,model.n_heads=4,model.d_ff=448",
-}
-
-
 def models() -> None:
     """MODELS=a,b (environment) picks some of MODELS_06; LISTING=1 prints one step's kernels in order."""
-    pick = os.environ.get("MODELS", ",".join(MODELS_06)).split(",")
+    pick = os.environ.get("MODELS", ",".join(bench.MODELS_06)).split(",")
     for label in pick:
-        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", *MODELS_06[label].split(",")],
-                                 smoke=False, steps=10**6, device="cuda")
+        tr = bench.build_trainer(bench.MODELS_06[label], smoke=False, steps=10**6, device="cuda")
         table(lambda tr=tr: bench._steps(tr, 1), label, steps=5)
         timeline(lambda tr=tr: bench._steps(tr, 1), label, steps=3, top=15,
                  listing=os.environ.get("LISTING") == "1")
@@ -139,8 +127,8 @@ def ops() -> None:
     CUDA graph (fast_path=off; still compiled), so that each kernel is attributed to its aten op."""
     pick = os.environ.get("MODELS", "hope_outer").split(",")
     for label in pick:
-        tr = bench.build_trainer(["data.seq_len=512", "data.batch_size=16", "fast_path=off",
-                                  *MODELS_06[label].split(",")], smoke=False, steps=10**6, device="cuda")
+        tr = bench.build_trainer([*bench.MODELS_06[label], "fast_path=off"], smoke=False, steps=10**6,
+                                 device="cuda")
         for _ in range(10):
             bench._steps(tr, 1)
         torch.cuda.synchronize()
