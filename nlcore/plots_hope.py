@@ -271,6 +271,29 @@ def mqar_table(root: str | Path | None = None) -> pd.DataFrame:
     return t.sort_values(["_o", "seq_len", "seed"]).drop(columns="_o").reset_index(drop=True)
 
 
+def mqar_summary(table: pd.DataFrame | None = None, *, versus: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Per model and length: seeds n, mean recall accuracy and its 95 % bootstrap interval
+    (`nlcore.stats.bootstrap_ci`; NaN for one seed). versus = (a, b):
+    instead, per length where both ran the same seeds, the paired difference a − b
+    (`nlcore.stats.paired_diff_ci`)."""
+    from nlcore.stats import bootstrap_ci, paired_diff_ci
+
+    t = mqar_table() if table is None else table
+    rows = []
+    if versus is None:
+        for (model, L), g in t.groupby(["model", "seq_len"], sort=False):
+            mean, lo, hi = bootstrap_ci(g["accuracy"].to_numpy())
+            rows.append({"model": model, "seq_len": L, "n": len(g), "accuracy": mean, "ci_low": lo, "ci_high": hi})
+        return pd.DataFrame(rows, columns=["model", "seq_len", "n", "accuracy", "ci_low", "ci_high"])
+    a, b = (t[t["model"] == m].set_index(["seq_len", "seed"])["accuracy"] for m in versus)
+    for L in sorted(set(a.index.get_level_values(0)) & set(b.index.get_level_values(0))):
+        xa, xb = a.loc[L], b.loc[L]
+        if len(xa) > 1 and set(xa.index) == set(xb.index):
+            mean, lo, hi = paired_diff_ci(xa, xb)
+            rows.append({"seq_len": L, "n": len(xa), "diff": mean, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["seq_len", "n", "diff", "ci_low", "ci_high"])
+
+
 def plot_mqar(root: str | Path | None = None) -> Figure:
     """MQAR recall accuracy against the sequence length per model (mean over seeds, each seed a
     dot), with the chance level dashed; the number of key–value pairs is named at each length."""

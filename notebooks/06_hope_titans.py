@@ -172,6 +172,19 @@ ctx.save(fig, "mqar")
 mqar.pivot_table(index="model", columns="seq_len", values="accuracy", sort=False).round(4)
 
 # %% [markdown]
+# Mean recall over seeds with 95 % bootstrap intervals (NaN for one seed) ...
+
+# %%
+hope.mqar_summary(mqar).round(4)
+
+# %% [markdown]
+# ... and Titans (linear memory) minus the Transformer, paired by seed, at the lengths where both
+# ran the same seeds (more than one).
+
+# %%
+hope.mqar_summary(mqar, versus=("titans_linear", "transformer")).round(4)
+
+# %% [markdown]
 # ## Checks
 # These hold in both modes: the table has rows, every finished run has a finite held-out bpc,
 # every model with a finished run was trained with a parameter count in the table, every chunked

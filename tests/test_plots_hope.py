@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
@@ -114,3 +115,17 @@ def test_mqar_table_and_figure(tmp_path):
 def test_colors_are_fixed_per_model():
     assert hope.color("titans_eager") == hope.color("titans") != hope.color("hope")
     assert hope.color("something_else").startswith("#")
+
+
+def test_mqar_summary_means_intervals_and_paired_differences():
+    rows = [{"model": m, "seq_len": 256, "seed": k, "accuracy": acc}
+            for m, accs in (("a", (0.2, 0.3, 0.4)), ("b", (0.1, 0.2, 0.2))) for k, acc in enumerate(accs)]
+    rows.append({"model": "a", "seq_len": 1024, "seed": 0, "accuracy": 0.05})
+    t = pd.DataFrame(rows)
+    s = hope.mqar_summary(t).set_index(["model", "seq_len"])
+    assert s.loc[("a", 256), "n"] == 3 and abs(s.loc[("a", 256), "accuracy"] - 0.3) < 1e-12
+    assert s.loc[("a", 256), "ci_low"] < 0.3 < s.loc[("a", 256), "ci_high"]
+    assert s.loc[("a", 1024), "accuracy"] == 0.05 and math.isnan(s.loc[("a", 1024), "ci_low"])  # one seed
+    d = hope.mqar_summary(t, versus=("a", "b"))
+    assert list(d["seq_len"]) == [256]  # 1024: b did not run it
+    assert abs(d.loc[0, "diff"] - (0.9 - 0.5) / 3) < 1e-12 and d.loc[0, "ci_low"] > 0  # a above b in every seed
