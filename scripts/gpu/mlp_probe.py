@@ -1,0 +1,59 @@
+"""The Titans MLP memory alone at the 06 layer shape, compiled and CUDA-graphed, forward + backward
+(diagnostics for issue 9's throughput line, not a result).
+
+    PYTHONPATH=$PWD python3 scripts/gpu/mlp_probe.py [LABEL]
+
+Shape of one Titans layer of results/bench/models_06.json: B 16, H 4, T 512, d 64, h_dim 128,
+momentum, chunk 64. Prints the median of 5 windows of 50 graph replays. Run it with PYTHONPATH on
+two checkouts to compare two revisions on one machine.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from nlcore.fastpath import capture
+from nlcore.memory.mlp import mlp_memory
+
+
+def main(label: str) -> None:
+    dev = torch.device("cuda")
+    g = torch.Generator(device=dev).manual_seed(0)
+    B, H, T, d, hd = 16, 4, 512, 64, 128
+    r = lambda *s: torch.randn(*s, generator=g, device=dev)  # noqa: E731
+    gate = lambda lo, hi: lo + (hi - lo) * torch.rand(B, H, T, generator=g, device=dev)  # noqa: E731
+    x = dict(q=F.normalize(r(B, H, T, d), dim=-1), k=F.normalize(r(B, H, T, d), dim=-1),
+             v=F.normalize(r(B, H, T, d), dim=-1), eta=gate(0.0, 0.01), alpha=gate(0.95, 1.0), beta=gate(0.0, 0.9),
+             W1=r(B, H, hd, d) / d**0.5, W2=0.02 * r(B, H, d, hd), S1=torch.zeros(B, H, hd, d, device=dev),
+             S2=torch.zeros(B, H, d, hd, device=dev))
+    leaves = {n: t.requires_grad_(True) for n, t in x.items()}
+
+    def loss(**kw):
+        y, (W1, W2), (S1, S2) = mlp_memory(**kw, chunk=64)
+        return y.square().mean() + sum(t.square().mean() for t in (W1, W2, S1, S2))
+
+    f = torch.compile(loss)
+
+    def step():
+        f(**leaves).backward()
+
+    graph = capture(step, dev, warmup=5)
+    ms = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(50):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        ms.append(start.elapsed_time(end) / 50)
+    print(f"MLP_PROBE {label}: {statistics.median(ms):.3f} ms per layer forward + backward "
+          f"(windows {', '.join(f'{v:.3f}' for v in ms)})", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "")
