@@ -13,7 +13,7 @@ from nlcore.memory.mlp_loop import ChunkLoop, factors, silu_grads
 def loop_inputs(B=2, H=2, N=3, C=4, d=3, h=5, m=2, anchored=True, seed=0):
     g = torch.Generator().manual_seed(seed)
     r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
-    x = dict(X1=0.3 * r(B, H, m, d, h), X2=0.3 * r(B, H, m, h, d), k=r(B, H, N, C, d) / d**0.5,
+    x = dict(X1=0.3 * r(B, H, d, m, h), X2=0.3 * r(B, H, h, m, d), k=r(B, H, N, C, d) / d**0.5,
              kv=r(B, H, N, C, d), u=0.1 * r(B, H, N, C, m),
              mix=0.9 * torch.eye(m, dtype=torch.float64) + 0.05 * r(B, H, N, m, m),  # near the identity
              a1=0.3 * r(H, d, h) if anchored else None, a2=0.3 * r(H, h, d) if anchored else None)
@@ -26,7 +26,7 @@ def autograd_loop(X1, X2, k, kv, u, mix, a1, a2):
 
     starts, out = [], []
     for n in range(k.shape[2]):
-        e, a, delta = factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), k[:, :, n], kv[:, :, n])
+        e, a, delta = factors(_plus(X1[:, :, :, 0], a1), _plus(X2[:, :, :, 0], a2), k[:, :, n], kv[:, :, n])
         starts.append((X1, X2))
         out.append((e, a, delta))
         X1 = _mix(mix[:, :, n], X1) + _outer(k[:, :, n], u[:, :, n], delta)

@@ -106,27 +106,24 @@ def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
         cc, w, mix = c.A.unsqueeze(-1), wK.unsqueeze(-1), A_C[..., None, None]
     a1, a2 = (None, None) if anchor is None else (x.transpose(-1, -2) for x in anchor)  # θ_a transposed
     R1, R2 = (W1, W2) if anchor is None else (W1 - anchor[0], W2 - anchor[1])  # θ_0 − θ_a: what retention scales
-    # the state transposed, in m channels: X1 (B, H, m, d, h) = [R1ᵀ, S1ᵀ], X2 (B, H, m, h, d) = [R2ᵀ, S2ᵀ]
-    X1 = torch.stack([R1, S1], 2) if mom else R1.unsqueeze(2)
-    X2 = torch.stack([R2, S2], 2) if mom else R2.unsqueeze(2)
-    X1s, X2s, e, a, delta, X1, X2 = ChunkLoop.apply(X1.transpose(-1, -2), X2.transpose(-1, -2), k, k - v, -w,
-                                                    mix, a1, a2)  # starts (B, H, N, m, ·, ·), factors at θ_0
-    # reads: A_t R_0 + P_t S_0 as one contraction over (channel, d): [A_t q_t, P_t q_t] [R1_0ᵀ; S1_0ᵀ]
-    cc = cc.unsqueeze(-1)  # (B, H, N, C, m, 1)
-    zq = (cc * q.unsqueeze(-2)).flatten(-2) @ X1s.flatten(3, 4)  # (B, H, N, C, m·d) @ (.., m·d, h)
+    # the state transposed, channels interleaved: X1 (B, H, d, m, h) = [R1ᵀ, S1ᵀ], X2 (B, H, h, m, d)
+    X1, X2 = ((torch.stack([R.mT, S.mT], -2) if mom else R.mT.unsqueeze(-2)) for R, S in ((R1, S1), (R2, S2)))
+    X1s, X2s, e, a, delta, X1, X2 = ChunkLoop.apply(X1, X2, k, k - v, -w, mix, a1, a2)  # starts (B, H, N, ·, m, ·)
+    # reads: A_t R_0 + P_t S_0 as one contraction over (d, channel): [A_t q_t, P_t q_t] [R1_0ᵀ; S1_0ᵀ]
+    cc = cc.unsqueeze(-2)  # (B, H, N, C, 1, m)
+    zq = (q.unsqueeze(-1) * cc).flatten(-2) @ X1s.flatten(-3, -2)  # (B, H, N, C, d·m) @ (.., d·m, h)
     zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s: (B, H, N, C, h)
     if anchor is not None:
         zq = zq + q @ a1.unsqueeze(-3)  # + θ_a q_t (θ_0 − θ_a is what retention scales)
     aq = F.silu(zq)  # a^q_t = σ(W1_t q_t): (B, H, N, C, h)
-    y = q + (cc * aq.unsqueeze(-2)).flatten(-2) @ X2s.flatten(3, 4)  # + A_t R2_0 a^q + P_t S2_0 a^q
+    y = q + (aq.unsqueeze(-1) * cc).flatten(-2) @ X2s.flatten(-3, -2)  # + A_t R2_0 a^q + P_t S2_0 a^q
     y = y - (Ke * (aq @ a.transpose(-1, -2))) @ e  # − Σ_s K η_s (a_s·a^q_t) e_s: (B, H, N, C, d)
     if anchor is not None:
         y = y + aq @ a2.unsqueeze(-3)
     y = y.flatten(2, 3)[:, :, :T]  # (B, H, T, d)
-    X1, X2 = X1.transpose(-1, -2), X2.transpose(-1, -2)  # the end state back to (h, d), (d, h)
-    S1, S2 = (X1[:, :, 1], X2[:, :, 1]) if mom else (None, None)
-    return y, _plus(X1[:, :, 0], None if anchor is None else anchor[0]), \
-        _plus(X2[:, :, 0], None if anchor is None else anchor[1]), S1, S2
+    a1, a2 = anchor if anchor is not None else (None, None)
+    S1, S2 = (X1[:, :, :, 1].mT, X2[:, :, :, 1].mT) if mom else (None, None)  # back to (h, d), (d, h)
+    return y, _plus(X1[:, :, :, 0].mT, a1), _plus(X2[:, :, :, 0].mT, a2), S1, S2
 
 
 def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):

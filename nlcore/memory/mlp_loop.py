@@ -1,7 +1,9 @@
 r"""The MLP memory's loop over chunks (`nlcore.memory.mlp`), with a hand-written backward.
 
 The loop carries the memory's state transposed, V1 = W1ᵀ (d, h) and V2 = W2ᵀ (h, d), in m
-channels (θ − θ_a, and the momentum S when there is one): X1 (B, H, m, d, h), X2 (B, H, m, h, d).
+channels (θ − θ_a, and the momentum S when there is one), interleaved: X1 (B, H, d, m, h),
+X2 (B, H, h, m, d), so that kᵀ [u_1 δ, .., u_m δ] is X1's layout and the reads contract over
+(d, channel) without copies.
 Chunk n, from its start X (V = X[0] + the anchor θ_a, or X[0] without one):
 
     z = k V1,   a = σ(z),   e = a V2 + (k − v),   g = e V2ᵀ,   δ = g ⊙ σ'(z)       (C, h), (C, d)
@@ -64,36 +66,40 @@ def _plus(x: Tensor, a: Tensor | None) -> Tensor:
 
 
 def _mix(mix: Tensor, X: Tensor) -> Tensor:
-    """Σ_j mix[i, j] X[j]: mix (B, H, m, m), X (B, H, m, r, c) -> (B, H, m, r, c)."""
-    return (mix[..., None, None] * X.unsqueeze(2)).sum(3)
+    """Σ_j mix[i, j] X[j] on the channel axis: mix (B, H, m, m), X (B, H, r, m, c) -> (B, H, r, m, c)."""
+    return (mix[:, :, None, :, :, None] * X.unsqueeze(-3)).sum(-2)
 
 
 def _mix_t(mix: Tensor, G: Tensor) -> Tensor:
-    """Σ_i mix[i, j] G[i] (the transpose of `_mix`): -> (B, H, m, r, c)."""
-    return (mix[..., None, None] * G.unsqueeze(3)).sum(2)
+    """Σ_i mix[i, j] G[i] (the transpose of `_mix`): -> (B, H, r, m, c)."""
+    return (mix[:, :, None, :, :, None] * G.unsqueeze(-2)).sum(-3)
 
 
 def _outer(x: Tensor, u: Tensor, y: Tensor) -> Tensor:
-    """xᵀ diag(u_i) y for every channel i: x (B, H, C, r), u (B, H, C, m), y (B, H, C, c) -> (B, H, m, r, c),
-    as one matmul over the chunk."""
-    m, c = u.shape[-1], y.shape[-1]
-    out = x.transpose(-1, -2) @ (u.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2)  # (B, H, r, m·c)
-    return out.unflatten(-1, (m, c)).movedim(-2, -3)
+    """xᵀ diag(u_i) y for every channel i as one matmul over the chunk: x (B, H, C, r), u (B, H, C, m),
+    y (B, H, C, c) -> (B, H, r, m, c)."""
+    return (x.transpose(-1, -2) @ (u.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2)).unflatten(-1, u.shape[-1:] + y.shape[-1:])
+
+
+def _add0(X: Tensor, x: Tensor) -> Tensor:
+    """X with x added to channel 0: X (B, H, r, m, c), x (B, H, r, c)."""
+    return torch.cat([X[:, :, :, :1] + x.unsqueeze(-2), X[:, :, :, 1:]], dim=-2)
 
 
 class ChunkLoop(torch.autograd.Function):
     """(X1, X2, k, kv, u, mix, a1, a2) -> (starts1, starts2, e, a, δ, X1_end, X2_end).
 
-    X1 (B, H, m, d, h), X2 (B, H, m, h, d); k, kv (B, H, N, C, d); u (B, H, N, C, m); mix (B, H, N, m, m);
-    a1 (d, h), a2 (h, d) transposed anchors broadcastable to (B, H, ·, ·), or None. starts (B, H, N, m, ·, ·):
-    each chunk's start state; e (B, H, N, C, d), a, δ (B, H, N, C, h) at each chunk's start."""
+    Channels interleaved so that every contraction is a matmul on a view: X1 (B, H, d, m, h) (channel j
+    is X1[:, :, :, j], V1-shaped), X2 (B, H, h, m, d); k, kv (B, H, N, C, d); u (B, H, N, C, m); mix
+    (B, H, N, m, m); a1 (d, h), a2 (h, d) transposed anchors broadcastable to (B, H, ·, ·), or None.
+    starts (B, H, N, ·, m, ·): each chunk's start; e (B, H, N, C, d), a, δ (B, H, N, C, h) at that start."""
 
     @staticmethod
     def forward(ctx, X1, X2, k, kv, u, mix, a1, a2):
         starts, out = [], []
         for n in range(k.shape[2]):  # the only sequential part: each chunk needs its start
             kn, un = k[:, :, n], u[:, :, n]
-            e, a, delta = factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kv[:, :, n])
+            e, a, delta = factors(_plus(X1[:, :, :, 0], a1), _plus(X2[:, :, :, 0], a2), kn, kv[:, :, n])
             starts.append((X1, X2))
             out.append((e, a, delta))
             X1 = _mix(mix[:, :, n], X1) + _outer(kn, un, delta)
@@ -107,39 +113,37 @@ class ChunkLoop(torch.autograd.Function):
     def backward(ctx, gS1, gS2, ge_r, ga_r, gd_r, G1, G2):
         S1, S2, k, u, mix, e, a, delta, a1, a2 = ctx.saved_tensors
         at = lambda x: None if x is None else x.unsqueeze(-3)  # noqa: E731  anchor beside the chunk axis
-        V1, V2 = _plus(S1[:, :, :, 0], at(a1)), _plus(S2[:, :, :, 0], at(a2))  # (B, H, N, d, h), (.., h, d)
+        V1, V2 = _plus(S1[..., 0, :], at(a1)), _plus(S2[..., 0, :], at(a2))  # (B, H, N, d, h), (.., h, d)
         z = k @ V1  # (B, H, N, C, h)
         d1, d2 = silu_grads(z)
         gd2 = (e @ V2.transpose(-1, -2)) * d2  # g ⊙ σ''(z)
-        uu = u.transpose(-1, -2).unsqueeze(-1)  # (B, H, N, m, C, 1)
+        ue = (u.unsqueeze(-1) * e.unsqueeze(-2)).flatten(-2)  # [u_i e]: (B, H, N, C, m·d)
         gV1_sum = gV2_sum = 0.0
         saved = []
         for n in reversed(range(k.shape[2])):
-            kn, an, en, un = k[:, :, n], a[:, :, n], e[:, :, n], uu[:, :, n]
-            P1 = kn.unsqueeze(2) @ G1  # k G1_i: (B, H, m, C, h)
-            P2 = an.unsqueeze(2) @ G2  # a G2_i: (B, H, m, C, d)
-            gdel = gd_r[:, :, n] + (un * P1).sum(2)  # (B, H, C, h)
+            kn, an, en, un, V2n = k[:, :, n], a[:, :, n], e[:, :, n], u[:, :, n, :, :, None], V2[:, :, n]
+            P1 = (kn @ G1.flatten(-2)).unflatten(-1, G1.shape[-2:])  # k G1_i: (B, H, C, m, h)
+            P2 = (an @ G2.flatten(-2)).unflatten(-1, G2.shape[-2:])  # a G2_i: (B, H, C, m, d)
+            gdel = gd_r[:, :, n] + (un * P1).sum(-2)  # (B, H, C, h)
             gg = gdel * d1[:, :, n]
-            ge = ge_r[:, :, n] + (un * P2).sum(2) + gg @ V2[:, :, n]  # (B, H, C, d)
-            ga = ga_r[:, :, n] + ((un * en.unsqueeze(2)) @ G2.transpose(-1, -2)).sum(2) + ge @ V2[:, :, n].transpose(-1, -2)
+            ge = ge_r[:, :, n] + (un * P2).sum(-2) + gg @ V2n  # (B, H, C, d)
+            ga = ga_r[:, :, n] + ue[:, :, n] @ G2.flatten(-2).transpose(-1, -2) + ge @ V2n.transpose(-1, -2)
             gz = ga * d1[:, :, n] + gdel * gd2[:, :, n]  # (B, H, C, h)
             gV1 = kn.transpose(-1, -2) @ gz  # (B, H, d, h)
             gV2 = an.transpose(-1, -2) @ ge + gg.transpose(-1, -2) @ en  # (B, H, h, d)
-            gu = (delta[:, :, n].unsqueeze(2) * P1).sum(-1) + (en.unsqueeze(2) * P2).sum(-1)  # (B, H, m, C)
+            gu = (delta[:, :, n].unsqueeze(-2) * P1).sum(-1) + (en.unsqueeze(-2) * P2).sum(-1)  # (B, H, C, m)
             saved.append((gz, ge, gu, G1, G2))
-            G1 = _mix_t(mix[:, :, n], G1) + gS1[:, :, n]
-            G2 = _mix_t(mix[:, :, n], G2) + gS2[:, :, n]
-            G1 = torch.cat([G1[:, :, :1] + gV1.unsqueeze(2), G1[:, :, 1:]], 2)
-            G2 = torch.cat([G2[:, :, :1] + gV2.unsqueeze(2), G2[:, :, 1:]], 2)
+            G1 = _add0(_mix_t(mix[:, :, n], G1) + gS1[:, :, n], gV1)
+            G2 = _add0(_mix_t(mix[:, :, n], G2) + gS2[:, :, n], gV2)
             if a1 is not None:
                 gV1_sum, gV2_sum = gV1_sum + gV1, gV2_sum + gV2
         gz, ge, gu, Ge1, Ge2 = (torch.stack(x[::-1], 2) for x in zip(*saved))  # per chunk, in order
-        gk = gz @ V1.transpose(-1, -2)  # z̄ V1ᵀ: (B, H, N, C, d)
-        gk = gk + ((uu * delta.unsqueeze(3)) @ Ge1.transpose(-1, -2)).sum(3)  # + Σ_i (u_i ⊙ δ) G1_iᵀ
-        gmix = Ge1.flatten(-2) @ S1.flatten(-2).transpose(-1, -2) + Ge2.flatten(-2) @ S2.flatten(-2).transpose(-1, -2)
+        ud = (u.unsqueeze(-1) * delta.unsqueeze(-2)).flatten(-2)  # [u_i δ]: (B, H, N, C, m·h)
+        gk = gz @ V1.transpose(-1, -2) + ud @ Ge1.flatten(-2).transpose(-1, -2)  # z̄ V1ᵀ + Σ_i (u_i ⊙ δ) G1_iᵀ
+        gmix = torch.einsum("...rix,...rjx->...ij", Ge1, S1) + torch.einsum("...rix,...rjx->...ij", Ge2, S2)
         ga1 = None if a1 is None else gV1_sum.sum_to_size(a1.shape)
         ga2 = None if a2 is None else gV2_sum.sum_to_size(a2.shape)
-        return G1, G2, gk, ge, gu.transpose(-1, -2), gmix, ga1, ga2
+        return G1, G2, gk, ge, gu, gmix, ga1, ga2
 
 
 __all__ = ["ChunkLoop", "factors", "silu_grads"]

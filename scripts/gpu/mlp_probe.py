@@ -5,11 +5,12 @@
 
 Shape of one Titans layer of results/bench/models_06.json: B 16, H 4, T 512, d 64, h_dim 128,
 momentum, chunk 64. Prints the median of 5 windows of 50 graph replays. Run it with PYTHONPATH on
-two checkouts to compare two revisions on one machine.
+two checkouts to compare two revisions on one machine; PROFILE=1 adds the kernel table of 10 replays.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 
@@ -51,6 +52,18 @@ def main(label: str) -> None:
         end.record()
         torch.cuda.synchronize()
         ms.append(start.elapsed_time(end) / 50)
+    if os.environ.get("PROFILE"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                graph.replay()
+            torch.cuda.synchronize()
+        ka = prof.key_averages()
+        n = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / 10
+        print(f"{label}: {n:.0f} kernels per replay", flush=True)
+        print(ka.table(sort_by="self_cuda_time_total", row_limit=int(os.environ.get("ROWS", 30)),
+                       max_name_column_width=90), flush=True)
     print(f"MLP_PROBE {label}: {statistics.median(ms):.3f} ms per layer forward + backward "
           f"(windows {', '.join(f'{v:.3f}' for v in ms)})", flush=True)
 
