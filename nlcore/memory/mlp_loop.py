@@ -81,6 +81,12 @@ def _outer(x: Tensor, u: Tensor, y: Tensor) -> Tensor:
     return (x.transpose(-1, -2) @ (u.unsqueeze(-1) * y.unsqueeze(-2)).flatten(-2)).unflatten(-1, u.shape[-1:] + y.shape[-1:])
 
 
+def _inner(G: Tensor, X: Tensor) -> Tensor:
+    """⟨G_i, X_j⟩ for every pair of channels: G, X (..., r, m, c) -> (..., m, m). A reduction, not a matmul:
+    as a matmul its output is m x m with an inner size r·c, which cuBLAS runs as a slow gemv."""
+    return (G.unsqueeze(-2) * X.unsqueeze(-3)).sum((-4, -1))
+
+
 def _add0(X: Tensor, x: Tensor) -> Tensor:
     """X with x added to channel 0: X (B, H, r, m, c), x (B, H, r, c)."""
     return torch.cat([X[:, :, :, :1] + x.unsqueeze(-2), X[:, :, :, 1:]], dim=-2)
@@ -140,7 +146,7 @@ class ChunkLoop(torch.autograd.Function):
         gz, ge, gu, Ge1, Ge2 = (torch.stack(x[::-1], 2) for x in zip(*saved))  # per chunk, in order
         ud = (u.unsqueeze(-1) * delta.unsqueeze(-2)).flatten(-2)  # [u_i δ]: (B, H, N, C, m·h)
         gk = gz @ V1.transpose(-1, -2) + ud @ Ge1.flatten(-2).transpose(-1, -2)  # z̄ V1ᵀ + Σ_i (u_i ⊙ δ) G1_iᵀ
-        gmix = torch.einsum("...rix,...rjx->...ij", Ge1, S1) + torch.einsum("...rix,...rjx->...ij", Ge2, S2)
+        gmix = _inner(Ge1, S1) + _inner(Ge2, S2)  # (B, H, N, m, m)
         ga1 = None if a1 is None else gV1_sum.sum_to_size(a1.shape)
         ga2 = None if a2 is None else gV2_sum.sum_to_size(a2.shape)
         return G1, G2, gk, ge, gu, gmix, ga1, ga2
