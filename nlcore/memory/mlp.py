@@ -53,9 +53,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .gates import chunk_coeffs
-from .mlp_loop import ChunkLoop, factors
 
 IMPLS = ("chunk", "token")
+
+
+def _silu_grad(z: Tensor) -> Tensor:
+    """σ'(z) for σ(z) = z sigmoid(z): sigmoid(z) (1 + z (1 − sigmoid(z)))."""
+    s = torch.sigmoid(z)
+    return s * (1.0 + z * (1.0 - s))
 
 
 def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -63,7 +68,16 @@ def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, 
 
     W1 (..., h, d), W2 (..., d, h), k, v (..., N, d) -> e (..., N, d), a (..., N, h), δ (..., N, h).
     """
-    return factors(W1.transpose(-1, -2), W2.transpose(-1, -2), k, k - v)
+    return _factors(W1, W2, k, k - v)
+
+
+def _factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`grad_factors` with kv = k − v given."""
+    z = k @ W1.transpose(-1, -2)  # z = W1 k: (..., N, h)
+    a = F.silu(z)  # a = σ(z): (..., N, h)
+    e = a @ W2.transpose(-1, -2) + kv  # e = M(k) − v = W2 a + (k − v): (..., N, d)
+    delta = (e @ W2) * _silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., N, h)
+    return e, a, delta
 
 
 def _end_row(x: Tensor, r: int) -> Tensor:
@@ -81,7 +95,7 @@ def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
     """All chunks: the state-independent factors at once, a loop over chunks for the states, then
     the reads at once. q, k, v (B, H, T, d); gates (B, H, T); W1 (B, H, h, d), W2 (B, H, d, h)."""
     B, H, T, d = q.shape
-    mom = beta is not None
+    h, mom = W1.shape[-2], beta is not None
     if T == 0:
         return q.clone(), W1, W2, S1, S2
     N = -(-T // C)  # chunks; the last has r real tokens and is padded to C with no-op tokens
@@ -104,26 +118,40 @@ def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
         mix = torch.stack([A_C, _end_row(c.P, r), zero, _end_row(c.Bc, r)], -1).unflatten(-1, (2, 2))
     else:
         cc, w, mix = c.A.unsqueeze(-1), wK.unsqueeze(-1), A_C[..., None, None]
-    a1, a2 = (None, None) if anchor is None else (x.transpose(-1, -2) for x in anchor)  # θ_a transposed
-    R1, R2 = (W1, W2) if anchor is None else (W1 - anchor[0], W2 - anchor[1])  # θ_0 − θ_a: what retention scales
-    # the state transposed, channels interleaved: X1 (B, H, d, m, h) = [R1ᵀ, S1ᵀ], X2 (B, H, h, m, d)
-    X1, X2 = ((torch.stack([R.mT, S.mT], -2) if mom else R.mT.unsqueeze(-2)) for R, S in ((R1, S1), (R2, S2)))
-    X1s, X2s, e, a, delta, X1, X2 = ChunkLoop.apply(X1, X2, k, k - v, -w, mix, a1, a2)  # starts (B, H, N, ·, m, ·)
-    # reads: A_t R_0 + P_t S_0 as one contraction over (d, channel): [A_t q_t, P_t q_t] [R1_0ᵀ; S1_0ᵀ]
-    cc = cc.unsqueeze(-2)  # (B, H, N, C, 1, m)
-    zq = (q.unsqueeze(-1) * cc).flatten(-2) @ X1s.flatten(-3, -2)  # (B, H, N, C, d·m) @ (.., d·m, h)
+    m = cc.shape[-1]
+    a1, a2 = anchor if anchor is not None else (None, None)
+    R1, R2 = (W1, W2) if anchor is None else (W1 - a1, W2 - a2)  # θ_0 − θ_a: what retention scales
+    X1 = torch.stack([R1, S1], 2) if mom else R1.unsqueeze(2)  # (B, H, m, h, d)
+    X2 = torch.stack([R2, S2], 2) if mom else R2.unsqueeze(2)  # (B, H, m, d, h)
+
+    per = [x.unbind(2) for x in (k, k - v, -w, mix)]  # slices of each chunk, one backward node each
+    starts, factors = [], []
+    for n in range(N):  # only what needs the chunk-start state (θ_0, S_0)
+        kn, kvn, wn, mn = (x[n] for x in per)  # wn = −w: (B, H, C, m)
+        e, a, delta = _factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kvn)  # at θ_0: (B, H, C, ·)
+        U1 = (wn.unsqueeze(-1) * delta.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ kn  # [−w δ]ᵀ k: (B, H, m·h, d)
+        U2 = (wn.unsqueeze(-1) * e.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ a  # [−w e]ᵀ a: (B, H, m·d, h)
+        starts.append((X1, X2))
+        factors.append((e, a, delta))
+        mn = mn[..., None, None]  # (B, H, m, m, 1, 1)
+        X1 = (mn * X1.unsqueeze(2)).sum(3) + U1.unflatten(2, (m, h))  # mix X1 − Σ_s w_s δ_s k_sᵀ: (B, H, m, h, d)
+        X2 = (mn * X2.unsqueeze(2)).sum(3) + U2.unflatten(2, (m, d))  # mix X2 − Σ_s w_s e_s a_sᵀ: (B, H, m, d, h)
+
+    X1s, X2s = (torch.stack(x, 2).flatten(3, 4) for x in zip(*starts))  # (B, H, N, m·h, d), (.., m·d, h)
+    e, a, delta = (torch.stack(x, 2) for x in zip(*factors))  # (B, H, N, C, d), (.., h), (.., h)
+    cc = cc.unsqueeze(-1)  # (B, H, N, C, m, 1)
+    zq = (cc * (q @ X1s.transpose(-1, -2)).unflatten(-1, (m, h))).sum(-2)  # A_t R1_0 q_t + P_t S1_0 q_t
     zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s: (B, H, N, C, h)
     if anchor is not None:
-        zq = zq + q @ a1.unsqueeze(-3)  # + θ_a q_t (θ_0 − θ_a is what retention scales)
+        zq = zq + q @ a1.unsqueeze(-3).transpose(-1, -2)  # + θ_a q_t (θ_0 − θ_a is what retention scales)
     aq = F.silu(zq)  # a^q_t = σ(W1_t q_t): (B, H, N, C, h)
-    y = q + (aq.unsqueeze(-1) * cc).flatten(-2) @ X2s.flatten(-3, -2)  # + A_t R2_0 a^q + P_t S2_0 a^q
+    y = q + (cc * (aq @ X2s.transpose(-1, -2)).unflatten(-1, (m, d))).sum(-2)  # + A_t R2_0 a^q + P_t S2_0 a^q
     y = y - (Ke * (aq @ a.transpose(-1, -2))) @ e  # − Σ_s K η_s (a_s·a^q_t) e_s: (B, H, N, C, d)
     if anchor is not None:
-        y = y + aq @ a2.unsqueeze(-3)
+        y = y + aq @ a2.unsqueeze(-3).transpose(-1, -2)
     y = y.flatten(2, 3)[:, :, :T]  # (B, H, T, d)
-    a1, a2 = anchor if anchor is not None else (None, None)
-    S1, S2 = (X1[:, :, :, 1].mT, X2[:, :, :, 1].mT) if mom else (None, None)  # back to (h, d), (d, h)
-    return y, _plus(X1[:, :, :, 0].mT, a1), _plus(X2[:, :, :, 0].mT, a2), S1, S2
+    S1, S2 = (X1[:, :, 1], X2[:, :, 1]) if mom else (None, None)
+    return y, _plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), S1, S2
 
 
 def _token_step(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
