@@ -13,6 +13,7 @@ Every function takes its folder or report as an argument and defaults to the com
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -33,8 +34,8 @@ _GREY = "#7f7f7f"
 
 
 def color(config: str) -> str:
-    """The colour of a configuration (bench variants `<config>_eager` share their model's)."""
-    base = config.removesuffix("_eager")
+    """The colour of a configuration (bench variants `<config>_eager`, `<config>_b64` share their model's)."""
+    base = re.sub(r"_b\d+$", "", config.removesuffix("_eager"))
     return COLORS.get(base, COLORS.get(base.split("_")[0], _GREY))
 
 

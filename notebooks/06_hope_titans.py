@@ -143,6 +143,19 @@ ctx.save(fig, "throughput")
 hope.throughput_table(bench).round(3)
 
 # %% [markdown]
+# Is the gap launch latency, which a larger batch would hide? The same bench at 64 rows per step
+# (`results/bench/models_06_b64.json`, 4x the characters per step): the ratios barely move, so the
+# memories' extra cost is work that grows with the batch (float32 matmuls on CUDA cores and
+# elementwise kernels over the chunk tensors).
+
+# %%
+bench64 = nl.bench.load_report("models_06_b64")
+ctx.save(hope.plot_throughput(bench64), "throughput_b64")
+assert set(bench64["configs"]) == {f"{m}_b64" for m in ("transformer", "nested_lstm", "titans", "titans_linear",
+                                                         "hope_outer", "hope")}
+hope.throughput_table(bench64).round(3)
+
+# %% [markdown]
 # Most of the memory models' cost is the memory itself. `results/bench/memory_paths.json` (one
 # H100) times forward + backward of one 2048-token window through each memory, token by token
 # (the recurrence as written above) and chunked (the gradients within a chunk taken at the

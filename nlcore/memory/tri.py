@@ -21,7 +21,7 @@ Two ways to compute it, equal up to rounding (tests/test_memory_tri.py):
   (results/bench/profiles/models_c5b6bfc.log); the blocked kernel takes 25 us for them and 23 us
   for HOPE's 64 systems per chunk (solve_probe_5e73c5c.txt). In the compiled, graphed HOPE (outer
   CMS) step the inverse path gave 12.41 ms against trsm's 13.87 ms (hope_outer_trsm_5e73c5c.json
-  and models_06.json, same machine).
+  and history/models_06_5e73c5c.json, same machine).
 
 ``"auto"`` (the default, `PREFERRED`) takes ``"inverse"`` when the Triton kernel can run (a CUDA
 tensor and Triton importable), else ``"solve"``. Forming T explicitly is accurate enough here: the
