@@ -115,7 +115,7 @@ def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float, cache: Sli
     if got is None:
         return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
     (cut,) = got
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(cut)))
+    total = grad_norm(cut)
     coef = clip_coef(total, max_norm)
     torch._foreach_mul_(cut, coef)
     return total

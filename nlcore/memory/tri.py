@@ -65,13 +65,12 @@ def triton_inverse(L: Tensor) -> Tensor:
     C = L.shape[-1]
     Lc = L.contiguous()
     n = Lc.numel() // (C * C) if C else 0
-    if C in (64, 128) and Lc.dtype == torch.float32:
-        T = torch.empty_like(Lc)  # the kernel writes every block, zeros above the diagonal
-        if n:
-            blocks_kernel[(n,)](Lc, T, C=C, B=C // 4, num_warps=4)
+    T = torch.empty_like(Lc)  # either kernel writes every entry, zeros above the diagonal
+    if not n:
         return T
-    T = torch.empty_like(Lc)
-    if n:
+    if C in (64, 128) and Lc.dtype == torch.float32:
+        blocks_kernel[(n,)](Lc, T, C=C, B=C // 4, num_warps=4)
+    else:
         rows_kernel[(n,)](Lc, T, C=C, BC=triton.next_power_of_2(C), num_warps=4 if C <= 64 else 8)
     return T
 
