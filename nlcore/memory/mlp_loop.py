@@ -127,7 +127,8 @@ def backward_torch(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r,
 
 
 def kernel_fits(X1: Tensor, k: Tensor) -> bool:
-    """Whether the Triton kernels take these shapes: CUDA float32, C, d, h in KERNEL_SIZES, m <= 2."""
+    """Whether the Triton kernels take these shapes: X1 (B, H, m, h, d) and k (B, H, N, C, d) on CUDA,
+    float32, C, d, h in KERNEL_SIZES, m <= 2."""
     C, d, h, m = k.shape[-2], k.shape[-1], X1.shape[-2], X1.shape[2]
     return (X1.is_cuda and triton_available() and X1.dtype == torch.float32 and m <= 2
             and all(s in KERNEL_SIZES for s in (C, d, h)))
@@ -140,41 +141,46 @@ def _kernels():
     return mlp_loop_kernels
 
 
-def _c(x: Tensor | None) -> Tensor | None:
-    return None if x is None else x.contiguous()
-
-
 PRECISION = "ieee"  # the kernels' tl.dot input precision: exact float32 products ("tf32x3": tensor cores)
+BLOCK = 16  # tokens per block in the kernels' per-token phase
+WARPS = 4  # warps per program
+
+
+def _launch(kernel, args, m, C, d, h, anchored):
+    kernel[(args[0].shape[0] * args[0].shape[1],)](
+        *args, M=m, C=C, BC=min(BLOCK, C), D=d, HD=h, ANCHOR=anchored, PREC=PRECISION, num_warps=WARPS)
+
+
+def _anchors(a1, a2, B, H, h, d, like):
+    if a1 is None:
+        return like, like, False
+    return a1.expand(B, H, h, d).contiguous(), a2.expand(B, H, d, h).contiguous(), True
 
 
 def forward_triton(X1, X2, k, kv, u, mix, a1, a2):
     B, H, m, h, d = X1.shape
     N, C = k.shape[2], k.shape[3]
-    S1 = X1.new_empty(B, H, N + 1, m, h, d)
-    S2 = X1.new_empty(B, H, N + 1, m, d, h)
+    S1, S2 = X1.new_empty(B, H, N + 1, m, h, d), X1.new_empty(B, H, N + 1, m, d, h)
     e, a, delta = X1.new_empty(B, H, N, C, d), X1.new_empty(B, H, N, C, h), X1.new_empty(B, H, N, C, h)
-    anchored = a1 is not None
-    A1, A2 = (a1.expand(B, H, h, d).contiguous(), a2.expand(B, H, d, h).contiguous()) if anchored else (X1, X2)
-    _kernels().fwd_kernel[(B * H,)](
-        X1.contiguous(), X2.contiguous(), k.contiguous(), kv.contiguous(), u.contiguous(), mix.contiguous(),
-        A1, A2, S1, S2, e, a, delta, N, M=m, C=C, D=d, HD=h, ANCHOR=anchored, PREC=PRECISION, num_warps=8)
+    A1, A2, anchored = _anchors(a1, a2, B, H, h, d, X1)
+    args = [x.contiguous() for x in (X1, X2, k, kv, u, mix)] + [A1, A2, S1, S2, e, a, delta, N]
+    _launch(_kernels().fwd_kernel, args, m, C, d, h, anchored)
     return S1, S2, e, a, delta
 
 
 def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r):
     B, H, N1, m, h, d = S1.shape
     N, C = N1 - 1, k.shape[3]
-    Gb1, Gb2 = S1.new_empty(B, H, 2, m, h, d), S1.new_empty(B, H, 2, m, d, h)  # ping-pong state gradients
+    Gb1, Gb2 = S1.new_empty(2, B, H, m, h, d), S1.new_empty(2, B, H, m, d, h)  # ping-pong state gradients
+    scratch = S1.new_empty(2, B, H, C, h)  # z̄ and ḡ of the current chunk
     gk, gkv, gu, gmix = torch.empty_like(k), torch.empty_like(k), torch.empty_like(u), torch.empty_like(mix)
     gA1, gA2 = S1.new_zeros(B, H, h, d), S1.new_zeros(B, H, d, h)
-    anchored = a1 is not None
-    A1, A2 = (a1.expand(B, H, h, d).contiguous(), a2.expand(B, H, d, h).contiguous()) if anchored else (gA1, gA2)
-    _kernels().bwd_kernel[(B * H,)](
-        S1.contiguous(), S2.contiguous(), k.contiguous(), u.contiguous(), mix.contiguous(), A1, A2,
-        e.contiguous(), a.contiguous(), delta.contiguous(), gS1.contiguous(), gS2.contiguous(),
-        ge_r.contiguous(), ga_r.contiguous(), gd_r.contiguous(), Gb1, Gb2, gk, gkv, gu, gmix, gA1, gA2,
-        N, M=m, C=C, D=d, HD=h, ANCHOR=anchored, PREC=PRECISION, num_warps=8)
-    return Gb1[:, :, N % 2], Gb2[:, :, N % 2], gk, gkv, gu, gmix, gA1, gA2
+    A1, A2, anchored = _anchors(a1, a2, B, H, h, d, gA1)
+    args = ([x.contiguous() for x in (S1, S2, k, u, mix)] + [A1, A2]
+            + [x.contiguous() for x in (e, a, delta, gS1, gS2, ge_r, ga_r, gd_r)]
+            + [Gb1, Gb2, scratch[0], scratch[1], gk, gkv, gu, gmix, gA1, gA2, N])
+    _launch(_kernels().bwd_kernel, args, m, C, d, h, anchored)
+    return Gb1[N % 2], Gb2[N % 2], gk, gkv, gu, gmix, gA1, gA2
 
 
 @torch.library.custom_op("nlcore::mlp_loop_fwd", mutates_args=())
@@ -202,7 +208,7 @@ def mlp_loop_bwd(S1: Tensor, S2: Tensor, k: Tensor, u: Tensor, mix: Tensor, a1: 
                  gd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The gradients of `mlp_loop_fwd`'s inputs (X1, X2, k, kv, u, mix, and a1, a2 per (B, H): zeros without
     anchors) from its saved outputs and their gradients."""
-    if kernel_fits(S1, k):
+    if kernel_fits(S1[:, :, 0], k):
         return backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd)
     out = backward_torch(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd)
     return tuple(x.contiguous() for x in out)

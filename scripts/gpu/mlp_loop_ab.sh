@@ -7,7 +7,8 @@ set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
 out=$3
 mkdir -p "$out"
-python3 -m pytest -q -p no:cacheprovider tests/test_memory_mlp_loop.py tests/test_memory_mlp.py 2>&1 | tail -5 > "$out/tests.log"
+python3 -m pytest -q -p no:cacheprovider tests/test_memory_mlp_loop.py tests/test_memory_mlp.py -k "not interpreter" 2>&1 | tail -5 > "$out/tests.log"
+python3 scripts/gpu/mlp_loop_sweep.py > "$out/sweep.log" 2>&1
 for v in autograd:ieee op:ieee op:tf32x3; do
   LOOP=${v%%:*} PREC=${v##*:} PROFILE=${PROFILE:-} ROWS=16 python3 scripts/gpu/mlp_probe.py "$v" 2>&1 | grep -v -i warn
 done > "$out/probe.log"

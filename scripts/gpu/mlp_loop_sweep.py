@@ -1,0 +1,63 @@
+"""Times mlp_loop's two Triton kernels alone at the 06 Titans layer shape over their launch settings
+(diagnostics for issue 9's throughput line, not a result).
+
+    PYTHONPATH=$PWD python3 scripts/gpu/mlp_loop_sweep.py
+
+B 16, H 4, N 8 chunks of C 64, d 64, h 128, m 2 (momentum). For each (PRECISION, BLOCK, WARPS): the median
+of 20 launches of each kernel, and the largest error against the PyTorch loops relative to the largest entry.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import torch
+
+from nlcore.memory import mlp_loop
+
+
+def timed(fn, reps: int = 20) -> float:
+    fn()
+    ms = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        ms.append(start.elapsed_time(end))
+    return statistics.median(ms)
+
+
+def rel(got, want) -> float:
+    return max(((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item() for a, b in zip(got, want))
+
+
+def main() -> None:
+    torch.backends.cuda.matmul.allow_tf32 = False
+    from tests.test_memory_mlp_loop import inputs
+
+    x = inputs(B=16, H=4, N=8, C=64, d=64, h=128, m=2, dtype=torch.float32, device="cuda")
+    want_f = mlp_loop.forward_torch(*x)
+    S1, S2, e, a, delta = want_f
+    gs = [torch.randn_like(t) for t in want_f]
+    args = (S1, S2, x[2], x[4], x[5], x[6], x[7], e, a, delta, *gs)
+    want_b = mlp_loop.backward_torch(*args)[:6]
+    t_f = timed(lambda: mlp_loop.forward_torch(*x))
+    t_b = timed(lambda: mlp_loop.backward_torch(*args))
+    print(f"torch loops (eager): forward {t_f:.3f} ms, backward {t_b:.3f} ms", flush=True)
+    for prec, block, warps in itertools.product(("ieee", "tf32x3"), (16, 32, 64), (4, 8)):
+        mlp_loop.PRECISION, mlp_loop.BLOCK, mlp_loop.WARPS = prec, block, warps
+        try:
+            ef = rel(mlp_loop.forward_triton(*x), want_f)
+            eb = rel(mlp_loop.backward_triton(*args)[:6], want_b)
+            tf, tb = timed(lambda: mlp_loop.forward_triton(*x)), timed(lambda: mlp_loop.backward_triton(*args))
+            print(f"SWEEP {prec:7s} block {block:3d} warps {warps}: forward {tf:.3f} ms, backward {tb:.3f} ms "
+                  f"(errors {ef:.1e}, {eb:.1e})", flush=True)
+        except Exception as err:  # noqa: BLE001  a setting the compiler refuses: report it and go on
+            print(f"SWEEP {prec:7s} block {block:3d} warps {warps}: failed: {type(err).__name__}: {err}"[:300], flush=True)
+
+
+if __name__ == "__main__":
+    main()
