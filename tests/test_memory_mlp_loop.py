@@ -100,6 +100,8 @@ def _kernels_match_torch(device: str) -> None:
             torch.testing.assert_close(a, b.expand_as(a), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels themselves run (below); the "
+                    "interpreter of the GPU image's older Triton fails on a scalar conversion")
 def test_triton_kernels_under_the_interpreter():
     pytest.importorskip("triton")
     code = "from tests.test_memory_mlp_loop import _kernels_match_torch; _kernels_match_torch('cpu')"

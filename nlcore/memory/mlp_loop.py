@@ -148,7 +148,8 @@ WARPS = 4  # warps per program
 
 def _launch(kernel, args, m, C, d, h, anchored):
     kernel[(args[0].shape[0] * args[0].shape[1],)](
-        *args, M=m, C=C, BC=min(BLOCK, C), D=d, HD=h, ANCHOR=anchored, PREC=PRECISION, num_warps=WARPS)
+        *args, M=m, C=C, BC=min(BLOCK, C), D=d, HD=h, ANCHOR=anchored, PREC=PRECISION, num_warps=WARPS,
+        num_stages=1)  # no software pipelining: its buffers of whole state tiles overflow shared memory
 
 
 def _anchors(a1, a2, B, H, h, d, like):
