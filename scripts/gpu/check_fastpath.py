@@ -209,7 +209,8 @@ def main() -> int:
     env = repro.capture_environment("cpu" if SMOKE else "cuda")
     print(f"{env['gpu_name']}  torch {env['torch']}  cuda {env['cuda']}  cudnn {env['cudnn']}", flush=True)
     corpus = [] if SMOKE else corpus_overrides(args.corpus)
-    report: dict = {"schema": "nlcore.check_fastpath/1", "environment": env, "corpus_overrides": corpus,
+    report: dict = {"schema": "nlcore.check_fastpath/1", "command": repro.command_line(), "git": repro.git_info(),
+                    "environment": env, "corpus_overrides": corpus,
                     "settings": vars(args), "agreement": {}, "timing": {}, "floor": {}, "errors": ERRORS}
     if not args.skip_agreement:
         for name, ov in (("seed", []), ("surprise", SURPRISE)):
