@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from nlcore.memory import mlp
 from nlcore.memory.mlp import mlp_memory
 
 NAMES = ("q", "k", "v", "eta", "alpha", "beta", "W1", "W2", "S1", "S2")
@@ -27,6 +28,14 @@ def make(B=2, H=3, T=37, d=5, hd=7, dtype=torch.float64, momentum=True, seed=0):
              S1=0.01 * r(B, H, hd, d) if momentum else None,
              S2=0.01 * r(B, H, d, hd) if momentum else None)
     return {n: (t.requires_grad_() if t is not None else None) for n, t in x.items()}
+
+
+@pytest.fixture(params=["autograd", "op"])
+def loop(request, monkeypatch):
+    """Run the chunk path's loop both ways: a plain autograd graph, and mlp_loop's op with its
+    hand-written backward (its PyTorch loops on CPU; the Triton kernels are in test_memory_mlp_loop.py)."""
+    monkeypatch.setattr(mlp, "LOOP", request.param)
+    return request.param
 
 
 def run(x, **kw):
@@ -93,7 +102,7 @@ def test_chunk_gradients_are_taken_at_chunk_start():
 
 @pytest.mark.parametrize("momentum", [True, False])
 @pytest.mark.parametrize("T,chunk", [(32, 8), (37, 8), (5, 8), (8, 8), (37, 1)])
-def test_chunk_equals_token_float64(T, chunk, momentum):
+def test_chunk_equals_token_float64(T, chunk, momentum, loop):
     x = make(T=T, momentum=momentum)
     a, b = run(x, chunk=chunk, impl="chunk"), run(x, chunk=chunk, impl="token")
     assert (a[2] is None) == (b[2] is None) == (not momentum)
@@ -102,7 +111,7 @@ def test_chunk_equals_token_float64(T, chunk, momentum):
 
 
 @pytest.mark.parametrize("momentum", [True, False])
-def test_chunk_equals_token_float32(momentum):
+def test_chunk_equals_token_float32(momentum, loop):
     x = make(B=2, H=2, T=45, d=8, hd=16, dtype=torch.float32, momentum=momentum)
     a, b = run(x, chunk=16, impl="chunk"), run(x, chunk=16, impl="token")
     assert max_err(flat(a), flat(b)) < 1e-5
@@ -110,7 +119,7 @@ def test_chunk_equals_token_float32(momentum):
     assert a[0].dtype == torch.float32
 
 
-def test_rows_are_independent():
+def test_rows_are_independent(loop):
     x = make(B=3, T=20)
     y, (W1, W2), (S1, S2) = run(x, chunk=6)
     b = 1
@@ -121,7 +130,7 @@ def test_rows_are_independent():
 
 
 @pytest.mark.parametrize("impl", ["chunk", "token"])
-def test_state_carries_across_calls(impl):
+def test_state_carries_across_calls(impl, loop):
     x = make(T=29)
     full = flat(run(x, chunk=8, impl=impl))
     seq = ("q", "k", "v", "eta", "alpha", "beta")
@@ -173,6 +182,12 @@ def test_bad_inputs_raise_naming_the_argument():
         run(x | dict(q=x["q"][0]))
 
 
+def test_bad_loop_setting_names_it(monkeypatch):
+    monkeypatch.setattr(mlp, "LOOP", "fused")
+    with pytest.raises(ValueError, match="LOOP"):
+        run(make(T=6))
+
+
 def _anchor_inputs(dtype=torch.float64, T=37, momentum=True, seed=3):
     g = torch.Generator().manual_seed(seed)
     B, H, d, h = 2, 2, 6, 10
@@ -186,7 +201,7 @@ def _anchor_inputs(dtype=torch.float64, T=37, momentum=True, seed=3):
 
 
 @pytest.mark.parametrize("momentum", [True, False])
-def test_anchor_chunk_equals_token_float64(momentum):
+def test_anchor_chunk_equals_token_float64(momentum, loop):
     x, anchor = _anchor_inputs(momentum=momentum)
     leaves = [t.requires_grad_(True) for t in (*[v for v in x.values() if v is not None], *anchor)]
     outs = {}
@@ -253,7 +268,7 @@ def test_chunk_loop_op_budget(momentum, anchored):
 
 
 @pytest.mark.parametrize("impl", ["chunk", "token"])
-def test_empty_window_keeps_the_state(impl):
+def test_empty_window_keeps_the_state(impl, loop):
     x = make(T=0)
     y, (W1, W2), (S1, S2) = run(x, chunk=4, impl=impl)
     assert y.shape == x["q"].shape

@@ -125,7 +125,7 @@ print("PROBE" + json.dumps(out))
 """
 
 
-OPTIONAL = {"nlcore.memory.tri_kernels": "triton"}  # modules that need an optional package
+OPTIONAL = {"nlcore.memory.tri_kernels": "triton", "nlcore.memory.mlp_loop_kernels": "triton"}  # need an optional package
 
 
 def _modules() -> list[str]:

@@ -38,8 +38,10 @@ computed once for all N chunks, batched over a chunk axis; the loop over chunks 
 (e, a, δ) at θ_0 and the end state (five matmuls: three for the factors, one for W1 and S1 from
 the shared keys k, one for W2 and S2 from the shared a); the reads follow for all chunks at once
 from the stacked chunk-start states and factors. A short last chunk is padded with no-op tokens
-(η = 0, α = β = 1) and its end state is taken at its last real token. Both paths are plain
-autograd graphs (first-order: the inner gradients are formulas, not `torch.autograd.grad`).
+(η = 0, α = β = 1) and its end state is taken at its last real token. The loop lives in
+`mlp_loop`: a plain autograd graph, or (`LOOP`; by default where its kernels run: CUDA, float32)
+one op whose forward and hand-written backward are each one Triton kernel. Everything else is
+plain autograd (first-order: the inner gradients are formulas, not `torch.autograd.grad`).
 
 Dtypes: float32/float64 inputs are computed in their promoted dtype. If that dtype is narrower
 (bf16/half), the work is done in float32 and y is cast back to q's dtype, the weights and momenta
@@ -53,14 +55,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .gates import chunk_coeffs
+from .mlp_loop import factors, forward_torch, kernel_fits, mlp_loop_fwd
 
 IMPLS = ("chunk", "token")
+LOOPS = ("auto", "autograd", "op")
+LOOP = "auto"  # the chunk path's loop: "op" = mlp_loop's fused op, "auto" = it where its kernel runs
 
 
-def _silu_grad(z: Tensor) -> Tensor:
-    """σ'(z) for σ(z) = z sigmoid(z): sigmoid(z) (1 + z (1 − sigmoid(z)))."""
-    s = torch.sigmoid(z)
-    return s * (1.0 + z * (1.0 - s))
+def use_op(X1: Tensor, k: Tensor) -> bool:
+    """Whether `_chunk_path` runs its loop over chunks as the `mlp_loop` op (see LOOP)."""
+    if LOOP not in LOOPS:
+        raise ValueError(f"nlcore.memory.mlp.LOOP must be one of {LOOPS}, got {LOOP!r}")
+    return LOOP == "op" or (LOOP == "auto" and kernel_fits(X1, k))
 
 
 def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,16 +74,7 @@ def grad_factors(W1: Tensor, W2: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, 
 
     W1 (..., h, d), W2 (..., d, h), k, v (..., N, d) -> e (..., N, d), a (..., N, h), δ (..., N, h).
     """
-    return _factors(W1, W2, k, k - v)
-
-
-def _factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """`grad_factors` with kv = k − v given."""
-    z = k @ W1.transpose(-1, -2)  # z = W1 k: (..., N, h)
-    a = F.silu(z)  # a = σ(z): (..., N, h)
-    e = a @ W2.transpose(-1, -2) + kv  # e = M(k) − v = W2 a + (k − v): (..., N, d)
-    delta = (e @ W2) * _silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., N, h)
-    return e, a, delta
+    return factors(W1, W2, k, k - v)
 
 
 def _end_row(x: Tensor, r: int) -> Tensor:
@@ -124,21 +121,12 @@ def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
     X1 = torch.stack([R1, S1], 2) if mom else R1.unsqueeze(2)  # (B, H, m, h, d)
     X2 = torch.stack([R2, S2], 2) if mom else R2.unsqueeze(2)  # (B, H, m, d, h)
 
-    per = [x.unbind(2) for x in (k, k - v, -w, mix)]  # slices of each chunk, one backward node each
-    starts, factors = [], []
-    for n in range(N):  # only what needs the chunk-start state (θ_0, S_0)
-        kn, kvn, wn, mn = (x[n] for x in per)  # wn = −w: (B, H, C, m)
-        e, a, delta = _factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kvn)  # at θ_0: (B, H, C, ·)
-        U1 = (wn.unsqueeze(-1) * delta.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ kn  # [−w δ]ᵀ k: (B, H, m·h, d)
-        U2 = (wn.unsqueeze(-1) * e.unsqueeze(-2)).flatten(-2).transpose(-1, -2) @ a  # [−w e]ᵀ a: (B, H, m·d, h)
-        starts.append((X1, X2))
-        factors.append((e, a, delta))
-        mn = mn[..., None, None]  # (B, H, m, m, 1, 1)
-        X1 = (mn * X1.unsqueeze(2)).sum(3) + U1.unflatten(2, (m, h))  # mix X1 − Σ_s w_s δ_s k_sᵀ: (B, H, m, h, d)
-        X2 = (mn * X2.unsqueeze(2)).sum(3) + U2.unflatten(2, (m, d))  # mix X2 − Σ_s w_s e_s a_sᵀ: (B, H, m, d, h)
-
-    X1s, X2s = (torch.stack(x, 2).flatten(3, 4) for x in zip(*starts))  # (B, H, N, m·h, d), (.., m·d, h)
-    e, a, delta = (torch.stack(x, 2) for x in zip(*factors))  # (B, H, N, C, d), (.., h), (.., h)
+    # the loop over chunks (mlp_loop): every chunk's start and the end state, S1s (B, H, N + 1, m, h, d),
+    # S2s (B, H, N + 1, m, d, h); each chunk's factors at its start, e (B, H, N, C, d), a, δ (B, H, N, C, h)
+    loop = mlp_loop_fwd if use_op(X1, k) else forward_torch  # one fused op, or a plain autograd graph
+    S1s, S2s, e, a, delta = loop(X1, X2, k, k - v, -w, mix, a1, a2)
+    X1s, X2s = (x[:, :, :-1].flatten(3, 4) for x in (S1s, S2s))  # (B, H, N, m·h, d), (B, H, N, m·d, h)
+    X1, X2 = S1s[:, :, -1], S2s[:, :, -1]
     cc = cc.unsqueeze(-1)  # (B, H, N, C, m, 1)
     zq = (cc * (q @ X1s.transpose(-1, -2)).unflatten(-1, (m, h))).sum(-2)  # A_t R1_0 q_t + P_t S1_0 q_t
     zq = zq - (Ke * (q @ k.transpose(-1, -2))) @ delta  # − Σ_s K η_s (k_s·q_t) δ_s: (B, H, N, C, h)

@@ -6,6 +6,8 @@
 Shape of one Titans layer of results/bench/models_06.json: B 16, H 4, T 512, d 64, h_dim 128,
 momentum, chunk 64. Prints the median of 5 windows of 50 graph replays. Run it with PYTHONPATH on
 two checkouts to compare two revisions on one machine; PROFILE=1 adds the kernel table of 10 replays.
+LOOP=autograd|op sets nlcore.memory.mlp.LOOP (the default, auto, runs mlp_loop's Triton kernels on
+CUDA); PREC=tf32x3, BLOCK, ROWS_PER_TILE (ROWS) and WARPS set nlcore.memory.mlp_loop's kernel settings.
 """
 
 from __future__ import annotations
@@ -18,10 +20,16 @@ import torch
 import torch.nn.functional as F
 
 from nlcore.fastpath import capture
+from nlcore.memory import mlp, mlp_loop
 from nlcore.memory.mlp import mlp_memory
 
 
 def main(label: str) -> None:
+    mlp.LOOP = os.environ.get("LOOP", mlp.LOOP)
+    mlp_loop.PRECISION = os.environ.get("PREC", mlp_loop.PRECISION)
+    mlp_loop.BLOCK = int(os.environ.get("BLOCK", mlp_loop.BLOCK))
+    mlp_loop.ROWS = int(os.environ.get("ROWS_PER_TILE", mlp_loop.ROWS))
+    mlp_loop.WARPS = int(os.environ.get("WARPS", mlp_loop.WARPS))
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
     B, H, T, d, hd = 16, 4, 512, 64, 128
