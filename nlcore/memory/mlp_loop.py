@@ -24,12 +24,13 @@ Backward, in reverse over the chunks, with G = ∂L/∂X' (the end state's gradi
     ∂L/∂X[j] = Σ_i mix[i, j] G_i + (the start's own gradient) + [j = 0] W̄,   θ̄_a = Σ_n W̄
 
 Two implementations of the same ops, `nlcore::mlp_loop_fwd` and `nlcore::mlp_loop_bwd` (opaque to
-torch.compile): on a CUDA device with Triton, float32, and C, d, h powers of two in [16, 128], one
-Triton program per (row, head) runs the whole loop with the state in L2 (`mlp_loop_kernels.py`:
-per chunk 7 products forward and 16 backward with m = 2, instead of ~15 cuBLAS launches and the
-pointwise kernels between them); elsewhere the loops below in PyTorch. Tested against autograd
-through the plain loop (tests/test_memory_mlp_loop.py, float64 gradcheck) and the kernels against
-the PyTorch loops (Triton's interpreter on CPU, and CUDA).
+torch.compile): on a CUDA device with Triton, float32, and C, d, h powers of two in [16, 128], Triton
+kernels, a few launches per chunk, each over many small programs (`mlp_loop_kernels.py`: forward 2
+per chunk, backward 4 per chunk for what the state's gradient needs, then k̄ and ū for all chunks at
+once), instead of ~15 cuBLAS launches per chunk and the pointwise kernels between them; elsewhere
+the loops below in PyTorch. Tested against autograd through the plain loop
+(tests/test_memory_mlp_loop.py, float64 gradcheck) and the kernels against the float64 PyTorch loops
+(Triton's interpreter on CPU, and CUDA).
 """
 
 from __future__ import annotations
@@ -152,9 +153,10 @@ def _settings(X1, k, anchored):
     C = k.shape[3]
     bc, br1, br2 = min(BLOCK, C), min(ROWS, h), min(ROWS, d)
     const = dict(M=m, C=C, D=d, HD=h, PREC=PRECISION, num_warps=WARPS, num_stages=1)
-    tokens = dict(grid=(B * H, C // bc), kw=dict(const, BC=bc, ANCHOR=anchored))
-    state = dict(grid=(B * H, m, h // br1 + d // br2), kw=dict(const, BR1=br1, BR2=br2))
-    return tokens, state
+    tokens = dict(const, BC=bc, ANCHOR=anchored)
+    return dict(tokens=((B * H, C // bc), tokens), units=((B * H, C // bc, h // br1), dict(tokens, BU=br1)),
+                outputs=((B * H, C // bc, d // br2), dict(tokens, BD=br2)),
+                state=((B * H, m, h // br1 + d // br2), dict(const, BR1=br1, BR2=br2)))
 
 
 def _anchors(a1, a2, B, H, h, d, like):
@@ -172,34 +174,40 @@ def forward_triton(X1, X2, k, kv, u, mix, a1, a2):
     e, a, delta = X1.new_empty(B, H, N, C, d), X1.new_empty(B, H, N, C, h), X1.new_empty(B, H, N, C, h)
     A1, A2, anchored = _anchors(a1, a2, B, H, h, d, X1)
     k, kv, u, mix = (x.contiguous() for x in (k, kv, u, mix))
-    kern, (tok, st) = _kernels(), _settings(X1, k, anchored)
+    kern, cfg = _kernels(), _settings(X1, k, anchored)
+    (tg, tk), (sg, sk) = cfg["tokens"], cfg["state"]
     for n in range(N):
-        kern.fwd_tokens[tok["grid"]](S1, S2, k, kv, A1, A2, e, a, delta, n, N, **tok["kw"])
-        kern.fwd_state[st["grid"]](S1, S2, k, e, a, delta, u, mix, n, N, **st["kw"])
+        kern.fwd_tokens[tg](S1, S2, k, kv, A1, A2, e, a, delta, n, N, **tk)
+        kern.fwd_state[sg](S1, S2, k, e, a, delta, u, mix, n, N, **sk)
     return S1, S2, e, a, delta
 
 
 def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r):
-    """The reverse loop as two kernel launches per chunk (tokens, then state); shapes as in `mlp_loop_bwd`."""
+    """The reverse loop as four kernel launches per chunk, then k̄ and ū for all chunks at once; shapes as
+    in `mlp_loop_bwd`."""
     B, H, N1, m, h, d = S1.shape
     N, C = N1 - 1, k.shape[3]
-    Gb1, Gb2 = S1.new_empty(2, B, H, m, h, d), S1.new_empty(2, B, H, m, d, h)  # ping-pong state gradients
-    Gb1[0], Gb2[0] = gS1[:, :, N], gS2[:, :, N]  # the final state's gradient
-    gz, gg = S1.new_empty(B, H, C, h), S1.new_empty(B, H, C, h)  # z̄ and ḡ of the current chunk
-    gk, gkv, gu = torch.empty_like(k), torch.empty_like(k), torch.empty_like(u)
+    G1, G2 = gS1.clone(memory_format=torch.contiguous_format), gS2.clone(memory_format=torch.contiguous_format)
+    gdel, gg, z = (S1.new_empty(B, H, C, h) for _ in range(3))  # δ̄, ḡ, z of the current chunk
+    gkv, gz = torch.empty_like(k), S1.new_empty(B, H, N, C, h)
     gA1, gA2 = S1.new_zeros(B, H, h, d), S1.new_zeros(B, H, d, h)
     A1, A2, anchored = _anchors(a1, a2, B, H, h, d, gA1)
-    S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r = (
-        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r))
-    kern, (tok, st) = _kernels(), _settings(S1[:, :, 0], k, anchored)
-    gmix = S1.new_empty(B, H, N, st["grid"][2], m, m)  # each state tile's share of mix̄
-    for t in range(N):
-        n, (G1, G2), (N1_, N2_) = N - 1 - t, (Gb1[t % 2], Gb2[t % 2]), (Gb1[(t + 1) % 2], Gb2[(t + 1) % 2])
-        kern.bwd_tokens[tok["grid"]](S1, S2, k, u, A1, A2, e, a, delta, ge_r, ga_r, gd_r, G1, G2, gk, gkv, gu,
-                                     gz, gg, n, N, **tok["kw"])
-        kern.bwd_state[st["grid"]](S1, S2, gS1, gS2, G1, G2, N1_, N2_, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg,
-                                   n, N, ANCHOR=anchored, **st["kw"])
-    return Gb1[N % 2], Gb2[N % 2], gk, gkv, gu, gmix.sum(3), gA1, gA2
+    S1, S2, k, u, mix, e, a, delta, ge_r, ga_r, gd_r = (
+        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, ge_r, ga_r, gd_r))
+    kern, cfg = _kernels(), _settings(S1[:, :, 0], k, anchored)
+    (ug, uk), (og, ok), (sg, sk) = cfg["units"], cfg["outputs"], cfg["state"]
+    gmix = S1.new_empty(B, H, N, sg[2], m, m)  # each state tile's share of mix̄
+    for n in reversed(range(N)):  # slot n of G1, G2: the own gradient of chunk n's start, then its whole
+        kern.bwd_gdel[ug](S1, G1, k, u, A1, gd_r, gdel, gg, z, n, N, **uk)
+        kern.bwd_ge[og](S2, G2, a, u, A2, ge_r, gg, gkv, n, N, **ok)
+        kern.bwd_gz[ug](S2, G2, e, u, A2, ga_r, gkv, gdel, z, gz, n, N, **uk)
+        kern.bwd_state[sg](S1, S2, G1, G2, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg, n, N, ANCHOR=anchored, **sk)
+    # k̄ = Σ_i (u_i ⊙ δ) G1_i + z̄ W1 and ū_i = rowsum(δ ⊙ k G1_iᵀ + e ⊙ a G2_iᵀ), G_i each chunk's end gradient
+    E1, E2, uT = G1[:, :, 1:], G2[:, :, 1:], u.movedim(-1, 3).unsqueeze(-1)  # (B, H, N, m, ·, ·), (B, H, N, m, C, 1)
+    W1 = _plus(S1[:, :, :N, 0], None if a1 is None else a1.unsqueeze(-3))
+    gk = ((uT * delta.unsqueeze(3)) @ E1).sum(3) + gz @ W1  # (B, H, N, C, d)
+    gu = ((delta.unsqueeze(3) @ E1) * k.unsqueeze(3)).sum(-1) + ((e.unsqueeze(3) @ E2) * a.unsqueeze(3)).sum(-1)
+    return G1[:, :, 0], G2[:, :, 0], gk, gkv, gu.movedim(3, -1), gmix.sum(3), gA1, gA2
 
 
 @torch.library.custom_op("nlcore::mlp_loop_fwd", mutates_args=())

@@ -1,18 +1,21 @@
 r"""Triton kernels of nlcore.memory.mlp_loop: one chunk of the MLP memory's loop, forward and backward.
 
-Imported only by `mlp_loop._kernels` (Triton is not a dependency of nlcore). The host launches two
-kernels per chunk and direction (the equations are in mlp_loop's docstring); the kernel boundary
-is the only synchronisation, so each chunk's work is spread over many programs:
+Imported only by `mlp_loop._kernels` (Triton is not a dependency of nlcore). The host launches a
+few kernels per chunk (the equations are in mlp_loop's docstring); the kernel boundaries are the
+only synchronisation, so each chunk's work is spread over many small programs:
 
-* tokens (grid: rows x heads, token blocks of BC): forward the factors (e, a, δ) at the chunk's
-  start; backward the tokens' gradients k̄, (kv)̄, ū and the two per-token terms z̄, ḡ of W̄.
-* state (grid: rows x heads, channels, row tiles of BR of X1 (HD, D) and X2 (D, HD)): forward the
-  next state X'[i] = Σ_j mix[i, j] X[j] + (u_i ⊙ L)ᵀ R; backward the start's gradient
-  Σ_i mix[i, j] G_i + its own + [j = 0] W̄, and the tile's share of mix̄ (summed on the host).
+* forward, `fwd_tokens` (grid: rows x heads, token blocks of BC): the factors (e, a, δ) at the
+  chunk's start; `fwd_state` (rows x heads, channels, row tiles of BR1 of X1 (HD, D) and BR2 of
+  X2 (D, HD)): the next state X'[i] = Σ_j mix[i, j] X[j] + (u_i ⊙ L)ᵀ R.
+* backward, only what the state's gradient needs, by tiles of tokens x hidden units (BU) or
+  outputs (BD) so that no program holds a whole (HD, D) matrix: `bwd_gdel` (δ̄, z, ḡ), `bwd_ge`
+  (ē), `bwd_gz` (z̄); then `bwd_state` (tiles as forward): the start's gradient
+  Σ_i mix[i, j] G_i + its own + [j = 0] W̄, and each tile's share of mix̄ (summed on the host).
+  k̄ and ū do not feed the recurrence: the host computes them after the loop, for all chunks at once.
 
-Tensors are contiguous, (B, H) flattened to the program's index p; `n` is the chunk. Tiles: k, e
-(BC, D); z, a, δ (BC, HD); W1 and X1 channels (HD, D); W2 and X2 channels (D, HD). M (1 or 2)
-channels; ANCHOR adds θ_a to channel 0 to form W; PREC is tl.dot's input precision.
+Tensors are contiguous, (B, H) flattened to the program's index p; `n` is the chunk. States and
+their gradients are (B, H, N + 1, M, ·, ·), slot n the start of chunk n. M (1 or 2) channels;
+ANCHOR adds θ_a to channel 0 to form W; PREC is tl.dot's input precision.
 """
 
 import triton
@@ -85,57 +88,99 @@ def fwd_state(S1, S2, K, E, A, DL, U, MIX, n, N,
                    (tile - T1) * BR2, M, C, BR2, D, HD, PREC)
 
 
-@triton.jit(do_not_specialize=["n"])
-def bwd_tokens(S1, S2, K, U, A1, A2, E, A, DL, GE, GA, GD, G1, G2, GK, GKV, GU, GZ, GG, n, N,
-               M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
-               ANCHOR: tl.constexpr, PREC: tl.constexpr):
-    """The gradients of one block of BC tokens from the end state's gradient G (G1, G2: (BH, M, ·, ·))
-    and the reads' gradients (GE, GA, GD); z̄, ḡ go to the scratch GZ, GG (BH, C, HD)."""
-    p, t0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC
-    SZ: tl.constexpr = HD * D
-    c, i, j = tl.arange(0, BC), tl.arange(0, D), tl.arange(0, HD)
-    hd, dh = j[:, None] * D + i[None, :], i[:, None] * HD + j[None, :]
-    row = p * N + n
-    cd = row * C * D + (t0 + c[:, None]) * D + i[None, :]  # (BC, D)
-    ch = row * C * HD + (t0 + c[:, None]) * HD + j[None, :]  # (BC, HD)
-    k, e, a, delta = tl.load(K + cd), tl.load(E + cd), tl.load(A + ch), tl.load(DL + ch)
-    gdel, ge, ga = tl.load(GD + ch), tl.load(GE + cd), tl.load(GA + ch)
-    gk = tl.zeros((BC, D), dtype=tl.float32)
-    for m in tl.static_range(M):
-        u = tl.load(U + row * C * M + (t0 + c) * M + m)[:, None]  # (BC, 1)
-        G1m, G2m = tl.load(G1 + (p * M + m) * SZ + hd), tl.load(G2 + (p * M + m) * SZ + dh)
-        P1 = tl.dot(k, tl.trans(G1m), input_precision=PREC)  # k G1_mᵀ: (BC, HD)
-        P2 = tl.dot(a, tl.trans(G2m), input_precision=PREC)  # a G2_mᵀ: (BC, D)
-        gdel += u * P1
-        ge += u * P2
-        tl.store(GU + row * C * M + (t0 + c) * M + m, tl.sum(delta * P1, axis=1) + tl.sum(e * P2, axis=1))
-        ga += tl.dot(e * u, G2m, input_precision=PREC)  # (u_m ⊙ e) G2_m: (BC, HD)
-        gk += tl.dot(delta * u, G1m, input_precision=PREC)  # (u_m ⊙ δ) G1_m: (BC, D)
-    state = (p * (N + 1) + n) * M * SZ
-    W1, W2 = _weights(S1 + state, S2 + state, A1, A2, p, D, HD, ANCHOR)
-    z = tl.dot(k, tl.trans(W1), input_precision=PREC)  # recomputed: (BC, HD)
-    s = tl.sigmoid(z)
-    d1 = s * (1.0 + z * (1.0 - s))
-    gg = gdel * d1
-    ge += tl.dot(gg, tl.trans(W2), input_precision=PREC)  # (BC, D)
-    ga += tl.dot(ge, W2, input_precision=PREC)  # (BC, HD)
-    g = tl.dot(e, W2, input_precision=PREC)  # (BC, HD)
-    gz = ga * d1 + gdel * g * (s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s)))
-    gk += tl.dot(gz, W1, input_precision=PREC)
-    tl.store(GK + cd, gk)
-    tl.store(GKV + cd, ge)
-    scratch = p * C * HD + (t0 + c[:, None]) * HD + j[None, :]
-    tl.store(GZ + scratch, gz)
-    tl.store(GG + scratch, gg)
+@triton.jit
+def _sub(r0, c0, R: tl.constexpr, CC: tl.constexpr, NC: tl.constexpr):
+    """The offsets of rows r0..r0+R, columns c0..c0+CC in a row-major matrix with NC columns."""
+    r, c = r0 + tl.arange(0, R), c0 + tl.arange(0, CC)
+    return r[:, None] * NC + c[None, :]
 
 
 @triton.jit
-def _grad_tile(X, GS, Gc, Gn, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
+def _w_sub(X, Aa, r0, c0, R: tl.constexpr, CC: tl.constexpr, NC: tl.constexpr, ANCHOR: tl.constexpr):
+    """A block of W = X[0] (+ θ_a): X and Aa this program's (·, NC) matrices."""
+    at = _sub(r0, c0, R, CC, NC)
+    w = tl.load(X + at)
+    if ANCHOR:
+        w += tl.load(Aa + at)
+    return w
+
+
+@triton.jit(do_not_specialize=["n"])
+def bwd_gdel(S1, GS1, K, U, A1, GD, DEL, GGS, ZS, n, N,
+             M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BU: tl.constexpr, D: tl.constexpr,
+             HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
+    """Tokens t0..t0+BC, hidden units c0..c0+BU: δ̄ = δ̄_r + Σ_m u_m ⊙ k G1_mᵀ, z = k W1ᵀ, ḡ = δ̄ ⊙ σ'(z)
+    into the scratch DEL, GGS, ZS (BU, C, HD). GS1 (B, H, N + 1, M, HD, D): slot n + 1 the end's gradient."""
+    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BU
+    SZ: tl.constexpr = HD * D
+    row, c = p * N + n, t0 + tl.arange(0, BC)
+    k = tl.load(K + row * C * D + _sub(t0, 0, BC, D, D))  # (BC, D)
+    at = _sub(t0, c0, BC, BU, HD)  # (BC, BU) of a (C, HD) matrix
+    gdel = tl.load(GD + row * C * HD + at)
+    for m in tl.static_range(M):
+        u = tl.load(U + row * C * M + c * M + m)[:, None]  # (BC, 1)
+        G1m = tl.load(GS1 + ((p * (N + 1) + n + 1) * M + m) * SZ + _sub(c0, 0, BU, D, D))  # (BU, D)
+        gdel += u * tl.dot(k, tl.trans(G1m), input_precision=PREC)
+    W1 = _w_sub(S1 + (p * (N + 1) + n) * M * SZ, A1 + p * SZ, c0, 0, BU, D, D, ANCHOR)  # (BU, D)
+    z = tl.dot(k, tl.trans(W1), input_precision=PREC)
+    s = tl.sigmoid(z)
+    tl.store(DEL + p * C * HD + at, gdel)
+    tl.store(GGS + p * C * HD + at, gdel * (s * (1.0 + z * (1.0 - s))))
+    tl.store(ZS + p * C * HD + at, z)
+
+
+@triton.jit(do_not_specialize=["n"])
+def bwd_ge(S2, GS2, A, U, A2, GE, GGS, GKV, n, N,
+           M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, D: tl.constexpr,
+           HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
+    """Tokens t0..t0+BC, outputs c0..c0+BD: ē = ē_r + Σ_m u_m ⊙ a G2_mᵀ + ḡ W2ᵀ into GKV ((kv)̄)."""
+    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BD
+    SZ: tl.constexpr = HD * D
+    row, c = p * N + n, t0 + tl.arange(0, BC)
+    a = tl.load(A + row * C * HD + _sub(t0, 0, BC, HD, HD))  # (BC, HD)
+    at = _sub(t0, c0, BC, BD, D)  # (BC, BD) of a (C, D) matrix
+    ge = tl.load(GE + row * C * D + at)
+    for m in tl.static_range(M):
+        u = tl.load(U + row * C * M + c * M + m)[:, None]
+        G2m = tl.load(GS2 + ((p * (N + 1) + n + 1) * M + m) * SZ + _sub(c0, 0, BD, HD, HD))  # (BD, HD)
+        ge += u * tl.dot(a, tl.trans(G2m), input_precision=PREC)
+    W2 = _w_sub(S2 + (p * (N + 1) + n) * M * SZ, A2 + p * SZ, c0, 0, BD, HD, HD, ANCHOR)  # (BD, HD)
+    gg = tl.load(GGS + p * C * HD + _sub(t0, 0, BC, HD, HD))
+    tl.store(GKV + row * C * D + at, ge + tl.dot(gg, tl.trans(W2), input_precision=PREC))
+
+
+@triton.jit(do_not_specialize=["n"])
+def bwd_gz(S2, GS2, E, U, A2, GA, GKV, DEL, ZS, GZ, n, N,
+           M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BU: tl.constexpr, D: tl.constexpr,
+           HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
+    """Tokens t0..t0+BC, hidden units c0..c0+BU: ā = ā_r + Σ_m (u_m ⊙ e) G2_m + ē W2, g = e W2,
+    z̄ = ā ⊙ σ'(z) + δ̄ ⊙ g ⊙ σ''(z) into GZ (B, H, N, C, HD)."""
+    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BU
+    SZ: tl.constexpr = HD * D
+    row, c = p * N + n, t0 + tl.arange(0, BC)
+    e = tl.load(E + row * C * D + _sub(t0, 0, BC, D, D))  # (BC, D)
+    at = _sub(t0, c0, BC, BU, HD)  # (BC, BU) of a (C, HD) matrix
+    ga = tl.load(GA + row * C * HD + at)
+    for m in tl.static_range(M):
+        u = tl.load(U + row * C * M + c * M + m)[:, None]
+        G2m = tl.load(GS2 + ((p * (N + 1) + n + 1) * M + m) * SZ + _sub(0, c0, D, BU, HD))  # (D, BU)
+        ga += tl.dot(e * u, G2m, input_precision=PREC)
+    W2 = _w_sub(S2 + (p * (N + 1) + n) * M * SZ, A2 + p * SZ, 0, c0, D, BU, HD, ANCHOR)  # (D, BU)
+    ga += tl.dot(tl.load(GKV + row * C * D + _sub(t0, 0, BC, D, D)), W2, input_precision=PREC)
+    g = tl.dot(e, W2, input_precision=PREC)
+    z = tl.load(ZS + p * C * HD + at)
+    s = tl.sigmoid(z)
+    d2 = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
+    tl.store(GZ + row * C * HD + at, ga * (s * (1.0 + z * (1.0 - s))) + tl.load(DEL + p * C * HD + at) * g * d2)
+
+
+@triton.jit
+def _grad_tile(X, GS, Gc, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
                M: tl.constexpr, C: tl.constexpr, BR: tl.constexpr, RR: tl.constexpr, CC: tl.constexpr,
                TWO: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
-    """Rows r0..r0+BR of the start's gradient in channel j, GS[j] + Σ_i mix[i, j] Gc[i] (+ W̄ = L1ᵀ R1
+    """Rows r0..r0+BR of the start's gradient in channel j, GS[j] += Σ_i mix[i, j] Gc[i] (+ W̄ = L1ᵀ R1
     (+ L2ᵀ R2) for j = 0, also added to GAa with ANCHOR), and the tile's ⟨Gc[i], X[j]⟩ into GMIX[i, j].
-    X, GS, Gc, Gn (M, RR, CC); MIX, GMIX (M, M); L (C, RR), R (C, CC); GAa (RR, CC)."""
+    X, GS, Gc (M, RR, CC); MIX, GMIX (M, M); L (C, RR), R (C, CC); GAa (RR, CC)."""
     r, cc = r0 + tl.arange(0, BR), tl.arange(0, CC)
     tile = r[:, None] * CC + cc[None, :]
     x = tl.load(GS + j * RR * CC + tile)
@@ -153,26 +198,27 @@ def _grad_tile(X, GS, Gc, Gn, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
         x += w
         if ANCHOR:  # this tile of θ_a's gradient belongs to this program alone
             tl.store(GAa + tile, tl.load(GAa + tile) + w)
-    tl.store(Gn + j * RR * CC + tile, x)
+    tl.store(GS + j * RR * CC + tile, x)  # read above by this program only: in place
 
 
 @triton.jit(do_not_specialize=["n"])
-def bwd_state(S1, S2, GS1, GS2, G1, G2, N1, N2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, GG, n, N,
+def bwd_state(S1, S2, GS1, GS2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, GGS, n, N,
               M: tl.constexpr, C: tl.constexpr, BR1: tl.constexpr, BR2: tl.constexpr, D: tl.constexpr,
               HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
-    """One row tile of channel j of the chunk start's gradient (into N1, N2) from the end's (G1, G2):
-    X1's with W̄1 = z̄ᵀ k, X2's with W̄2 = eᵀ ḡ + ēᵀ a; GMIX (B, H, N, tiles, M, M) the tiles' mix̄."""
+    """One row tile of channel j of the chunk start's gradient, slot n of GS1, GS2 (B, H, N + 1, M, ·, ·),
+    which holds the start's own gradient on entry, from slot n + 1 (the end's): X1's with W̄1 = z̄ᵀ k,
+    X2's with W̄2 = eᵀ ḡ + ēᵀ a; GMIX (B, H, N, tiles, M, M) the tiles' mix̄."""
     p, j, tile = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     SZ: tl.constexpr = HD * D
     T1: tl.constexpr = HD // BR1
     T: tl.constexpr = HD // BR1 + D // BR2
-    state, g = (p * (N + 1) + n) * M * SZ, p * M * SZ
+    state = (p * (N + 1) + n) * M * SZ
     row = p * N + n
     MIX, GMIX = MIX + row * M * M, GMIX + (row * T + tile) * M * M
     if tile < T1:
-        _grad_tile(S1 + state, GS1 + state, G1 + g, N1 + g, MIX, GMIX, GA1 + p * SZ, GZ + p * C * HD,
+        _grad_tile(S1 + state, GS1 + state, GS1 + state + M * SZ, MIX, GMIX, GA1 + p * SZ, GZ + row * C * HD,
                    K + row * C * D, GZ, GZ, j, tile * BR1, M, C, BR1, HD, D, False, ANCHOR, PREC)
     else:
-        _grad_tile(S2 + state, GS2 + state, G2 + g, N2 + g, MIX, GMIX, GA2 + p * SZ, E + row * C * D,
-                   GG + p * C * HD, GKV + row * C * D, A + row * C * HD, j, (tile - T1) * BR2, M, C, BR2,
+        _grad_tile(S2 + state, GS2 + state, GS2 + state + M * SZ, MIX, GMIX, GA2 + p * SZ, E + row * C * D,
+                   GGS + p * C * HD, GKV + row * C * D, A + row * C * HD, j, (tile - T1) * BR2, M, C, BR2,
                    D, HD, True, ANCHOR, PREC)

@@ -59,7 +59,7 @@ def main() -> None:
     t_f = timed(lambda: mlp_loop.forward_torch(*x))
     t_b = timed(lambda: mlp_loop.backward_torch(*args))
     print(f"torch loops (eager, float32): forward {t_f:.3f} ms, backward {t_b:.3f} ms", flush=True)
-    for prec, block, rows, warps in itertools.product(("tf32x3", "ieee"), (16, 32), (16, 32), (4, 8)):
+    for prec, block, rows, warps in itertools.product(("tf32x3", "ieee"), (16,), (16, 32, 64), (2, 4, 8)):
         mlp_loop.PRECISION, mlp_loop.BLOCK, mlp_loop.ROWS, mlp_loop.WARPS = prec, block, rows, warps
         label = f"{prec:7s} block {block:3d} rows {rows:3d} warps {warps}"
         try:
