@@ -142,7 +142,7 @@ def _kernels():
     return mlp_loop_kernels
 
 
-PRECISION = "ieee"  # the kernels' tl.dot input precision: exact float32 products ("tf32x3": tensor cores)
+PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-core products ("ieee": FMA)
 BLOCK = 16  # tokens per program in the token kernels
 ROWS = 32  # state rows per program in the state kernels
 WARPS = 4  # warps per program
@@ -235,10 +235,8 @@ def mlp_loop_bwd(S1: Tensor, S2: Tensor, k: Tensor, u: Tensor, mix: Tensor, a1: 
                  gd: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """The gradients of `mlp_loop_fwd`'s inputs (X1, X2, k, kv, u, mix, and a1, a2 per (B, H): zeros without
     anchors) from its saved outputs and their gradients."""
-    if kernel_fits(S1[:, :, 0], k):
-        return backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd)
-    out = backward_torch(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd)
-    return tuple(x.contiguous() for x in out)
+    loop = backward_triton if kernel_fits(S1[:, :, 0], k) else backward_torch
+    return tuple(x.contiguous() for x in loop(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd))
 
 
 @mlp_loop_bwd.register_fake

@@ -2,7 +2,7 @@
 # Issue 9: the MLP memory's loop over chunks as mlp_loop's Triton op against the plain autograd loop,
 # on one GPU. Phases: tests (the CUDA tests), sweep (scripts/gpu/mlp_loop_sweep.py: the kernels alone
 # over their settings), probe (one layer, scripts/gpu/mlp_probe.py, with each loop), bench (the
-# Transformer and Titans (MLP memory) step times with the op, in the kernel settings PREC, BLOCK,
+# Transformer and Titans (MLP memory) step times with the op (probe: VARIANTS, LOOP:PREC words), in the kernel settings PREC, BLOCK,
 # ROWS_PER_TILE, WARPS of the environment (mlp_loop's defaults where unset), and with the autograd loop).
 # Usage: scripts/gpu/mlp_loop_ab.sh REVISION DIRTY(0|1) OUTDIR PHASE...
 set -uo pipefail
@@ -27,7 +27,7 @@ for phase in "$@"; do
     sweep)
       timeout 300 python3 scripts/gpu/mlp_loop_sweep.py > "$out/sweep.log" 2>&1 ;;
     probe)
-      for v in autograd:ieee op:ieee op:tf32x3; do
+      for v in ${VARIANTS:-autograd:ieee op:ieee op:tf32x3}; do
         LOOP=${v%%:*} PREC=${v##*:} PROFILE=${PROFILE:-} ROWS=16 timeout 100 python3 scripts/gpu/mlp_probe.py "$v" 2>&1 \
           | grep -v -i warn
       done > "$out/probe.log" ;;
