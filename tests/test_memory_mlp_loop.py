@@ -69,8 +69,11 @@ def test_op_gradcheck_float64(m, anchored):
     assert torch.autograd.gradcheck(f, tuple(x[i] for i in idx))
 
 
-def test_op_registration():
+@pytest.mark.parametrize("strided", [False, True])
+def test_op_registration(strided):
     x = inputs(dtype=torch.float32, anchored=True)
+    if strided:  # k, kv, u as the memory passes them: views of a wider layout (the fakes must stay contiguous)
+        x[2], x[3], x[4] = (t.transpose(2, 3).contiguous().transpose(2, 3) for t in x[2:5])
     torch.library.opcheck(mlp_loop.mlp_loop_fwd, tuple(x))
     S1, S2, e, a, delta = mlp_loop.mlp_loop_fwd(*x)
     grads = [torch.randn_like(t) for t in (S1, S2, e, a, delta)]

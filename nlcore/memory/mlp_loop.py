@@ -187,21 +187,22 @@ def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r
     in `mlp_loop_bwd`."""
     B, H, N1, m, h, d = S1.shape
     N, C = N1 - 1, k.shape[3]
-    G1, G2 = gS1.clone(memory_format=torch.contiguous_format), gS2.clone(memory_format=torch.contiguous_format)
+    G1, G2 = torch.empty_like(S1), torch.empty_like(S2)  # slot n: the gradient of chunk n's start
+    G1[:, :, N], G2[:, :, N] = gS1[:, :, N], gS2[:, :, N]
     gdel, gg, z = (S1.new_empty(B, H, C, h) for _ in range(3))  # δ̄, ḡ, z of the current chunk
     gkv, gz = torch.empty_like(k), S1.new_empty(B, H, N, C, h)
     gA1, gA2 = S1.new_zeros(B, H, h, d), S1.new_zeros(B, H, d, h)
     A1, A2, anchored = _anchors(a1, a2, B, H, h, d, gA1)
-    S1, S2, k, u, mix, e, a, delta, ge_r, ga_r, gd_r = (
-        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, ge_r, ga_r, gd_r))
+    S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r = (
+        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r))
     kern, cfg = _kernels(), _settings(S1[:, :, 0], k, anchored)
     (ug, uk), (og, ok), (sg, sk) = cfg["units"], cfg["outputs"], cfg["state"]
     gmix = S1.new_empty(B, H, N, sg[2], m, m)  # each state tile's share of mix̄
-    for n in reversed(range(N)):  # slot n of G1, G2: the own gradient of chunk n's start, then its whole
+    for n in reversed(range(N)):
         kern.bwd_gdel[ug](S1, G1, k, u, A1, gd_r, gdel, gg, z, n, N, **uk)
         kern.bwd_ge[og](S2, G2, a, u, A2, ge_r, gg, gkv, n, N, **ok)
         kern.bwd_gz[ug](S2, G2, e, u, A2, ga_r, gkv, gdel, z, gz, n, N, **uk)
-        kern.bwd_state[sg](S1, S2, G1, G2, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg, n, N, ANCHOR=anchored, **sk)
+        kern.bwd_state[sg](S1, S2, gS1, gS2, G1, G2, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg, n, N, ANCHOR=anchored, **sk)
     # k̄ = Σ_i (u_i ⊙ δ) G1_i + z̄ W1 and ū_i = rowsum(δ ⊙ k G1_iᵀ + e ⊙ a G2_iᵀ), G_i each chunk's end gradient
     E1, E2, uT = G1[:, :, 1:], G2[:, :, 1:], u.movedim(-1, 3).unsqueeze(-1)  # (B, H, N, m, ·, ·), (B, H, N, m, C, 1)
     W1 = _plus(S1[:, :, :N, 0], None if a1 is None else a1.unsqueeze(-3))
@@ -242,8 +243,9 @@ def mlp_loop_bwd(S1: Tensor, S2: Tensor, k: Tensor, u: Tensor, mix: Tensor, a1: 
 @mlp_loop_bwd.register_fake
 def _(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge, ga, gd):
     B, H, _, m, h, d = S1.shape
-    return (S1.new_empty(B, H, m, h, d), S1.new_empty(B, H, m, d, h), torch.empty_like(k), torch.empty_like(k),
-            torch.empty_like(u), torch.empty_like(mix), S1.new_empty(B, H, h, d), S1.new_empty(B, H, d, h))
+    fresh = [x.new_empty(x.shape) for x in (k, k, u, mix)]  # contiguous, as the real kernel returns them
+    return (S1.new_empty(B, H, m, h, d), S1.new_empty(B, H, m, d, h), *fresh, S1.new_empty(B, H, h, d),
+            S1.new_empty(B, H, d, h))
 
 
 def _setup(ctx, inputs, output):

@@ -175,12 +175,13 @@ def bwd_gz(S2, GS2, E, U, A2, GA, GKV, DEL, ZS, GZ, n, N,
 
 
 @triton.jit
-def _grad_tile(X, GS, Gc, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
+def _grad_tile(X, GS, Gc, Gn, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
                M: tl.constexpr, C: tl.constexpr, BR: tl.constexpr, RR: tl.constexpr, CC: tl.constexpr,
                TWO: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
-    """Rows r0..r0+BR of the start's gradient in channel j, GS[j] += Σ_i mix[i, j] Gc[i] (+ W̄ = L1ᵀ R1
-    (+ L2ᵀ R2) for j = 0, also added to GAa with ANCHOR), and the tile's ⟨Gc[i], X[j]⟩ into GMIX[i, j].
-    X, GS, Gc (M, RR, CC); MIX, GMIX (M, M); L (C, RR), R (C, CC); GAa (RR, CC)."""
+    """Rows r0..r0+BR of the start's gradient in channel j, Gn[j] = GS[j] + Σ_i mix[i, j] Gc[i] (+ W̄ =
+    L1ᵀ R1 (+ L2ᵀ R2) for j = 0, also added to GAa with ANCHOR), and the tile's ⟨Gc[i], X[j]⟩ into
+    GMIX[i, j]. X, GS (the start's own gradient), Gc (the end's), Gn (M, RR, CC); MIX, GMIX (M, M);
+    L (C, RR), R (C, CC); GAa (RR, CC)."""
     r, cc = r0 + tl.arange(0, BR), tl.arange(0, CC)
     tile = r[:, None] * CC + cc[None, :]
     x = tl.load(GS + j * RR * CC + tile)
@@ -198,16 +199,16 @@ def _grad_tile(X, GS, Gc, MIX, GMIX, GAa, L1, R1, L2, R2, j, r0,
         x += w
         if ANCHOR:  # this tile of θ_a's gradient belongs to this program alone
             tl.store(GAa + tile, tl.load(GAa + tile) + w)
-    tl.store(GS + j * RR * CC + tile, x)  # read above by this program only: in place
+    tl.store(Gn + j * RR * CC + tile, x)
 
 
 @triton.jit(do_not_specialize=["n"])
-def bwd_state(S1, S2, GS1, GS2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, GGS, n, N,
+def bwd_state(S1, S2, GS1, GS2, G1, G2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, GGS, n, N,
               M: tl.constexpr, C: tl.constexpr, BR1: tl.constexpr, BR2: tl.constexpr, D: tl.constexpr,
               HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
-    """One row tile of channel j of the chunk start's gradient, slot n of GS1, GS2 (B, H, N + 1, M, ·, ·),
-    which holds the start's own gradient on entry, from slot n + 1 (the end's): X1's with W̄1 = z̄ᵀ k,
-    X2's with W̄2 = eᵀ ḡ + ēᵀ a; GMIX (B, H, N, tiles, M, M) the tiles' mix̄."""
+    """One row tile of channel j of the chunk start's gradient, slot n of G1, G2 (B, H, N + 1, M, ·, ·),
+    from slot n + 1 (the end's) and slot n of GS1, GS2 (the start's own gradient, from the reads):
+    X1's with W̄1 = z̄ᵀ k, X2's with W̄2 = eᵀ ḡ + ēᵀ a; GMIX (B, H, N, tiles, M, M) the tiles' mix̄."""
     p, j, tile = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2)
     SZ: tl.constexpr = HD * D
     T1: tl.constexpr = HD // BR1
@@ -216,9 +217,9 @@ def bwd_state(S1, S2, GS1, GS2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, GGS, n, N
     row = p * N + n
     MIX, GMIX = MIX + row * M * M, GMIX + (row * T + tile) * M * M
     if tile < T1:
-        _grad_tile(S1 + state, GS1 + state, GS1 + state + M * SZ, MIX, GMIX, GA1 + p * SZ, GZ + row * C * HD,
-                   K + row * C * D, GZ, GZ, j, tile * BR1, M, C, BR1, HD, D, False, ANCHOR, PREC)
+        _grad_tile(S1 + state, GS1 + state, G1 + state + M * SZ, G1 + state, MIX, GMIX, GA1 + p * SZ,
+                   GZ + row * C * HD, K + row * C * D, GZ, GZ, j, tile * BR1, M, C, BR1, HD, D, False, ANCHOR, PREC)
     else:
-        _grad_tile(S2 + state, GS2 + state, GS2 + state + M * SZ, MIX, GMIX, GA2 + p * SZ, E + row * C * D,
-                   GGS + p * C * HD, GKV + row * C * D, A + row * C * HD, j, (tile - T1) * BR2, M, C, BR2,
+        _grad_tile(S2 + state, GS2 + state, G2 + state + M * SZ, G2 + state, MIX, GMIX, GA2 + p * SZ,
+                   E + row * C * D, GGS + p * C * HD, GKV + row * C * D, A + row * C * HD, j, (tile - T1) * BR2, M, C, BR2,
                    D, HD, True, ANCHOR, PREC)
