@@ -183,14 +183,14 @@ def forward_triton(X1, X2, k, kv, u, mix, a1, a2):
 
 
 def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r):
-    """The reverse loop as four kernel launches per chunk, then k̄ and ū for all chunks at once; shapes as
-    in `mlp_loop_bwd`."""
+    """The reverse loop as four kernel launches per chunk, then one for k̄ and ū of all chunks; shapes as in
+    `mlp_loop_bwd`."""
     B, H, N1, m, h, d = S1.shape
     N, C = N1 - 1, k.shape[3]
     G1, G2 = torch.empty_like(S1), torch.empty_like(S2)  # slot n: the gradient of chunk n's start
     G1[:, :, N], G2[:, :, N] = gS1[:, :, N], gS2[:, :, N]
     gdel, gg, z = (S1.new_empty(B, H, C, h) for _ in range(3))  # δ̄, ḡ, z of the current chunk
-    gkv, gz = torch.empty_like(k), S1.new_empty(B, H, N, C, h)
+    gkv, gz = torch.empty_like(k), S1.new_empty(B, H, N, C, h)  # (kv)̄, z̄ of every chunk
     gA1, gA2 = S1.new_zeros(B, H, h, d), S1.new_zeros(B, H, d, h)
     A1, A2, anchored = _anchors(a1, a2, B, H, h, d, gA1)
     S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r = (
@@ -203,12 +203,9 @@ def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r
         kern.bwd_ge[og](S2, G2, a, u, A2, ge_r, gg, gkv, n, N, **ok)
         kern.bwd_gz[ug](S2, G2, e, u, A2, ga_r, gkv, gdel, z, gz, n, N, **uk)
         kern.bwd_state[sg](S1, S2, gS1, gS2, G1, G2, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg, n, N, ANCHOR=anchored, **sk)
-    # k̄ = Σ_i (u_i ⊙ δ) G1_i + z̄ W1 and ū_i = rowsum(δ ⊙ k G1_iᵀ + e ⊙ a G2_iᵀ), G_i each chunk's end gradient
-    E1, E2, uT = G1[:, :, 1:], G2[:, :, 1:], u.movedim(-1, 3).unsqueeze(-1)  # (B, H, N, m, ·, ·), (B, H, N, m, C, 1)
-    W1 = _plus(S1[:, :, :N, 0], None if a1 is None else a1.unsqueeze(-3))
-    gk = ((uT * delta.unsqueeze(3)) @ E1).sum(3) + gz @ W1  # (B, H, N, C, d)
-    gu = ((delta.unsqueeze(3) @ E1) * k.unsqueeze(3)).sum(-1) + ((e.unsqueeze(3) @ E2) * a.unsqueeze(3)).sum(-1)
-    return G1[:, :, 0], G2[:, :, 0], gk, gkv, gu.movedim(3, -1), gmix.sum(3), gA1, gA2
+    gk, gu = torch.empty_like(k), torch.empty_like(u)  # k̄, ū for all chunks at once, after the loop
+    kern.bwd_tail[(B * H, N, C // uk["BC"])](S1, G1, G2, k, u, A1, e, a, delta, gz, gk, gu, N, **uk)
+    return G1[:, :, 0], G2[:, :, 0], gk, gkv, gu, gmix.sum(3), gA1, gA2
 
 
 @torch.library.custom_op("nlcore::mlp_loop_fwd", mutates_args=())

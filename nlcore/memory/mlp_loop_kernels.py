@@ -223,3 +223,38 @@ def bwd_state(S1, S2, GS1, GS2, G1, G2, MIX, GMIX, GA1, GA2, K, E, A, GKV, GZ, G
         _grad_tile(S2 + state, GS2 + state, G2 + state + M * SZ, G2 + state, MIX, GMIX, GA2 + p * SZ,
                    E + row * C * D, GGS + p * C * HD, GKV + row * C * D, A + row * C * HD, j, (tile - T1) * BR2, M, C, BR2,
                    D, HD, True, ANCHOR, PREC)
+
+
+@triton.jit
+def bwd_tail(S1, G1, G2, K, U, A1, E, A, DL, GZ, GK, GU, N,
+             M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BU: tl.constexpr, D: tl.constexpr,
+             HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
+    """After the reverse loop, all chunks at once (grid: rows x heads, chunks, token blocks), with G_m the
+    chunk end's gradient: k̄ = Σ_m u_m ⊙ δ G1_m + z̄ W1 and ū_m = rowsum(k ⊙ δ G1_m + a ⊙ e G2_m),
+    accumulated over blocks of BU hidden units."""
+    p, n, t0 = tl.program_id(0).to(tl.int64), tl.program_id(1), tl.program_id(2) * BC
+    SZ: tl.constexpr = HD * D
+    row, c = p * N + n, t0 + tl.arange(0, BC)
+    start, end = (p * (N + 1) + n) * M * SZ, (p * (N + 1) + n + 1) * M * SZ
+    cd = row * C * D + _sub(t0, 0, BC, D, D)
+    k, e = tl.load(K + cd), tl.load(E + cd)  # (BC, D)
+    gk = tl.zeros((BC, D), dtype=tl.float32)
+    gu0 = tl.zeros((BC,), dtype=tl.float32)
+    gu1 = tl.zeros((BC,), dtype=tl.float32)
+    for h0 in range(0, HD, BU):
+        ch = row * C * HD + _sub(t0, h0, BC, BU, HD)  # (BC, BU)
+        dl, a = tl.load(DL + ch), tl.load(A + ch)
+        gk += tl.dot(tl.load(GZ + ch), _w_sub(S1 + start, A1 + p * SZ, h0, 0, BU, D, D, ANCHOR), input_precision=PREC)
+        for m in tl.static_range(M):
+            P = tl.dot(dl, tl.load(G1 + end + m * SZ + _sub(h0, 0, BU, D, D)), input_precision=PREC)  # (BC, D)
+            Q = tl.dot(e, tl.load(G2 + end + m * SZ + _sub(0, h0, D, BU, HD)), input_precision=PREC)  # (BC, BU)
+            gk += tl.load(U + row * C * M + c * M + m)[:, None] * P
+            g = tl.sum(k * P, axis=1) + tl.sum(a * Q, axis=1)
+            if m == 0:
+                gu0 += g
+            else:
+                gu1 += g
+    tl.store(GK + cd, gk)
+    tl.store(GU + row * C * M + c * M, gu0)
+    if M == 2:
+        tl.store(GU + row * C * M + c * M + 1, gu1)
