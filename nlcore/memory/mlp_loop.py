@@ -146,6 +146,7 @@ PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-c
 BLOCK = 16  # tokens per program in the token kernels
 ROWS = 32  # state rows per program in the state kernels
 WARPS = 4  # warps per program
+TAIL = (32, 4)  # hidden units per step and warps of the kernel for k̄ and ū after the loop
 
 
 def _settings(X1, k, anchored):
@@ -204,7 +205,8 @@ def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r
         kern.bwd_gz[ug](S2, G2, e, u, A2, ga_r, gkv, gdel, z, gz, n, N, **uk)
         kern.bwd_state[sg](S1, S2, gS1, gS2, G1, G2, mix, gmix, gA1, gA2, k, e, a, gkv, gz, gg, n, N, ANCHOR=anchored, **sk)
     gk, gu = torch.empty_like(k), torch.empty_like(u)  # k̄, ū for all chunks at once, after the loop
-    kern.bwd_tail[(B * H, N, C // uk["BC"])](S1, G1, G2, k, u, A1, e, a, delta, gz, gk, gu, N, **uk)
+    tail = dict(uk, BU=min(TAIL[0], h), num_warps=TAIL[1])
+    kern.bwd_tail[(B * H, N, C // uk["BC"])](S1, G1, G2, k, u, A1, e, a, delta, gz, gk, gu, N, **tail)
     return G1[:, :, 0], G2[:, :, 0], gk, gkv, gu, gmix.sum(3), gA1, gA2
 
 

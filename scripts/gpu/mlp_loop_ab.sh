@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9: the MLP memory's loop over chunks as mlp_loop's Triton op against the plain autograd loop,
 # on one GPU. Phases: tests (the CUDA tests), sweep (scripts/gpu/mlp_loop_sweep.py: the kernels alone
-# over their settings), probe (one layer, scripts/gpu/mlp_probe.py, with each loop), bench (the
+# over their settings), tail (scripts/gpu/mlp_tail_sweep.py), probe (one layer, scripts/gpu/mlp_probe.py, with each loop), bench (the
 # Transformer and Titans (MLP memory) step times with the op (probe: VARIANTS, LOOP:PREC words), in the kernel settings PREC, BLOCK,
-# ROWS_PER_TILE, WARPS of the environment (mlp_loop's defaults where unset), and with the autograd loop).
+# ROWS_PER_TILE, WARPS, TAIL of the environment (mlp_loop's defaults where unset), and, unless
+# AUTOGRAD=0, with the autograd loop).
 # Usage: scripts/gpu/mlp_loop_ab.sh REVISION DIRTY(0|1) OUTDIR PHASE...
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
@@ -17,6 +18,8 @@ mlp_loop.PRECISION = os.environ.get("PREC", mlp_loop.PRECISION)
 mlp_loop.BLOCK = int(os.environ.get("BLOCK", mlp_loop.BLOCK))
 mlp_loop.ROWS = int(os.environ.get("ROWS_PER_TILE", mlp_loop.ROWS))
 mlp_loop.WARPS = int(os.environ.get("WARPS", mlp_loop.WARPS))
+if os.environ.get("TAIL"):
+    mlp_loop.TAIL = tuple(int(v) for v in os.environ["TAIL"].split())
 from nlcore.cli import main
 sys.exit(main(sys.argv[1:]))'
 for phase in "$@"; do
@@ -24,6 +27,9 @@ for phase in "$@"; do
     tests)
       timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_memory_mlp_loop.py tests/test_memory_mlp.py 2>&1 \
         | tail -5 > "$out/tests.log" ;;
+    tail)  # bwd_tail's settings; the best (tf32x3) goes to the later phases as TAIL="units warps"
+      timeout 200 python3 scripts/gpu/mlp_tail_sweep.py > "$out/tail.log" 2>&1
+      export TAIL="$(grep '^BEST' "$out/tail.log" | cut -d' ' -f2-)" ;;
     sweep)
       timeout 300 python3 scripts/gpu/mlp_loop_sweep.py > "$out/sweep.log" 2>&1 ;;
     probe)
@@ -34,7 +40,7 @@ for phase in "$@"; do
     bench)
       bench="bench --warmup 12 --windows 4 --steps 10 --baseline transformer --configs transformer titans"
       timeout 170 python3 -c "$settings" $bench --out "$out/titans_op.json" > "$out/bench_op.log" 2>&1
-      LOOP=autograd timeout 170 python3 -c "$settings" $bench --out "$out/titans_autograd.json" \
-        > "$out/bench_autograd.log" 2>&1 ;;
+      [ "${AUTOGRAD:-1}" = 1 ] && LOOP=autograd timeout 170 python3 -c "$settings" $bench \
+        --out "$out/titans_autograd.json" > "$out/bench_autograd.log" 2>&1 ;;
   esac
 done

@@ -30,6 +30,8 @@ def main(label: str) -> None:
     mlp_loop.BLOCK = int(os.environ.get("BLOCK", mlp_loop.BLOCK))
     mlp_loop.ROWS = int(os.environ.get("ROWS_PER_TILE", mlp_loop.ROWS))
     mlp_loop.WARPS = int(os.environ.get("WARPS", mlp_loop.WARPS))
+    if os.environ.get("TAIL"):  # "units warps" of bwd_tail
+        mlp_loop.TAIL = tuple(int(v) for v in os.environ["TAIL"].split())
     dev = torch.device("cuda")
     g = torch.Generator(device=dev).manual_seed(0)
     B, H, T, d, hd = 16, 4, 512, 64, 128
