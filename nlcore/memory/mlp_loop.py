@@ -146,7 +146,7 @@ PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-c
 BLOCK = 16  # tokens per program in the token kernels
 ROWS = 32  # state rows per program in the state kernels
 WARPS = 4  # warps per program
-TAIL = (32, 4)  # hidden units per step and warps of the kernel for k̄ and ū after the loop
+TAIL = (16, 1)  # hidden units per step and warps of `bwd_tail` (k̄ and ū after the loop; mlp_tail_sweep.py)
 
 
 def _settings(X1, k, anchored):
