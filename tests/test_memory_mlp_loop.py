@@ -101,6 +101,8 @@ def _kernels_match_torch(device: str) -> None:
         mlp_loop.ROWS = rows
         x = inputs(B=2, H=2, N=3, C=C, d=d, h=h, m=m, anchored=anchored, device=device)  # float64
         x32 = [t if t is None else t.float() for t in x]
+        if anchored:  # k, kv, u as the memory passes them: (B, H, ...) views of a (B, N, C, H, ...) layout
+            x32[2:5] = [t.permute(0, 2, 3, 1, 4).contiguous().permute(0, 3, 1, 2, 4) for t in x32[2:5]]
         for i, (a, b) in enumerate(zip(mlp_loop.forward_triton(*x32), mlp_loop.forward_torch(*x))):
             _near(a, b, 1e-5, f"case {m, anchored, C, d, h, rows}: forward output {i}")
         S1, S2, e, a, delta = mlp_loop.forward_torch(*x)
@@ -108,6 +110,8 @@ def _kernels_match_torch(device: str) -> None:
         gs = [torch.randn(t.shape, generator=g, dtype=t.dtype).to(device) for t in (S1, S2, e, a, delta)]
         args = (S1, S2, x[2], x[4], x[5], x[6], x[7], e, a, delta, *gs)
         args32 = [t if t is None else t.float() for t in args]
+        if anchored:
+            args32[2:4] = x32[2], x32[4]
         got, want = mlp_loop.backward_triton(*args32), mlp_loop.backward_torch(*args)
         for i, (a, b) in enumerate(zip(got, want)):
             if i >= 6 and not anchored:

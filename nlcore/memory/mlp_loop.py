@@ -188,14 +188,14 @@ def backward_triton(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r
     `mlp_loop_bwd`."""
     B, H, N1, m, h, d = S1.shape
     N, C = N1 - 1, k.shape[3]
+    S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r = (  # the kernels index them contiguously,
+        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r))  # and the outputs
     G1, G2 = torch.empty_like(S1), torch.empty_like(S2)  # slot n: the gradient of chunk n's start
     G1[:, :, N], G2[:, :, N] = gS1[:, :, N], gS2[:, :, N]
     gdel, gg, z = (S1.new_empty(B, H, C, h) for _ in range(3))  # δ̄, ḡ, z of the current chunk
     gkv, gz = torch.empty_like(k), S1.new_empty(B, H, N, C, h)  # (kv)̄, z̄ of every chunk
     gA1, gA2 = S1.new_zeros(B, H, h, d), S1.new_zeros(B, H, d, h)
     A1, A2, anchored = _anchors(a1, a2, B, H, h, d, gA1)
-    S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r = (
-        x.contiguous() for x in (S1, S2, k, u, mix, e, a, delta, gS1, gS2, ge_r, ga_r, gd_r))
     kern, cfg = _kernels(), _settings(S1[:, :, 0], k, anchored)
     (ug, uk), (og, ok), (sg, sk) = cfg["units"], cfg["outputs"], cfg["state"]
     gmix = S1.new_empty(B, H, N, sg[2], m, m)  # each state tile's share of mix̄
