@@ -8,17 +8,11 @@ is one. That the whole memory equals its token reference with the op is in test_
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from nlcore.memory import mlp_loop
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.test_memory_tri import run_interpreted
 
 
 def inputs(B=2, H=2, N=3, C=4, d=3, h=5, m=2, anchored=False, dtype=torch.float64, device="cpu", seed=0):
@@ -97,37 +91,41 @@ def _kernels_match_torch(device: str) -> None:
     cases = ((2, False, (16, 16, 32), 32), (1, False, (32, 16, 16), 32), (2, True, (16, 32, 16), 32),
              (2, True, (32, 32, 32), 16))
     default = mlp_loop.ROWS
-    for m, anchored, (C, d, h), rows in cases:
-        mlp_loop.ROWS = rows
-        x = inputs(B=2, H=2, N=3, C=C, d=d, h=h, m=m, anchored=anchored, device=device)  # float64
-        x32 = [t if t is None else t.float() for t in x]
-        if anchored:  # k, kv, u as the memory passes them: (B, H, ...) views of a (B, N, C, H, ...) layout
-            x32[2:5] = [t.permute(0, 2, 3, 1, 4).contiguous().permute(0, 3, 1, 2, 4) for t in x32[2:5]]
-        for i, (a, b) in enumerate(zip(mlp_loop.forward_triton(*x32), mlp_loop.forward_torch(*x))):
-            _near(a, b, 1e-5, f"case {m, anchored, C, d, h, rows}: forward output {i}")
-        S1, S2, e, a, delta = mlp_loop.forward_torch(*x)
-        g = torch.Generator().manual_seed(3)
-        gs = [torch.randn(t.shape, generator=g, dtype=t.dtype).to(device) for t in (S1, S2, e, a, delta)]
-        args = (S1, S2, x[2], x[4], x[5], x[6], x[7], e, a, delta, *gs)
-        args32 = [t if t is None else t.float() for t in args]
-        if anchored:
-            args32[2:4] = x32[2], x32[4]
-        got, want = mlp_loop.backward_triton(*args32), mlp_loop.backward_torch(*args)
-        for i, (a, b) in enumerate(zip(got, want)):
-            if i >= 6 and not anchored:
-                continue  # the anchors' gradients: zeros from the kernel, unused
-            _near(a, b.expand_as(a), 1e-5, f"case {m, anchored, C, d, h, rows}: backward output {i}")
-    mlp_loop.ROWS = default
+    try:
+        for case in cases:
+            _case_matches_torch(device, *case)
+    finally:
+        mlp_loop.ROWS = default
+
+
+def _case_matches_torch(device: str, m: int, anchored: bool, shape: tuple[int, int, int], rows: int) -> None:
+    """One case of `_kernels_match_torch`: m channels, anchors or not, (C, d, h), state rows per tile."""
+    C, d, h = shape
+    mlp_loop.ROWS = rows
+    x = inputs(B=2, H=2, N=3, C=C, d=d, h=h, m=m, anchored=anchored, device=device)  # float64
+    x32 = [t if t is None else t.float() for t in x]
+    if anchored:  # k, kv, u as the memory passes them: (B, H, ...) views of a (B, N, C, H, ...) layout
+        x32[2:5] = [t.permute(0, 2, 3, 1, 4).contiguous().permute(0, 3, 1, 2, 4) for t in x32[2:5]]
+    for i, (a, b) in enumerate(zip(mlp_loop.forward_triton(*x32), mlp_loop.forward_torch(*x))):
+        _near(a, b, 1e-5, f"case {m, anchored, C, d, h, rows}: forward output {i}")
+    S1, S2, e, a, delta = mlp_loop.forward_torch(*x)
+    g = torch.Generator().manual_seed(3)
+    gs = [torch.randn(t.shape, generator=g, dtype=t.dtype).to(device) for t in (S1, S2, e, a, delta)]
+    args = (S1, S2, x[2], x[4], x[5], x[6], x[7], e, a, delta, *gs)
+    args32 = [t if t is None else t.float() for t in args]
+    if anchored:
+        args32[2:4] = x32[2], x32[4]
+    got, want = mlp_loop.backward_triton(*args32), mlp_loop.backward_torch(*args)
+    for i, (a, b) in enumerate(zip(got, want)):
+        if i >= 6 and not anchored:
+            continue  # the anchors' gradients: zeros from the kernel, unused
+        _near(a, b.expand_as(a), 1e-5, f"case {m, anchored, C, d, h, rows}: backward output {i}")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels themselves run (below); the "
                     "interpreter of the GPU image's older Triton fails on a scalar conversion")
 def test_triton_kernels_under_the_interpreter():
-    pytest.importorskip("triton")
-    code = "from tests.test_memory_mlp_loop import _kernels_match_torch; _kernels_match_torch('cpu')"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_interpreted("test_memory_mlp_loop", "_kernels_match_torch")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -96,12 +96,18 @@ def _kernel_matches_torch(device: str) -> None:
         torch.testing.assert_close(T, tri.triton_inverse(L), rtol=0, atol=2e-6)
 
 
-def test_triton_kernel_under_the_interpreter():
+def run_interpreted(module: str, check: str) -> None:
+    """Run `tests.<module>.<check>('cpu')` in a subprocess under Triton's interpreter (TRITON_INTERPRET
+    must be set before Triton is imported); skips without Triton."""
     pytest.importorskip("triton")
-    code = "from tests.test_memory_tri import _kernel_matches_torch; _kernel_matches_torch('cpu')"
+    code = f"from tests.{module} import {check}; {check}('cpu')"
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_triton_kernel_under_the_interpreter():
+    run_interpreted("test_memory_tri", "_kernel_matches_torch")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

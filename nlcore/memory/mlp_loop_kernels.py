@@ -34,6 +34,12 @@ def _weights(X1, X2, A1, A2, p, D: tl.constexpr, HD: tl.constexpr, ANCHOR: tl.co
     return W1, W2
 
 
+@triton.jit
+def _silu_grad(z, s):
+    """σ'(z) = s (1 + z (1 − s)), s = sigmoid(z)."""
+    return s * (1.0 + z * (1.0 - s))
+
+
 @triton.jit(do_not_specialize=["n"])
 def fwd_tokens(S1, S2, K, KV, A1, A2, E, A, DL, n, N,
                M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, D: tl.constexpr, HD: tl.constexpr,
@@ -52,7 +58,7 @@ def fwd_tokens(S1, S2, K, KV, A1, A2, E, A, DL, n, N,
     e = tl.dot(a, tl.trans(W2), input_precision=PREC) + tl.load(KV + cd)  # (BC, D)
     tl.store(E + cd, e)
     tl.store(A + ch, a)
-    tl.store(DL + ch, tl.dot(e, W2, input_precision=PREC) * (s * (1.0 + z * (1.0 - s))))
+    tl.store(DL + ch, tl.dot(e, W2, input_precision=PREC) * _silu_grad(z, s))
 
 
 @triton.jit
@@ -105,15 +111,22 @@ def _w_sub(X, Aa, r0, c0, R: tl.constexpr, CC: tl.constexpr, NC: tl.constexpr, A
     return w
 
 
+@triton.jit
+def _tile_ids(n, N, BC: tl.constexpr, BX: tl.constexpr):
+    """A backward token kernel's program: (row x head p, first token t0, first column c0, chunk slot
+    row = p N + n, the block's tokens c)."""
+    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BX
+    return p, t0, c0, p * N + n, t0 + tl.arange(0, BC)
+
+
 @triton.jit(do_not_specialize=["n"])
 def bwd_gdel(S1, GS1, K, U, A1, GD, DEL, GGS, ZS, n, N,
              M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BU: tl.constexpr, D: tl.constexpr,
              HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
     """Tokens t0..t0+BC, hidden units c0..c0+BU: δ̄ = δ̄_r + Σ_m u_m ⊙ k G1_mᵀ, z = k W1ᵀ, ḡ = δ̄ ⊙ σ'(z)
-    into the scratch DEL, GGS, ZS (BU, C, HD). GS1 (B, H, N + 1, M, HD, D): slot n + 1 the end's gradient."""
-    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BU
+    into the scratch DEL, GGS, ZS (B H, C, HD). GS1 (B, H, N + 1, M, HD, D): slot n + 1 the end's gradient."""
+    p, t0, c0, row, c = _tile_ids(n, N, BC, BU)
     SZ: tl.constexpr = HD * D
-    row, c = p * N + n, t0 + tl.arange(0, BC)
     k = tl.load(K + row * C * D + _sub(t0, 0, BC, D, D))  # (BC, D)
     at = _sub(t0, c0, BC, BU, HD)  # (BC, BU) of a (C, HD) matrix
     gdel = tl.load(GD + row * C * HD + at)
@@ -125,7 +138,7 @@ def bwd_gdel(S1, GS1, K, U, A1, GD, DEL, GGS, ZS, n, N,
     z = tl.dot(k, tl.trans(W1), input_precision=PREC)
     s = tl.sigmoid(z)
     tl.store(DEL + p * C * HD + at, gdel)
-    tl.store(GGS + p * C * HD + at, gdel * (s * (1.0 + z * (1.0 - s))))
+    tl.store(GGS + p * C * HD + at, gdel * _silu_grad(z, s))
     tl.store(ZS + p * C * HD + at, z)
 
 
@@ -134,9 +147,8 @@ def bwd_ge(S2, GS2, A, U, A2, GE, GGS, GKV, n, N,
            M: tl.constexpr, C: tl.constexpr, BC: tl.constexpr, BD: tl.constexpr, D: tl.constexpr,
            HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
     """Tokens t0..t0+BC, outputs c0..c0+BD: ē = ē_r + Σ_m u_m ⊙ a G2_mᵀ + ḡ W2ᵀ into GKV ((kv)̄)."""
-    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BD
+    p, t0, c0, row, c = _tile_ids(n, N, BC, BD)
     SZ: tl.constexpr = HD * D
-    row, c = p * N + n, t0 + tl.arange(0, BC)
     a = tl.load(A + row * C * HD + _sub(t0, 0, BC, HD, HD))  # (BC, HD)
     at = _sub(t0, c0, BC, BD, D)  # (BC, BD) of a (C, D) matrix
     ge = tl.load(GE + row * C * D + at)
@@ -155,9 +167,8 @@ def bwd_gz(S2, GS2, E, U, A2, GA, GKV, DEL, ZS, GZ, n, N,
            HD: tl.constexpr, ANCHOR: tl.constexpr, PREC: tl.constexpr):
     """Tokens t0..t0+BC, hidden units c0..c0+BU: ā = ā_r + Σ_m (u_m ⊙ e) G2_m + ē W2, g = e W2,
     z̄ = ā ⊙ σ'(z) + δ̄ ⊙ g ⊙ σ''(z) into GZ (B, H, N, C, HD)."""
-    p, t0, c0 = tl.program_id(0).to(tl.int64), tl.program_id(1) * BC, tl.program_id(2) * BU
+    p, t0, c0, row, c = _tile_ids(n, N, BC, BU)
     SZ: tl.constexpr = HD * D
-    row, c = p * N + n, t0 + tl.arange(0, BC)
     e = tl.load(E + row * C * D + _sub(t0, 0, BC, D, D))  # (BC, D)
     at = _sub(t0, c0, BC, BU, HD)  # (BC, BU) of a (C, HD) matrix
     ga = tl.load(GA + row * C * HD + at)
@@ -171,7 +182,7 @@ def bwd_gz(S2, GS2, E, U, A2, GA, GKV, DEL, ZS, GZ, n, N,
     z = tl.load(ZS + p * C * HD + at)
     s = tl.sigmoid(z)
     d2 = s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
-    tl.store(GZ + row * C * HD + at, ga * (s * (1.0 + z * (1.0 - s))) + tl.load(DEL + p * C * HD + at) * g * d2)
+    tl.store(GZ + row * C * HD + at, ga * _silu_grad(z, s) + tl.load(DEL + p * C * HD + at) * g * d2)
 
 
 @triton.jit
