@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 9: the MLP memory's loop over chunks as mlp_loop's Triton op against the plain autograd loop,
-# on one GPU. Phases: tests (the CUDA tests), sweep (scripts/gpu/mlp_loop_sweep.py: the kernels alone
-# over their settings), tail (scripts/gpu/mlp_tail_sweep.py), probe (one layer, scripts/gpu/mlp_probe.py, with each loop), bench (the
-# Transformer and Titans (MLP memory) step times with the op (probe: VARIANTS, LOOP:PREC words), in the kernel settings PREC, BLOCK,
-# ROWS_PER_TILE, WARPS, TAIL of the environment (mlp_loop's defaults where unset), and, unless
-# AUTOGRAD=0, with the autograd loop).
+# on one GPU. Phases: tests (the CUDA tests); sweep (scripts/gpu/mlp_loop_sweep.py: the kernels alone
+# over their settings); tail (scripts/gpu/mlp_tail_sweep.py: bwd_tail's settings); probe (one layer,
+# scripts/gpu/mlp_probe.py, each of VARIANTS, LOOP:PREC words); bench (the Transformer and Titans (MLP
+# memory) step times with the op, in the kernel settings PREC, BLOCK, ROWS_PER_TILE, WARPS, TAIL of the
+# environment (mlp_loop's defaults where unset), and, unless AUTOGRAD=0, with the autograd loop).
 # Usage: scripts/gpu/mlp_loop_ab.sh REVISION DIRTY(0|1) OUTDIR PHASE...
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
