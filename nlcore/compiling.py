@@ -46,7 +46,8 @@ RECOMPILE_LIMIT = 64  # compiled shapes per part: a scaling sweep meets a dozen 
 def compiler(backend: str) -> Callable[[Callable], Callable]:
     """fn -> torch.compile(fn) with `backend`, specialised to static shapes. Raises dynamo's
     per-function recompile limit (default 8) to RECOMPILE_LIMIT (past the limit a part would
-    silently run uncompiled) and turns off donated buffers (see below): process-wide settings."""
+    silently run uncompiled), turns off donated buffers and traces compiled backwards outside
+    autocast (see below): process-wide settings."""
     import torch._dynamo.config as dynamo_config
     import torch._functorch.config as functorch_config
 
@@ -58,6 +59,12 @@ def compiler(backend: str) -> Callable[[Callable], Callable]:
     # which compiled backwards that donate (free) their saved buffers refuse
     if hasattr(functorch_config, "donated_buffer"):
         functorch_config.donated_buffer = False
+    # autocast wraps the forward only (the trainer calls backward outside it), as in eager mode; by
+    # default AOTAutograd traces a compiled part's backward under the forward's autocast instead,
+    # so the float32 memory loops (autocast disabled inside the forward) ran their backward matmuls
+    # in bf16 (tests/test_compiling_memory.py, scripts/gpu/autocast_backward_check.py)
+    if hasattr(functorch_config, "backward_pass_autocast"):
+        functorch_config.backward_pass_autocast = "off"
 
     def wrap(fn: Callable) -> Callable:
         return torch.compile(fn, backend=backend, dynamic=False)

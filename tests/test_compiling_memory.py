@@ -118,6 +118,32 @@ def test_hope_compiled_block_matches_uncompiled():
         torch.testing.assert_close(on(x, state)[0], off(x, state)[0], rtol=1e-5, atol=1e-6)
 
 
+def hope_outer() -> HOPE:  # the chain updated by the outer CMS engine: no backward inside the forward
+    return HOPE(V, d_model=16, n_layers=2, n_heads=2, d_ff=24, cms_chunks=(8, 16), mem_chunk=8, cms_mode="outer",
+                chain_levels=("medium", "slow"))
+
+
+@pytest.mark.parametrize("make", [lambda: titans("linear", True), hope_outer], ids=["titans_linear", "hope_outer"])
+def test_compiled_backward_runs_outside_autocast(make):
+    """Under bf16 autocast (as training runs, forward only) the memories keep float32, and so must
+    their backward: compiled, AOTAutograd's default traces the backward under the forward's autocast
+    (`backward_pass_autocast`), which runs the float32 loop's backward matmuls in bf16;
+    `compiling.compiler` turns that off. Eager and compiled gradients agree to float32 rounding.
+    (HOPE's in-forward writes take gradients inside the forward, under autocast, compiled or not.)"""
+    off, on, _ = pair(make)
+    x, state = inputs(off)
+    out = []
+    for model in (off, on):
+        for p in model.parameters():
+            p.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, new = model(x, state, None)
+        (logits.float().square().mean() + sum(v.float().square().sum() for v in new.values())).backward()
+        out.append({n: p.grad for n, p in model.named_parameters()})
+    for n in out[0]:
+        torch.testing.assert_close(out[1][n], out[0][n], rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+
+
 BASE = ["data.synth_chars=20000", "eval_every=0", "ckpt_every=0", "log_every=5", "data.batch_size=4",
         "data.seq_len=16", "model.d_model=16", "model.d_ff=24", "model.n_layers=2", "model.n_heads=2",
         "model.mem_chunk=8", "state.reset=doc", "data.synth_gap_min=150", "data.synth_gap_max=300"]
