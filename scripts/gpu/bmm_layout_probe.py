@@ -27,7 +27,7 @@ SHAPES = [
     ("g_out rows (bwd)", 64, 64, 640),
     ("g_outᵀ k (bwd)", 640, 64, 64),
     ("kc gGKᵀ (bwd)", 64, 192, 192),
-    ("gGKᵀ... G gGK (bwd)", 64, 192, 192),
+    ("G gGK (bwd)", 64, 192, 192),
 ]
 
 
