@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import statistics
 import sys
 from pathlib import Path
@@ -128,7 +129,8 @@ BENCH_KEYS = {"surprise.create_graph"}  # applied to the built Trainer, not to t
 
 
 def parse_config(spec: str) -> tuple[str, list[str]]:
-    """`name` (in NAMED) or `name=key=v,key=v` / `name=@named,key=v` -> (name, overrides)."""
+    """`name` (in NAMED) or `name=key=v,key=v` / `name=@named,key=v` -> (name, overrides). A comma
+    starts a new item only before `key=` or `@`, so values may hold commas (`model.cms_chunks=128,256`)."""
     if "=" not in spec:
         if spec not in NAMED:
             raise KeyError(f"bench --configs: unknown configuration {spec!r}; named ones are {sorted(NAMED)}")
@@ -136,7 +138,7 @@ def parse_config(spec: str) -> tuple[str, list[str]]:
     name, rest = spec.split("=", 1)
     if not name.isidentifier():
         raise ValueError(f"bench --configs: {spec!r}: the name before '=' must be an identifier")
-    items = [s.strip() for s in rest.split(",") if s.strip()]
+    items = [s.strip() for s in re.split(r",(?=\s*(?:@|[\w.]+=))", rest) if s.strip()]
     out: list[str] = []
     for it in items:
         if it.startswith("@"):

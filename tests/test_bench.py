@@ -19,6 +19,8 @@ def test_parse_config():
                                                                                    "model.d_ff=96"])
     name, ov = bench.parse_config("mine=@seed_surprise_fast,surprise.clip=1")
     assert name == "mine" and ov == bench.NAMED["seed_surprise_fast"] + ["surprise.clip=1"]
+    name, ov = bench.parse_config("c128=@hope,model.cms_chunks=128,256,model.mem_chunk=128")
+    assert ov == bench.NAMED["hope"] + ["model.cms_chunks=128,256", "model.mem_chunk=128"]  # a value's comma
     with pytest.raises(KeyError, match="nope"):
         bench.parse_config("nope")
     with pytest.raises(ValueError, match="key=value"):
