@@ -64,7 +64,8 @@ def runs(out_dir: str | Path | None = None) -> dict[str, dict[int, dict | None]]
     return {c: found[c] for c in _ordered(found)}
 
 
-def _status(run_dir: Path) -> str:
+def run_status(run_dir: Path) -> str:
+    """A run without a summary, from its train.log: "diverged", "failed", "unfinished" or "missing"."""
     log = run_dir / "train.log"
     if not log.exists():
         return "missing"
@@ -96,7 +97,7 @@ def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
                        params=int(next(iter(done.values()))["params"]),
                        chars_per_s=float(np.mean([r["chars_per_s"] for r in done.values()])), status="ok")
         else:
-            states = {_status(out_dir / "runs" / config / f"seed{s}") for s in seeds} or {"missing"}
+            states = {run_status(out_dir / "runs" / config / f"seed{s}") for s in seeds} or {"missing"}
             row["status"] = "diverged" if "diverged" in states else sorted(states)[0]
         rows.append(row)
     cols = ["config", "n_run", "n", "valid_bpc", "ci_low", "ci_high", "test_bpc", "params", "chars_per_s", "status"]
@@ -117,7 +118,8 @@ def plot_bpc(out_dir: str | Path | None = None) -> Figure:
         lo, hi = r["ci_low"], r["ci_high"]
         err = [[r["valid_bpc"] - lo], [hi - r["valid_bpc"]]] if math.isfinite(lo) and math.isfinite(hi) else None
         ax.errorbar(r["valid_bpc"], y, xerr=err, fmt="D", color=color(r["config"]), capsize=4, markersize=7)
-    ax.set_yticks(range(len(ok)), [f"{c} (n={n})" for c, n in zip(ok["config"], ok["n"])])
+    ax.set_yticks(range(len(ok)), [f"{c} (n={n})" if n == r else f"{c} (n={n} of {r} run)"  # a seed lost: say so
+                                   for c, n, r in zip(ok["config"], ok["n"], ok["n_run"])])
     ax.set_ylim(len(ok) - 0.5, -0.5)
     ax.grid(axis="y", visible=False)
     failed = table[table["n"] == 0]

@@ -121,8 +121,8 @@ fair.drop(columns=["test_mean"])
 # memories carry their state across windows, so their first positions already have context; the
 # Transformer sees only its window, so its first positions pay for the missing context. A curve
 # that keeps falling to the right uses long context; a flat one has already used what it can.
-# `hope_outer` is left out here: its one broken seed's band would cover the whole axis (it is in
-# the figure above).
+# `hope_outer` is left out here: one of its three seeds diverged (the table above has `n_run` and
+# `n`, the seeds run and the seeds finished).
 
 # %%
 fig = hope.plot_bpc_by_position(out_dir, configs=("nested_lstm", "transformer", "titans", "titans_linear", "hope",
@@ -228,10 +228,10 @@ table[["config", "n", "status"]]
 #   during evaluation, like dynamic evaluation); the baselines were given none, so this compares
 #   HOPE's architecture *plus* test-time learning with the others' architectures alone.
 #   **Given dynamic evaluation, the baselines gain 0.03–0.04 bpc and HOPE still leads**: on test,
-#   Titans with a linear memory reaches 1.700 [1.691, 1.712] against HOPE's 1.617 [1.610, 1.622]
+#   Titans with a linear memory reaches 1.699 [1.691, 1.710] against HOPE's 1.614 [1.608, 1.622]
 #   (the table above), so at this scale HOPE's in-forward writes beat SGD at test time.
 # - **Where the chain is written matters:** updated by the outer CMS engine instead
-#   (`hope_outer`), one seed of three broke and the mean is far worse than in-forward writing.
+#   (`hope_outer`), one seed of three diverged and the other two are far worse than in-forward writing.
 # - **Titans' MLP memory did not learn here:** every seed sits at the same high level, and
 #   retaining it longer (`titans_alpha0.999`) diverged on every seed; the linear memory works.
 # - **Context:** the models with carried state are flat across the window, and the Transformer

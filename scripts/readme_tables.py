@@ -268,6 +268,12 @@ def hope_block() -> str:
         done = sorted(run_dir.glob("seed*/summary.json"))
         params = json.loads(done[0].read_text(encoding="utf-8"))["params"] if done else None
         cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in ("valid_bpc", "test_bpc")]
+        lost = [p.name for p in sorted(run_dir.glob("seed*")) if p.is_dir() and not (p / "summary.json").exists()]
+        if done and lost:  # say which seeds the mean leaves out, and why
+            from nlcore.plots_hope import run_status
+
+            why = "; ".join(f"{p} {run_status(run_dir / p)}" for p in lost)
+            cells = [c[:-1] + f"; {why})" if c.endswith(")") else c for c in cells]
         b = bench.get(bname) if bname else None
         speed = f"{b['chars_per_s'] / 1e6:.2f} M" if b else "—"
         ratio = f"{b['ratio_to_baseline']:.1f}x" if b and b.get("ratio_to_baseline") else "—"

@@ -27,13 +27,14 @@ def _run(root, config, seed, bpc, T=8):
 
 @pytest.fixture
 def exp(tmp_path):
-    """Two finished configurations (3 and 1 seeds), one diverged, one named in meta but absent."""
+    """Two finished configurations (3 seeds, and 1 of 2 seeds), one diverged, one named in meta but absent."""
     for s, v in enumerate((1.6, 1.7, 1.65)):
         _run(tmp_path, "hope", s, v)
     _run(tmp_path, "transformer", 0, 1.9)
-    log = tmp_path / "runs" / "titans_alpha0.999" / "seed0" / "train.log"
-    log.parent.mkdir(parents=True)
-    log.write_text("Traceback ...\nnlcore.cms.NonFiniteError: non-finite loss at step 40\n")
+    for run in ("titans_alpha0.999/seed0", "transformer/seed1"):
+        log = tmp_path / "runs" / run / "train.log"
+        log.parent.mkdir(parents=True)
+        log.write_text("Traceback ...\nnlcore.cms.NonFiniteError: non-finite loss at step 40\n")
     _write(tmp_path / "meta.json", {"configs": {"hope": {}, "transformer": {}, "titans_alpha0.999": {},
                                                 "nested_lstm": {}}})
     return tmp_path
@@ -45,7 +46,8 @@ def test_bpc_table_rows_status_and_ci(exp):
     assert t.loc["hope", "n"] == 3 and t.loc["hope", "status"] == "ok"
     assert math.isclose(t.loc["hope", "valid_bpc"], 1.65)
     assert t.loc["hope", "ci_low"] <= 1.65 <= t.loc["hope", "ci_high"]
-    assert t.loc["transformer", "n"] == 1 and math.isnan(t.loc["transformer", "ci_low"])
+    assert t.loc["transformer", "n"] == 1 and t.loc["transformer", "n_run"] == 2
+    assert math.isnan(t.loc["transformer", "ci_low"]) and t.loc["transformer", "status"] == "ok"
     assert t.loc["titans_alpha0.999", "status"] == "diverged" and t.loc["titans_alpha0.999", "n_run"] == 1
     assert t.loc["nested_lstm", "status"] == "missing" and t.loc["nested_lstm", "n"] == 0
 
@@ -57,7 +59,7 @@ def test_bpc_table_of_an_empty_folder(tmp_path):
 def test_bpc_figures_skip_missing_configs(exp):
     fig = hope.plot_bpc(exp)
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["hope (n=3)", "transformer (n=1)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["hope (n=3)", "transformer (n=1 of 2 run)"]
     assert "titans_alpha0.999: diverged" in ax.get_xlabel()
     fig = hope.plot_bpc_by_position(exp, configs=("transformer", "hope", "titans", "nope"))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
