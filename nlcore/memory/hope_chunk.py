@@ -6,23 +6,26 @@ that loop is a kernel launch per chunk, in the forward and again in the backward
 is the same computation as one `linear.chunk_write` per chunk plus one batched `chunk_read`,
 arranged so that each chunk costs few ops:
 
-* Per (row, head) the carried state is one tensor Y (dv, s, dk) with dv = 3 dh the rows of
-  [M_mem; M_k; M_v] and s slots [M, S, M_init] (no S without momentum): M the full memory
-  (not its difference from M_init), so M_k, M_v are views of Y, and M_init a constant slot, so
-  retention toward it is part of the linear state map. With p = shift_prev(c) (gates.py):
+* Per (row, head) the carried state is one tensor Y (dv, m, dk) with dv = 3 dh the rows of
+  [M_mem; M_k; M_v] and m slots [D, S] (no S without momentum), D = M − M_init the memories'
+  difference from their initial weights. Retention pulls M toward M_init, so D follows the plain
+  gated recurrence of gates.py and M_init enters with weight 1 (with p = shift_prev(c)):
 
-      M_{t-1} k = p.A_t M_0 k + p.P_t S_0 k + (1 - p.A_t) M_init k - (writes)
-      M_C = c.A_C M_0 + c.P_C S_0 + (1 - c.A_C) M_init + (writes),   S_C = c.Bc_C S_0 + (writes)
+      M_{t-1} k = M_init k + p.A_t D_0 k + p.P_t S_0 k − (writes)
+      D_C = c.A_C D_0 + c.P_C S_0 + (writes),   S_C = c.Bc_C S_0 + (writes)
 
-  (the difference form D = M - M_init of `_chunk` rewritten on M = D + M_init).
-* One matmul of the keys against [Y's rows; k] gives M_0 k, S_0 k, M_init k and k kᵀ at once;
-  the slot weights are contracted by one baddbmm that also subtracts the targets (the sign is
-  folded into the precomputed weights: the loop carries minus the prediction errors).
+  M_k, M_v are D's rows plus M_init's (one add per chunk), and M_init k is one product per chunk.
+  (An earlier arrangement carried M itself and M_init as a constant extra slot, one more slot of state
+  to move through every product and the state map; results/bench/profiles/NOTE.md.)
+* One matmul of the keys against [Y's rows; k] gives D_0 k, S_0 k and k kᵀ at once; the slot
+  weights are contracted by one baddbmm that also subtracts the targets (the sign is folded into
+  the precomputed weights: the loop carries minus the prediction errors).
 * The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ.
 * `normalise` (L2) and the triangular solve have hand-written backwards with fewer ops than
   autograd's decomposed ones; the solves are posed so that their results come back row-major
   (no copies in the views that follow).
-* The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks.
+* The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks; M_init q for
+  the whole window is one product.
 """
 
 from __future__ import annotations
@@ -95,20 +98,6 @@ def normalise(x: Tensor) -> Tensor:
     return _Normalise.apply(x)
 
 
-def _slots(f, m: int):
-    """The state-independent factors, extended by the M_init slot: weights (..., C, s) of
-    [M_0, S_0, M_init] in M_{t-1} (pc) and M_t (cc), write weights ke (..., C, s) (none into
-    M_init) and the state map mix (..., s, s) (M_init kept)."""
-    pc = torch.cat([f.pc, 1 - f.pc[..., :1]], -1)
-    cc = torch.cat([f.cc, 1 - f.cc[..., :1]], -1)
-    ke = torch.cat([f.ke, torch.zeros_like(f.ke[..., :1])], -1)
-    mix = f.mix.new_zeros(*f.mix.shape[:-2], m + 1, m + 1)
-    mix[..., :m, :m] = f.mix
-    mix[..., 0, m] = 1 - f.mix[..., 0, 0]
-    mix[..., m, m] = 1.0
-    return pc, cc, ke, mix
-
-
 def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None, init: Tensor,
                 D: Tensor, S: Tensor | None, chunk: int) -> tuple[Tensor, Tensor, Tensor | None]:
     """All full chunks of one window: x, q (B, H, T, dh) with T a multiple of `chunk`; gates
@@ -117,53 +106,55 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
     y (B, H, T, dh) and the end (D, S)."""
     B, H, T, dh = x.shape
     N, C, m = T // chunk, chunk, 1 if beta is None else 2
-    s, dv = m + 1, 3 * dh
+    dv = 3 * dh
 
     def sp(t):  # (B, H, T, ...) -> (B, H, N, C, ...)
         return t.unflatten(2, (N, C))
 
     c = chunk_coeffs(sp(alpha), None if beta is None else sp(beta))
     f = step_factors(sp(eta), c, shift_prev(c), beta is not None)  # (B, H, N, ...)
-    pc, cc, ke, mix = _slots(f, m)
 
     def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
         return t.movedim(2, 0).contiguous().unbind(0)
 
     ew = _elementwise()
-    mixE = mix.unsqueeze(-3) if ew else mix.unsqueeze(-3).expand(B, H, N, dv, s, s)  # one map per row of the states
-    per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-pc.unsqueeze(-1)), loop(-ke.unsqueeze(-1)), loop(mixE))
-    slots = [D + init, S, init.expand_as(D)] if m == 2 else [D + init, init.expand_as(D)]
-    Y = torch.stack(slots, 3)  # (B, H, dv, s, dk)
+    mixE = f.mix.unsqueeze(-3) if ew else f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row
+    per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
+              loop(mixE))
+    Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
+    Ikv, IT = init[:, dh:], init.transpose(-1, -2)  # [M_k; M_v]'s init (H, 2 dh, dh); init by columns (H, dk, dv)
     Rs, Gs = [], []
     for xs, pK, pcn, ken, mixn in per:
-        Fkv = Y.flatten(2, 3)[:, :, dh * s::s]  # [M_k; M_v] (slot 0 of rows dh..3dh): one view op
+        Fkv = Y.flatten(2, 3)[:, :, dh * m::m] + Ikv  # M_k, M_v = D's rows dh..3dh (slot 0) + init: (B, H, 2 dh, dk)
         kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
         kvt = torch.cat([kx, vx, vx @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
         nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
         k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
         k = k.squeeze(-2)  # (B, H, C, dh)
-        rows = torch.cat([Y.flatten(2, 3), k], 2)  # (B, H, dv s + C, dk); kept for the read
-        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv s + C)
-        kY, kk = out.split([dv * s, C], -1)  # [M_0, S_0, M_init] k by (row, slot); k kᵀ
-        if ew:  # contractions over the s slots as fused elementwise kernels (compiled)
-            R = tg.reshape(B, H, C, dv) + (kY.view(B, H, C, dv, s) * pcn.view(B, H, C, 1, s)).sum(-1)
-            kc = (ken * k.unsqueeze(-2)).view(B, H, C, s * dh)  # ke_{t,j} k_t by slot j
+        rows = torch.cat([Y.flatten(2, 3), k], 2)  # (B, H, dv m + C, dk); kept for the read
+        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv m + C)
+        kY, kk = out.split([dv * m, C], -1)  # [D_0, S_0] k by (row, slot); k kᵀ
+        tgI = tg.reshape(B, H, C, dv) - k @ IT  # targets minus init k (init's weight in M_{t-1} is 1)
+        if ew:  # contractions over the m slots as fused elementwise kernels (compiled)
+            R = tgI + (kY.view(B, H, C, dv, m) * pcn.view(B, H, C, 1, m)).sum(-1)
+            kc = (ken * k.unsqueeze(-2)).view(B, H, C, m * dh)  # ke_{t,j} k_t by slot j
         else:  # as batched matmuls: fewer ops in eager mode
-            R = torch.baddbmm(tg.reshape(-1, dv, 1), kY.reshape(-1, dv, s), pcn.view(-1, s, 1)).view(B, H, C, dv)
-            kc = (ken.view(-1, s, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, s * dh)
+            R = torch.baddbmm(tgI.reshape(-1, dv, 1), kY.reshape(-1, dv, m), pcn.view(-1, m, 1)).view(B, H, C, dv)
+            kc = (ken.view(-1, m, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, m * dh)
         G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
-        GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, s, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
+        GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
         Rs.append(rows)
         Gs.append(G)
         if ew:
-            Y = GK + (mixn.view(B, H, 1, s, s, 1) * Y.unsqueeze(-3)).sum(-2)
+            Y = GK + (mixn.view(B, H, 1, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
         else:
-            Y = torch.baddbmm(GK.view(-1, s, dh), mixn.view(-1, s, s), Y.view(-1, s, dh)).view(B, H, dv, s, dh)
-    # M_mem's reads, batched over chunks: y_t = Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
-    # the first term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
-    Y0, k = torch.stack(Rs, 2).split([dv * s, C], -2)  # chunk-start states (B, H, N, dv s, dk), keys
+            Y = torch.baddbmm(GK.view(-1, m, dh), mixn.view(-1, m, m), Y.view(-1, m, dh)).view(B, H, dv, m, dh)
+    # M_mem's reads, batched over chunks: y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
+    # the slot term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
+    Y0, k = torch.stack(Rs, 2).split([dv * m, C], -2)  # chunk-start states (B, H, N, dv m, dk), keys
     G, qc = torch.stack(Gs, 2)[..., :dh], sp(q)
-    qYT = (Y0[..., :dh * s, :] @ qc.transpose(-1, -2)).unflatten(-2, (dh, s))  # (B, H, N, dh, s, C)
-    y = (qYT * cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
+    qYT = (Y0[..., :dh * m, :] @ qc.transpose(-1, -2)).unflatten(-2, (dh, m))  # (B, H, N, dh, m, C)
+    y = (qYT * f.cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
     y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
-    return y.flatten(2, 3), Y[:, :, :, 0] - init, (Y[:, :, :, 1] if m == 2 else None)
+    y = y.flatten(2, 3) + q @ IT[:, :, :dh]  # + init q: (B, H, T, dh)
+    return y, Y[:, :, :, 0], (Y[:, :, :, 1] if m == 2 else None)
