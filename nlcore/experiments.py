@@ -279,6 +279,11 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     ("hope_static", (*_MODELS_06["hope"], "model.cms_mode=outer", "cms.levels.medium.chunk=1",
                      "cms.levels.slow.chunk=1", *_ADAMW_FFN[:2], "cms.levels.medium.lr=2e-3",
                      "cms.levels.slow.lr=2e-3", *_lr(LR_06["hope"]))),
+    # the outer CMS reading with hope_static's optimizer (AdamW 2e-3) instead of the seed preset's SGD
+    # (lr 2, momentum 0.9, tuned for the nested LSTM), under which hope_outer diverged on a seed
+    ("hope_outer_adamw", (*_MODELS_06["hope"], "model.cms_mode=outer", "cms.levels.medium.chunk=16",
+                          "cms.levels.slow.chunk=256", *_ADAMW_FFN[:2], "cms.levels.medium.lr=2e-3",
+                          "cms.levels.slow.lr=2e-3", *_lr(LR_06["hope"]))),
 ), full_common=(*_SIZE_06, "model.mem_chunk=64", "steps=1000", "warmup=100", "eval_every=0"),
     smoke_common=_SMOKE_COMMON_06,
     smoke_replace=_SMOKE_06, smoke_labels=("nested_lstm", "transformer", "titans", "hope"))
