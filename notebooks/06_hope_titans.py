@@ -231,7 +231,8 @@ table[["config", "n", "status"]]
 #   Titans with a linear memory reaches 1.699 [1.691, 1.710] against HOPE's 1.614 [1.608, 1.622]
 #   (the table above), so at this scale HOPE's in-forward writes beat SGD at test time.
 # - **Where the chain is written matters:** updated by the outer CMS engine instead
-#   (`hope_outer`), one seed of three diverged and the other two are far worse than in-forward writing.
+#   (`hope_outer`), one seed of three diverged and the other two are far worse than in-forward writing;
+#   with AdamW for those levels (`hope_outer_adamw`) two seeds of three degraded during training.
 # - **Titans' MLP memory did not learn here:** every seed sits at the same high level, and
 #   retaining it longer (`titans_alpha0.999`) diverged on every seed; the linear memory works.
 # - **Context:** the models with carried state are flat across the window, and the Transformer
