@@ -21,6 +21,17 @@ def test_table_reads_every_baseline_and_hope():
         assert abs(row["test_mean"] - g["test_bpc_dynamic"].mean()) < 1e-12
 
 
+def test_each_model_reads_its_own_grid():
+    """Titans comes from grid_c (retrained after the compiled-backward fix), the others from grid_a; the
+    mapping is what selects the files."""
+    runs = test_time.dynamic_runs()
+    titans_c = test_time.dynamic_runs(grids={"titans_linear": "grid_c"})
+    titans_b = test_time.dynamic_runs(grids={"titans_linear": "grid_b"})
+    assert set(titans_c["model"]) == {"titans_linear"} and len(titans_c) == 3
+    mine = runs[runs["model"] == "titans_linear"].reset_index(drop=True)
+    assert mine["test_bpc"].tolist() == titans_c["test_bpc"].tolist() != titans_b["test_bpc"].tolist()
+
+
 def test_missing_runs_raise(tmp_path):
     with pytest.raises(FileNotFoundError, match="no dynamic-evaluation runs"):
         test_time.dynamic_runs(tmp_path)
