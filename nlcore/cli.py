@@ -23,6 +23,7 @@ def _train(args: argparse.Namespace) -> int:
     try:  # under torchrun the Trainer joins the process group (nlcore.distributed)
         trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
         summary = trainer.run(resume=args.resume)
+        distributed.shutdown(sync=True)  # DDP: every rank done (rank 0 wrote its results), then leave together
     finally:
         distributed.shutdown()  # DDP: destroy the process group the Trainer created
     keys = ("valid_bpc", "test_bpc", "valid_bpc_dynamic", "test_bpc_dynamic", "train_ppl_last100", "chars_per_s",
