@@ -1,0 +1,84 @@
+"""HOPE's chunk loop (`nlcore.memory.hope_chunk.hope_chunks`) alone at the 06 layer shape, compiled
+and CUDA-graphed, forward + backward (diagnostics for issue 9's throughput line, not a result).
+
+    PYTHONPATH=$PWD python3 scripts/gpu/hope_probe.py [LABEL]
+
+Shape of one HOPE layer of results/bench/models_06.json: B 16, H 4, T 512, dh 64, chunk 64,
+momentum. Prints the median of 5 windows of 50 graph replays, and the forward alone. PROFILE=1 adds
+the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+from nlcore.fastpath import capture
+from nlcore.memory.hope_chunk import hope_chunks
+
+
+def inputs(B=16, H=4, T=512, dh=64, device="cuda", seed=0) -> dict:
+    g = torch.Generator(device=device).manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, device=device)  # noqa: E731
+    gate = lambda lo, hi: lo + (hi - lo) * torch.rand(B, H, T, generator=g, device=device)  # noqa: E731
+    init = torch.cat([torch.zeros(H, dh, dh, device=device), r(H, 2 * dh, dh) / dh**0.5], 1)
+    return dict(x=F.silu(r(B, H, T, dh)), q=F.normalize(r(B, H, T, dh), dim=-1), eta=gate(0.2, 0.8),
+                alpha=gate(0.95, 1.0), beta=gate(0.2, 0.8), init=init, D=torch.zeros(B, H, 3 * dh, dh, device=device),
+                S=torch.zeros(B, H, 3 * dh, dh, device=device))
+
+
+def timed(step, reps: int = 50) -> list[float]:
+    graph = capture(step, torch.device("cuda"), warmup=5)
+    ms = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(reps):
+            graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        ms.append(start.elapsed_time(end) / reps)
+    return ms, graph
+
+
+def main(label: str) -> None:
+    leaves = {n: t.requires_grad_(True) for n, t in inputs().items()}
+
+    def loss(**kw):
+        y, D, S = hope_chunks(**kw, chunk=64)
+        return y.square().mean() + D.square().mean() + S.square().mean()
+
+    f = torch.compile(loss)
+    ms, graph = timed(lambda: f(**leaves).backward())
+    with torch.no_grad():
+        fwd, _ = timed(lambda: f(**leaves))
+    if os.environ.get("PROFILE") or os.environ.get("LISTING"):
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(10):
+                graph.replay()
+            torch.cuda.synchronize()
+        ka = prof.key_averages()
+        n = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / 10
+        print(f"{label}: {n:.0f} kernels per replay", flush=True)
+        print(ka.table(sort_by="self_cuda_time_total", row_limit=int(os.environ.get("ROWS", 30)),
+                       max_name_column_width=90), flush=True)
+        if os.environ.get("LISTING"):
+            ev = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                        key=lambda e: e.time_range.start)
+            per = len(ev) // 10
+            one = ev[per * 5:per * 6]
+            t0 = one[0].time_range.start
+            for e in one:
+                print(f"{e.time_range.start - t0:9.1f} {e.time_range.elapsed_us():7.1f}  {e.name[:100]}")
+    print(f"HOPE_PROBE {label}: {statistics.median(ms):.3f} ms per layer forward + backward, forward alone "
+          f"{statistics.median(fwd):.3f} ms (windows {', '.join(f'{v:.3f}' for v in ms)})", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "")
