@@ -36,9 +36,9 @@ def test_speed_kinds_subset_and_graph_needs_cuda(tmp_path, capsys):
 def test_hope_chunk_loop_op_budget():
     """The HOPE layer's chunk loop is launch-bound, so its cost is its number of operations per
     chunk (forward + backward): non-view aten ops counted on CPU, the difference between 16 and
-    8 chunks over 8. 69 at the time of writing: 55 when the state carried M_init as a constant slot
-    (fewer eager ops, more state to move; the compiled step is what counts, results/bench/profiles/
-    NOTE.md), 277 before the loop was rewritten."""
+    8 chunks over 8. 65 at the time of writing (69 before M_init k joined the keys' product); 55 when
+    the state carried M_init as a constant slot (fewer eager ops, more state to move; the compiled
+    step is what counts, results/bench/profiles/NOTE.md); 277 before the loop was rewritten."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):

@@ -14,13 +14,15 @@ arranged so that each chunk costs few ops:
       M_{t-1} k = M_init k + p.A_t D_0 k + p.P_t S_0 k − (writes)
       D_C = c.A_C D_0 + c.P_C S_0 + (writes),   S_C = c.Bc_C S_0 + (writes)
 
-  M_k, M_v are D's rows plus M_init's (one add per chunk), and M_init k is one product per chunk.
+  M_k, M_v are D's rows plus M_init's (one add per chunk).
   (An earlier arrangement carried M itself and M_init as a constant extra slot, one more slot of state
   to move through every product and the state map; results/bench/profiles/NOTE.md.)
-* One matmul of the keys against [Y's rows; k] gives D_0 k, S_0 k and k kᵀ at once; the slot
+* One matmul of the keys against [Y's rows; k; M_init] gives D_0 k, S_0 k, k kᵀ and M_init k at once; the slot
   weights are contracted by one baddbmm that also subtracts the targets (the sign is folded into
   the precomputed weights: the loop carries minus the prediction errors).
-* The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ.
+* The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ (compiled: one
+  fused elementwise kernel). mix is expanded over the rows before the loop, so that each chunk's
+  backward reduces mix's gradient over dh only; the sum over rows runs once, after the loop.
 * `normalise` (L2) and the triangular solve have hand-written backwards with fewer ops than
   autograd's decomposed ones; the solves are posed so that their results come back row-major
   (no copies in the views that follow).
@@ -118,12 +120,13 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         return t.movedim(2, 0).contiguous().unbind(0)
 
     ew = _elementwise()
-    mixE = f.mix.unsqueeze(-3) if ew else f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row
+    mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
               loop(mixE))
     Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
     Ikv, IT = init[:, dh:], init.transpose(-1, -2)  # [M_k; M_v]'s init (H, 2 dh, dh); init by columns (H, dk, dv)
-    Rs, Gs = [], []
+    initB = init.expand(B, H, dv, dh)  # init k rides in the keys' product with the state rows
+    Rs, Ks, Gs = [], [], []
     for xs, pK, pcn, ken, mixn in per:
         Fkv = Y.flatten(2, 3)[:, :, dh * m::m] + Ikv  # M_k, M_v = D's rows dh..3dh (slot 0) + init: (B, H, 2 dh, dk)
         kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
@@ -131,10 +134,10 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
         k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
         k = k.squeeze(-2)  # (B, H, C, dh)
-        rows = torch.cat([Y.flatten(2, 3), k], 2)  # (B, H, dv m + C, dk); kept for the read
-        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv m + C)
-        kY, kk = out.split([dv * m, C], -1)  # [D_0, S_0] k by (row, slot); k kᵀ
-        tgI = tg.reshape(B, H, C, dv) - k @ IT  # targets minus init k (init's weight in M_{t-1} is 1)
+        rows = torch.cat([Y.flatten(2, 3), k, initB], 2)  # (B, H, dv m + C + dv, dk)
+        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv m + C + dv)
+        kY, kk, kI = out.split([dv * m, C, dv], -1)  # [D_0, S_0] k by (row, slot); k kᵀ; init k
+        tgI = tg.reshape(B, H, C, dv) - kI  # targets minus init k (init's weight in M_{t-1} is 1)
         if ew:  # contractions over the m slots as fused elementwise kernels (compiled)
             R = tgI + (kY.view(B, H, C, dv, m) * pcn.view(B, H, C, 1, m)).sum(-1)
             kc = (ken * k.unsqueeze(-2)).view(B, H, C, m * dh)  # ke_{t,j} k_t by slot j
@@ -143,17 +146,18 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
             kc = (ken.view(-1, m, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, m * dh)
         G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
         GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
-        Rs.append(rows)
-        Gs.append(G)
+        Rs.append(Y.flatten(2, 3)[:, :, :dh * m])  # what the read needs: M_mem's chunk-start slots, keys, G
+        Ks.append(rows[:, :, dv * m:dv * m + C])
+        Gs.append(G[..., :dh])
         if ew:
-            Y = GK + (mixn.view(B, H, 1, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
+            Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
         else:
             Y = torch.baddbmm(GK.view(-1, m, dh), mixn.view(-1, m, m), Y.view(-1, m, dh)).view(B, H, dv, m, dh)
     # M_mem's reads, batched over chunks: y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
     # the slot term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
-    Y0, k = torch.stack(Rs, 2).split([dv * m, C], -2)  # chunk-start states (B, H, N, dv m, dk), keys
-    G, qc = torch.stack(Gs, 2)[..., :dh], sp(q)
-    qYT = (Y0[..., :dh * m, :] @ qc.transpose(-1, -2)).unflatten(-2, (dh, m))  # (B, H, N, dh, m, C)
+    Y0, k = torch.stack(Rs, 2), torch.stack(Ks, 2)  # M_mem's chunk-start slots (B, H, N, dh m, dk); keys
+    G, qc = torch.stack(Gs, 2), sp(q)
+    qYT = (Y0 @ qc.transpose(-1, -2)).unflatten(-2, (dh, m))  # (B, H, N, dh, m, C)
     y = (qYT * f.cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
     y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
     y = y.flatten(2, 3) + q @ IT[:, :, :dh]  # + init q: (B, H, T, dh)

@@ -5,7 +5,8 @@ and CUDA-graphed, forward + backward (diagnostics for issue 9's throughput line,
 
 Shape of one HOPE layer of results/bench/models_06.json: B 16, H 4, T 512, dh 64, chunk 64,
 momentum. Prints the median of 5 windows of 50 graph replays, and the forward alone. PROFILE=1 adds
-the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration).
+the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration);
+MOMENTUM=0 runs the loop without momentum (beta and S None).
 """
 
 from __future__ import annotations
@@ -46,11 +47,14 @@ def timed(step, reps: int = 50) -> list[float]:
 
 
 def main(label: str) -> None:
-    leaves = {n: t.requires_grad_(True) for n, t in inputs().items()}
+    x = inputs()
+    if os.environ.get("MOMENTUM") == "0":
+        x.update(beta=None, S=None)
+    leaves = {n: (t.requires_grad_(True) if t is not None else None) for n, t in x.items()}
 
     def loss(**kw):
         y, D, S = hope_chunks(**kw, chunk=64)
-        return y.square().mean() + D.square().mean() + S.square().mean()
+        return y.square().mean() + D.square().mean() + (S.square().mean() if S is not None else 0)
 
     f = torch.compile(loss)
     ms, graph = timed(lambda: f(**leaves).backward())
