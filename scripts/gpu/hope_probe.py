@@ -6,7 +6,7 @@ and CUDA-graphed, forward + backward (diagnostics for issue 9's throughput line,
 Shape of one HOPE layer of results/bench/models_06.json: B 16, H 4, T 512, dh 64, chunk 64,
 momentum. Prints the median of 5 windows of 50 graph replays, and the forward alone. PROFILE=1 adds
 the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration);
-MOMENTUM=0 runs the loop without momentum (beta and S None).
+MOMENTUM=0 runs the loop without momentum (beta and S None); MODE sets torch.compile's mode.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def main(label: str) -> None:
         y, D, S = hope_chunks(**kw, chunk=64)
         return y.square().mean() + D.square().mean() + (S.square().mean() if S is not None else 0)
 
-    f = torch.compile(loss)
+    f = torch.compile(loss, mode=os.environ.get("MODE") or None)
     ms, graph = timed(lambda: f(**leaves).backward())
     with torch.no_grad():
         fwd, _ = timed(lambda: f(**leaves))
