@@ -124,7 +124,8 @@ def _chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
     # the loop over chunks (mlp_loop): every chunk's start and the end state, S1s (B, H, N + 1, m, h, d),
     # S2s (B, H, N + 1, m, d, h); each chunk's factors at its start, e (B, H, N, C, d), a, δ (B, H, N, C, h)
     loop = mlp_loop_fwd if use_op(X1, k) else forward_torch  # one fused op, or a plain autograd graph
-    S1s, S2s, e, a, delta = loop(X1, X2, k, k - v, -w, mix, a1, a2)
+    # contiguous here, where the compiler can make the producers write them so (the op would copy them)
+    S1s, S2s, e, a, delta = loop(X1, X2, k.contiguous(), (k - v).contiguous(), -w, mix, a1, a2)
     X1s, X2s = (x[:, :, :-1].flatten(3, 4) for x in (S1s, S2s))  # (B, H, N, m·h, d), (B, H, N, m·d, h)
     X1, X2 = S1s[:, :, -1], S2s[:, :, -1]
     cc = cc.unsqueeze(-1)  # (B, H, N, C, m, 1)

@@ -255,7 +255,8 @@ def _setup(ctx, inputs, output):
 
 def _backward(ctx, gS1, gS2, ge, ga, gd):
     S1, S2, k, u, mix, a1, a2, e, a, delta = ctx.saved_tensors
-    grads = [torch.zeros_like(x) if g is None else g for g, x in zip((gS1, gS2, ge, ga, gd), (S1, S2, e, a, delta))]
+    grads = [torch.zeros_like(x) if g is None else g.contiguous()  # contiguous here, fused into their producers
+             for g, x in zip((gS1, gS2, ge, ga, gd), (S1, S2, e, a, delta))]
     gX1, gX2, gk, gkv, gu, gmix, gA1, gA2 = mlp_loop_bwd(S1, S2, k, u, mix, a1, a2, e, a, delta, *grads)
     ga1 = None if a1 is None else gA1.sum_to_size(a1.shape)
     ga2 = None if a2 is None else gA2.sum_to_size(a2.shape)
