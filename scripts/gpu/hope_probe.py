@@ -32,7 +32,7 @@ def inputs(B=16, H=4, T=512, dh=64, device="cuda", seed=0) -> dict:
                 S=torch.zeros(B, H, 3 * dh, dh, device=device))
 
 
-def timed(step, reps: int = 50) -> list[float]:
+def timed(step, reps: int = 50) -> tuple[list[float], torch.cuda.CUDAGraph]:
     graph = capture(step, torch.device("cuda"), warmup=5)
     ms = []
     for _ in range(5):
