@@ -277,7 +277,7 @@ def hope_block() -> str:
             cells = [c[:-1] + f"; {why})" if c.endswith(")") else c for c in cells]
         b = bench.get(bname) if bname else None
         speed = f"{b['chars_per_s'] / 1e6:.2f} M" if b else "—"
-        ratio = f"{b['ratio_to_baseline']:.1f}x" if b and b.get("ratio_to_baseline") else "—"
+        ratio = f"{b['ratio_to_baseline']:.2f}x" if b and b.get("ratio_to_baseline") else "—"
         rows.append(f"| {what} | `{config}` | {params / 1e6:.2f} M | {cells[0]} | {cells[1]} | {speed} | {ratio} |"
                     if params else f"| {what} | `{config}` | — | {cells[0]} | {cells[1]} | {speed} | {ratio} |")
     speed_path = REPO / "results" / "bench" / "memory_paths.json"
