@@ -247,6 +247,7 @@ HOPE_ROWS = (  # (configuration in results/06_hope_titans, bench configuration, 
     ("hope_static", None, "HOPE without in-forward writes and without CMS"),
     ("hope_outer", "hope_outer", "HOPE, chain MLPs updated by the outer CMS engine (16 / 256 steps)"),
     ("hope_outer_adamw", None, "... the same with AdamW 2e-3 for the chain levels"),
+    ("hope_outer_no_momentum", None, "... the outer reading without momentum in the memories"),
 )
 
 
