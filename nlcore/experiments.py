@@ -285,7 +285,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
                           "cms.levels.slow.chunk=256", *_ADAMW_FFN[:2], "cms.levels.medium.lr=2e-3",
                           "cms.levels.slow.lr=2e-3", *_lr(LR_06["hope"]))),
     # the outer reading without momentum in the memories: in every failed outer run the memories' carried
-    # state blew up first (results/06_hope_titans/NOTE.md); the hypothesis is that momentum makes a write only
+    # state blew up (results/06_hope_titans/NOTE.md); the hypothesis is that momentum makes a write only
     # marginally stable
     ("hope_outer_no_momentum", (*_MODELS_06["hope"], "model.cms_mode=outer", "model.momentum=false",
                                 *_lr(LR_06["hope"]), "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")),

@@ -233,7 +233,7 @@ table[["config", "n", "status"]]
 # - **Where the chain is written matters:** updated by the outer CMS engine instead
 #   (`hope_outer`), one seed of three diverged and the other two are far worse than in-forward writing;
 #   with AdamW for those levels (`hope_outer_adamw`) two seeds of three degraded during training.
-#   In every failed run the memories' carried state blew up first; without momentum in the
+#   In every failed run the memories' carried state blew up; without momentum in the
 #   memories (`hope_outer_no_momentum`) all three seeds train, still far behind in-forward writing.
 # - **Titans' MLP memory did not learn here:** every seed sits at the same high level, and
 #   retaining it longer (`titans_alpha0.999`) diverged on every seed; the linear memory works.
