@@ -17,8 +17,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from graph_probe import graph_ms, kernel_report  # scripts/gpu, on sys.path when run as a file
 
-from nlcore.fastpath import capture
 from nlcore.memory.hope_chunk import hope_chunks
 
 
@@ -32,20 +32,6 @@ def inputs(B=16, H=4, T=512, dh=64, device="cuda", seed=0) -> dict:
                 S=torch.zeros(B, H, 3 * dh, dh, device=device))
 
 
-def timed(step, reps: int = 50) -> tuple[list[float], torch.cuda.CUDAGraph]:
-    graph = capture(step, torch.device("cuda"), warmup=5)
-    ms = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(reps):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        ms.append(start.elapsed_time(end) / reps)
-    return ms, graph
-
-
 def main(label: str) -> None:
     x = inputs()
     if os.environ.get("MOMENTUM") == "0":
@@ -57,29 +43,11 @@ def main(label: str) -> None:
         return y.square().mean() + D.square().mean() + (S.square().mean() if S is not None else 0)
 
     f = torch.compile(loss, mode=os.environ.get("MODE") or None)
-    ms, graph = timed(lambda: f(**leaves).backward())
+    ms, graph = graph_ms(lambda: f(**leaves).backward())
     with torch.no_grad():
-        fwd, _ = timed(lambda: f(**leaves))
+        fwd, _ = graph_ms(lambda: f(**leaves))
     if os.environ.get("PROFILE") or os.environ.get("LISTING"):
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                graph.replay()
-            torch.cuda.synchronize()
-        ka = prof.key_averages()
-        n = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / 10
-        print(f"{label}: {n:.0f} kernels per replay", flush=True)
-        print(ka.table(sort_by="self_cuda_time_total", row_limit=int(os.environ.get("ROWS", 30)),
-                       max_name_column_width=90), flush=True)
-        if os.environ.get("LISTING"):
-            ev = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
-                        key=lambda e: e.time_range.start)
-            per = len(ev) // 10
-            one = ev[per * 5:per * 6]
-            t0 = one[0].time_range.start
-            for e in one:
-                print(f"{e.time_range.start - t0:9.1f} {e.time_range.elapsed_us():7.1f}  {e.name[:100]}")
+        kernel_report(graph, label, rows=int(os.environ.get("ROWS", 30)), listing=bool(os.environ.get("LISTING")))
     print(f"HOPE_PROBE {label}: {statistics.median(ms):.3f} ms per layer forward + backward, forward alone "
           f"{statistics.median(fwd):.3f} ms (windows {', '.join(f'{v:.3f}' for v in ms)})", flush=True)
 

@@ -18,8 +18,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
+from graph_probe import graph_ms, kernel_report  # scripts/gpu, on sys.path when run as a file
 
-from nlcore.fastpath import capture
 from nlcore.memory import mlp, mlp_loop
 from nlcore.memory.mlp import mlp_memory
 
@@ -52,28 +52,9 @@ def main(label: str) -> None:
     def step():
         f(**leaves).backward()
 
-    graph = capture(step, dev, warmup=5)
-    ms = []
-    for _ in range(5):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(50):
-            graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        ms.append(start.elapsed_time(end) / 50)
+    ms, graph = graph_ms(step)
     if os.environ.get("PROFILE"):
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(10):
-                graph.replay()
-            torch.cuda.synchronize()
-        ka = prof.key_averages()
-        n = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / 10
-        print(f"{label}: {n:.0f} kernels per replay", flush=True)
-        print(ka.table(sort_by="self_cuda_time_total", row_limit=int(os.environ.get("ROWS", 30)),
-                       max_name_column_width=90), flush=True)
+        kernel_report(graph, label, rows=int(os.environ.get("ROWS", 30)))
     print(f"MLP_PROBE {label}: {statistics.median(ms):.3f} ms per layer forward + backward "
           f"(windows {', '.join(f'{v:.3f}' for v in ms)})", flush=True)
 
