@@ -147,8 +147,8 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
         GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
         Rs.append(Y.flatten(2, 3)[:, :, :dh * m])  # what the read needs: M_mem's chunk-start slots, keys, G
-        Ks.append(rows[:, :, dv * m:dv * m + C])  # k as stored in rows: stacking k itself had inductor fuse
-        # the stack into the normalise kernel, 11 instead of 3 us per chunk (results/bench/profiles/hope_chunk_6b98c21)
+        Ks.append(rows[:, :, dv * m:dv * m + C])  # k as stored in rows: with k itself stacked the normalise
+        # kernel took 11 us per chunk, 3 us with this (and M_init in rows; probe_B/C.log in results/bench/profiles)
         Gs.append(G[..., :dh])
         if ew:
             Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
