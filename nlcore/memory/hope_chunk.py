@@ -35,11 +35,19 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from nlcore.memory import hope_loop
 from nlcore.memory.gates import chunk_coeffs, shift_prev, step_factors
+from nlcore.memory.hope_loop import hope_loop_fwd
 from nlcore.memory.tri import rhs_grad, solve_forward
 
 EPS = 1e-12  # F.normalize's default
+FUSED: bool | None = None  # the loop as the op of hope_loop.py; None: where its Triton kernels run
 ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
+
+
+def _fused(x: Tensor, chunk: int) -> bool:
+    """Whether the loop runs as the fused op `hope_loop_fwd` (FUSED overrides: the tests compare both)."""
+    return hope_loop.kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
 
 
 def _elementwise() -> bool:
@@ -119,12 +127,15 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
     def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
         return t.movedim(2, 0).contiguous().unbind(0)
 
+    Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
+    if _fused(x, chunk):  # the loop as one op: Triton kernels, few launches per chunk (hope_loop.py)
+        Ys, k, G, _ = hope_loop_fwd(sp(x), f.pK, -f.pc, -f.ke, f.mix, init, Y)
+        return _read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init) + _end(Ys[:, :, N], m)
     ew = _elementwise()
     mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
               loop(mixE))
-    Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
-    Ikv, IT = init[:, dh:], init.transpose(-1, -2)  # [M_k; M_v]'s init (H, 2 dh, dh); init by columns (H, dk, dv)
+    Ikv = init[:, dh:]  # [M_k; M_v]'s init (H, 2 dh, dh)
     initB = init.expand(B, H, dv, dh)  # init k rides in the keys' product with the state rows
     Rs, Ks, Gs = [], [], []
     for xs, pK, pcn, ken, mixn in per:
@@ -154,12 +165,21 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
             Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
         else:
             Y = torch.baddbmm(GK.view(-1, m, dh), mixn.view(-1, m, m), Y.view(-1, m, dh)).view(B, H, dv, m, dh)
-    # M_mem's reads, batched over chunks: y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s,
-    # the slot term transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major
-    Y0, k = torch.stack(Rs, 2), torch.stack(Ks, 2)  # M_mem's chunk-start slots (B, H, N, dh m, dk); keys
-    G, qc = torch.stack(Gs, 2), sp(q)
-    qYT = (Y0 @ qc.transpose(-1, -2)).unflatten(-2, (dh, m))  # (B, H, N, dh, m, C)
+    return _read(torch.stack(Rs, 2), torch.stack(Ks, 2), torch.stack(Gs, 2), sp(q), q, f, init) + _end(Y, m)
+
+
+def _end(Y: Tensor, m: int) -> tuple[Tensor, Tensor | None]:
+    """The end state (B, H, dv, m, dk) as (D, S) (S None without momentum)."""
+    return Y[:, :, :, 0], (Y[:, :, :, 1] if m == 2 else None)
+
+
+def _read(Y0: Tensor, k: Tensor, G: Tensor, qc: Tensor, q: Tensor, f, init: Tensor) -> tuple[Tensor]:
+    """M_mem's reads, batched over chunks, from its chunk-start slots Y0 (B, H, N, dh m, dk), the keys
+    k (B, H, N, C, dh) and G's M_mem columns (B, H, N, C, dh); q (B, H, T, dh), qc its chunks:
+    y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s, the slot term
+    transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major. Returns (y,)."""
+    dh = q.shape[-1]
+    qYT = (Y0 @ qc.transpose(-1, -2)).unflatten(-2, (dh, Y0.shape[-2] // dh))  # (B, H, N, dh, m, C)
     y = (qYT * f.cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
     y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
-    y = y.flatten(2, 3) + q @ IT[:, :, :dh]  # + init q: (B, H, T, dh)
-    return y, Y[:, :, :, 0], (Y[:, :, :, 1] if m == 2 else None)
+    return (y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2),)  # + init q: (B, H, T, dh)

@@ -50,37 +50,44 @@ def _put(T, base, C: tl.constexpr, i: tl.constexpr, j: tl.constexpr, B: tl.const
 
 
 @triton.jit
+def blocks(L, lbase, T, tbase, C: tl.constexpr, B: tl.constexpr):
+    """T = (I + L)^{-1} of the (C, C) matrix at L + lbase into T + tbase, C = 4 B (`blocks_kernel`'s
+    body; nlcore.memory.hope_loop_kernels calls it inside its own kernel)."""
+    D0, D1 = _rows(L, lbase, C, 0, B, B), _rows(L, lbase, C, B, B, B)
+    D2, D3 = _rows(L, lbase, C, 2 * B, B, B), _rows(L, lbase, C, 3 * B, B, B)
+    P: tl.constexpr = "ieee"  # exact float32 products, not TF32
+    T10 = -tl.dot(D1, tl.dot(_blk(L, lbase, C, 1, 0, B), D0, input_precision=P), input_precision=P)
+    T21 = -tl.dot(D2, tl.dot(_blk(L, lbase, C, 2, 1, B), D1, input_precision=P), input_precision=P)
+    T32 = -tl.dot(D3, tl.dot(_blk(L, lbase, C, 3, 2, B), D2, input_precision=P), input_precision=P)
+    T20 = -tl.dot(D2, tl.dot(_blk(L, lbase, C, 2, 0, B), D0, input_precision=P)
+                  + tl.dot(_blk(L, lbase, C, 2, 1, B), T10, input_precision=P), input_precision=P)
+    T31 = -tl.dot(D3, tl.dot(_blk(L, lbase, C, 3, 1, B), D1, input_precision=P)
+                  + tl.dot(_blk(L, lbase, C, 3, 2, B), T21, input_precision=P), input_precision=P)
+    T30 = -tl.dot(D3, tl.dot(_blk(L, lbase, C, 3, 0, B), D0, input_precision=P)
+                  + tl.dot(_blk(L, lbase, C, 3, 1, B), T10, input_precision=P)
+                  + tl.dot(_blk(L, lbase, C, 3, 2, B), T20, input_precision=P), input_precision=P)
+    _put(T, tbase, C, 0, 0, B, D0)
+    _put(T, tbase, C, 1, 1, B, D1)
+    _put(T, tbase, C, 2, 2, B, D2)
+    _put(T, tbase, C, 3, 3, B, D3)
+    _put(T, tbase, C, 1, 0, B, T10)
+    _put(T, tbase, C, 2, 1, B, T21)
+    _put(T, tbase, C, 3, 2, B, T32)
+    _put(T, tbase, C, 2, 0, B, T20)
+    _put(T, tbase, C, 3, 1, B, T31)
+    _put(T, tbase, C, 3, 0, B, T30)
+    Z = tl.zeros((B, B), dtype=D0.dtype)  # the blocks above the diagonal
+    _put(T, tbase, C, 0, 1, B, Z)
+    _put(T, tbase, C, 0, 2, B, Z)
+    _put(T, tbase, C, 0, 3, B, Z)
+    _put(T, tbase, C, 1, 2, B, Z)
+    _put(T, tbase, C, 1, 3, B, Z)
+    _put(T, tbase, C, 2, 3, B, Z)
+
+
+@triton.jit
 def blocks_kernel(L, T, C: tl.constexpr, B: tl.constexpr):
     # C = 4 B: the four diagonal blocks by rows (B sequential steps, not C), then the blocks
     # below the diagonal by block forward substitution, T_ij = −T_ii Σ_{j<=k<i} L_ik T_kj
     base = tl.program_id(0).to(tl.int64) * C * C
-    D0, D1 = _rows(L, base, C, 0, B, B), _rows(L, base, C, B, B, B)
-    D2, D3 = _rows(L, base, C, 2 * B, B, B), _rows(L, base, C, 3 * B, B, B)
-    P: tl.constexpr = "ieee"  # exact float32 products, not TF32
-    T10 = -tl.dot(D1, tl.dot(_blk(L, base, C, 1, 0, B), D0, input_precision=P), input_precision=P)
-    T21 = -tl.dot(D2, tl.dot(_blk(L, base, C, 2, 1, B), D1, input_precision=P), input_precision=P)
-    T32 = -tl.dot(D3, tl.dot(_blk(L, base, C, 3, 2, B), D2, input_precision=P), input_precision=P)
-    T20 = -tl.dot(D2, tl.dot(_blk(L, base, C, 2, 0, B), D0, input_precision=P)
-                  + tl.dot(_blk(L, base, C, 2, 1, B), T10, input_precision=P), input_precision=P)
-    T31 = -tl.dot(D3, tl.dot(_blk(L, base, C, 3, 1, B), D1, input_precision=P)
-                  + tl.dot(_blk(L, base, C, 3, 2, B), T21, input_precision=P), input_precision=P)
-    T30 = -tl.dot(D3, tl.dot(_blk(L, base, C, 3, 0, B), D0, input_precision=P)
-                  + tl.dot(_blk(L, base, C, 3, 1, B), T10, input_precision=P)
-                  + tl.dot(_blk(L, base, C, 3, 2, B), T20, input_precision=P), input_precision=P)
-    _put(T, base, C, 0, 0, B, D0)
-    _put(T, base, C, 1, 1, B, D1)
-    _put(T, base, C, 2, 2, B, D2)
-    _put(T, base, C, 3, 3, B, D3)
-    _put(T, base, C, 1, 0, B, T10)
-    _put(T, base, C, 2, 1, B, T21)
-    _put(T, base, C, 3, 2, B, T32)
-    _put(T, base, C, 2, 0, B, T20)
-    _put(T, base, C, 3, 1, B, T31)
-    _put(T, base, C, 3, 0, B, T30)
-    Z = tl.zeros((B, B), dtype=D0.dtype)  # the blocks above the diagonal
-    _put(T, base, C, 0, 1, B, Z)
-    _put(T, base, C, 0, 2, B, Z)
-    _put(T, base, C, 0, 3, B, Z)
-    _put(T, base, C, 1, 2, B, Z)
-    _put(T, base, C, 1, 3, B, Z)
-    _put(T, base, C, 2, 3, B, Z)
+    blocks(L, base, T, base, C, B)

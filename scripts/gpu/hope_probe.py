@@ -6,7 +6,9 @@ and CUDA-graphed, forward + backward (diagnostics for issue 9's throughput line,
 Shape of one HOPE layer of results/bench/models_06.json: B 16, H 4, T 512, dh 64, chunk 64,
 momentum. Prints the median of 5 windows of 50 graph replays, and the forward alone. PROFILE=1 adds
 the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration);
-MOMENTUM=0 runs the loop without momentum (beta and S None); MODE sets torch.compile's mode.
+MOMENTUM=0 runs the loop without momentum (beta and S None); MODE sets torch.compile's mode;
+FUSED=0/1 sets `hope_chunk.FUSED` (0: hope_chunks' own loop; 1 or unset: the fused op's Triton
+kernels); BR (state rows per program), WARPS ("keys,state") and PREC set `hope_loop`'s kernel settings.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from graph_probe import graph_ms, kernel_report  # scripts/gpu, on sys.path when run as a file
 
+from nlcore.memory import hope_chunk, hope_loop
 from nlcore.memory.hope_chunk import hope_chunks
 
 
@@ -32,7 +35,21 @@ def inputs(B=16, H=4, T=512, dh=64, device="cuda", seed=0) -> dict:
                 S=torch.zeros(B, H, 3 * dh, dh, device=device))
 
 
+def settings() -> None:
+    """The environment's kernel settings (see the docstring)."""
+    env = os.environ
+    if env.get("FUSED"):
+        hope_chunk.FUSED = env["FUSED"] == "1"
+    if env.get("BR"):
+        hope_loop.ROWS = int(env["BR"])
+    if env.get("WARPS"):
+        hope_loop.WARPS = tuple(int(w) for w in env["WARPS"].split(","))
+    if env.get("PREC"):
+        hope_loop.PRECISION = env["PREC"]
+
+
 def main(label: str) -> None:
+    settings()
     x = inputs()
     if os.environ.get("MOMENTUM") == "0":
         x.update(beta=None, S=None)
