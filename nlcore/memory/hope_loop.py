@@ -30,7 +30,7 @@ Two implementations of the same ops, `nlcore::hope_loop_fwd` and `nlcore::hope_l
 torch.compile): on a CUDA device with Triton, float32, C = 64 and dh in (16, 32, 64), Triton kernels
 (`hope_loop_kernels.py`: per chunk one program per (row, head) for the keys, targets and T, then
 programs over (row, head, row block of the state) for the state; the backward the same two in
-reverse), 5 launches per chunk where the PyTorch loop takes ~38; elsewhere the loops below in
+reverse), 4 launches per chunk where the PyTorch loop takes ~38; elsewhere the loops below in
 PyTorch. `hope_chunks` uses the op only where the kernels run (`hope_chunk.FUSED`). Tested against
 autograd through `forward_torch` (float64) and through hope_chunks' own loop, and the kernels against
 the float64 PyTorch loops (Triton's interpreter on CPU, and CUDA): tests/test_memory_hope_loop.py.
