@@ -22,23 +22,20 @@ import triton.language as tl
 
 from nlcore.memory.tri_kernels import blocks
 
-EPS: tl.constexpr = 1e-12
-
-
 @triton.jit
 def _unit(u):
-    """Rows of u to unit L2 norm (u / max(‖u‖, EPS))."""
-    r = tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), EPS)
+    """Rows of u to unit L2 norm, u / max(‖u‖, 1e-12) (F.normalize's eps)."""
+    r = tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), 1e-12)
     return u / r[:, None]
 
 
 @triton.jit
 def _unit_grad(u, g):
-    """The gradient through `_unit`: (g − y ⟨g, y⟩) / r, no ⟨g, y⟩ term where ‖u‖ < EPS."""
+    """The gradient through `_unit`: (g − y ⟨g, y⟩) / r, no ⟨g, y⟩ term where ‖u‖ < 1e-12."""
     n = tl.sqrt(tl.sum(u * u, axis=1))
-    r = tl.maximum(n, EPS)
+    r = tl.maximum(n, 1e-12)
     y = u / r[:, None]
-    dot = tl.where(n < EPS, 0.0, tl.sum(g * y, axis=1))
+    dot = tl.where(n < 1e-12, 0.0, tl.sum(g * y, axis=1))
     return (g - y * dot[:, None]) / r[:, None]
 
 
