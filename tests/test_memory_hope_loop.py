@@ -126,7 +126,7 @@ def _kernels_match_torch(device: str) -> None:
     largest entry: (m, dh, state rows per program), one row block per dh and several."""
     default = hope_loop.ROWS
     try:
-        for m, dh, rows in ((2, 16, 16), (1, 16, 8), (2, 32, 16)):
+        for m, dh, rows in ((2, 16, 16), (1, 32, 16), (2, 32, 32)):
             hope_loop.ROWS = rows
             x = inputs(B=2, H=2, N=2, C=64, dh=dh, m=m, device=device)
             what = f"case m={m}, dh={dh}, rows={rows}"

@@ -149,8 +149,9 @@ def _kernels():
 
 
 PRECISION = "tf32x3"  # the kernels' tl.dot input precision (T's inverse is always "ieee")
-ROWS = 32  # state rows per program in the state kernels (divides dh)
-WARPS = (8, 4)  # warps per program: the keys' kernels, the state kernels
+ROWS = 32  # state rows per program in the state kernels (divides dh; tl.dot needs >= 16)
+TOKENS = 16  # tokens per program in the backward's token kernel
+WARPS = (4, 4, 4)  # warps per program: the keys' kernel, the state kernels, the backward's token kernel
 
 
 def _settings(x: Tensor, m: int) -> tuple[dict, dict, int]:
@@ -178,23 +179,26 @@ def forward_triton(x, pK, pc, ke, mix, init, Y):
 
 
 def backward_triton(x, pK, pc, ke, mix, init, Ys, K, G, T, gYs, gK, gG):
-    """The reverse loop as two kernel launches per chunk (state, then keys); shapes as in `hope_loop_bwd`."""
+    """The reverse loop as three kernel launches per chunk (state rows, tokens, F̄); shapes as in `hope_loop_bwd`."""
     B, H, N, C, dh = x.shape
     m, dv, P = Ys.shape[4], 3 * dh, B * H
     x, pK, pc, ke, mix, init, Ys, K, G, T, gK, gG = (
         t.contiguous() for t in (x, pK, pc, ke, mix, init, Ys, K, G, T, gK, gG))
     gY = gYs.contiguous().clone()  # slot n: the reads' gradient on chunk n's start, completed in the loop
-    keys, state, nb = _settings(x, m)
-    GKP, GAP = x.new_empty(P, nb, C, dh), x.new_empty(P, nb, C, C)  # each row block's share of k̄, Ā
-    GKE, GPC, GMIX = x.new_empty(B, H, N, nb, C, m), x.new_empty(B, H, N, nb, C, m), x.new_empty(B, H, N, nb, m, m)
-    GINIT, GTG = x.new_zeros(B, H, dv, dh), x.new_empty(P, C, dv)
-    gx, gpK = torch.empty_like(x), torch.empty_like(pK)
+    _, state, nb = _settings(x, m)
+    bt = min(TOKENS, C)
+    GR = x.new_empty(P, C, dv)  # R̄ of the current chunk
+    GMIX, GF = x.new_empty(B, H, N, nb, m, m), x.new_empty(P, C // bt, 2, dh, dh)  # row blocks' m̄ix; token blocks' F̄
+    GINIT = x.new_zeros(B, H, dv, dh)
+    gx, gpK, gpc, gke = torch.empty_like(x), torch.empty_like(pK), torch.empty_like(pc), torch.empty_like(ke)
     kern = _kernels()
+    tokens = dict(state, BT=bt, num_warps=WARPS[2])
     for n in reversed(range(N)):
-        kern.bwd_state[(P, nb)](K, T, G, init, Ys, pc, ke, mix, gY, gG, GKP, GAP, GKE, GPC, GMIX, GINIT, GTG, n,
-                                NB=nb, **state)
-        kern.bwd_keys[(P,)](x, Ys, init, pK, K, gK, GKP, GAP, GTG, gx, gpK, gY, GINIT, n, NB=nb, **keys)
-    return gx, gpK, GPC.sum(3), GKE.sum(3), GMIX.sum(3), GINIT.sum(0), gY[:, :, 0]
+        kern.bwd_rows[(P, nb)](K, T, Ys, pc, ke, mix, gY, gG, GR, GMIX, GINIT, n, NB=nb, **state)
+        kern.bwd_tokens[(P, C // bt)](x, K, G, GR, init, Ys, pK, pc, ke, gY, gK, gx, gpK, gpc, gke, GF, n, NB=nb,
+                                      **tokens)
+        kern.bwd_frame[(P, 2)](GF, gY, GINIT, n, N, TB=C // bt, DH=dh, M=m, num_warps=4)
+    return gx, gpK, gpc, gke, GMIX.sum(3), GINIT.sum(0), gY[:, :, 0]
 
 
 @torch.library.custom_op("nlcore::hope_loop_fwd", mutates_args=())

@@ -22,6 +22,7 @@ import triton.language as tl
 
 from nlcore.memory.tri_kernels import blocks
 
+
 @triton.jit
 def _unit(u):
     """Rows of u to unit L2 norm, u / max(‖u‖, 1e-12) (F.normalize's eps)."""
@@ -102,87 +103,120 @@ def fwd_state(K, T, TG, INIT, YS, PC, KE, MIX, G, n, N, H, C: tl.constexpr, DH: 
 
 
 @triton.jit(do_not_specialize=["n"])
-def bwd_state(K, T, G, INIT, YS, PC, KE, MIX, GY, GG, GKP, GAP, GKE, GPC, GMIX, GINIT, GTG, n, N, H, NB: tl.constexpr,
-              C: tl.constexpr, DH: tl.constexpr, M: tl.constexpr, BR: tl.constexpr, PREC: tl.constexpr):
-    """Rows r: Ḡ, R̄ (to GTG), the start's gradient Ȳ_b += Σ_a mix[a, b] Ȳ'_a + (pc_b ⊙ R̄)ᵀ k, īnit −= R̄ᵀ k;
-    the block's shares of k̄ (GKP), Ā (GAP), k̄e, p̄c, m̄ix."""
+def bwd_rows(K, T, YS, PC, KE, MIX, GY, GG, GR, GMIX, GINIT, n, N, H, NB: tl.constexpr, C: tl.constexpr,
+             DH: tl.constexpr, M: tl.constexpr, BR: tl.constexpr, PREC: tl.constexpr):
+    """State rows r: R̄ = Tᵀ (Ḡ + Σ_a ke_a ⊙ k Ȳ'_aᵀ) (to GR), the start's gradient
+    Ȳ_b += Σ_a mix[a, b] Ȳ'_a + (pc_b ⊙ R̄)ᵀ k (less F̄), īnit −= R̄ᵀ k, and the block's share of m̄ix."""
     p, rb = tl.program_id(0).to(tl.int64), tl.program_id(1)
     r = rb * BR + tl.arange(0, BR)
     c, i = tl.arange(0, C), tl.arange(0, DH)
     DV: tl.constexpr = 3 * DH
     pn = p * N + n
-    part = pn * NB + rb  # this block's slot in the per-chunk shares
     k = tl.load(K + pn * C * DH + c[:, None] * DH + i[None, :])  # (C, DH)
-    Tn = tl.load(T + pn * C * C + c[:, None] * C + c[None, :])  # (C, C)
-    Gn = tl.load(G + pn * C * DV + c[:, None] * DV + r[None, :])  # (C, BR)
-    init = tl.load(INIT + (p % H) * DV * DH + r[:, None] * DH + i[None, :])  # (BR, DH)
     ys0 = (p * (N + 1) + n) * DV * M * DH
     ys1 = ys0 + DV * M * DH
-    gG = tl.load(GG + pn * C * DV + c[:, None] * DV + r[None, :])
-    gk = tl.zeros((C, DH), dtype=tl.float32)
+    gG = tl.load(GG + pn * C * DV + c[:, None] * DV + r[None, :])  # (C, BR)
     for a in tl.static_range(M):
         gY1 = tl.load(GY + ys1 + (r[:, None] * M + a) * DH + i[None, :])  # Ȳ'_a: (BR, DH)
-        ke = tl.load(KE + (pn * C + c) * M + a)
-        gG += ke[:, None] * tl.dot(k, tl.trans(gY1), input_precision=PREC)
-        gkc = tl.dot(Gn, gY1, input_precision=PREC)  # G Ȳ'_a: (C, DH)
-        gk += ke[:, None] * gkc
-        tl.store(GKE + (part * C + c) * M + a, tl.sum(gkc * k, axis=1))
-    gR = tl.dot(tl.trans(Tn), gG, input_precision=PREC)  # (C, BR)
-    gk -= tl.dot(gR, init, input_precision=PREC)
+        gG += tl.load(KE + (pn * C + c) * M + a)[:, None] * tl.dot(k, tl.trans(gY1), input_precision=PREC)
+    gR = tl.dot(tl.trans(tl.load(T + pn * C * C + c[:, None] * C + c[None, :])), gG, input_precision=PREC)  # (C, BR)
+    tl.store(GR + p * C * DV + c[:, None] * DV + r[None, :], gR)
     for b in tl.static_range(M):
-        Yb = tl.load(YS + ys0 + (r[:, None] * M + b) * DH + i[None, :])  # (BR, DH)
-        gRb = tl.load(PC + (pn * C + c) * M + b)[:, None] * gR
-        gk += tl.dot(gRb, Yb, input_precision=PREC)
-        tl.store(GPC + (part * C + c) * M + b, tl.sum(gR * tl.dot(k, tl.trans(Yb), input_precision=PREC), axis=1))
         at = ys0 + (r[:, None] * M + b) * DH + i[None, :]
+        gRb = tl.load(PC + (pn * C + c) * M + b)[:, None] * gR
         gYb = tl.load(GY + at) + tl.dot(tl.trans(gRb), k, input_precision=PREC)
+        Yb = tl.load(YS + at)
         for a in tl.static_range(M):
             gY1 = tl.load(GY + ys1 + (r[:, None] * M + a) * DH + i[None, :])
             gYb += tl.load(MIX + (pn * M + a) * M + b) * gY1
-            tl.store(GMIX + (part * M + a) * M + b, tl.sum(tl.sum(gY1 * Yb, axis=1), axis=0))
+            tl.store(GMIX + ((pn * NB + rb) * M + a) * M + b, tl.sum(tl.sum(gY1 * Yb, axis=1), axis=0))
         tl.store(GY + at, gYb)
-    tl.store(GKP + (p * NB + rb) * C * DH + c[:, None] * DH + i[None, :], gk)
-    tl.store(GAP + (p * NB + rb) * C * C + c[:, None] * C + c[None, :], -tl.dot(gR, tl.trans(Gn), input_precision=PREC))
     gi = GINIT + p * DV * DH + r[:, None] * DH + i[None, :]
     tl.store(gi, tl.load(gi) - tl.dot(tl.trans(gR), k, input_precision=PREC))
-    tl.store(GTG + p * C * DV + c[:, None] * DV + r[None, :], gR)
 
 
 @triton.jit(do_not_specialize=["n"])
-def bwd_keys(X, YS, INIT, PK, K, GK, GKP, GAP, GTG, GX, GPK, GY, GINIT, n, N, H, NB: tl.constexpr,
-             C: tl.constexpr, DH: tl.constexpr, M: tl.constexpr, PREC: tl.constexpr):
-    """Sums the blocks' shares of k̄ and Ā; p̄K; back through the normalisations and the products with x:
-    x̄, and F̄ into the start's gradient (slot 0 of rows DH..3DH) and īnit."""
-    p = tl.program_id(0).to(tl.int64)
+def bwd_tokens(X, K, G, GR, INIT, YS, PK, PC, KE, GY, GK, GX, GPK, GPC, GKE, GF, n, N, H, NB: tl.constexpr,
+               C: tl.constexpr, DH: tl.constexpr, M: tl.constexpr, BR: tl.constexpr, BT: tl.constexpr,
+               PREC: tl.constexpr):
+    """Tokens t: k̄ (sums over the state rows, in blocks of BR), k̄e, p̄c, p̄K's rows, then back through the
+    normalisations and the products with x: x̄, and the block's share of F̄ (to GF)."""
+    p, tb = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    t = tb * BT + tl.arange(0, BT)
     c, i = tl.arange(0, C), tl.arange(0, DH)
     DV: tl.constexpr = 3 * DH
     pn = p * N + n
-    cd, cc = c[:, None] * DH + i[None, :], c[:, None] * C + c[None, :]
-    k = tl.load(K + pn * C * DH + cd)
-    gk = tl.load(GK + pn * C * DH + cd)
-    gA = tl.zeros((C, C), dtype=tl.float32)
-    for b in tl.static_range(NB):
-        gk += tl.load(GKP + (p * NB + b) * C * DH + cd)
-        gA += tl.load(GAP + (p * NB + b) * C * C + cc)
-    lower = c[:, None] > c[None, :]
-    tl.store(GPK + pn * C * C + cc, tl.where(lower, gA * tl.dot(k, tl.trans(k), input_precision=PREC), 0.0))
-    gAp = gA * tl.load(PK + pn * C * C + cc)
-    gk += tl.dot(gAp + tl.trans(gAp), k, input_precision=PREC)
-    Fk, Fv, xs, kx, vx, mkv, mvv = _products(X, YS, INIT, p, n, N, H, C, DH, M, PREC)
-    tg = p * C * DV + c[:, None] * DV + i[None, :]
-    gkx = _unit_grad(kx, gk)
-    gmkv, gmvv = _unit_grad(mkv, tl.load(GTG + tg + DH)), _unit_grad(mvv, tl.load(GTG + tg + 2 * DH))
-    gvx = (_unit_grad(vx, tl.load(GTG + tg)) + tl.dot(gmkv, Fk, input_precision=PREC)
-           + tl.dot(gmvv, Fv, input_precision=PREC))
-    tl.store(GX + pn * C * DH + cd, tl.dot(gkx, Fk, input_precision=PREC) + tl.dot(gvx, Fv, input_precision=PREC))
-    gFk = tl.dot(tl.trans(gmkv), vx, input_precision=PREC) + tl.dot(tl.trans(gkx), xs, input_precision=PREC)
-    gFv = tl.dot(tl.trans(gmvv), vx, input_precision=PREC) + tl.dot(tl.trans(gvx), xs, input_precision=PREC)
     ys0 = (p * (N + 1) + n) * DV * M * DH
-    ak = GY + ys0 + (DH + i[:, None]) * M * DH + i[None, :]  # slot 0 of the rows of M_k
-    av = GY + ys0 + (2 * DH + i[:, None]) * M * DH + i[None, :]  # and of M_v
-    tl.store(ak, tl.load(ak) + gFk)
-    tl.store(av, tl.load(av) + gFv)
-    ik = GINIT + p * DV * DH + (DH + i[:, None]) * DH + i[None, :]
-    iv = ik + DH * DH
-    tl.store(ik, tl.load(ik) + gFk)
-    tl.store(iv, tl.load(iv) + gFv)
+    ys1 = ys0 + DV * M * DH
+    gkc0 = tl.zeros((BT, DH), dtype=tl.float32)  # G Ȳ'_a, slots 0 and 1
+    gkc1 = tl.zeros((BT, DH), dtype=tl.float32)
+    gRY0 = tl.zeros((BT, DH), dtype=tl.float32)  # R̄ Y_j, slots 0 and 1
+    gRY1 = tl.zeros((BT, DH), dtype=tl.float32)
+    gk = tl.load(GK + pn * C * DH + t[:, None] * DH + i[None, :])
+    gAr = tl.zeros((BT, C), dtype=tl.float32)  # Ā's rows t
+    gAc = tl.zeros((C, BT), dtype=tl.float32)  # and columns t
+    for rb in range(NB):  # the sums over the state rows
+        r = rb * BR + tl.arange(0, BR)
+        Gt = tl.load(G + pn * C * DV + t[:, None] * DV + r[None, :])  # (BT, BR)
+        gRt = tl.load(GR + p * C * DV + t[:, None] * DV + r[None, :])
+        rows = (r[:, None] * M) * DH + i[None, :]  # slot 0 of rows r: (BR, DH)
+        gkc0 += tl.dot(Gt, tl.load(GY + ys1 + rows), input_precision=PREC)
+        gRY0 += tl.dot(gRt, tl.load(YS + ys0 + rows), input_precision=PREC)
+        if M == 2:
+            gkc1 += tl.dot(Gt, tl.load(GY + ys1 + rows + DH), input_precision=PREC)
+            gRY1 += tl.dot(gRt, tl.load(YS + ys0 + rows + DH), input_precision=PREC)
+        gk -= tl.dot(gRt, tl.load(INIT + (p % H) * DV * DH + r[:, None] * DH + i[None, :]), input_precision=PREC)
+        gAr -= tl.dot(gRt, tl.trans(tl.load(G + pn * C * DV + c[:, None] * DV + r[None, :])), input_precision=PREC)
+        gAc -= tl.dot(tl.load(GR + p * C * DV + c[:, None] * DV + r[None, :]), tl.trans(Gt), input_precision=PREC)
+    k = tl.load(K + pn * C * DH + t[:, None] * DH + i[None, :])  # (BT, DH)
+    ke, pc = KE + (pn * C + t) * M, PC + (pn * C + t) * M
+    gk += tl.load(ke)[:, None] * gkc0 + tl.load(pc)[:, None] * gRY0
+    tl.store(GKE + (pn * C + t) * M, tl.sum(gkc0 * k, axis=1))
+    tl.store(GPC + (pn * C + t) * M, tl.sum(gRY0 * k, axis=1))
+    if M == 2:
+        gk += tl.load(ke + 1)[:, None] * gkc1 + tl.load(pc + 1)[:, None] * gRY1
+        tl.store(GKE + (pn * C + t) * M + 1, tl.sum(gkc1 * k, axis=1))
+        tl.store(GPC + (pn * C + t) * M + 1, tl.sum(gRY1 * k, axis=1))
+    kall = tl.load(K + pn * C * DH + c[:, None] * DH + i[None, :])  # (C, DH)
+    tc = t[:, None] * C + c[None, :]  # entries (t, s): (BT, C)
+    gpK = gAr * tl.dot(k, tl.trans(kall), input_precision=PREC)
+    tl.store(GPK + pn * C * C + tc, tl.where(t[:, None] > c[None, :], gpK, 0.0))
+    gk += tl.dot(gAr * tl.load(PK + pn * C * C + tc), kall, input_precision=PREC)  # (Ā ⊙ pK) k, rows t
+    pKc = tl.load(PK + pn * C * C + c[:, None] * C + t[None, :])  # pK[:, t]: (C, BT)
+    gk += tl.dot(tl.trans(gAc * pKc), kall, input_precision=PREC)  # (Ā ⊙ pK)ᵀ k, rows t
+    ini, xo = (p % H) * DV * DH, (pn * C + t[:, None]) * DH + i[None, :]
+    d = tl.arange(0, DH)
+    Fk = tl.load(YS + ys0 + (DH + d[:, None]) * M * DH + i[None, :]) + tl.load(INIT + ini + (DH + d[:, None]) * DH + i[None, :])
+    Fv = (tl.load(YS + ys0 + (2 * DH + d[:, None]) * M * DH + i[None, :])
+          + tl.load(INIT + ini + (2 * DH + d[:, None]) * DH + i[None, :]))
+    xs = tl.load(X + xo)  # (BT, DH)
+    kx = tl.dot(xs, tl.trans(Fk), input_precision=PREC)
+    vx = tl.dot(xs, tl.trans(Fv), input_precision=PREC)
+    gkx = _unit_grad(kx, gk)
+    gr = GR + p * C * DV + t[:, None] * DV + i[None, :]  # t̄g = R̄'s rows t
+    gmkv = _unit_grad(tl.dot(vx, tl.trans(Fk), input_precision=PREC), tl.load(gr + DH))
+    gmvv = _unit_grad(tl.dot(vx, tl.trans(Fv), input_precision=PREC), tl.load(gr + 2 * DH))
+    gvx = (_unit_grad(vx, tl.load(gr)) + tl.dot(gmkv, Fk, input_precision=PREC)
+           + tl.dot(gmvv, Fv, input_precision=PREC))
+    tl.store(GX + xo, tl.dot(gkx, Fk, input_precision=PREC) + tl.dot(gvx, Fv, input_precision=PREC))
+    dd = (p * (C // BT) + tb) * 2 * DH * DH + d[:, None] * DH + i[None, :]  # this block's F̄_k, F̄_v
+    tl.store(GF + dd, tl.dot(tl.trans(gmkv), vx, input_precision=PREC) + tl.dot(tl.trans(gkx), xs, input_precision=PREC))
+    tl.store(GF + dd + DH * DH,
+             tl.dot(tl.trans(gmvv), vx, input_precision=PREC) + tl.dot(tl.trans(gvx), xs, input_precision=PREC))
+
+
+@triton.jit(do_not_specialize=["n"])
+def bwd_frame(GF, GY, GINIT, n, N, TB: tl.constexpr, DH: tl.constexpr, M: tl.constexpr):
+    """F̄_k (program axis 1: 0) or F̄_v (1): the token blocks' shares summed, into slot 0 of the rows of
+    M_k or M_v of the start's gradient, and into īnit."""
+    p, s = tl.program_id(0).to(tl.int64), tl.program_id(1)
+    d, i = tl.arange(0, DH), tl.arange(0, DH)
+    DV: tl.constexpr = 3 * DH
+    gF = tl.zeros((DH, DH), dtype=tl.float32)
+    for tb in tl.static_range(TB):
+        gF += tl.load(GF + ((p * TB + tb) * 2 + s) * DH * DH + d[:, None] * DH + i[None, :])
+    row = (1 + s) * DH + d[:, None]
+    gy = GY + (p * (N + 1) + n) * DV * M * DH + row * M * DH + i[None, :]
+    tl.store(gy, tl.load(gy) + gF)
+    gi = GINIT + p * DV * DH + row * DH + i[None, :]
+    tl.store(gi, tl.load(gi) + gF)
