@@ -151,6 +151,7 @@ def _kernels():
 PRECISION = "tf32x3"  # the kernels' tl.dot input precision (T's inverse is always "ieee")
 ROWS = 32  # state rows per program in the state kernels (divides dh; tl.dot needs >= 16)
 TOKENS = 16  # tokens per program in the backward's token kernel
+STAGES = 1  # software-pipelining stages of that kernel's loop over the state rows
 WARPS = (4, 4, 4)  # warps per program: the keys' kernel, the state kernels, the backward's token kernel
 
 
@@ -192,7 +193,7 @@ def backward_triton(x, pK, pc, ke, mix, init, Ys, K, G, T, gYs, gK, gG):
     GINIT = x.new_zeros(B, H, dv, dh)
     gx, gpK, gpc, gke = torch.empty_like(x), torch.empty_like(pK), torch.empty_like(pc), torch.empty_like(ke)
     kern = _kernels()
-    tokens = dict(state, BT=bt, num_warps=WARPS[2])
+    tokens = dict(state, BT=bt, num_warps=WARPS[2], num_stages=STAGES)
     for n in reversed(range(N)):
         kern.bwd_rows[(P, nb)](K, T, Ys, pc, ke, mix, gY, gG, GR, GMIX, GINIT, n, NB=nb, **state)
         kern.bwd_tokens[(P, C // bt)](x, K, G, GR, init, Ys, pK, pc, ke, gY, gK, gx, gpK, gpc, gke, GF, n, NB=nb,

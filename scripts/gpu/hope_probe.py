@@ -8,7 +8,7 @@ momentum. Prints the median of 5 windows of 50 graph replays, and the forward al
 the kernel table of 10 replays; LISTING=1 one replay's kernels in order (start offset, duration);
 MOMENTUM=0 runs the loop without momentum (beta and S None); MODE sets torch.compile's mode;
 FUSED=0/1 sets `hope_chunk.FUSED` (0: hope_chunks' own loop; 1 or unset: the fused op's Triton
-kernels); BR (state rows per program), WARPS ("keys,state,tokens"), BT (tokens per program) and PREC set `hope_loop`'s kernel settings.
+kernels); BR (state rows per program), WARPS ("keys,state,tokens"), BT (tokens per program), STAGES and PREC set `hope_loop`'s kernel settings.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def settings() -> None:
         hope_loop.ROWS = int(env["BR"])
     if env.get("WARPS"):
         hope_loop.WARPS = tuple(int(w) for w in env["WARPS"].split(","))
+    if env.get("STAGES"):
+        hope_loop.STAGES = int(env["STAGES"])
     if env.get("BT"):
         hope_loop.TOKENS = int(env["BT"])
     if env.get("PREC"):
