@@ -175,3 +175,24 @@ def test_memory_with_the_kernels_equals_its_token_reference_on_cuda(dh, momentum
         outs[impl] = _memory_outputs(mem, u, st)
     for a, b in zip(outs["token"], outs["chunk"]):
         assert (a - b).abs().max().item() <= 1e-5 * max(1.0, a.abs().max().item())
+
+
+def test_memory_with_the_op_compiles_without_graph_breaks(monkeypatch):
+    """The op inside the compiled memory (aot_eager, one graph): the values and gradients of the eager memory."""
+    from nlcore.models.memory_layers import SelfModifyingMemory
+
+    monkeypatch.setattr(hope_chunk, "FUSED", True)
+    torch.manual_seed(0)
+    mem = SelfModifyingMemory(16, 2, chunk=8)
+    st = {k: 0.1 * torch.randn(2, *s) for k, s in mem.state_shapes().items()}
+    u = torch.randn(2, 24, 16, requires_grad=True)
+
+    def f(u):
+        y, new = mem(u, st, None)
+        return (y * y).sum() + sum((v * v).sum() for v in new.values())
+
+    got = torch.compile(f, backend="aot_eager", fullgraph=True)(u)
+    want = f(u)
+    torch.testing.assert_close(got, want)
+    params = [u, *mem.parameters()]
+    torch.testing.assert_close(torch.autograd.grad(got, params), torch.autograd.grad(want, params))

@@ -28,9 +28,11 @@ each chunk's start, k and G (Ȳ' the complete gradient of the chunk's end):
 
 Two implementations of the same ops, `nlcore::hope_loop_fwd` and `nlcore::hope_loop_bwd` (opaque to
 torch.compile): on a CUDA device with Triton, float32, C = 64 and dh in (16, 32, 64), Triton kernels
-(`hope_loop_kernels.py`: per chunk one program per (row, head) for the keys, targets and T, then
-programs over (row, head, row block of the state) for the state; the backward the same two in
-reverse), 4 launches per chunk where the PyTorch loop takes ~38; elsewhere the loops below in
+(`hope_loop_kernels.py`: per chunk, forward one program per (row, head) for the keys, targets and T,
+then programs over (row, head, block of state rows) for the state; backward programs over state
+rows, then over (row, head, block of tokens), then a small one for F̄), 5 launches per chunk where
+the compiled PyTorch loop takes ~38; on the H100 at HOPE's 06 layer shape 1.74 ms per layer forward +
+backward against 2.60 ms (results/bench/profiles/hope_loop_0b4f73c/). Elsewhere the loops below in
 PyTorch. `hope_chunks` uses the op only where the kernels run (`hope_chunk.FUSED`). Tested against
 autograd through `forward_torch` (float64) and through hope_chunks' own loop, and the kernels against
 the float64 PyTorch loops (Triton's interpreter on CPU, and CUDA): tests/test_memory_hope_loop.py.
