@@ -239,8 +239,9 @@ table[["config", "n", "status"]]
 #   retaining it longer (`titans_alpha0.999`) diverged on every seed; the linear memory works.
 # - **Context:** the models with carried state are flat across the window, and the Transformer
 #   pays at its first positions and catches up within a few dozen characters.
-# - **Cost:** at this size HOPE's step is many times slower than the Transformer's (see the
-#   throughput figure); the chunked memories are much faster than token-by-token, the HOPE layer
+# - **Cost:** at this size HOPE with in-forward writes steps many times slower than the
+#   Transformer; HOPE's outer reading and both Titans memories stay within 3x of it (see the
+#   throughput figure). The chunked memories are much faster than token-by-token, the HOPE layer
 #   least so.
 # - **MQAR:** the attention and linear-memory models recall above chance at the short length and
 #   fall towards it at the long one; the nested LSTM stays at chance; HOPE has only the short length.
