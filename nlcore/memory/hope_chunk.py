@@ -28,6 +28,10 @@ arranged so that each chunk costs few ops:
   (no copies in the views that follow).
 * The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks; M_init q for
   the whole window is one product.
+
+Where its Triton kernels run (CUDA, float32, chunk 64, dh 16/32/64) the loop is instead the op of
+nlcore.memory.hope_loop, a few launches per chunk with a hand-written backward (`FUSED`); the loop
+here is the path elsewhere, and the reads after either are the same code.
 """
 
 from __future__ import annotations
@@ -130,7 +134,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
     Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
     if _fused(x, chunk):  # the loop as one op: Triton kernels, few launches per chunk (hope_loop.py)
         Ys, k, G, _ = hope_loop_fwd(sp(x), f.pK, -f.pc, -f.ke, f.mix, init, Y)
-        return _read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init) + _end(Ys[:, :, N], m)
+        return (_read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init), *_end(Ys[:, :, N], m))
     ew = _elementwise()
     mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
@@ -165,7 +169,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
             Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
         else:
             Y = torch.baddbmm(GK.view(-1, m, dh), mixn.view(-1, m, m), Y.view(-1, m, dh)).view(B, H, dv, m, dh)
-    return _read(torch.stack(Rs, 2), torch.stack(Ks, 2), torch.stack(Gs, 2), sp(q), q, f, init) + _end(Y, m)
+    return (_read(torch.stack(Rs, 2), torch.stack(Ks, 2), torch.stack(Gs, 2), sp(q), q, f, init), *_end(Y, m))
 
 
 def _end(Y: Tensor, m: int) -> tuple[Tensor, Tensor | None]:
@@ -173,13 +177,13 @@ def _end(Y: Tensor, m: int) -> tuple[Tensor, Tensor | None]:
     return Y[:, :, :, 0], (Y[:, :, :, 1] if m == 2 else None)
 
 
-def _read(Y0: Tensor, k: Tensor, G: Tensor, qc: Tensor, q: Tensor, f, init: Tensor) -> tuple[Tensor]:
+def _read(Y0: Tensor, k: Tensor, G: Tensor, qc: Tensor, q: Tensor, f, init: Tensor) -> Tensor:
     """M_mem's reads, batched over chunks, from its chunk-start slots Y0 (B, H, N, dh m, dk), the keys
     k (B, H, N, C, dh) and G's M_mem columns (B, H, N, C, dh); q (B, H, T, dh), qc its chunks:
     y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s, the slot term
-    transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major. Returns (y,)."""
+    transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major. Returns y (B, H, T, dh)."""
     dh = q.shape[-1]
     qYT = (Y0 @ qc.transpose(-1, -2)).unflatten(-2, (dh, Y0.shape[-2] // dh))  # (B, H, N, dh, m, C)
     y = (qYT * f.cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
     y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
-    return (y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2),)  # + init q: (B, H, T, dh)
+    return y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2)  # + init q
