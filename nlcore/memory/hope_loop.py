@@ -155,6 +155,9 @@ ROWS = 32  # state rows per program in the state kernels (divides dh; tl.dot nee
 TOKENS = 16  # tokens per program in the backward's token kernel
 STAGES = 2  # software-pipelining stages of that kernel's loop over the state rows (H100: 1 -> 2 took it 71 -> 60 us)
 WARPS = (4, 4, 4)  # warps per program: the keys' kernel, the state kernels, the backward's token kernel
+# (on the H100, 8 warps in the keys' kernel gave a wrong T at dh 16 and 8 in the state kernels an
+# illegal memory access: results/bench/profiles/hope_loop_0b4f73c/check_1cbb0b4.txt; rerun the CUDA
+# tests after changing any of these)
 
 
 def _settings(x: Tensor, m: int) -> tuple[dict, dict, int]:
