@@ -177,16 +177,18 @@ def test_training_matches_uncompiled(kind):
 @pytest.mark.skipif(not (torch.cuda.is_available() or os.environ.get("NLCORE_INDUCTOR_TESTS") == "1"),
                     reason="inductor's code generation takes ~2 min on a CPU: runs on a GPU machine, or with "
                            "NLCORE_INDUCTOR_TESTS=1")
-def test_hope_layer_compiled_by_inductor_equals_eager():
+@pytest.mark.parametrize("T_,d,C", [(64, 32, 16), (128, 64, 64)])
+def test_hope_layer_compiled_by_inductor_equals_eager(T_, d, C):
     """The HOPE memory layer compiled with inductor (code generation, as training runs it; the tests above
     use aot_eager) gives the eager layer's reads, end state and parameter gradients. An earlier variant
     of `hope_chunks` had passed every eager and aot_eager test and came out of inductor with gradients
-    off by a factor ~10."""
+    off by a factor ~10. The second case has the shapes of the fused loop's kernels (hope_loop.py: they
+    run on CUDA), the first hope_chunks' own loop."""
     from nlcore.models.memory_layers import SelfModifyingMemory
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
-    B, T_, d, H, C = 2, 64, 32, 2, 16
+    B, H = 2, 2
     mem = SelfModifyingMemory(d, H, chunk=C).to(dev)
     st = {k: 0.1 * torch.randn(B, *s, device=dev) for k, s in mem.state_shapes().items()}
     u = torch.randn(B, T_, d, device=dev)
