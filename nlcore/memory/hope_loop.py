@@ -52,10 +52,9 @@ CHUNKS = (64,)  # the chunk lengths the kernels take (T's blocked inverse needs 
 HEAD_DIMS = (16, 32, 64)  # the head sizes the kernels take (the keys' kernel holds (C, dh) tiles)
 
 
-def _unit(u: Tensor) -> tuple[Tensor, Tensor]:
-    """Rows to unit L2 norm: (u / r, r) with r = max(‖u‖, EPS)."""
-    r = torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(EPS)
-    return u / r, r
+def _unit(u: Tensor) -> Tensor:
+    """Rows to unit L2 norm: u / max(‖u‖, EPS)."""
+    return u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(EPS)
 
 
 def _unit_grad(u: Tensor, g: Tensor) -> Tensor:
@@ -87,8 +86,8 @@ def forward_torch(x, pK, pc, ke, mix, init, Y):
     Ys, Ks, Gs, Ts = [Y], [], [], []
     for n in range(N):
         _, _, kx, vx, mkv, mvv = _keys(Y, init, x[:, :, n])
-        k = _unit(kx)[0]  # (B, H, C, dh)
-        tg = torch.cat([_unit(vx)[0], _unit(mkv)[0], _unit(mvv)[0]], -1)  # (B, H, C, dv)
+        k = _unit(kx)  # (B, H, C, dh)
+        tg = torch.cat([_unit(vx), _unit(mkv), _unit(mvv)], -1)  # (B, H, C, dv)
         R = tg - k @ init.mT + torch.einsum("bhcd,bhrjd,bhcj->bhcr", k, Y, pc[:, :, n])
         T = _inverse(pK[:, :, n] * (k @ k.mT))
         G = T @ R
