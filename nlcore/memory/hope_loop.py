@@ -45,7 +45,7 @@ import functools
 import torch
 from torch import Tensor
 
-from .tri import triton_available
+from .tri import solve_unit_lower, triton_available
 
 EPS = 1e-12  # F.normalize's, as hope_chunk.normalise
 CHUNKS = (64,)  # the chunk lengths the kernels take (T's blocked inverse needs C = 4 B, B >= 16)
@@ -74,22 +74,17 @@ def _keys(Y: Tensor, init: Tensor, xs: Tensor):
     return Fk, Fv, kx, vx, vx @ Fk.mT, vx @ Fv.mT
 
 
-def _inverse(L: Tensor) -> Tensor:
-    """(I + L)^{-1} for strictly lower L (..., C, C)."""
-    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand(L.shape)
-    return torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True)
-
-
 def forward_torch(x, pK, pc, ke, mix, init, Y):
     """The loop in PyTorch (shapes as in `hope_loop_fwd`); through autograd, the reference graph."""
-    N = x.shape[2]
+    N, C = x.shape[2], x.shape[3]
     Ys, Ks, Gs, Ts = [Y], [], [], []
     for n in range(N):
         _, _, kx, vx, mkv, mvv = _keys(Y, init, x[:, :, n])
         k = _unit(kx)  # (B, H, C, dh)
         tg = torch.cat([_unit(vx), _unit(mkv), _unit(mvv)], -1)  # (B, H, C, dv)
         R = tg - k @ init.mT + torch.einsum("bhcd,bhrjd,bhcj->bhcr", k, Y, pc[:, :, n])
-        T = _inverse(pK[:, :, n] * (k @ k.mT))
+        L = pK[:, :, n] * (k @ k.mT)
+        T = solve_unit_lower(L, torch.eye(C, dtype=L.dtype, device=L.device).expand(L.shape))  # (I + L)^{-1}
         G = T @ R
         Y = torch.einsum("bhij,bhrjd->bhrid", mix[:, :, n], Y) + torch.einsum("bhcr,bhci,bhcd->bhrid", G, ke[:, :, n], k)
         Ys.append(Y)
