@@ -1,7 +1,14 @@
 """nlcore: Nested Learning (Behrouz et al., NeurIPS 2025), built to be checked.
 
-Import-time is side-effect free: nothing here seeds, touches the disk or picks a device.
-Sub-modules are imported on first attribute access so `import nlcore` stays cheap.
+The public API, by topic. Names load on first use, so ``import nlcore`` is cheap and has no side
+effects (nothing seeds, touches the disk or picks a device).
+
+- configuration: `TrainConfig` and its parts, `preset`, `apply_overrides`
+- the paper's mechanisms: `CMS` (01), `Surprise` (02), `StateCarrier` (03), `delta` (04)
+- data and models: `prepare`, `load_corpus`, `CharTokenizer`, `CharStream`, `build_model`
+- training and evaluation: `Trainer`, `train`, `evaluate`
+- experiments and results: `run_experiment`, `EXPERIMENTS`, `read_experiment`, `summarize`
+- notebooks: `notebook` (setup and helpers), `figures`
 """
 
 from __future__ import annotations
@@ -10,21 +17,39 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {
-    "adam_foreach", "bench", "checkpoint", "cli", "cms", "config", "data", "delta", "delta_optim", "distributed", "distributed_check", "dynamic_eval", "evaluate",
-    "experiments", "fair_eval", "fastpath", "figures", "figures_ablations", "figures_bench", "figures_ci", "figures_cms",
-    "figures_common", "figures_curves", "figures_recall", "figures_surprise", "memory", "models", "mqar",
-    "notebook", "notebook_ablations", "notebook_checks", "notebook_compare", "notebook_experiment",
-    "notebook_setup", "overrides", "paths", "plots_hope", "plotting", "presets", "recall",
-    "repro", "results", "runner", "schedule", "sliced", "state", "stats", "surprise", "train",
+# public name -> the module that defines it
+_NAMES = {
+    "TrainConfig": "nlcore.config", "DataConfig": "nlcore.config", "ModelConfig": "nlcore.config",
+    "CMSConfig": "nlcore.config", "LevelConfig": "nlcore.config", "StateConfig": "nlcore.config",
+    "SurpriseConfig": "nlcore.config", "preset": "nlcore.config", "apply_overrides": "nlcore.config",
+    "CMS": "nlcore.cms", "Surprise": "nlcore.surprise", "StateCarrier": "nlcore.state",
+    "prepare": "nlcore.data", "load_corpus": "nlcore.data", "CharTokenizer": "nlcore.data",
+    "CharStream": "nlcore.data", "build_model": "nlcore.models", "SequenceModel": "nlcore.models",
+    "Trainer": "nlcore.training", "train": "nlcore.training", "evaluate": "nlcore.training",
+    "run_experiment": "nlcore.experiments", "EXPERIMENTS": "nlcore.experiments",
+    "read_experiment": "nlcore.results", "summarize": "nlcore.stats",
 }
+# public module shortcuts -> the module
+_MODULES = {
+    "notebook": "nlcore.report.notebook", "figures": "nlcore.report.figures",
+    "test_time": "nlcore.report.test_time", "delta": "nlcore.delta", "recall": "nlcore.experiments.recall",
+}
+# every subpackage and top-level module, reachable as an attribute once imported
+_SUBMODULES = ("accel", "bench", "cli", "cms", "config", "data", "delta", "experiments", "models", "ops", "optim",
+               "paths", "report", "repro", "results", "state", "stats", "surprise", "training")
+
+__all__ = sorted([*_NAMES, *_MODULES])
 
 
 def __getattr__(name: str):
+    if name in _NAMES:
+        return getattr(importlib.import_module(_NAMES[name]), name)
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     if name in _SUBMODULES:
         return importlib.import_module(f"nlcore.{name}")
     raise AttributeError(f"module 'nlcore' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_SUBMODULES))
+    return sorted({*globals(), *__all__, *_SUBMODULES})

@@ -14,13 +14,13 @@ from pathlib import Path
 
 
 def _train(args: argparse.Namespace) -> int:
-    from nlcore import distributed
+    from nlcore.accel import ddp as distributed
     from nlcore.config import apply_overrides, preset
-    from nlcore.train import Trainer
+    from nlcore.training.trainer import Trainer
 
     cfg = apply_overrides(preset(args.preset), args.set or [])
     command = "python -m nlcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    try:  # under torchrun the Trainer joins the process group (nlcore.distributed)
+    try:  # under torchrun the Trainer joins the process group (nlcore.accel.ddp)
         trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
         summary = trainer.run(resume=args.resume)
         distributed.shutdown(sync=True)  # DDP: every rank done (rank 0 wrote its results), then leave together
@@ -61,7 +61,7 @@ def _recall(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from nlcore import repro
-    from nlcore.recall import run_recall_benchmark
+    from nlcore.experiments.recall import run_recall_benchmark
     from nlcore.results import write_experiment
 
     device = repro.pick_device(args.device)
@@ -82,7 +82,7 @@ def _recall(args: argparse.Namespace) -> int:
 
 def _mqar(args: argparse.Namespace) -> int:
     from nlcore import repro
-    from nlcore.mqar import preset, run_mqar_grid
+    from nlcore.experiments.mqar import preset, run_mqar_grid
     from nlcore.results import format_ci, read_experiment
 
     n_pairs = args.n_pairs
@@ -105,7 +105,7 @@ def _mqar(args: argparse.Namespace) -> int:
 
 def _data(args: argparse.Namespace) -> int:
     from nlcore.data import prepare
-    from nlcore.evaluate import unigram_bpc
+    from nlcore.training.evaluate import unigram_bpc
 
     corpus = prepare(args.corpus, data_root=args.data_root)
     info = {"name": corpus.name, "source": corpus.source, "split_note": corpus.split_note,
@@ -125,13 +125,13 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _notebooks(args: argparse.Namespace) -> int:
-    from nlcore.runner import run_notebooks
+    from nlcore.report.runner import run_notebooks
 
     return run_notebooks(mode=args.mode, only=args.only, reuse=args.reuse)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from nlcore.bench import main as bench_main
+    from nlcore.bench.step import main as bench_main
 
     return bench_main(args)
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--seeds", type=int, nargs="+", default=[0])
     q.add_argument("--mode", choices=("smoke", "full"), default="smoke")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",
-                   help="override a field of nlcore.mqar.MQARConfig, e.g. lr=3e-4, steps=300, model.d_model=64")
+                   help="override a field of nlcore.experiments.mqar.MQARConfig, e.g. lr=3e-4, steps=300, model.d_model=64")
     q.add_argument("--device", default=None, help="auto | cpu | cuda[:N] (default: the preset's)")
     q.add_argument("--out", required=True, help="runs/<kind>/L<L>/seed<k>/ plus runs.csv, summary.json, meta.json")
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -213,7 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=_notebooks)
 
     b = sub.add_parser("bench", help="throughput benchmark (characters/s, step time, memory)")
-    from nlcore.bench import add_arguments  # standard library only at its top: --help stays fast
+    from nlcore.bench.step import (
+        add_arguments,  # standard library only at its top: --help stays fast
+    )
 
     add_arguments(b)
     b.set_defaults(func=_bench)

@@ -21,7 +21,7 @@ Which aggregation and learning-rate policy suit which optimizer:
   give the same update and dividing lr by C just shrinks the step C-fold; with C updates
   C-times rarer the slow level learns about C^2 less than the fast one. That is what froze the
   prototype's slow levels (lr/C with Adam at C = 256: 65,536x less). Use lr_policy="none".
-* The delta rule (nlcore.delta_optim): it consumes its own per-token statistics; see there.
+* The delta rule (nlcore.optim.delta_rule): it consumes its own per-token statistics; see there.
 
 Every parameter of the model must belong to exactly one level (checked at construction), so an
 untrained embedding or head cannot happen silently. Telemetry per level: update count and last
@@ -32,7 +32,7 @@ buffer per level in one foreach launch, not one clone per parameter). With ``del
 update at or before every multiple of k (the one the log reports), sparing the copy, difference
 and norm launches of the other updates.
 
-``zero_grad="inplace"`` (used by ``TrainConfig.fast_path="graph"``, nlcore.fastpath): after an
+``zero_grad="inplace"`` (used by ``TrainConfig.fast_path="graph"``, nlcore.accel.cuda_graph): after an
 update the level's ``.grad`` tensors are zeroed in place instead of set to None, so they stay the
 static buffers a CUDA graph accumulates into. Same arithmetic (0 + g = g): every trainable
 parameter receives a gradient in every backward pass of the nlcore models.
@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from nlcore.config import CMSConfig, LevelConfig
-from nlcore.sliced import SliceCache, clip_grad_norm, flat_base, grad_norm
+from nlcore.optim.sliced import SliceCache, clip_grad_norm, flat_base, grad_norm
 
 NamedParams = Sequence[tuple[str, nn.Parameter]]
 
@@ -69,7 +69,7 @@ def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
     if spec.optimizer == "sgd":
         return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
     if fused and spec.optimizer in ("adam", "adamw"):  # the fused kernel on small slices: more blocks
-        from nlcore.sliced import SlicedAdam, SlicedAdamW
+        from nlcore.optim.sliced import SlicedAdam, SlicedAdamW
 
         cls = SlicedAdam if spec.optimizer == "adam" else SlicedAdamW
         return cls(params, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
@@ -81,7 +81,7 @@ def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
         return torch.optim.AdamW(params, lr=spec.lr, betas=(spec.beta1, spec.beta2), eps=spec.eps,
                                  weight_decay=spec.weight_decay, **kw)
     if spec.optimizer in ("delta", "delta_batch_mean"):
-        from nlcore.delta_optim import DeltaRule
+        from nlcore.optim.delta_rule import DeltaRule
 
         ids = {id(p) for p in params}
         mods = {n: m for n, m in (named_modules or {}).items()
@@ -113,7 +113,7 @@ class CMS:
         if isinstance(delta_every, bool) or not isinstance(delta_every, int) or delta_every < 1:
             raise ValueError(f"CMS delta_every must be an int >= 1, got {delta_every!r}")
         self.delta_every = delta_every
-        if zero_grad not in ("none", "inplace"):  # "inplace": static .grad buffers (nlcore.fastpath)
+        if zero_grad not in ("none", "inplace"):  # "inplace": static .grad buffers (nlcore.accel.cuda_graph)
             raise ValueError(f"CMS zero_grad must be 'none' or 'inplace', got {zero_grad!r}")
         self.cfg = cfg
         self.zero_grad = zero_grad
@@ -153,7 +153,7 @@ class CMS:
         self._delta_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._before: dict[str, list[torch.Tensor]] = {}  # per level: persistent pre-update copy
         self._clip_cache = {n: SliceCache() for n in self.specs}  # per level: its gradients' slices
-        # Data-parallel training (nlcore.distributed): grad_sync(level, step) averages the level's
+        # Data-parallel training (nlcore.accel.ddp): grad_sync(level, step) averages the level's
         # accumulated .grad (and a delta rule's statistics) across ranks, in place, right before
         # its update; None (one process): nothing is communicated.
         self.grad_sync: Callable[[str, int], None] | None = None
@@ -221,17 +221,17 @@ class CMS:
         if opt is None:
             self._zero(name)
             return
-        if self.grad_sync is not None:  # nlcore.distributed: one all-reduce per level update
+        if self.grad_sync is not None:  # nlcore.accel.ddp: one all-reduce per level update
             self.grad_sync(name, step)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             if self.cfg.aggregation == "mean" and k > 1:
                 torch._foreach_mul_(grads, 1.0 / k)  # mean over the chunk's k gradients
             if self.cfg.grad_clip > 0 and getattr(opt, "_compiled_update", None) is not None:
-                gnorm = grad_norm(grads)  # the clip is fused into the compiled update (nlcore.adam_foreach)
+                gnorm = grad_norm(grads)  # the clip is fused into the compiled update (nlcore.optim.adam_foreach)
                 opt.clip_in_step(gnorm, self.cfg.grad_clip)
             elif self.cfg.grad_clip > 0:
-                gnorm = clip_grad_norm(params, self.cfg.grad_clip, self._clip_cache[name])  # nlcore.sliced
+                gnorm = clip_grad_norm(params, self.cfg.grad_clip, self._clip_cache[name])  # nlcore.optim.sliced
             else:
                 gnorm = grad_norm(grads)
             self._grad_norms[name].append((step, gnorm))

@@ -47,9 +47,9 @@ Two implementations with the same parameter gradients:
 Scale note: L is a mean over B·T characters, so the elements of ∇_{y_ℓ}L are O(1/(B·T)) and
 the prototype's c = 10 never clips at the seed sizes (``clip_frac`` shows it).
 
-Data-parallel training (nlcore.distributed, N ranks, each with B/N of the rows): the objective
+Data-parallel training (nlcore.accel.ddp, N ranks, each with B/N of the rows): the objective
 is the one-process objective on the global batch. Rank r backpropagates its own token-mean loss
-L_r, and nlcore.distributed AVERAGES gradients across ranks, so every gradient a rank computes
+L_r, and nlcore.accel.ddp AVERAGES gradients across ranks, so every gradient a rank computes
 must be N times the global one restricted to its rows. Two consequences: (1) the target is
 t = clip(∇_y L_global) with ∇_y L_global = ∇_y L_r / N on the rank's rows, so ``grad_scale``
 (set to 1/N; 1 in one process) scales the recovered g before clipping, in both impls;
@@ -87,7 +87,7 @@ def inject(grad: Tensor, corr: Tensor | None, y: Tensor, clip: float, k: float, 
     """The fast hook's arithmetic on the incoming gradient a (all (B, T, d)): returns
     g = scale (a − corr) (∇_y L alone), y − clip(g, ±c) in the working dtype, δ = k (y − t) (if
     asked for, in y's dtype) and a + δ in a's dtype. Pure tensor maths: the trainer may compile it into one
-    kernel (nlcore.compiling). Type promotion does the float32 casts."""
+    kernel (nlcore.accel.compile). Type promotion does the float32 casts."""
     g = grad if corr is None else torch.sub(grad, corr)
     if scale != 1.0:  # data parallel: ∇_y L_global = ∇_y L_rank / N (module docstring)
         g = g * scale
@@ -117,7 +117,7 @@ class Surprise:
         self._recording = True
         self.weights = {n: float(w) for n, w in cfg.weights.items() if w > 0}  # levels with λ > 0
         self.active = False
-        self.grad_scale = 1.0  # nlcore.distributed: 1/N, ∇_y L_global = ∇_y L_rank / N (module docstring)
+        self.grad_scale = 1.0  # nlcore.accel.ddp: 1/N, ∇_y L_global = ∇_y L_rank / N (module docstring)
         self._acc: dict[str, Tensor] = {}  # level -> (3,) float64 running sums of METRICS (device)
         self._count: dict[str, int] = {}  # level -> steps accumulated (host)
         self._clear()

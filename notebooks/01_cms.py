@@ -39,8 +39,8 @@
 # | smoke (default) | every registered configuration × 1 seed, smoke preset, synthetic corpus, CPU | ~30 s on 2 CPU cores |
 # | full | every registered configuration × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
-# Modules: `nlcore.cms` (the schedule), `nlcore.experiments` (the grid), `nlcore.figures`,
-# `nlcore.results`, `nlcore.stats` (bootstrap CIs), `nlcore.notebook` (setup).
+# Modules: `nlcore.cms` (the schedule), `nlcore.experiments` (the grid), `nlcore.report.figures`,
+# `nlcore.results`, `nlcore.stats` (bootstrap CIs), `nlcore.report.notebook` (setup).
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
@@ -141,12 +141,12 @@ nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc"), order=exp.confi
 # `fast_path="auto"`, with the parts around the recurrence compiled). The recurrence is sequential
 # in the window, so throughput grows with the batch (more rows per time step) and barely with the
 # window. The dashed line is the throughput the model's cuDNN LSTM alone would allow (its forward
-# and backward at the same shape, `nlcore/floor.py`): the gap is everything else in the step.
+# and backward at the same shape, `nlcore/bench/floor.py`): the gap is everything else in the step.
 # Re-measure on your GPU with `python -m nlcore bench --scaling`.
 
 # %%
-scaling = nl.bench.load_report("scaling")
-fig = nl.bench.plot_scaling(scaling)
+scaling = nl.figures.bench_report("scaling")
+fig = nl.figures.plot_scaling(scaling)
 ctx.save(fig, "throughput_scaling")
 
 # %% [markdown]

@@ -43,8 +43,8 @@
 # | full | 6 weight settings × {WikiText-2, synthetic} × 3 seeds, `seed` preset | GPU, see the README |
 #
 # Modules: `nlcore.surprise` (the objective, both implementations), `nlcore.experiments`,
-# `nlcore.figures`, `nlcore.stats` (bootstrap and paired CIs), `nlcore.bench` (step time),
-# `nlcore.results`, `nlcore.notebook`.
+# `nlcore.report.figures`, `nlcore.stats` (bootstrap and paired CIs), `nlcore.bench.step` (step time),
+# `nlcore.results`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
@@ -148,7 +148,7 @@ diffs.round(4)
 # `seed_persistent`, so the eager rows also show what the graph saves.
 
 # %%
-bench = nl.figures.bench_overheads(nl.bench.load_report("seed"), [
+bench = nl.figures.bench_overheads(nl.figures.bench_report("seed"), [
     "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_persistent_eager", "seed_surprise_fast_eager"])
 fig = nl.figures.bench_figure(bench)
 ctx.save(fig, "step_time")

@@ -39,8 +39,8 @@
 # | smoke (default) | every registered configuration × 1 seed, smoke preset, synthetic corpus, CPU | ~35 s on 2 CPU cores |
 # | full | every registered configuration × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
-# Modules: `nlcore.state` (carry and reset), `nlcore.evaluate` (streaming bpc, per position),
-# `nlcore.experiments`, `nlcore.figures`, `nlcore.results`, `nlcore.notebook`.
+# Modules: `nlcore.state` (carry and reset), `nlcore.training.evaluate` (streaming bpc, per position),
+# `nlcore.experiments`, `nlcore.report.figures`, `nlcore.results`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)

@@ -43,8 +43,8 @@
 # | smoke (default) | recall demo ($d$ = 32) + 5 configurations × 1 seed, smoke preset, synthetic corpus, CPU | ~25 s on 2 CPU cores |
 # | full | recall demo + 5 configurations × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
-# Modules: `nlcore.delta` (the rules), `nlcore.recall` (the benchmark), `nlcore.delta_optim`
-# (the rule as an optimizer), `nlcore.experiments`, `nlcore.figures`, `nlcore.stats`, `nlcore.notebook`.
+# Modules: `nlcore.delta` (the rules), `nlcore.experiments.recall` (the benchmark), `nlcore.optim.delta_rule`
+# (the rule as an optimizer), `nlcore.experiments`, `nlcore.report.figures`, `nlcore.stats`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
@@ -61,7 +61,7 @@ ctx = nl.notebook.setup("04_delta_rule", mode=MODE, seed=SEED, device=DEVICE, re
 
 # %% [markdown]
 # ## Associative recall, live
-# `nlcore.recall`: a stream of key→value writes into $W = 0$, keys **correlated** (half of each
+# `nlcore.experiments.recall`: a stream of key→value writes into $W = 0$, keys **correlated** (half of each
 # key's energy in a shared subspace of rank $d/8$) and 20 % of the writes **overwrites** of an
 # earlier key with a fresh value. After the stream, the error of recalling the latest value of
 # every stored key, $\lVert Wk - v\rVert^2/\lVert v\rVert^2$ (0: perfect, 1: as bad as $W = 0$),
@@ -132,7 +132,7 @@ print(f"eta 1e6: GD not finite in {w.query('eta > 1')['gd'].isna().mean():.0%} o
 # *is* GD at step $\eta'$, so any advantage over GD there is only the choice of step.
 #
 # ## The delta rule as an optimizer of the FFN levels
-# `nlcore.delta_optim.DeltaRule` applies the normalised rule per token to the Linear weights of
+# `nlcore.optim.delta_rule.DeltaRule` applies the normalised rule per token to the Linear weights of
 # a CMS level, with $x$ the layer input and the target $-\nabla_y \ell$, all tokens of a chunk
 # evaluated at the frozen $W$ and averaged (Eq. 31). The configurations of
 # `EXPERIMENTS["04_delta_rule"]`, all with zero-initialised FFN outputs:
@@ -215,7 +215,7 @@ for r in nl.notebook.paired_differences(full.runs, "sgd_default").itertuples():
     print(f"{r.config:>17s} - sgd_default  {r.mean:+.4f} bpc [{r.ci_low:+.4f}, {r.ci_high:+.4f}], lower on "
           f"{r.seeds_lower}/{r.n} seeds; baseline's own CI: ±{r.baseline_half_width:.4f}")
 print("valid bpc: " + ", ".join(f"{c} {full.value(c, 'valid_bpc'):.4f}" for c in full.configs))
-bench = nl.figures.bench_overheads(nl.bench.load_report("seed"), ["seed_persistent", "seed_persistent_eager", "seed_delta"])
+bench = nl.figures.bench_overheads(nl.figures.bench_report("seed"), ["seed_persistent", "seed_persistent_eager", "seed_delta"])
 print(f"step time on the {bench['device'].iloc[0]} (results/bench/seed.json): "
       + ", ".join(f"{c} {r.step_ms_median:.2f} ms" for c, r in bench.iterrows()))
 

@@ -38,8 +38,8 @@
 # | smoke (default) | reads `build/smoke/results/0[1-4]_*`; runs the smoke grid of any that is missing (CPU) | ~15 s on 2 CPU cores, ~35 s when all are missing |
 # | full | reads the committed `results/0[1-4]_*`, trains nothing | seconds, any machine |
 #
-# Modules: `nlcore.notebook` (`collect_experiments`, `ablation_table`, `paired_differences`),
-# `nlcore.experiments` (the registry), `nlcore.figures`, `nlcore.stats`, `nlcore.results`.
+# Modules: `nlcore.report.notebook` (`collect_experiments`, `ablation_table`, `paired_differences`),
+# `nlcore.experiments` (the registry), `nlcore.report.figures`, `nlcore.stats`, `nlcore.results`.
 
 # %% tags=["parameters"]
 MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (reads the committed results/)

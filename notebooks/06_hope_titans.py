@@ -47,9 +47,9 @@
 # | full, or `REUSE_RESULTS=True` | re-plots the committed `results/06_hope_titans/`, trains nothing | seconds, any machine |
 #
 # The committed results come from `python -m nlcore experiment 06_hope_titans --mode full` on one
-# H100 (3 seeds). Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.memory`
+# H100 (3 seeds). Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.ops`
 # (linear and MLP memories, chunked and token-by-token), `nlcore.experiments` (the registry),
-# `nlcore.bench`, `nlcore.mqar`, `nlcore.plots_hope` (this notebook's tables and figures).
+# `nlcore.bench.step`, `nlcore.experiments.mqar`, `nlcore.report.figures.hope` (this notebook's tables and figures).
 #
 # ![](../figures/06_hope_titans/bpc.png)
 
@@ -61,7 +61,7 @@ REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
-from nlcore import plots_hope as hope
+from nlcore.report.figures import hope
 
 ctx = nl.notebook.setup("06_hope_titans", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
 
@@ -102,15 +102,15 @@ ctx.save(fig, "bpc")
 # ## Every model learning at test time
 # HOPE's writes happen inside the forward pass, also while it is scored: its bpc above includes
 # learning from the text it has just read, which the baselines' static bpc does not. Here each
-# baseline gets dynamic evaluation (`nlcore.dynamic_eval`: score a window, then one SGD step on
+# baseline gets dynamic evaluation (`nlcore.training.dynamic_eval`: score a window, then one SGD step on
 # its loss), retrained exactly as above, its lr chosen on the first 32 windows of valid only
 # (`scripts/gpu/dynamic_eval_06.py`, committed FULL results in `results/06_dynamic_eval/`: the
 # same in both modes). Intervals are 95 % bootstrap over 3 seeds; "test gain" is the paired
 # per-seed drop from static to dynamic test bpc.
 
 # %%
-fair = nl.fair_eval.test_time_table()
-fig = nl.fair_eval.plot_test_time()
+fair = nl.test_time.test_time_table()
+fig = nl.test_time.plot_test_time()
 ctx.save(fig, "test_time")
 fair.drop(columns=["test_mean"])
 
@@ -137,7 +137,7 @@ ctx.save(fig, "bpc_by_position")
 # Transformer's; `_eager` rows ran without CUDA graphs (what the graphed fast path buys).
 
 # %%
-bench = nl.bench.load_report("models_06")
+bench = nl.figures.bench_report("models_06")
 fig = hope.plot_throughput(bench)
 ctx.save(fig, "throughput")
 hope.throughput_table(bench).round(3)
@@ -149,7 +149,7 @@ hope.throughput_table(bench).round(3)
 # elementwise kernels over the chunk tensors).
 
 # %%
-bench64 = nl.bench.load_report("models_06_b64")
+bench64 = nl.figures.bench_report("models_06_b64")
 ctx.save(hope.plot_throughput(bench64), "throughput_b64")
 assert set(bench64["configs"]) == {f"{m}_b64" for m in ("transformer", "nested_lstm", "titans", "titans_linear",
                                                          "hope_outer", "hope")}
@@ -162,14 +162,14 @@ hope.throughput_table(bench64).round(3)
 # chunk's start state, so a chunk is a few matrix products).
 
 # %%
-paths_report = nl.bench.load_report("memory_paths")
+paths_report = nl.figures.bench_report("memory_paths")
 fig = hope.plot_memory_speed(paths_report)
 ctx.save(fig, "memory_speed")
 hope.memory_speed_table(paths_report).round(4)
 
 # %% [markdown]
 # ## Multi-query associative recall
-# Small models (about 0.4–0.6 M parameters) trained on MQAR, `nlcore.mqar`: a sequence of
+# Small models (about 0.4–0.6 M parameters) trained on MQAR, `nlcore.experiments.mqar`: a sequence of
 # key–value pairs, then queries whose answer is the value stored with the key. Accuracy on held-out
 # queries against the sequence length (the number of pairs grows with it); chance is one over
 # the number of values. Committed results (`results/06_mqar/`, its NOTE.md): three seeds at
@@ -212,8 +212,8 @@ assert (done["params"] > 0).all() and set(table["status"]) <= {"ok", "diverged",
 speed = hope.memory_speed_table(paths_report)
 assert (speed["speedup"] > 1).all() and (speed["token_s"] > speed["chunk_s"]).all(), speed
 assert len(mqar) > 0 and mqar["accuracy"].between(0, 1).all() and (mqar["chance"] < 1).all(), mqar
-dyn = nl.fair_eval.dynamic_runs()
-assert set(nl.fair_eval.BASELINES) <= set(dyn["model"]) and (dyn["dynamic_lr"] > 0).all(), dyn
+dyn = nl.test_time.dynamic_runs()
+assert set(nl.test_time.BASELINES) <= set(dyn["model"]) and (dyn["dynamic_lr"] > 0).all(), dyn
 table[["config", "n", "status"]]
 
 # %% [markdown]

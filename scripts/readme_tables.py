@@ -211,7 +211,7 @@ def bench_block() -> str:
     parts = []
     for path in sorted((REPO / "results" / "bench").glob("*.json")):
         rep = json.loads(path.read_text(encoding="utf-8"))
-        if rep.get("schema") != "nlcore.bench/1":
+        if rep.get("schema") != "nlcore.bench.step/1":
             continue
         rev = (rep.get("git") or {}).get("revision") or "unknown"
         rows = ["| configuration | ms / step (median) | IQR | characters / s | vs persistent | x LSTM floor |",
@@ -231,7 +231,7 @@ def bench_block() -> str:
     return "\n\n".join(parts) + ("\n\nOverheads are paired per timing window (interleaved order) and given "
                                   "with their interquartile range across windows. x LSTM floor: the step "
                                   "time over the model's own LSTM forward + backward alone at the same shape "
-                                  "(`nlcore/floor.py`; reports before it existed have no floor).")
+                                  "(`nlcore/bench/floor.py`; reports before it existed have no floor).")
 
 
 # ---------------------------------------------------------------------------- HOPE / Titans (06)
@@ -272,7 +272,7 @@ def hope_block() -> str:
         cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in ("valid_bpc", "test_bpc")]
         lost = [p.name for p in sorted(run_dir.glob("seed*")) if p.is_dir() and not (p / "summary.json").exists()]
         if done and lost:  # say which seeds the mean leaves out, and why
-            from nlcore.plots_hope import run_status
+            from nlcore.report.figures.hope import run_status
 
             why = "; ".join(f"{p} {run_status(run_dir / p)}" for p in lost)
             cells = [c[:-1] + f"; {why})" if c.endswith(")") else c for c in cells]

@@ -90,9 +90,9 @@ def tmp_out(tmp_path) -> Path:
 
 @pytest.fixture(params=["solve", "inverse"])
 def solve_path(request, monkeypatch):
-    """Both ways of the chunk paths' triangular solves (nlcore.memory.tri): on the CPU the
+    """Both ways of the chunk paths' triangular solves (nlcore.ops.triangular): on the CPU the
     "inverse" path takes its T from solve_triangular; the Triton kernel is tested on a GPU."""
-    from nlcore.memory import tri
+    from nlcore.ops import triangular as tri
 
     monkeypatch.setattr(tri, "PREFERRED", request.param)
     return request.param

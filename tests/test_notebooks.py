@@ -17,7 +17,8 @@ import warnings
 import nbformat
 import pytest
 
-from nlcore import paths, runner
+from nlcore import paths
+from nlcore.report import runner
 
 NOTEBOOKS = runner.discover()
 SMOKE_BUDGET_S = 60  # conventions §2.3: each notebook <= 60 s on 2 CPU cores

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from nlcore.config import SurpriseConfig, apply_overrides, preset
 from nlcore.models import LSTMLM, NestedLSTM
 from nlcore.surprise import Surprise
-from nlcore.train import Trainer
+from nlcore.training.trainer import Trainer
 
 V, D, DFF, B, T = 13, 8, 12, 3, 7
 WEIGHTS = [{"fast": 0.3}, {"medium": 0.4}, {"slow": 0.5},

@@ -10,7 +10,7 @@ There are ``L // T`` windows with ``drop_last`` (else ``ceil(L / T)``, the last 
 shorter). ``doc_start[b, t]`` is True where input x[b, t] is the first character of a
 document, so models can reset state there if they choose.
 
-Data-parallel shards (``rows=(r0, r1)``, used by nlcore.distributed): the stream keeps only rows
+Data-parallel shards (``rows=(r0, r1)``, used by nlcore.accel.ddp): the stream keeps only rows
 r0..r1-1 of the B-row layout above (L still computed from the global B), so rank k of N owns
 rows [k·B/N, (k+1)·B/N) of every window and each row's carried state stays on one rank.
 """
@@ -76,7 +76,7 @@ class CharStream:
                 f"{'seq_len=' + str(seq_len) if drop_last else '1'} (need at least {need} "
                 f"characters, or a smaller batch_size / seq_len)"
             )
-        # nlcore.distributed: a shard keeps rows r0..r1-1 of the global B-row layout (L from B)
+        # nlcore.accel.ddp: a shard keeps rows r0..r1-1 of the global B-row layout (L from B)
         r0, r1 = (0, batch_size) if rows is None else rows
         if not (_is_int(r0) and _is_int(r1) and 0 <= r0 < r1 <= batch_size):
             raise ValueError(f"rows must be (r0, r1) with 0 <= r0 < r1 <= batch_size={batch_size}, got {rows!r}")

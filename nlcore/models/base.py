@@ -27,6 +27,22 @@ from torch import nn
 State = dict[str, torch.Tensor]
 
 
+def state_dtype(model: nn.Module) -> torch.dtype:
+    """float32, or float64 for a float64 model: the dtype recurrent state is carried in."""
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
+
+
+def split_state(state: State, i: int) -> State:
+    """Layer i's part of a stacked model's state (keys "i.<name>"), with the prefix removed."""
+    p = f"{i}."
+    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
+
+
+def join_state(parts: list[State]) -> State:
+    """The inverse of `split_state`: one state dict with layer i's keys prefixed "i."."""
+    return {f"{i}.{k}": v for i, st in enumerate(parts) for k, v in st.items()}
+
+
 class Resets(NamedTuple):
     mask: torch.Tensor  # (B, T) bool, on the model's device
     cuts: tuple[int, ...]  # positions 0 < t < T where some row resets (host ints, sorted)
@@ -72,7 +88,7 @@ class SequenceModel(nn.Module):
         return self.tap_fn is not None and (self.tap_names is None or name in self.tap_names)
 
     def compile_parts(self, compile_fn: Callable[[Callable], Callable]) -> None:
-        """Compile the parts this model routes through `part` (nlcore.compiling); by default the
+        """Compile the parts this model routes through `part` (nlcore.accel.compile); by default the
         model names none. Subclasses list theirs in ``compiled_parts``."""
         self._compiled = {name: compile_fn(getattr(self, name)) for name in self.compiled_parts}
 

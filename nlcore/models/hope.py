@@ -32,7 +32,7 @@ The forward pass then runs in segments of C_1 tokens through the whole stack, wi
 first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
 chain's fast weights only), also under `torch.no_grad()` evaluation.
 
-Compiled parts (`SequenceModel.compile_parts`, nlcore.compiling): a whole block (`_block`: the
+Compiled parts (`SequenceModel.compile_parts`, nlcore.accel.compile): a whole block (`_block`: the
 self-modifying memory with its norm, projections, gates and chunk loop, then the chain MLPs with
 their fast weights as inputs) and the head (`_head`). The segment loop, the loss and
 `torch.autograd.grad` of the in-forward writes stay eager (dynamo does not trace autograd.grad);
@@ -48,10 +48,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlcore.models.base import Resets, SequenceModel, State
+from nlcore.models.base import Resets, SequenceModel, State, join_state, split_state, state_dtype
 from nlcore.models.memory_layers import SelfModifyingMemory, bounds, keep_at, zero_rows
-from nlcore.models.nested_lstm import state_dtype
-from nlcore.models.titans import join_state, split_state
 
 
 class ChainMLP(nn.Module):
@@ -76,7 +74,7 @@ class ChainMLP(nn.Module):
 
 
 class HOPE(SequenceModel):
-    compiled_parts = ("_block", "_head")  # nlcore.compiling; see the module docstring
+    compiled_parts = ("_block", "_head")  # nlcore.accel.compile; see the module docstring
 
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",

@@ -1,4 +1,4 @@
-r"""Sequence-mixing layers built on the fast-weight memories of `nlcore.memory`.
+r"""Sequence-mixing layers built on the fast-weight memories of `nlcore.ops`.
 
 Both layers read a pre-normed input u (B, T, d), split it into H heads of width dh = d / H, and
 keep one memory per (row, head) as recurrent state, so every row of a batch has its own memory
@@ -51,10 +51,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nlcore.memory.hope_chunk import hope_chunks
-from nlcore.memory.linear import linear_memory
-from nlcore.memory.mlp import mlp_memory
 from nlcore.models.base import Resets, State
+from nlcore.ops.hope_chunk import hope_chunks
+from nlcore.ops.linear_memory import linear_memory
+from nlcore.ops.mlp_memory import mlp_memory
 
 
 def heads(x: torch.Tensor, H: int) -> torch.Tensor:

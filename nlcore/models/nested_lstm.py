@@ -31,24 +31,8 @@ import math
 import torch
 from torch import nn
 
-from nlcore.models.base import Resets, SequenceModel, State
-
-
-def state_dtype(model: nn.Module) -> torch.dtype:
-    """float32, or float64 for a float64 model: the dtype recurrent state is carried in."""
-    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
-
-
-class FFN(nn.Module):
-    def __init__(self, d_model: int, d_ff: int, activation: str = "gelu", dropout: float = 0.0) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(d_model, d_ff)
-        self.fc2 = nn.Linear(d_ff, d_model)
-        self.act = nn.GELU() if activation == "gelu" else nn.ReLU()
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:  # (B, T, d) -> (B, T, d)
-        return self.drop(self.fc2(self.act(self.fc1(u))))
+from nlcore.models.base import Resets, SequenceModel, State, state_dtype
+from nlcore.models.layers import FFN
 
 
 def run_lstm(lstm: nn.LSTM, e: torch.Tensor, h: torch.Tensor, c: torch.Tensor,
@@ -145,7 +129,7 @@ class NestedLSTM(SequenceModel):
         new[f"mem_{name}"] = a * m * (last < 0).to(m.dtype).unsqueeze(1) + (1 - a) * mean
         return u + read * (~seen).to(u.dtype).unsqueeze(-1)
 
-    # the post-recurrence maths of the tier-4 form, split at the taps (nlcore.compiling)
+    # the post-recurrence maths of the tier-4 form, split at the taps (nlcore.accel.compile)
     compiled_parts = ("_embed", "_tail", "_rest", "_medium", "_slow", "_out")
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d), stored time-major

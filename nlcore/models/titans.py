@@ -11,7 +11,7 @@ reset per row at document starts, so persistent state and `state.reset=doc` work
 All parameters belong to the "fast" CMS level (the embedding and head to `embed_level` /
 `head_level`): the memories are the model's inner, higher-frequency learners.
 
-Compiled parts (`SequenceModel.compile_parts`, nlcore.compiling): a whole block (`_block`: both
+Compiled parts (`SequenceModel.compile_parts`, nlcore.accel.compile): a whole block (`_block`: both
 norms, the memory's projections, gates, chunk-parallel memory and output gate, the FFN and both
 residual adds) and the head (`_head`). The block's modules are arguments, not constants, so the
 n_layers blocks share one compiled graph (their parameters are its inputs: one compilation per
@@ -26,18 +26,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nlcore.models.base import Resets, SequenceModel, State
+from nlcore.models.base import Resets, SequenceModel, State, join_state, split_state, state_dtype
+from nlcore.models.layers import FFN
 from nlcore.models.memory_layers import TitansMemory, keep_at, zero_rows
-from nlcore.models.nested_lstm import FFN, state_dtype
-
-
-def split_state(state: State, i: int) -> State:
-    p = f"{i}."
-    return {k[len(p):]: v for k, v in state.items() if k.startswith(p)}
-
-
-def join_state(parts: list[State]) -> State:
-    return {f"{i}.{k}": v for i, st in enumerate(parts) for k, v in st.items()}
 
 
 class TitansLM(SequenceModel):
@@ -67,7 +58,7 @@ class TitansLM(SequenceModel):
         return join_state([{k: torch.zeros(batch_size, *s, device=device, dtype=dt)
                             for k, s in m.state_shapes().items()} for m in self.mems])
 
-    compiled_parts = ("_block", "_head")  # nlcore.compiling; see the module docstring
+    compiled_parts = ("_block", "_head")  # nlcore.accel.compile; see the module docstring
 
     @staticmethod
     def _block(mem: TitansMemory, n1: nn.LayerNorm, ffn: FFN, n2: nn.LayerNorm, h: torch.Tensor, st: State,

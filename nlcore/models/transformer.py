@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlcore.models.base import Resets, SequenceModel, State
-from nlcore.models.nested_lstm import FFN
+from nlcore.models.layers import FFN
 
 
 def rope_angles(seq_len: int, head_dim: int, *, base: float = 10000.0, device=None,

@@ -5,7 +5,7 @@ GEMMs in the HOPE loop's backward where the forward runs CUDA-core float32 GEMMs
     PYTHONPATH=$PWD python3 scripts/gpu/autocast_backward_check.py
 
 One HOPE memory layer (`SelfModifyingMemory`, the 06 shapes: 16 rows x 512, d 256, 4 heads) on
-CUDA, compiled by `nlcore.compiling.compiler("inductor")` (nlcore's settings): gradients of its
+CUDA, compiled by `nlcore.accel.compile.compiler("inductor")` (nlcore's settings): gradients of its
 parameters and input from (a) eager float64 (the reference), (b) eager float32 with no autocast,
 (c) compiled float32 with no autocast, (d) eager under bf16 autocast (forward only, as training
 runs it: the projections in bf16, the memory loop in float32), (e) compiled under bf16 autocast.
@@ -20,7 +20,7 @@ import copy
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from nlcore.compiling import compiler
+from nlcore.accel.compile import compiler
 from nlcore.models.memory_layers import SelfModifyingMemory
 
 

@@ -1,4 +1,4 @@
-"""GPU self-check of ``fast_path="graph"`` (nlcore.fastpath) on the seed preset.
+"""GPU self-check of ``fast_path="graph"`` (nlcore.accel.cuda_graph) on the seed preset.
 
 Usage, from the repository root on the GPU machine:
 
@@ -35,8 +35,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from nlcore import bench, repro  # noqa: E402
-from nlcore.floor import ms_per_call, recurrence_floor  # noqa: E402
+from nlcore import repro  # noqa: E402
+from nlcore.bench import step as bench
+from nlcore.bench.floor import ms_per_call, recurrence_floor  # noqa: E402
 
 SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01", "surprise.impl=fast"]
 PLAIN = ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"]
@@ -73,7 +74,7 @@ def corpus_overrides(choice: str) -> list[str]:
         return []
     try:  # auto: the seed's corpus when its files are there
         from nlcore.config import preset
-        from nlcore.train import load_data
+        from nlcore.training.trainer import load_data
 
         load_data(preset("seed"))
         return []
@@ -139,7 +140,7 @@ def event_ms(fn, iters: int) -> float:
 
 
 def lstm_floor(batch: int, graphed: bool, windows: int = 10, iters: int = 20) -> dict:
-    """The recurrence floor of the seed shape (nlcore.floor), eager or graphed."""
+    """The recurrence floor of the seed shape (nlcore.bench.floor), eager or graphed."""
     lstm = torch.nn.LSTM(256, 256, batch_first=True).cuda()
     return recurrence_floor(lstm, batch, 256, amp=True, windows=windows, steps=iters, graphed=graphed)
 

@@ -1,5 +1,5 @@
 """How far the compiled (aot_eager) HOPE model's outputs and gradients are from the uncompiled ones,
-per tensor, in float32 and float64 (diagnostic for tests/test_compiling_memory.py on a GPU).
+per tensor, in float32 and float64 (diagnostic for tests/accel/test_compile_memory.py on a GPU).
 
     PYTHONPATH=$PWD python3 scripts/gpu/compile_gap.py [cuda|cpu]
 """

@@ -3,8 +3,8 @@
     PYTHONPATH=$PWD python3 scripts/gpu/compile_probe.py MODE [CONFIG ...]
 
 MODE: default | max-autotune-no-cudagraphs | coordinate (coordinate-descent tuning of the
-Triton kernels). Patches nlcore.compiling's torch.compile call for this process only and prints
-the bench's median step time of each configuration (nlcore.bench.NAMED names).
+Triton kernels). Patches nlcore.accel.compile's torch.compile call for this process only and prints
+the bench's median step time of each configuration (nlcore.bench.step.NAMED names).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import time
 
 import torch
 
-from nlcore import bench, compiling
+from nlcore.accel import compile as compiling
+from nlcore.bench import step as bench
 
 
 def patch(mode: str) -> None:

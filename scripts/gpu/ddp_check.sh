@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Data-parallel training (nlcore.distributed) on 1 vs 2 GPUs, seed model, fast_path auto (graph).
+# Data-parallel training (nlcore.accel.ddp) on 1 vs 2 GPUs, seed model, fast_path auto (graph).
 #  1. Throughput (chars/s) at global batches 512, 1024, 2048, 4096 x 256 characters: 1 GPU alone,
 #     then 2 GPUs under torchrun (B/2 rows each). Speedup = 2-GPU / 1-GPU chars/s at the same
 #     global batch, reported at the batch that saturates one GPU (the smallest whose 1-GPU chars/s
@@ -24,10 +24,10 @@ if [[ "${NLCORE_DDP_CHECK_SMOKE:-0}" == 1 ]]; then
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 echo "== 1 process (1 GPU)"
-timeout 100 "$PY" -m nlcore.distributed check --out "$tmp/one.json" ${args[@]+"${args[@]}"} || echo "!! the 1-GPU part failed (rc $?)"
+timeout 100 "$PY" -m nlcore.bench.ddp_check check --out "$tmp/one.json" ${args[@]+"${args[@]}"} || echo "!! the 1-GPU part failed (rc $?)"
 echo "== 2 processes under torchrun (2 GPUs)"
 timeout 125 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 \
-  -m nlcore.distributed check --out "$tmp/two.json" ${args[@]+"${args[@]}"} || echo "!! the 2-GPU part failed (rc $?)"
+  -m nlcore.bench.ddp_check check --out "$tmp/two.json" ${args[@]+"${args[@]}"} || echo "!! the 2-GPU part failed (rc $?)"
 echo "== report -> $out"
-"$PY" -m nlcore.distributed report "$out" "$tmp/one.json" "$tmp/two.json"
+"$PY" -m nlcore.bench.ddp_check report "$out" "$tmp/one.json" "$tmp/two.json"
 rm -rf "$tmp"

@@ -11,7 +11,7 @@ one GPU), then
   1. scores valid and test statically (the trainer's own evaluation);
   2. picks the dynamic-evaluation lr from LRS (decay 0) by bpc on the first SWEEP_WINDOWS
      windows of valid (a choice made on valid only);
-  3. scores the whole of valid and test with dynamic evaluation at that lr (nlcore.dynamic_eval:
+  3. scores the whole of valid and test with dynamic evaluation at that lr (nlcore.training.dynamic_eval:
      score each window, then one SGD step on its loss).
 One JSON per run: OUTDIR/<label>/seed<k>.json with the config, the sweep and all four numbers.
 """
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from nlcore import repro
 from nlcore.config import apply_overrides, preset
-from nlcore.dynamic_eval import dynamic_evaluate
 from nlcore.experiments import EXPERIMENTS
-from nlcore.train import Trainer
+from nlcore.training.dynamic_eval import dynamic_evaluate
+from nlcore.training.trainer import Trainer
 
 LRS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)  # a first run (1e-4 .. 3e-2) chose its top, 3e-2, every time
 if os.environ.get("DYN_LRS"):

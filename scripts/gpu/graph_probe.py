@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from nlcore.fastpath import capture
+from nlcore.accel.cuda_graph import capture
 
 
 def graph_ms(step, reps: int = 50, windows: int = 5) -> tuple[list[float], torch.cuda.CUDAGraph]:
-    """step captured in a CUDA graph (nlcore.fastpath.capture), then `windows` timings of `reps`
+    """step captured in a CUDA graph (nlcore.accel.cuda_graph.capture), then `windows` timings of `reps`
     replays each (CUDA events): ms per replay by window, and the graph."""
     graph = capture(step, torch.device("cuda"), warmup=5)
     ms = []

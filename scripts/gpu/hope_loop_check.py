@@ -1,4 +1,4 @@
-"""The fused HOPE loop's kernels (nlcore.memory.hope_loop) against its float64 PyTorch loops on CUDA,
+"""The fused HOPE loop's kernels (nlcore.ops.hope_loop) against its float64 PyTorch loops on CUDA,
 error by output and chunk (a diagnostic for kernel changes; the tests assert the same bar).
 
     PYTHONPATH=$PWD python3 scripts/gpu/hope_loop_check.py [dh m rows prec warps_keys warps_state]
@@ -10,8 +10,8 @@ import sys
 
 import torch
 
-from nlcore.memory import hope_loop
-from tests.test_memory_hope_loop import inputs
+from nlcore.ops import hope_loop
+from tests.ops.test_hope_loop import inputs
 
 
 def errors(got, ref) -> str:

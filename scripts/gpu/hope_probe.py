@@ -1,4 +1,4 @@
-"""HOPE's chunk loop (`nlcore.memory.hope_chunk.hope_chunks`) alone at the 06 layer shape, compiled
+"""HOPE's chunk loop (`nlcore.ops.hope_chunk.hope_chunks`) alone at the 06 layer shape, compiled
 and CUDA-graphed, forward + backward (diagnostics for issue 9's throughput line, not a result).
 
     PYTHONPATH=$PWD python3 scripts/gpu/hope_probe.py [LABEL]
@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from graph_probe import graph_ms, kernel_report  # scripts/gpu, on sys.path when run as a file
 
-from nlcore.memory import hope_chunk, hope_loop
-from nlcore.memory.hope_chunk import hope_chunks
+from nlcore.ops import hope_chunk, hope_loop
+from nlcore.ops.hope_chunk import hope_chunks
 
 
 def inputs(B=16, H=4, T=512, dh=64, device="cuda", seed=0) -> dict:

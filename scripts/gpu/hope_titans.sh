@@ -10,12 +10,12 @@ for phase in "$@"; do
   case $phase in
     speed)
       mkdir -p "$out/bench"
-      python3 -m nlcore.memory.speed --window 2048 --batch 8 --graph --out "$out/bench/memory_paths.json" ;;
+      python3 -m nlcore.bench.memory_paths --window 2048 --batch 8 --graph --out "$out/bench/memory_paths.json" ;;
     bench)
       mkdir -p "$out/bench"
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
         --out "$out/bench/models_06.json" --configs nested_lstm transformer transformer_eager titans \
-        titans_linear hope hope_outer ;;  # nlcore.bench.MODELS_06
+        titans_linear hope hope_outer ;;  # nlcore.bench.step.MODELS_06
     *)
       stem=${phase%%:*}
       "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"

@@ -1,6 +1,6 @@
 """Is the training step host-bound? (diagnostics for the speed issue, not a result)
 
-    PYTHONPATH=$PWD python3 scripts/gpu/host_probe.py [CONFIG ...]   (names of nlcore.bench.NAMED)
+    PYTHONPATH=$PWD python3 scripts/gpu/host_probe.py [CONFIG ...]   (names of nlcore.bench.step.NAMED)
 
 For each configuration: the device time per step (CUDA events over 50 steps, the bench's way)
 and the host's own time per step measured while the GPU is kept busy by a long sleep kernel
@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from nlcore import bench
+from nlcore.bench import step as bench
 
 
 def host_ms(tr, n: int = 20, reps: int = 5) -> float:

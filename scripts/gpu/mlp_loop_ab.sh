@@ -12,7 +12,7 @@ out=$3
 shift 3
 mkdir -p "$out"
 settings='import os, sys
-from nlcore.memory import mlp, mlp_loop
+from nlcore.ops import mlp_memory as mlp, mlp_loop
 mlp.LOOP = os.environ.get("LOOP", mlp.LOOP)
 mlp_loop.PRECISION = os.environ.get("PREC", mlp_loop.PRECISION)
 mlp_loop.BLOCK = int(os.environ.get("BLOCK", mlp_loop.BLOCK))
@@ -25,7 +25,7 @@ sys.exit(main(sys.argv[1:]))'
 for phase in "$@"; do
   case $phase in
     tests)
-      timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_memory_mlp_loop.py tests/test_memory_mlp.py 2>&1 \
+      timeout 240 python3 -m pytest -q -p no:cacheprovider tests/ops/test_mlp_loop.py tests/ops/test_mlp_memory.py 2>&1 \
         | tail -5 > "$out/tests.log" ;;
     tail)  # bwd_tail's settings; the best (tf32x3) goes to the later phases as TAIL="units warps"
       timeout 200 python3 scripts/gpu/mlp_tail_sweep.py > "$out/tail.log" 2>&1

@@ -16,7 +16,7 @@ import statistics
 
 import torch
 
-from nlcore.memory import mlp_loop
+from nlcore.ops import mlp_loop
 
 
 def timed(fn, reps: int = 20) -> float:
@@ -43,7 +43,7 @@ def rel(got, want) -> float:
 
 def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False
-    from tests.test_memory_mlp_loop import inputs
+    from tests.ops.test_mlp_loop import inputs
 
     B, H, N, C, d, h, m = 16, 4, 8, 64, 64, 128, 2
     x = inputs(B=B, H=H, N=N, C=C, d=d, h=h, m=m, device="cuda")  # float64

@@ -6,8 +6,8 @@
 Shape of one Titans layer of results/bench/models_06.json: B 16, H 4, T 512, d 64, h_dim 128,
 momentum, chunk 64. Prints the median of 5 windows of 50 graph replays. Run it with PYTHONPATH on
 two checkouts to compare two revisions on one machine; PROFILE=1 adds the kernel table of 10 replays.
-LOOP=autograd|op sets nlcore.memory.mlp.LOOP (the default, auto, runs mlp_loop's Triton kernels on
-CUDA); PREC=tf32x3, BLOCK, ROWS_PER_TILE (ROWS) and WARPS set nlcore.memory.mlp_loop's kernel settings.
+LOOP=autograd|op sets nlcore.ops.mlp_memory.LOOP (the default, auto, runs mlp_loop's Triton kernels on
+CUDA); PREC=tf32x3, BLOCK, ROWS_PER_TILE (ROWS) and WARPS set nlcore.ops.mlp_loop's kernel settings.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import torch
 import torch.nn.functional as F
 from graph_probe import graph_ms, kernel_report  # scripts/gpu, on sys.path when run as a file
 
-from nlcore.memory import mlp, mlp_loop
-from nlcore.memory.mlp import mlp_memory
+from nlcore.ops import mlp_loop
+from nlcore.ops import mlp_memory as mlp
+from nlcore.ops.mlp_memory import mlp_memory
 
 
 def main(label: str) -> None:

@@ -12,12 +12,12 @@ import itertools
 
 import torch
 
-from nlcore.memory import mlp_loop
+from nlcore.ops import mlp_loop
 from scripts.gpu.mlp_loop_sweep import timed
 
 
 def main() -> None:
-    from tests.test_memory_mlp_loop import inputs
+    from tests.ops.test_mlp_loop import inputs
 
     B, H, N, C, d, h, m = 16, 4, 8, 64, 64, 128, 2
     x = [t if t is None else t.float() for t in inputs(B=B, H=H, N=N, C=C, d=d, h=h, m=m, device="cuda")]

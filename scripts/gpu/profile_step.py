@@ -5,7 +5,7 @@
 floor:   the cuDNN LSTM recurrence alone (forward + backward of one (B, 256, 256) window, bf16,
          CUDA-graphed): the floor under the seed model's step, for batches 32..512.
 seed:    torch.profiler kernel tables of the seed model's and the plain LSTM's training steps.
-memory:  torch.profiler tables of the chunk paths of nlcore.memory.speed (one 2048 window).
+memory:  torch.profiler tables of the chunk paths of nlcore.bench.memory_paths (one 2048 window).
 gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): device busy vs span,
          and the longest idle gaps between consecutive kernels with the kernels around them.
 models:  torch.profiler tables and timelines of the 06 models' training steps (the shapes of
@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from nlcore import bench
-from nlcore.floor import recurrence_floor
+from nlcore.bench import step as bench
+from nlcore.bench.floor import recurrence_floor
 
 
 def floor() -> None:
@@ -59,7 +59,7 @@ def seed() -> None:
 
 
 def memory() -> None:
-    from nlcore.memory.speed import _case
+    from nlcore.bench.memory_paths import _case
 
     for kind in ("linear", "mlp", "hope_layer"):
         fn = _case(kind, "chunk", 8, 4, 2048, 64, 64, torch.device("cuda"))

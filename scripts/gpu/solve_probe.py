@@ -1,11 +1,11 @@
 """The chunk paths' unit lower-triangular solves on the GPU: cuBLAS trsm vs the Triton inverse
-(nlcore.memory.tri), forward and forward + backward, at the shapes of the 06 models.
+(nlcore.ops.triangular), forward and forward + backward, at the shapes of the 06 models.
 
     PYTHONPATH=$PWD python3 scripts/gpu/solve_probe.py
 
 Shapes: Titans linear solves all chunks of a layer at once (16 rows x 4 heads x 8 chunks = 512
 systems of 64 with 2 dk + dv = 192 right-hand sides); HOPE solves one chunk at a time (64 systems,
-dv = 3 dh = 192). Median of 7 repeats of 50 calls each (nlcore.floor.ms_per_call).
+dv = 3 dh = 192). Median of 7 repeats of 50 calls each (nlcore.bench.floor.ms_per_call).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import statistics
 
 import torch
 
-from nlcore.floor import ms_per_call
-from nlcore.memory import tri
+from nlcore.bench.floor import ms_per_call
+from nlcore.ops import triangular as tri
 
 
 def case(n: int, C: int, m: int, path: str, backward: bool) -> float:
@@ -47,7 +47,7 @@ def main() -> None:
             t = {p: case(n, 64, 192, p, bwd) for p in ("solve", "inverse")}
             print(f"{label:28s} {'fwd+bwd' if bwd else 'fwd    '}: trsm {t['solve']:7.1f} us, "
                   f"Triton inverse + matmuls {t['inverse']:7.1f} us, x{t['solve'] / t['inverse']:.2f}")
-    from nlcore.memory.tri import _inverse_kernels
+    from nlcore.ops.triangular import _inverse_kernels
 
     _, rows_kernel, _ = _inverse_kernels()
     for n in (512, 64):

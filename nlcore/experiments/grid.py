@@ -1,0 +1,136 @@
+"""Multi-seed experiments: a grid of named configurations x seeds, run and aggregated.
+
+Each (configuration, seed) is one `python -m nlcore train` run in its own directory
+``<out>/runs/<config>/seed<k>/`` (its own meta.json, metrics.jsonl, summary.json), started as a
+subprocess so several small runs can share one GPU. A run whose summary.json exists is not
+run again, and an interrupted one resumes from its checkpoint, so nothing is lost on a crash.
+The experiment is then aggregated into ``<out>/runs.csv`` (tidy), ``<out>/summary.json``
+(mean and bootstrap 95 % CI across seeds per configuration and metric) and ``<out>/meta.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from nlcore.config import apply_overrides, preset
+
+METRICS = ("valid_bpc", "test_bpc", "train_loss_last100", "train_ppl_last100", "chars_per_s",
+           "valid_bpc_dynamic", "test_bpc_dynamic")  # the last two only where dynamic_eval_lr > 0
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    label: str
+    preset: str
+    overrides: tuple[str, ...] = ()
+
+
+def parse_config_arg(arg: str, default_preset: str) -> GridConfig:
+    """'label: key=v key=v' or 'label@preset: key=v ...' -> GridConfig (validated now)."""
+    head, _, rest = arg.partition(":")
+    label, _, pre = head.strip().partition("@")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", label or ""):
+        raise ValueError(f"--config: bad label {label!r} (letters, digits, '.', '-' and '_')")
+    gc = GridConfig(label, pre or default_preset, tuple(shlex.split(rest)))
+    apply_overrides(preset(gc.preset), list(gc.overrides))  # fail early on bad keys
+    return gc
+
+
+def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, *, jobs: int = 1,
+             common: tuple[str, ...] = (), python: str = sys.executable, echo: bool = True) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for gc in configs:
+        for seed in seeds:
+            run_dir = out / "runs" / gc.label / f"seed{seed}"
+            if (run_dir / "summary.json").exists():
+                continue
+            sets = [*common, *gc.overrides, f"seed={seed}"]
+            cmd = [python, "-m", "nlcore", "train", "--preset", gc.preset, "--out", str(run_dir),
+                   "--resume", "--no-progress", *[a for s in sets for a in ("--set", s)]]
+            todo.append((gc.label, seed, run_dir, cmd))
+    t0 = time.time()
+    if jobs == 0:  # in-process, sequential (smoke mode: no interpreter start-up per run)
+        from nlcore.config import apply_overrides as _apply
+        from nlcore.training.trainer import Trainer
+
+        for label, seed, run_dir, cmd in todo:
+            gc = next(g for g in configs if g.label == label)
+            cfg = _apply(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
+            s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(resume=True)
+            if echo:
+                print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} bpc ({time.time() - t0:.0f} s)",
+                      flush=True)
+        todo = []
+    running: list[tuple[str, int, Path, subprocess.Popen]] = []
+    failures = []
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    while todo or running:
+        while todo and len(running) < jobs:
+            label, seed, run_dir, cmd = todo.pop(0)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            log = open(run_dir / "train.log", "w")
+            running.append((label, seed, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
+            if echo:
+                print(f"[{name}] start {label} seed {seed}", flush=True)
+        time.sleep(0.5)
+        for item in list(running):
+            label, seed, run_dir, proc = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            if proc.returncode != 0:
+                failures.append((label, seed, run_dir))
+                tail = (run_dir / "train.log").read_text()[-2000:]
+                print(f"[{name}] FAILED {label} seed {seed} (exit {proc.returncode})\n{tail}", flush=True)
+            elif echo:
+                s = json.loads((run_dir / "summary.json").read_text())
+                print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} test {s['test_bpc']:.4f} "
+                      f"bpc, {s['chars_per_s'] / 1e6:.2f} M chars/s ({time.time() - t0:.0f} s)", flush=True)
+    if failures:
+        raise RuntimeError(f"{len(failures)} run(s) failed: {[(a, b) for a, b, _ in failures]}")
+    return aggregate(name, configs, seeds, out)
+
+
+def collect(out: Path, labels: list[str] | None = None) -> pd.DataFrame:
+    """Tidy rows (config, seed, metric, value) from every run summary under out/runs."""
+    rows = []
+    for summ in sorted((out / "runs").glob("*/seed*/summary.json")):
+        label, seed = summ.parent.parent.name, int(summ.parent.name[4:])
+        if labels is not None and label not in labels:
+            continue
+        s = json.loads(summ.read_text())
+        for m in METRICS:
+            if s.get(m) is not None:
+                rows.append({"config": label, "seed": seed, "metric": m, "value": float(s[m])})
+    return pd.DataFrame(rows, columns=["config", "seed", "metric", "value"])
+
+
+def aggregate(name: str, configs: list[GridConfig], seeds: list[int], out: Path) -> pd.DataFrame:
+    from nlcore import repro
+    from nlcore.results import write_experiment
+
+    df = collect(out, [gc.label for gc in configs])
+    run_metas = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("*/seed*/meta.json"))
+                 if p.parent.parent.name in {gc.label for gc in configs}]
+    revisions = sorted({json.dumps(m.get("git"), sort_keys=True) for m in run_metas})
+    meta = {
+        "experiment": name, "command": " ".join(shlex.quote(a) for a in sys.argv), "seeds": list(seeds),
+        "configs": {gc.label: {"preset": gc.preset, "overrides": list(gc.overrides)} for gc in configs},
+        "git": repro.git_info(),  # where the aggregation ran; the runs' own revisions below
+        "run_revisions": [json.loads(r) for r in revisions],
+        "run_environment": run_metas[0].get("environment") if run_metas else None,
+        "environment": repro.capture_environment(),
+    }
+    write_experiment(out, df, meta=meta)
+    return df

@@ -1,0 +1,189 @@
+r"""HOPE's self-modifying memory over full chunks, few kernels per chunk (forward and backward).
+
+`SelfModifyingMemory` (nlcore.models.memory_layers) generates each chunk's keys and targets
+from the memories' states at the chunk start, so the chunks run in a Python loop; every op in
+that loop is a kernel launch per chunk, in the forward and again in the backward. This module
+is the same computation as one `linear.chunk_write` per chunk plus one batched `chunk_read`,
+arranged so that each chunk costs few ops:
+
+* Per (row, head) the carried state is one tensor Y (dv, m, dk) with dv = 3 dh the rows of
+  [M_mem; M_k; M_v] and m slots [D, S] (no S without momentum), D = M − M_init the memories'
+  difference from their initial weights. Retention pulls M toward M_init, so D follows the plain
+  gated recurrence of gates.py and M_init enters with weight 1 (with p = shift_prev(c)):
+
+      M_{t-1} k = M_init k + p.A_t D_0 k + p.P_t S_0 k − (writes)
+      D_C = c.A_C D_0 + c.P_C S_0 + (writes),   S_C = c.Bc_C S_0 + (writes)
+
+  M_k, M_v are D's rows plus M_init's (one add per chunk).
+  (An earlier arrangement carried M itself and M_init as a constant extra slot, one more slot of state
+  to move through every product and the state map; results/bench/profiles/NOTE.md.)
+* One matmul of the keys against [Y's rows; k; M_init] gives D_0 k, S_0 k, k kᵀ and M_init k at once; the slot
+  weights are contracted by one baddbmm that also subtracts the targets (the sign is folded into
+  the precomputed weights: the loop carries minus the prediction errors).
+* The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ (compiled: one
+  fused elementwise kernel). mix is expanded over the rows before the loop, so that each chunk's
+  backward reduces mix's gradient over dh only; the sum over rows runs once, after the loop.
+* `normalise` (L2) and the triangular solve have hand-written backwards with fewer ops than
+  autograd's decomposed ones; the solves are posed so that their results come back row-major
+  (no copies in the views that follow).
+* The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks; M_init q for
+  the whole window is one product.
+
+Where its Triton kernels run (CUDA, float32, chunk 64, dh 16/32/64) the loop is instead the op of
+nlcore.ops.hope_loop, a few launches per chunk with a hand-written backward (`FUSED`); the loop
+here is the path elsewhere, and the reads after either are the same code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from nlcore.ops import hope_loop
+from nlcore.ops.gates import chunk_coeffs, shift_prev, step_factors
+from nlcore.ops.hope_loop import hope_loop_fwd
+from nlcore.ops.triangular import rhs_grad, solve_forward
+
+EPS = 1e-12  # F.normalize's default
+FUSED: bool | None = None  # the loop as the op of hope_loop.py; None: where its Triton kernels run
+ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
+
+
+def _fused(x: Tensor, chunk: int) -> bool:
+    """Whether the loop runs as the fused op `hope_loop_fwd` (FUSED overrides: the tests compare both)."""
+    return hope_loop.kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
+
+
+def _elementwise() -> bool:
+    """Small contractions (over the state slots, or a dot product per row) as elementwise ops that
+    inductor fuses (when compiling), or as batched matmuls, fewer ops in eager mode (ELEMENTWISE
+    overrides: the tests compare both)."""
+    return torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
+
+
+class _Normalise(torch.autograd.Function):
+    """x / max(||x||, eps) along the last dim, as F.normalize (same values and gradients)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        r = n.clamp_min(EPS)
+        y = x / r
+        ctx.save_for_backward(y, n, r)
+        return y
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> Tensor:
+        y, n, r = ctx.saved_tensors
+        if _elementwise():  # compiled: fused; a batched matmul of 1 x dh by dh x 1 was a slow gemv kernel
+            dot = (gy * y).sum(-1, keepdim=True)  # <gy, y>: (..., 1)
+        else:  # eager: one op
+            dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)
+        dot = dot.masked_fill(n < EPS, 0.0)  # the norm is clamped there: no gradient through it
+        return torch.addcmul(gy, y, dot, value=-1.0) / r  # (gy - y <gy, y>) / r
+
+
+class _Solve(torch.autograd.Function):
+    """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
+    backward of few ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
+    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm.
+    The solves are nlcore.ops.triangular's (`solve_forward`, `rhs_grad`): on CUDA with Triton the
+    blocked Triton inverse and matmuls (the HOPE step ~10 % faster than with cuBLAS's trsm, see
+    tri.py), else two triangular solves."""
+
+    @staticmethod
+    def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
+        G, F, ctx.inverse = solve_forward(pK * kk, R)  # F: T = (I + L)^{-1} (inverse path) or L
+        ctx.save_for_backward(pK, kk, F, G)
+        return G
+
+    @staticmethod
+    def backward(ctx, gG: Tensor):
+        pK, kk, F, G = ctx.saved_tensors
+        gR = rhs_grad(F, gG, ctx.inverse)
+        C = F.shape[-1]
+        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ
+        return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
+
+
+def normalise(x: Tensor) -> Tensor:
+    """F.normalize(x, dim=-1) with a cheaper backward (tests/models/test_memory_layers.py gradchecks it)."""
+    return _Normalise.apply(x)
+
+
+def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None, init: Tensor,
+                D: Tensor, S: Tensor | None, chunk: int) -> tuple[Tensor, Tensor, Tensor | None]:
+    """All full chunks of one window: x, q (B, H, T, dh) with T a multiple of `chunk`; gates
+    (B, H, T) (beta None: no momentum); init (H, 3 dh, dh) the initial [M_mem; M_k; M_v] by rows;
+    D, S (B, H, 3 dh, dh) the carried differences from init and momenta. Returns M_mem's reads
+    y (B, H, T, dh) and the end (D, S)."""
+    B, H, T, dh = x.shape
+    N, C, m = T // chunk, chunk, 1 if beta is None else 2
+    dv = 3 * dh
+
+    def sp(t):  # (B, H, T, ...) -> (B, H, N, C, ...)
+        return t.unflatten(2, (N, C))
+
+    c = chunk_coeffs(sp(alpha), None if beta is None else sp(beta))
+    f = step_factors(sp(eta), c, shift_prev(c), beta is not None)  # (B, H, N, ...)
+
+    def loop(t):  # (B, H, N, ...) -> N contiguous (B, H, ...)
+        return t.movedim(2, 0).contiguous().unbind(0)
+
+    Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
+    if _fused(x, chunk):  # the loop as one op: Triton kernels, few launches per chunk (hope_loop.py)
+        Ys, k, G, _ = hope_loop_fwd(sp(x), f.pK, -f.pc, -f.ke, f.mix, init, Y)
+        return (_read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init), *_end(Ys[:, :, N], m))
+    ew = _elementwise()
+    mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
+    per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
+              loop(mixE))
+    Ikv = init[:, dh:]  # [M_k; M_v]'s init (H, 2 dh, dh)
+    initB = init.expand(B, H, dv, dh)  # init k rides in the keys' product with the state rows
+    Rs, Ks, Gs = [], [], []
+    for xs, pK, pcn, ken, mixn in per:
+        Fkv = Y.flatten(2, 3)[:, :, dh * m::m] + Ikv  # M_k, M_v = D's rows dh..3dh (slot 0) + init: (B, H, 2 dh, dk)
+        kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
+        kvt = torch.cat([kx, vx, vx @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
+        nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
+        k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
+        k = k.squeeze(-2)  # (B, H, C, dh)
+        rows = torch.cat([Y.flatten(2, 3), k, initB], 2)  # (B, H, dv m + C + dv, dk)
+        out = k @ rows.transpose(-1, -2)  # (B, H, C, dv m + C + dv)
+        kY, kk, kI = out.split([dv * m, C, dv], -1)  # [D_0, S_0] k by (row, slot); k kᵀ; init k
+        tgI = tg.reshape(B, H, C, dv) - kI  # targets minus init k (init's weight in M_{t-1} is 1)
+        if ew:  # contractions over the m slots as fused elementwise kernels (compiled)
+            R = tgI + (kY.view(B, H, C, dv, m) * pcn.view(B, H, C, 1, m)).sum(-1)
+            kc = (ken * k.unsqueeze(-2)).view(B, H, C, m * dh)  # ke_{t,j} k_t by slot j
+        else:  # as batched matmuls: fewer ops in eager mode
+            R = torch.baddbmm(tgI.reshape(-1, dv, 1), kY.reshape(-1, dv, m), pcn.view(-1, m, 1)).view(B, H, C, dv)
+            kc = (ken.view(-1, m, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, m * dh)
+        G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
+        GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
+        Rs.append(Y.flatten(2, 3)[:, :, :dh * m])  # what the read needs: M_mem's chunk-start slots, keys, G
+        Ks.append(rows[:, :, dv * m:dv * m + C])  # k as stored in rows: with k itself stacked the normalise
+        # kernel took 11 us per chunk, 3 us with this (and M_init in rows; probe_B/C.log in results/bench/profiles)
+        Gs.append(G[..., :dh])
+        if ew:
+            Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)
+        else:
+            Y = torch.baddbmm(GK.view(-1, m, dh), mixn.view(-1, m, m), Y.view(-1, m, dh)).view(B, H, dv, m, dh)
+    return (_read(torch.stack(Rs, 2), torch.stack(Ks, 2), torch.stack(Gs, 2), sp(q), q, f, init), *_end(Y, m))
+
+
+def _end(Y: Tensor, m: int) -> tuple[Tensor, Tensor | None]:
+    """The end state (B, H, dv, m, dk) as (D, S) (S None without momentum)."""
+    return Y[:, :, :, 0], (Y[:, :, :, 1] if m == 2 else None)
+
+
+def _read(Y0: Tensor, k: Tensor, G: Tensor, qc: Tensor, q: Tensor, f, init: Tensor) -> Tensor:
+    """M_mem's reads, batched over chunks, from its chunk-start slots Y0 (B, H, N, dh m, dk), the keys
+    k (B, H, N, C, dh) and G's M_mem columns (B, H, N, C, dh); q (B, H, T, dh), qc its chunks:
+    y_t = init q_t + Σ_j cc_tj (slot j) q_t − Σ_{s<=t} c.K[t,s] eta_s (k_s·q_t) G_s, the slot term
+    transposed (Y0 q_tᵀ, not q Y0ᵀ) so that Y0's gradient comes back row-major. Returns y (B, H, T, dh)."""
+    dh = q.shape[-1]
+    qYT = (Y0 @ qc.transpose(-1, -2)).unflatten(-2, (dh, Y0.shape[-2] // dh))  # (B, H, N, dh, m, C)
+    y = (qYT * f.cc.transpose(-1, -2).unsqueeze(-3)).sum(-2).transpose(-1, -2)  # (B, H, N, C, dh)
+    y = y + (f.cK * (qc @ k.transpose(-1, -2))) @ G
+    return y.flatten(2, 3) + q @ init[:, :dh].transpose(-1, -2)  # + init q

@@ -1,0 +1,141 @@
+r"""Batched unit lower-triangular solves for the chunk-parallel memories.
+
+The chunk form of the delta rule (nlcore.ops.linear_memory, nlcore.ops.hope_chunk) needs, per
+chunk of C tokens, the solution of a unit lower-triangular system
+
+    (I + L) G = R,    L (..., C, C) strictly lower,   R (..., C, n),   G (..., C, n),
+
+and its backward  gR = (I + L)^{-T} gG,  gL = −tril(gR Gᵀ, −1)  (only L's strictly lower part is
+used; its entries on and above the diagonal get no gradient).
+
+Two ways to compute it, equal up to rounding (tests/ops/test_triangular.py):
+
+* ``"solve"``: `torch.linalg.solve_triangular` forward and backward (cuBLAS's batched trsm on a
+  GPU). Any device and dtype.
+* ``"inverse"``: T = (I + L)^{-1} once, then G = T R and gR = Tᵀ gG, both batched matmuls. T comes
+  from the custom op ``nlcore::unit_lower_inverse``: on a CUDA device with Triton installed, one
+  Triton program per matrix runs the forward substitution  T_i = e_i − Σ_{j<i} L_ij T_j  over the
+  rows (`tri_kernels.py`: in 4 x 4 blocks for C = 64 or 128 in float32); elsewhere
+  `solve_triangular(L, I)`. On an H100 cuBLAS's batched trsm took ~160 us per call, forward and
+  again backward, for the Titans-linear layer's 512 systems of 64 with 192 right-hand sides
+  (results/bench/profiles/models_c5b6bfc.log); the blocked kernel takes 25 us for them and 23 us
+  for HOPE's 64 systems per chunk (solve_probe_5e73c5c.txt). In the compiled, graphed HOPE (outer
+  CMS) step the inverse path gave 12.41 ms against trsm's 13.87 ms (hope_outer_trsm_5e73c5c.json
+  and history/models_06_5e73c5c.json, same machine).
+
+``"auto"`` (the default, `PREFERRED`) takes ``"inverse"`` when the Triton kernel can run (a CUDA
+tensor and Triton importable), else ``"solve"``. Forming T explicitly is accurate enough here: the
+systems come from unit keys and step sizes in (0, 1), and on the H100 T differed from trsm's by
+at most 2.4e-7 (float32, solve_probe_5e73c5c.txt); the memories' exactness tests run both paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+from torch import Tensor
+
+METHODS = ("auto", "solve", "inverse")
+
+
+_HAS_TRITON = importlib.util.find_spec("triton") is not None  # looked up, not imported
+
+
+def triton_available() -> bool:
+    """Whether Triton is installed: a global read, so torch.compile traces it without a break."""
+    return _HAS_TRITON
+
+
+@functools.lru_cache(maxsize=1)
+def _inverse_kernels():
+    """The Triton kernels (nlcore.ops.triangular_kernels, imported on first use)."""
+    import triton
+
+    from nlcore.ops import triangular_kernels as tri_kernels
+
+    return triton, tri_kernels.rows_kernel, tri_kernels.blocks_kernel
+
+
+def triton_inverse(L: Tensor) -> Tensor:
+    """(I + L)^{-1} by a Triton kernel (CUDA, or CPU under TRITON_INTERPRET=1); L (..., C, C).
+    C = 64 or 128 (float32): by 4 x 4 blocks; any other C: row by row."""
+    triton, rows_kernel, blocks_kernel = _inverse_kernels()
+    C = L.shape[-1]
+    Lc = L.contiguous()
+    n = Lc.numel() // (C * C) if C else 0
+    T = torch.empty_like(Lc)  # either kernel writes every entry, zeros above the diagonal
+    if not n:
+        return T
+    if C in (64, 128) and Lc.dtype == torch.float32:
+        blocks_kernel[(n,)](Lc, T, C=C, B=C // 4, num_warps=4)
+    else:
+        rows_kernel[(n,)](Lc, T, C=C, BC=triton.next_power_of_2(C), num_warps=4 if C <= 64 else 8)
+    return T
+
+
+# a custom op (registered when this module is imported), so that torch.compile calls it as one
+# opaque kernel instead of tracing into the Triton launch
+@torch.library.custom_op("nlcore::unit_lower_inverse", mutates_args=())
+def unit_lower_inverse(L: Tensor) -> Tensor:
+    """(I + L)^{-1} for a batch of strictly lower L (..., C, C): the Triton kernel on CUDA when
+    Triton is installed, else `solve_triangular(L, I)` (entries of L on and above the diagonal are
+    ignored either way)."""
+    if L.is_cuda and triton_available():
+        return triton_inverse(L)
+    eye = torch.eye(L.shape[-1], dtype=L.dtype, device=L.device).expand(L.shape)
+    return torch.linalg.solve_triangular(L, eye, upper=False, unitriangular=True).contiguous()
+
+
+@unit_lower_inverse.register_fake
+def _(L: Tensor) -> Tensor:
+    return torch.empty_like(L, memory_format=torch.contiguous_format)
+
+
+PREFERRED = "auto"  # tests set "inverse" to run the inverse path on the CPU (its T from solve_triangular)
+
+
+def use_inverse(L: Tensor) -> bool:
+    """Whether the solve of L runs the "inverse" path (see the module docstring and PREFERRED)."""
+    if PREFERRED not in METHODS:
+        raise ValueError(f"nlcore.ops.triangular.PREFERRED must be one of {METHODS}, got {PREFERRED!r}")
+    return PREFERRED == "inverse" or (PREFERRED == "auto" and L.is_cuda and triton_available())
+
+
+def solve_forward(L: Tensor, R: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """G = (I + L)^{-1} R and what the backward needs: (G, F, inverse) with F = T (inverse path)
+    or L (solve path). For autograd Functions built on the solve (`solve_unit_lower`, HOPE's)."""
+    if use_inverse(L):
+        T = unit_lower_inverse(L)
+        return T @ R, T, True
+    # Gᵀ (I + L)ᵀ = Rᵀ: the solver returns its result column-major, so G comes back row-major
+    return torch.linalg.solve_triangular(L.mT, R.mT, upper=True, left=False, unitriangular=True).mT, L, False
+
+
+def rhs_grad(F: Tensor, gG: Tensor, inverse: bool) -> Tensor:
+    """gR = (I + L)^{-T} gG from `solve_forward`'s F."""
+    if inverse:
+        return F.mT @ gG
+    return torch.linalg.solve_triangular(F, gG.mT, upper=False, left=False, unitriangular=True).mT
+
+
+class _Solve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
+        G, F, ctx.inverse = solve_forward(L, R)
+        ctx.save_for_backward(F, G)
+        return G
+
+    @staticmethod
+    def backward(ctx, gG: Tensor):
+        F, G = ctx.saved_tensors
+        gR = rhs_grad(F, gG, ctx.inverse)
+        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
+        return gL, gR
+
+
+def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
+    """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal);
+    the gradient reaches L's strictly lower part only."""
+    return _Solve.apply(L, R)

@@ -1,0 +1,324 @@
+"""Tables and figures of notebook 06 (HOPE and Titans against an LSTM and a Transformer).
+
+Everything is read from result files, never from numbers typed in:
+- `results/06_hope_titans/runs/<config>/seed<k>/summary.json` (held-out bpc, bpc by position,
+  params, chars/s); a run folder without `summary.json` is a run that did not finish, and its
+  `train.log` says whether it diverged (`NonFiniteError`);
+- `results/bench/models_06.json` (`nlcore.bench.step` step-time report) and
+  `results/bench/memory_paths.json` (token-by-token vs chunked memory, `nlcore.bench.memory_paths`);
+- `results/06_mqar/<model>/runs/<config>/L<T>/seed<k>/summary.json` (MQAR recall accuracy).
+Every function takes its folder or report as an argument and defaults to the committed one.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from nlcore import paths
+from nlcore.report.plotting import PALETTE
+
+STEM, MQAR_STEM = "06_hope_titans", "06_mqar"
+ORDER = ("nested_lstm", "transformer", "titans", "titans_linear", "titans_alpha0.999", "hope", "hope_outer",
+         "hope_outer_adamw", "hope_outer_no_momentum", "hope_static")
+GREY = "#7f7f7f"
+COLORS = {"nested_lstm": PALETTE["blue"], "transformer": PALETTE["orange"], "titans": PALETTE["vermillion"],
+          "titans_linear": PALETTE["reddish_purple"], "titans_alpha0.999": PALETTE["yellow"],
+          "hope": PALETTE["bluish_green"], "hope_outer": PALETTE["sky_blue"], "hope_static": PALETTE["black"],
+          "hope_outer_adamw": GREY, "hope_outer_no_momentum": PALETTE["sky_blue"]}
+
+
+def color(config: str) -> str:
+    """The colour of a configuration (bench variants `<config>_eager`, `<config>_b64` share their model's)."""
+    base = re.sub(r"_b\d+$", "", config.removesuffix("_eager"))
+    return COLORS.get(base, COLORS.get(base.split("_")[0], GREY))
+
+
+def _read(path: Path) -> dict:
+    from nlcore.results import read_json
+
+    return read_json(path)
+
+
+def _ordered(names) -> list[str]:
+    names = list(dict.fromkeys(names))
+    return [c for c in ORDER if c in names] + sorted(c for c in names if c not in ORDER)
+
+
+# ---------------------------------------------------------------------------- held-out bpc
+
+
+def runs(out_dir: str | Path | None = None) -> dict[str, dict[int, dict | None]]:
+    """config -> seed -> that run's summary.json (None: the run folder has no summary)."""
+    root = Path(out_dir or paths.results_root("full") / STEM) / "runs"
+    found: dict[str, dict[int, dict | None]] = {}
+    for cfg in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
+        seeds = sorted((p for p in cfg.glob("seed*") if p.is_dir()), key=lambda p: int(p.name[4:]))
+        found[cfg.name] = {int(s.name[4:]): (_read(s / "summary.json") if (s / "summary.json").exists() else None)
+                           for s in seeds}
+    return {c: found[c] for c in _ordered(found)}
+
+
+def run_status(run_dir: Path) -> str:
+    """A run without a summary, from its train.log: "diverged", "failed", "unfinished" or "missing"."""
+    log = run_dir / "train.log"
+    if not log.exists():
+        return "missing"
+    text = log.read_text(errors="replace")
+    if "NonFiniteError" in text or "non-finite" in text:
+        return "diverged"
+    return "failed" if "Traceback" in text else "unfinished"
+
+
+def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
+    """One row per configuration (registry order): seeds run and finished, valid bpc mean and
+    95 % bootstrap CI, test bpc mean, params, chars/s, and a status: "ok", or for a
+    configuration with no finished seed "diverged" / "failed" / "unfinished" (from its train.log)
+    or "missing" (named in meta.json, no run folder or no log)."""
+    from nlcore.stats import bootstrap_ci
+
+    out_dir = Path(out_dir or paths.results_root("full") / STEM)
+    found = runs(out_dir)
+    named = list(_read(out_dir / "meta.json").get("configs") or []) if (out_dir / "meta.json").exists() else []
+    rows = []
+    for config in _ordered([*found, *named]):
+        seeds = found.get(config, {})
+        done = {s: r for s, r in seeds.items() if r is not None}
+        row = {"config": config, "n_run": len(seeds), "n": len(done)}
+        if done:
+            mean, lo, hi = bootstrap_ci([r["valid_bpc"] for r in done.values()])
+            row.update(valid_bpc=mean, ci_low=lo, ci_high=hi,
+                       test_bpc=float(np.mean([r["test_bpc"] for r in done.values()])),
+                       params=int(next(iter(done.values()))["params"]),
+                       chars_per_s=float(np.mean([r["chars_per_s"] for r in done.values()])), status="ok")
+        else:
+            states = {run_status(out_dir / "runs" / config / f"seed{s}") for s in seeds} or {"missing"}
+            row["status"] = "diverged" if "diverged" in states else sorted(states)[0]
+        rows.append(row)
+    cols = ["config", "n_run", "n", "valid_bpc", "ci_low", "ci_high", "test_bpc", "params", "chars_per_s", "status"]
+    return pd.DataFrame(rows, columns=cols).astype({"n_run": int, "n": int, "params": "Int64"})
+
+
+def plot_bpc(out_dir: str | Path | None = None) -> Figure:
+    """Validation bpc per configuration (best on top): one dot per seed, the mean with its 95 %
+    bootstrap CI; configurations without a finished seed are named under the axis."""
+    table = bpc_table(out_dir)
+    ok = table[table["n"] > 0].sort_values("valid_bpc").reset_index(drop=True)
+    found = runs(out_dir)
+    fig = Figure(figsize=(7.0, 1.2 + 0.45 * max(len(ok), 1)), layout="constrained")
+    ax = fig.add_subplot()
+    for y, r in ok.iterrows():
+        vals = [s["valid_bpc"] for s in found[r["config"]].values() if s is not None]
+        ax.plot(vals, [y] * len(vals), "o", color=color(r["config"]), alpha=0.45, markersize=5)
+        lo, hi = r["ci_low"], r["ci_high"]
+        err = [[r["valid_bpc"] - lo], [hi - r["valid_bpc"]]] if math.isfinite(lo) and math.isfinite(hi) else None
+        ax.errorbar(r["valid_bpc"], y, xerr=err, fmt="D", color=color(r["config"]), capsize=4, markersize=7)
+    ax.set_yticks(range(len(ok)), [f"{c} (n={n})" if n == r else f"{c} (n={n} of {r} run)"  # a seed lost: say so
+                                   for c, n, r in zip(ok["config"], ok["n"], ok["n_run"])])
+    ax.set_ylim(len(ok) - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    failed = table[table["n"] == 0]
+    note = "; ".join(f"{c}: {s} ({n} run{'s' if n != 1 else ''})" for c, s, n in
+                     zip(failed["config"], failed["status"], failed["n_run"]))
+    ax.set_xlabel("validation bits per character (lower is better)" + (f"\nnot shown: {note}" if note else ""))
+    ax.set_title("Held-out bpc: seeds (dots), mean and 95 % bootstrap CI (diamond)", fontsize=11, loc="left")
+    return fig
+
+
+def position_bins(length: int, n_bins: int = 40) -> list[np.ndarray]:
+    """0-based position indices of `length` grouped into about `n_bins` log-spaced bins (the
+    first positions alone, then wider and wider), so a log-x curve averages its noisy tail."""
+    edges = np.unique(np.geomspace(1, length + 1, n_bins + 1).astype(int))  # 1-based, increasing
+    return [np.arange(a - 1, b - 1) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def plot_bpc_by_position(out_dir: str | Path | None = None, configs: Sequence[str] | None = None,
+                         n_bins: int = 40) -> Figure:
+    """Validation bpc against the position in the window (log x; positions averaged in
+    `position_bins`), mean over the finished seeds with the min–max band over seeds; configurations
+    without a finished seed (or not in `configs`) are skipped."""
+    found = runs(out_dir)
+    fig = Figure(figsize=(7.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for config in [c for c in (configs or found) if c in found]:
+        curves = [s["valid_bpc_by_position"] for s in found[config].values() if s and s.get("valid_bpc_by_position")]
+        if not curves:
+            continue
+        per_pos = np.asarray(curves, dtype=np.float64)  # (seeds, T)
+        bins = position_bins(per_pos.shape[1], n_bins)
+        arr = np.stack([per_pos[:, b].mean(1) for b in bins], axis=1)  # (seeds, bins)
+        x = np.array([np.exp(np.log(b + 1).mean()) for b in bins])  # geometric centre, 1-based
+        (line,) = ax.plot(x, arr.mean(0), color=color(config), label=f"{config} (n={len(arr)})")
+        if len(arr) > 1:
+            ax.fill_between(x, arr.min(0), arr.max(0), color=line.get_color(), alpha=0.15, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("position inside the window (characters of context)")
+    ax.set_ylabel("validation bits per character")
+    ax.set_title("Does loss keep falling with context? (mean over seeds, band min–max)", fontsize=11, loc="left")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+# ---------------------------------------------------------------------------- speed (GPU reports)
+
+
+def throughput_table(report: Mapping | None = None) -> pd.DataFrame:
+    """Per configuration of a `nlcore.bench.step` report: chars/s, median step time, params, and the
+    step time relative to the report's baseline (`ratio_to_baseline`)."""
+    from nlcore.report.figures.bench import bench_report as load_report
+
+    report = report or load_report("models_06")
+    rows = [{"config": name, "chars_per_s": c["chars_per_s"], "step_ms": c["step_ms_median"],
+             "params": c.get("params"), "ratio_to_baseline": c.get("ratio_to_baseline"),
+             "fast_path": c.get("fast_path"), "batch_size": c.get("batch_size"), "seq_len": c.get("seq_len")}
+            for name, c in report["configs"].items()]
+    return pd.DataFrame(rows)
+
+
+def plot_throughput(report: Mapping | None = None) -> Figure:
+    """Training throughput (characters/s, log scale) per configuration, each bar labelled with
+    its step time relative to the baseline's (paired over the timed windows)."""
+    from nlcore.report.figures.bench import bench_report as load_report
+
+    report = report or load_report("models_06")
+    t = throughput_table(report)
+    base = report.get("settings", {}).get("baseline", "baseline")
+    fig = Figure(figsize=(7.0, 1.2 + 0.45 * len(t)), layout="constrained")
+    ax = fig.add_subplot()
+    ys = np.arange(len(t))
+    ax.barh(ys, t["chars_per_s"], color=[color(c) for c in t["config"]],
+            hatch=["//" if c.endswith("_eager") else "" for c in t["config"]], edgecolor="white")
+    for y, r in t.iterrows():
+        ratio = r["ratio_to_baseline"]
+        label = "baseline" if r["config"] == base else (f"{ratio:.1f}× {base}'s step time" if ratio else "")
+        ax.text(r["chars_per_s"] * 1.1, y, label, va="center", fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlim(t["chars_per_s"].min() / 2, t["chars_per_s"].max() * 12)
+    ax.set_yticks(ys, list(t["config"]))
+    ax.set_ylim(len(t) - 0.5, -0.5)
+    ax.grid(axis="y", visible=False)
+    windows = report.get("settings", {}).get("windows")
+    ax.set_xlabel(f"training characters per second (log; median of n={windows} timed windows;\n"
+                  "hatched: eager, without CUDA graphs)")
+    b, s = t["batch_size"].iloc[0], t["seq_len"].iloc[0]
+    ax.set_title(f"Throughput at B × T = {b} × {s}, {report.get('device_name', report.get('device'))}",
+                 fontsize=11, loc="left")
+    return fig
+
+
+def memory_speed_table(report: Mapping | None = None) -> pd.DataFrame:
+    """Per memory of `results/bench/memory_paths.json`: window, batch, chunk, the median time of
+    one forward+backward token by token and chunked, the speed-up, and the number of repeats."""
+    from nlcore.report.figures.bench import bench_report as load_report
+
+    report = report or load_report("memory_paths")
+    keep = ["memory", "window", "batch", "chunk", "token_s", "chunk_s", "speedup"]
+    t = pd.DataFrame([{k: r.get(k) for k in keep} for r in report["rows"]], columns=keep)
+    t["repeats"] = [len(r.get("token_all_s") or []) for r in report["rows"]]
+    return t
+
+
+def plot_memory_speed(report: Mapping | None = None) -> Figure:
+    """Token-by-token against chunked memory (forward+backward of one window, log scale): bars
+    at the median, whiskers min–max over the repeats, the speed-up written above each pair."""
+    from nlcore.report.figures.bench import bench_report as load_report
+
+    report = report or load_report("memory_paths")
+    t = memory_speed_table(report)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(t))
+    for dx, key, col, name in ((-0.2, "token", PALETTE["vermillion"], "token by token"),
+                               (0.2, "chunk", PALETTE["blue"], "chunked")):
+        allv = [r.get(f"{key}_all_s") or [r[f"{key}_s"]] for r in report["rows"]]
+        med = t[f"{key}_s"].to_numpy()
+        err = [med - np.array([min(a) for a in allv]), np.array([max(a) for a in allv]) - med]
+        ax.bar(x + dx, med, width=0.4, color=col, label=name, yerr=err, capsize=3)
+    for i, r in t.iterrows():
+        ax.text(i, r["token_s"] * 1.6, f"{r['speedup']:.0f}× faster", ha="center", fontsize=9)
+    ax.set_yscale("log")
+    ax.set_ylim(t["chunk_s"].min() / 3, t["token_s"].max() * 5)
+    ax.set_xticks(x, list(t["memory"]))
+    ax.grid(axis="x", visible=False)
+    ax.set_ylabel("seconds per window (forward + backward)")
+    gpu = report.get("environment", {}).get("gpu_name") or report.get("environment", {}).get("device")
+    ax.set_title(f"Memory paths on {gpu}: window {t['window'].iloc[0]}, batch {t['batch'].iloc[0]}, "
+                 f"chunk {t['chunk'].iloc[0]}\n(median, whiskers min–max over n={t['repeats'].iloc[0]} repeats)",
+                 fontsize=10, loc="left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+# ---------------------------------------------------------------------------- MQAR
+
+
+def mqar_table(root: str | Path | None = None) -> pd.DataFrame:
+    """Every finished MQAR run under `root` (`results/06_mqar`): model (its folder), seq_len,
+    n_pairs, seed, accuracy, chance accuracy, params, steps, diverged_at_step."""
+    root = Path(root or paths.results_root("full") / MQAR_STEM)
+    rows = []
+    for f in sorted(root.glob("*/runs/*/L*/seed*/summary.json")):
+        s = _read(f)
+        rows.append({"model": f.parts[-6], "seq_len": int(s["seq_len"]), "n_pairs": int(s["n_pairs"]),
+                     "seed": int(s["seed"]), "accuracy": float(s["accuracy"]),
+                     "chance": float(s["chance_accuracy"]), "params": s.get("params"),
+                     "steps": s.get("steps"), "diverged_at_step": s.get("diverged_at_step")})
+    cols = ["model", "seq_len", "n_pairs", "seed", "accuracy", "chance", "params", "steps", "diverged_at_step"]
+    t = pd.DataFrame(rows, columns=cols)
+    t["_o"] = [(_ordered(t["model"]).index(m)) for m in t["model"]]
+    return t.sort_values(["_o", "seq_len", "seed"]).drop(columns="_o").reset_index(drop=True)
+
+
+def mqar_summary(table: pd.DataFrame | None = None, *, versus: tuple[str, str] | None = None) -> pd.DataFrame:
+    """Per model and length: seeds n, mean recall accuracy and its 95 % bootstrap interval
+    (`nlcore.stats.bootstrap_ci`; NaN for one seed). versus = (a, b):
+    instead, per length where both ran the same seeds, the paired difference a − b
+    (`nlcore.stats.paired_diff_ci`)."""
+    from nlcore.stats import bootstrap_ci, paired_diff_ci
+
+    t = mqar_table() if table is None else table
+    rows = []
+    if versus is None:
+        for (model, L), g in t.groupby(["model", "seq_len"], sort=False):
+            mean, lo, hi = bootstrap_ci(g["accuracy"].to_numpy())
+            rows.append({"model": model, "seq_len": L, "n": len(g), "accuracy": mean, "ci_low": lo, "ci_high": hi})
+        return pd.DataFrame(rows, columns=["model", "seq_len", "n", "accuracy", "ci_low", "ci_high"])
+    a, b = (t[t["model"] == m].set_index(["seq_len", "seed"])["accuracy"] for m in versus)
+    for L in sorted(set(a.index.get_level_values(0)) & set(b.index.get_level_values(0))):
+        xa, xb = a.loc[L], b.loc[L]
+        if len(xa) > 1 and set(xa.index) == set(xb.index):
+            mean, lo, hi = paired_diff_ci(xa, xb)
+            rows.append({"seq_len": L, "n": len(xa), "diff": mean, "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows, columns=["seq_len", "n", "diff", "ci_low", "ci_high"])
+
+
+def plot_mqar(root: str | Path | None = None) -> Figure:
+    """MQAR recall accuracy against the sequence length per model (mean over seeds, each seed a
+    dot), with the chance level dashed; the number of key–value pairs is named at each length."""
+    t = mqar_table(root)
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    for model, g in t.groupby("model", sort=False):
+        m = g.groupby("seq_len")["accuracy"].agg(["mean", "size"])
+        ax.plot(m.index, m["mean"], "o-", color=color(model), label=f"{model} (seeds per L: {'/'.join(str(int(n)) for n in m['size'])})")
+        ax.plot(g["seq_len"], g["accuracy"], ".", color=color(model), alpha=0.5)
+    chance = t.groupby("seq_len")["chance"].first()
+    ax.plot(chance.index, chance.to_numpy(), ":", color=PALETTE["black"], label="chance", zorder=3)
+    lengths = sorted(t["seq_len"].unique())
+    pairs = t.groupby("seq_len")["n_pairs"].first()
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(lengths, [f"{L}\n({pairs[L]} pairs)" for L in lengths])
+    if lengths:
+        ax.set_xlim(lengths[0] / 1.5, lengths[-1] * 1.5)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("sequence length L")
+    ax.set_ylabel("recall accuracy on held-out queries")
+    ax.set_title("MQAR: associative recall vs length", fontsize=11, loc="left")
+    ax.legend(fontsize=9)
+    return fig

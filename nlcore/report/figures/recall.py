@@ -1,0 +1,86 @@
+"""Associative recall of the write rules (notebook 04): recall error against load."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from nlcore.report.figures.common import GREY, mean_ci
+from nlcore.report.plotting import PALETTE
+
+RECALL_STYLE = {  # method -> (colour, line style, label)
+    "hebbian": (PALETTE["bluish_green"], "-", "Hebbian  W + η v kᵀ"),
+    "gd": (PALETTE["vermillion"], "-", "GD / LMS  W − η (Wk − v) kᵀ"),
+    "delta_exact": (PALETTE["blue"], "-", "delta, exact proximal"),
+    "delta_normalized": (PALETTE["sky_blue"], "--", "delta, normalised (k̂)"),
+    "lstsq": (PALETTE["black"], ":", "least squares (offline optimum)"),
+}
+_FACET_NAMES = {"d": "d", "key_norm_spread": "key-norm spread", "eta": "η"}
+
+
+def _facet_title(keys: Sequence[str], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    parts = []
+    for k, v in zip(keys, values):
+        if k == "key_norm_spread" and float(v) == 0.0:
+            parts.append("unit-norm keys")
+        else:
+            parts.append(f"{_FACET_NAMES.get(k, k)} = {float(v):g}")
+    return ", ".join(parts)
+
+
+def recall_curves(runs: pd.DataFrame, cols: Sequence[str] = (), rows: Sequence[str] = (),
+                  ylim: tuple[float, float] = (1e-3, 30.0)) -> Figure:
+    """Recall error ‖Wk − v‖²/‖v‖² against load n/d, one line per write rule: mean across seeds
+    with a 95 % bootstrap band, one panel per value of `rows` × `cols` (e.g. d; key-norm
+    spread, η). Log y between `ylim`: a mean outside it (or a diverged, non-finite seed) is
+    drawn as a hollow marker at the edge, so an exact least-squares fit (≈ 1e-12) sits on the
+    floor and a diverged rule on the ceiling. `runs`: tidy (method or config, load, seed, value,
+    and the facet columns), as `nlcore.experiments.recall.run_recall_benchmark` or `nlcore recall` write it."""
+    df = runs.rename(columns={"config": "method"}) if "method" not in runs.columns else runs
+    rows, cols = list(rows), list(cols)
+    rkeys = sorted(df.groupby(rows).groups) if rows else [None]
+    ckeys = sorted(df.groupby(cols).groups) if cols else [None]
+    fig = Figure(figsize=(3.3 * len(ckeys) + 1.0, 3.0 * len(rkeys) + 1.1), layout="constrained")
+    axes = fig.subplots(len(rkeys), len(ckeys), squeeze=False, sharex=True, sharey=True)
+    lo_y, hi_y = ylim
+    handles: dict[str, object] = {}
+    for i, rk in enumerate(rkeys):
+        for j, ck in enumerate(ckeys):
+            ax = axes[i, j]
+            sel = df
+            for keys, val in ((rows, rk), (cols, ck)):
+                if keys:
+                    vals = val if isinstance(val, tuple) else (val,)
+                    for k, v in zip(keys, vals):
+                        sel = sel[sel[k] == v]
+            for method in [m for m in RECALL_STYLE if m in set(sel["method"])]:
+                color, ls, label = RECALL_STYLE[method]
+                g = sel[sel["method"] == method].pivot_table(index="load", columns="seed", values="value",
+                                                             aggfunc="first", dropna=False)
+                table = g.to_numpy(dtype=np.float64)  # (loads, seeds)
+                stats = np.array([mean_ci(r) if np.isfinite(r).all() else (np.inf, np.nan, np.nan) for r in table])
+                x, mean = g.index.to_numpy(dtype=float), stats[:, 0]
+                inside = (mean >= lo_y) & (mean <= hi_y)
+                (line,) = ax.plot(x, np.clip(mean, lo_y, hi_y), color=color, linestyle=ls, marker="o", ms=3)
+                ax.fill_between(x, np.clip(stats[:, 1], lo_y, hi_y), np.clip(stats[:, 2], lo_y, hi_y),
+                                color=color, alpha=0.18, linewidth=0)
+                ax.plot(x[~inside], np.clip(mean[~inside], lo_y, hi_y), "o", ms=7, mfc="white", mec=color)
+                handles.setdefault(f"{label} (n={g.shape[1]})", line)
+            ax.set_yscale("log")
+            ax.set_ylim(lo_y * 0.7, hi_y * 1.4)
+            title = "; ".join(t for t in (_facet_title(rows, rk) if rows else "", _facet_title(cols, ck) if cols else "") if t)
+            ax.set_title(title, fontsize=10)
+            if i == len(rkeys) - 1:
+                ax.set_xlabel("load n/d (stored keys per dimension)")
+            if j == 0:
+                ax.set_ylabel("recall error ‖Wk − v‖² / ‖v‖²")
+    handles["hollow marker: off scale (drawn at the edge; top: diverged)"] = axes[0, 0].plot(
+        [], [], "o", mfc="white", mec=GREY)[0]
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3, fontsize=9)
+    fig.suptitle("Associative recall of the latest value per key (correlated keys, with overwrites): "
+                 "mean and 95 % bootstrap band over seeds", fontsize=11)
+    return fig

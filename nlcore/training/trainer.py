@@ -1,0 +1,354 @@
+"""The one training loop every nlcore experiment uses.
+
+Per step i = 1..num_steps: read window (i-1) mod n_windows of the train stream, feed the
+carried recurrent state (``nlcore.state``), compute the mean cross-entropy over the window's
+B*T characters (plus any surprise objective), backpropagate, and let the CMS schedule
+(``nlcore.cms``) update the levels that are due. Nothing in the step synchronises with the
+device: losses and norms stay on the device and are read at log intervals, where the run also
+checks that they are finite (a non-finite value stops the run, naming the step and the level;
+the last good checkpoint is kept because checkpoints are only written after that check).
+
+Outputs in ``out_dir``: ``meta.json``, ``metrics.jsonl`` (one line per log interval),
+``summary.json`` and ``checkpoint.pt`` (atomic). ``resume=True`` continues from the checkpoint
+bit-identically on CPU (model, every level's optimizer and pending gradients, recurrent
+state, RNG states, data position).
+
+Under torchrun (``torchrun --nproc_per_node N -m nlcore train ...``) the same loop runs data
+parallel over N ranks, equal to one process on the global batch (nlcore.accel.ddp: sharded
+rows, per-level all-reduce at CMS updates, reduced evaluation, rank-0 checkpoints). The edits
+for it are marked "DDP" below.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from nlcore import repro
+from nlcore.accel import compile as compiling
+from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
+from nlcore.cms import CMS, NonFiniteError
+from nlcore.config import LevelConfig, TrainConfig, to_dict
+from nlcore.models import build_model
+from nlcore.results import append_metrics, trim_metrics, write_run
+from nlcore.state import DocCuts, StateCarrier
+from nlcore.training import checkpoint as ckpt
+from nlcore.training.evaluate import evaluate
+from nlcore.training.schedule import lr_multiplier
+
+LN2 = math.log(2)
+
+
+def resolve_compat(cfg: TrainConfig) -> TrainConfig:
+    """compat="prototype": reproduce the prototype's untrained embedding and head by putting
+    them in an explicit frozen level (optimizer "none"); never a default."""
+    if cfg.compat != "prototype":
+        return cfg
+    names = [lv.name for lv in cfg.cms.levels]
+    levels = cfg.cms.levels if "untrained" in names else (*cfg.cms.levels, LevelConfig("untrained", optimizer="none"))
+    return replace(cfg, cms=replace(cfg.cms, levels=levels),
+                   model=replace(cfg.model, embed_level="untrained", head_level="untrained")).validate()
+
+
+def load_data(cfg: TrainConfig):
+    from nlcore.data import prepare
+
+    d = cfg.data
+    kw = {}
+    if d.corpus == "synthetic":
+        kw = dict(seed=d.synth_seed, n_chars=(d.synth_chars, d.synth_chars // 10, d.synth_chars // 10),
+                  gap_min=d.synth_gap_min, gap_max=d.synth_gap_max)
+    return prepare(d.corpus, data_root=d.data_root, **kw)
+
+
+def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True,
+                rows: tuple[int, int] | None = None):
+    """The stream of `split` and its document cuts; `rows=(r0, r1)`: a DDP rank's rows only."""
+    from nlcore.data.streams import CharStream
+
+    ids, ds = corpus.ids[split], corpus.doc_starts[split]
+    stream = CharStream(ids, batch_size, seq_len, ds, drop_last=drop_last, device=device, rows=rows)
+    row_len = (ids.numel() - 1) // batch_size
+    r0 = 0 if rows is None else rows[0]  # DDP: the cuts of the rank's rows (DocCuts reads B x L from ds)
+    ds = ds if ds is None or r0 == 0 else ds[r0 * row_len:]
+    return stream, DocCuts(ds, stream.batch_size, seq_len, row_len)
+
+
+class Trainer:
+    """Builds data, model, CMS and state from a config; `run()` trains and evaluates."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, command: str | None = None,
+                 progress: bool = True) -> None:
+        self.cfg = cfg = resolve_compat(cfg.validate())
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.command = command if command is not None else " ".join(sys.argv)
+        self.progress = progress
+        from nlcore.accel import ddp as distributed
+
+        self.dist = distributed.from_env(cfg)  # DDP: None in one process (nlcore.accel.ddp)
+        self.device = self.dist.device if self.dist is not None else repro.pick_device(cfg.device)
+        repro.set_determinism(cfg.deterministic)
+        repro.seed_everything(cfg.seed)
+        self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
+        delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
+        self.fast_path = cfg.fast_path if cfg.fast_path != "auto" else \
+            ("graph" if self.device.type == "cuda" and not delta else "off")
+        self.corpus = load_data(cfg)
+        self.vocab_size = self.corpus.tokenizer.vocab_size
+        chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
+                       for n in ("medium", "slow"))
+        chain = tuple(lv.name for lv in cfg.cms.levels if lv.name != "fast")  # HOPE, cms_mode=outer
+        self.model = build_model(cfg.model, self.vocab_size, chunks, chain_levels=chain).to(self.device)
+        self.loss_fn = fp32_cross_entropy
+        # a torch.compile backend, or None ("auto" leaves the delta optimizers' module hooks uncompiled)
+        self.compile = compiling.resolve("off" if delta and cfg.compile == "auto" else cfg.compile, self.device)
+        if self.compile is not None:  # fused pointwise/norm/loss kernels (nlcore.accel.compile)
+            self.model.compile_parts(compiling.compiler(self.compile))
+            self.loss_fn = compiling.compiler(self.compile)(fp32_cross_entropy)
+        self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
+        self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
+                       fused=True if self.device.type == "cuda" else None,
+                       zero_grad="inplace" if self.fast_path == "graph" else "none",  # fast path: static .grad
+                       delta_every=cfg.log_every)  # change norms only where the log reads them
+        if self.compile is not None:  # Adam(W) as foreach ops, fused by the compiler (nlcore.optim.adam_foreach)
+            for opt in self.cms.optimizers.values():
+                if hasattr(opt, "compile_update"):
+                    opt.compile_update(compiling.compiler(self.compile))
+        d = cfg.data
+        shard = self.dist.rows if self.dist is not None else (lambda b: None)  # DDP: this rank's rows
+        self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device,
+                                                         rows=shard(d.batch_size))
+        eb = d.eval_batch_size or d.batch_size
+        self.eval_streams = {s: make_stream(self.corpus, s, eb, d.seq_len, self.device, rows=shard(eb))
+                             for s in ("valid", "test")}
+        self.carrier = StateCarrier(self.model, cfg.state, self.train_stream.batch_size, self.device, self.train_cuts)
+        self.surprise = None
+        if cfg.surprise.weights:
+            from nlcore.surprise import Surprise
+
+            self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every,
+                                     compile_fn=compiling.compiler(self.compile) if self.compile else None)
+        self.fast = None  # fast_path="graph": the graphed step (nlcore.accel.cuda_graph)
+        if self.fast_path == "graph":
+            from nlcore.accel.cuda_graph import GraphedStep
+
+            self.fast = GraphedStep(self)
+        if self.dist is not None:  # DDP: gradient sync, surprise/delta scales, per-rank buffers and RNG
+            self.dist.attach(self)
+        self.is_main = self.dist is None or self.dist.is_main  # DDP: only rank 0 writes
+        self.step = 0
+        self.wall_train = 0.0
+        self.chars_per_step = d.batch_size * d.seq_len  # the global batch
+        self.history: list[dict] = []
+        self.last_valid = float("nan")
+
+    # -------------------------------------------------------------- checkpoints
+    def _payload(self) -> dict:
+        return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
+                "cms": self.cms.state_dict(), "carrier": self.carrier.state_dict(),
+                "rng": repro.rng_state(), "wall_train": self.wall_train,
+                "tokenizer": self.corpus.tokenizer.to_dict()}
+
+    def save_checkpoint(self) -> None:
+        if self.out_dir is not None:
+            payload = self._payload()
+            if self.dist is not None:  # DDP: a collective; rank 0 gets the global payload
+                payload = self.dist.checkpoint_payload(payload, self.step)
+            if self.is_main:
+                ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        p = ckpt.load(path, map_location=self.device)
+        if _training_config(p["config"]) != _training_config(to_dict(self.cfg)):
+            raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
+        self.model.load_state_dict(p["model"])
+        if self.dist is not None:  # DDP: this rank's share (any saved N; nlcore.accel.ddp)
+            self.dist.load_checkpoint(self, p)
+        else:
+            self.cms.load_state_dict(p["cms"])
+            self.carrier.load_state_dict(p["carrier"])
+            repro.set_rng_state(p["rng"])
+        self.step, self.wall_train = int(p["step"]), float(p["wall_train"])
+
+    # -------------------------------------------------------------- one step
+    def train_step(self, step: int) -> torch.Tensor:
+        n = len(self.train_stream)
+        w = (step - 1) % n
+        if w == 0 and step > 1:  # the stream wrapped: rows no longer continue, start clean
+            self.carrier.reset()
+        batch = self.train_stream[w]
+        state, resets = self.carrier.begin(w, batch.doc_start)
+        if self.fast is not None:  # fast_path="graph": replay of forward_backward (nlcore.accel.cuda_graph)
+            loss, new_state = self.fast.step(step, batch, state, resets)
+        else:
+            loss, new_state = self.forward_backward(step, batch.x, batch.y, state, resets)
+        self.cms.after_backward(step)
+        self.carrier.end(new_state)
+        return loss.detach()
+
+    def forward_backward(self, step: int, x: torch.Tensor, y: torch.Tensor, state, resets):
+        """Forward (autocast), fp32 cross-entropy, surprise objective, backward into `.grad`:
+        the part of a step that nlcore.accel.cuda_graph captures. Returns (loss, new state)."""
+        if self.surprise is not None:
+            self.surprise.begin(step)
+        with autocast_ctx(self.device, self.amp):
+            kw = {"targets": y} if self.model.uses_targets else {}
+            logits, new_state = self.model(x, state, resets, **kw)
+        loss = self.loss_fn(logits, y)  # mean nats per char, in float32
+        total = self.surprise.total_loss(loss) if self.surprise is not None else loss
+        total.backward()
+        if self.surprise is not None:
+            self.surprise.end()
+        return loss, new_state
+
+    # -------------------------------------------------------------- evaluation
+    def evaluate(self, split: str, max_windows: int | None = None, by_position: bool = False) -> dict:
+        stream, cuts = self.eval_streams[split]
+        out = evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
+                       max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
+
+    def evaluate_dynamic(self, split: str, max_windows: int | None = None) -> dict:
+        """Dynamic evaluation of `split` (nlcore.training.dynamic_eval) with cfg.dynamic_eval_lr / _decay,
+        on a copy of the model (the trained model is untouched)."""
+        from nlcore.training.dynamic_eval import dynamic_evaluate
+
+        stream, cuts = self.eval_streams[split]
+        sync = self.dist.average_in_place if self.dist is not None else None  # DDP: the global step
+        out = dynamic_evaluate(self.model, stream, self.cfg.state, lr=self.cfg.dynamic_eval_lr,
+                               decay=self.cfg.dynamic_eval_decay, device=self.device, amp=self.amp,
+                               max_windows=max_windows, doc_cuts=cuts, grad_sync=sync)
+        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
+
+    # -------------------------------------------------------------- the loop
+    def _log(self, step: int, losses: list[torch.Tensor], t0: float, valid: dict | None) -> dict:
+        vals = torch.stack(losses).float()
+        if self.dist is not None:  # DDP: the global loss, the mean over ranks (one all-reduce)
+            vals = self.dist.mean_across_ranks(vals)
+        vals = vals.cpu().tolist()  # the one sync of the interval
+        for k, v in enumerate(vals):
+            if not math.isfinite(v):
+                raise NonFiniteError(f"non-finite loss at step {step - len(vals) + 1 + k}")
+        tele = self.cms.drain_telemetry()
+        rec = {"step": step, "train_loss": sum(vals) / len(vals), "train_bpc": sum(vals) / len(vals) / LN2,
+               "chars_per_s": len(vals) * self.chars_per_step / max(time.perf_counter() - t0, 1e-9),
+               "lr": self.cms.lr_table(step),
+               "updates": {n: t["updates"] for n, t in tele.items()},
+               "grad_norm": {n: t["grad_norm"] for n, t in tele.items()},
+               "delta_norm": {n: t["delta_norm"] for n, t in tele.items()}}
+        rec.update(self.carrier.telemetry())
+        if self.fast is not None:
+            rec["fast_path"] = self.fast.telemetry()
+        if self.surprise is not None:
+            rec["surprise"] = self.surprise.drain_metrics()
+        if valid is not None:
+            rec["valid_bpc"] = valid["bpc"]
+        return rec
+
+    def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict:
+        """Train to cfg.steps (or stop after `stop_after` steps, to simulate an interruption),
+        then evaluate valid and test on the whole splits and write the summary."""
+        cfg, out = self.cfg, self.out_dir
+        write = out is not None and self.is_main  # DDP: only rank 0 writes
+        metrics_path = out / "metrics.jsonl" if write else None
+        if out is not None:
+            if write:
+                out.mkdir(parents=True, exist_ok=True)
+            if resume and (out / ckpt.CHECKPOINT_NAME).exists():
+                self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
+                if write:
+                    trim_metrics(metrics_path, self.step)
+            elif write and metrics_path.exists():
+                metrics_path.unlink()
+        t_start = time.perf_counter()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.is_main), desc=cfg.name,
+                   unit="step", dynamic_ncols=True)
+        losses: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        last = self.step
+        while self.step < cfg.steps:
+            if stop_after is not None and self.step >= stop_after:
+                bar.close()
+                return {"stopped_at": self.step}
+            self.step += 1
+            losses.append(self.train_step(self.step))
+            bar.update(1)
+            s = self.step
+            do_eval = cfg.eval_every > 0 and s % cfg.eval_every == 0 and s < cfg.steps
+            if s % cfg.log_every == 0 or do_eval or s == cfg.steps:
+                self.wall_train += time.perf_counter() - t0
+                valid = self.evaluate("valid", cfg.eval_windows) if do_eval else None
+                rec = self._log(s, losses, t0, valid)
+                self.history.append(rec)
+                if metrics_path is not None:
+                    append_metrics(metrics_path, rec)
+                if valid is not None:
+                    self.last_valid = valid["bpc"]
+                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", valid_bpc=f"{self.last_valid:.3f}",
+                                cps=f"{rec['chars_per_s'] / 1e3:.0f}k")
+                if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite check
+                    self.save_checkpoint()
+                    last = s
+                losses = []
+                t0 = time.perf_counter()
+        bar.close()
+        self.cms.finish(cfg.steps)
+        self.cms.drain_telemetry()
+        valid = self.evaluate("valid", by_position=True)
+        test = self.evaluate("test")
+        dynamic = {s: self.evaluate_dynamic(s) for s in ("valid", "test")} if cfg.dynamic_eval_lr > 0 else None
+        summary = self._summary(valid, test, time.perf_counter() - t_start, dynamic)
+        if self.dist is not None:  # DDP: the world and the collectives each level made
+            summary.update(world_size=self.dist.world_size, grad_allreduces_by_level=dict(self.dist.counts))
+        if out is not None:
+            self.save_checkpoint()
+        if write:
+            write_run(out, config=to_dict(cfg), summary=summary, command=self.command,
+                      wall_time_s=summary["wall_time_s"], device=str(self.device),
+                      extra={"corpus": self.corpus.stats if hasattr(self.corpus, "stats") else None,
+                             "tokenizer": self.corpus.tokenizer.to_dict()})
+        return summary
+
+    def _summary(self, valid: dict, test: dict, wall: float, dynamic: dict | None = None) -> dict:
+        last = self.history[-1] if self.history else {}
+        tail = [h["train_loss"] for h in self.history[-max(1, 100 // self.cfg.log_every):]]
+        train_loss = sum(tail) / len(tail) if tail else float("nan")
+        out = {
+            "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
+            "valid_bpc": valid["bpc"], "test_bpc": test["bpc"],
+            "valid_targets": valid["targets"], "test_targets": test["targets"],
+            "valid_bpc_by_position": valid.get("bpc_by_position"),
+            "train_loss_last100": train_loss, "train_ppl_last100": math.exp(train_loss),
+            "chars_per_s": self.step * self.chars_per_step / max(self.wall_train, 1e-9),
+            "wall_time_s": wall, "train_time_s": self.wall_train,
+            "params": sum(p.numel() for p in self.model.parameters()),
+            "params_by_level": self.cms.params_by_level(),
+            "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
+            "updates_by_level": dict(self.cms.updates),
+            "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
+            "final_lr": last.get("lr"), "fast_path": self.fast_path,
+            "fast_path_counts": self.fast.telemetry() if self.fast is not None else None,
+        }
+        if dynamic is not None:  # dynamic evaluation (nlcore.training.dynamic_eval), beside the static numbers
+            out.update(valid_bpc_dynamic=dynamic["valid"]["bpc"], test_bpc_dynamic=dynamic["test"]["bpc"])
+        return out
+
+
+EVAL_ONLY = ("fast_path", "dynamic_eval_lr", "dynamic_eval_decay")  # speed or final evaluation only
+
+
+def _training_config(config: dict) -> dict:
+    """The fields a checkpoint must agree on to resume (absent eval-only fields: older runs)."""
+    return {k: v for k, v in config.items() if k not in EVAL_ONLY}
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+          progress: bool = True, command: str | None = None) -> dict:
+    """Train one run and return its summary (writing results when out_dir is given)."""
+    return Trainer(cfg, out_dir, command=command, progress=progress).run(resume=resume)

@@ -1,0 +1,204 @@
+"""fast_path="graph" (nlcore.accel.cuda_graph) on CPU: the static-buffer path with the capture emulated
+must be bit-identical to the plain eager step, fall back (counted) where it cannot replay, and
+keep every .grad tensor in place."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from nlcore.accel import cuda_graph as fastpath
+from nlcore.cms import CMS
+from nlcore.config import CMSConfig, LevelConfig, apply_overrides, preset
+from nlcore.models import NestedLSTM
+from nlcore.training.trainer import Trainer
+
+BASE = ["data.synth_chars=20000", "eval_every=0", "ckpt_every=0", "log_every=10"]
+SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01"]
+CASES = {
+    # 16 rows: 39 windows, so step 40 wraps the stream (state reset -> zeros copied in)
+    "persistent": ["data.batch_size=16"],
+    # long documents: some windows have document starts inside (eager), most do not (replayed)
+    "doc": ["state.reset=doc", "data.batch_size=4", "data.synth_gap_min=200", "data.synth_gap_max=400"],
+    "surprise_fast": [*SURPRISE, "surprise.impl=fast"],  # 2 levels: reentrant autograd in a hook
+    "surprise_ref_every2": [*SURPRISE, "surprise.impl=reference", "surprise.every=2"],
+    "hier_every_n": ["model.hierarchical_state=true", "state.reset=every_n", "state.reset_every=3"],
+    "mean_dropout": ["cms.aggregation=mean", "model.dropout=0.1"],  # the CPU RNG must be left alone
+    "transformer": ["model.kind=transformer", "model.n_layers=1", "model.n_heads=2"],
+    "titans": ["model.kind=titans", "model.n_layers=1", "model.n_heads=2", "model.mem_chunk=8"],
+    # a backward inside the forward (the in-forward CMS writes)
+    "hope": ["model.kind=hope", "model.n_layers=1", "model.n_heads=2", "model.mem_chunk=8",
+             "model.cms_chunks=16,32"],
+}
+
+
+def make(extra, fast_path, steps=40):
+    cfg = apply_overrides(preset("smoke"), BASE + [f"steps={steps}", f"fast_path={fast_path}", *extra])
+    return Trainer(cfg, None, progress=False)
+
+
+def run(t, steps=40):
+    return torch.stack([t.train_step(s) for s in range(1, steps + 1)])
+
+
+def same(a, b) -> bool:
+    """Bit-identical nested structures of tensors / numbers."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b)
+    return a == b
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_graph_path_is_bit_identical_to_off(case):
+    off = make(CASES[case], "off")  # built (seeded) and run one after the other: dropout draws
+    lo = run(off)  # from the global RNG
+    fast = make(CASES[case], "graph")
+    lf = run(fast)
+    assert torch.equal(lo, lf), (lo - lf).abs().max()
+    assert same(off.model.state_dict(), fast.model.state_dict())
+    assert same(off.carrier.state, fast.carrier.state)
+    owned = off.model.levels()  # a level owning no parameter (the new models keep all in fast) never updates
+    every = {n: (40 // c if n in owned else 0) for n, c in (("fast", 1), ("medium", 4), ("slow", 16))}
+    assert off.cms.updates == fast.cms.updates == every
+    assert same(off.cms.drain_telemetry(), fast.cms.drain_telemetry())  # grad and update norms too
+    assert same({n: o.state_dict() for n, o in off.cms.optimizers.items() if o is not None},
+                {n: o.state_dict() for n, o in fast.cms.optimizers.items() if o is not None})
+    if off.surprise is not None:
+        assert same(off.surprise.drain_metrics(), fast.surprise.drain_metrics())
+    tele = fast.fast.telemetry()
+    assert tele["graph_steps"] + tele["eager_steps"] == 40 and tele["graph_steps"] > 0
+    assert tele["capture_errors"] == {}
+    expect = {"plain"} if off.surprise is None else {"surprise", "surprise_record"}
+    if case == "surprise_ref_every2":
+        expect |= {"plain"}  # odd steps: objective off
+    assert set(tele["graphs"]) == expect
+
+
+def test_fallback_counter_counts_doc_reset_windows():
+    t = make(CASES["doc"], "graph")
+    n_reset = 0
+    for s in range(1, 41):
+        mask, _ = t.carrier.cuts.window((s - 1) % len(t.train_stream))
+        n_reset += bool(mask.any())
+        t.train_step(s)
+    tele = t.fast.telemetry()
+    assert 0 < n_reset < 40
+    assert tele["eager_reasons"] == {"doc_reset": n_reset} and tele["graph_steps"] == 40 - n_reset
+
+
+def test_grads_stay_in_place_and_are_zeroed_not_none():
+    t = make([], "graph")
+    t.train_step(1)
+    ptrs = {id(p): p.grad.data_ptr() for p in t.model.parameters()}
+    bufs = {id(p): p.grad for p in t.model.parameters()}
+    for s in range(2, 5):
+        t.train_step(s)
+        for p in t.model.parameters():
+            assert p.grad is bufs[id(p)] and p.grad.data_ptr() == ptrs[id(p)]
+        for p in t.cms.params["fast"]:  # chunk 1: updated every step, zeroed in place
+            assert not p.grad.any()
+        medium = [p.grad.abs().sum() for p in t.cms.params["medium"]]  # chunk 4: zeroed at step 4
+        assert (sum(medium) == 0) == (s == 4)
+
+
+def test_static_grads_tile_one_flat_buffer_per_level():
+    from nlcore.optim.sliced import flat_base
+
+    t = make([], "graph")
+    for s in range(1, 4):
+        t.train_step(s)
+    bases = [flat_base([p.grad for p in ps]) for ps in t.cms.params.values()]
+    assert all(b is not None for b in bases)
+    assert len({b.data_ptr() for b in bases}) == len(bases)  # one buffer per level
+
+
+def test_grads_replaced_from_outside_are_copied_back():
+    off, fast = make([], "off"), make([], "graph")
+    for s in range(1, 11):
+        if s == 6:  # e.g. a checkpoint load: fresh .grad tensors (and None) mid-chunk
+            for t in (off, fast):
+                ps = list(t.model.parameters())
+                ps[0].grad = None if ps[0].grad is None else ps[0].grad.clone()
+                ps[-1].grad = ps[-1].grad.clone() if ps[-1].grad is not None else None
+        assert torch.equal(off.train_step(s), fast.train_step(s))
+    assert same(off.model.state_dict(), fast.model.state_dict())
+
+
+def test_capture_failure_falls_back_and_restores(monkeypatch):
+    class Broken(fastpath._EmulatedGraph):  # runs the body (like a capture that got far), then fails
+        def __init__(self, fn):
+            fn()
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(fastpath, "_EmulatedGraph", Broken)
+    off = make(SURPRISE, "off", steps=12)
+    lo = run(off, 12)
+    fast = make(SURPRISE, "graph", steps=12)
+    with pytest.warns(RuntimeWarning, match="capture of variant"):
+        lf = run(fast, 12)
+    assert torch.equal(lo, lf)
+    assert same(off.model.state_dict(), fast.model.state_dict())
+    assert same(off.surprise.drain_metrics(), fast.surprise.drain_metrics())
+    tele = fast.fast.telemetry()
+    assert tele["graph_steps"] == 0 and tele["eager_reasons"] == {"capture_failed": 12}
+    assert set(tele["capture_errors"]) == {"surprise", "surprise_record"}
+    assert fast.model.tap_fn is None
+
+
+def test_resume_is_bit_identical_and_logs_telemetry(tmp_path):
+    extra = ["steps=24", "ckpt_every=8", "log_every=4", "data.batch_size=4", "data.seq_len=16"]
+    straight = Trainer(make(extra, "graph").cfg, tmp_path / "a", progress=False)
+    s1 = straight.run()
+    t = Trainer(straight.cfg, tmp_path / "b", progress=False)
+    t.run(stop_after=13)
+    resumed = Trainer(straight.cfg, tmp_path / "b", progress=False)
+    s2 = resumed.run(resume=True)
+    assert same(straight.model.state_dict(), resumed.model.state_dict())
+    assert s1["valid_bpc"] == s2["valid_bpc"]
+    off = Trainer(make(extra, "off").cfg, tmp_path / "c", progress=False)  # and equal to the eager run
+    assert off.run()["valid_bpc"] == s1["valid_bpc"]
+    rec = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["fast_path"]["graph_steps"] == 24 and rec["fast_path"]["graphs"] == ["plain"]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="fast_path"):
+        apply_overrides(preset("smoke"), ["fast_path=cuda"])
+    with pytest.raises(ValueError, match="fast_path.*delta"):
+        apply_overrides(preset("smoke"), ["fast_path=graph", "cms.levels.medium.optimizer=delta"])
+    assert preset("seed").fast_path == "auto" and preset("smoke").fast_path == "auto"
+
+
+def test_auto_fast_path_resolution():
+    """auto: the plain step on CPU and with the delta optimizers (graph only on CUDA)."""
+    t = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4"]), None,
+                progress=False)
+    assert t.fast_path == "off" and t.fast is None
+    d = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4",
+                                                  "cms.levels.medium.optimizer=delta"]), None, progress=False)
+    assert d.fast_path == "off"
+
+
+def test_cms_zero_grad_inplace():
+    m = NestedLSTM(11, d_model=8, d_ff=16)
+    levels = (LevelConfig("fast", chunk=1, optimizer="sgd", lr=0.1), LevelConfig("medium", chunk=2, optimizer="adamw"),
+              LevelConfig("slow", chunk=2, optimizer="sgd", lr=0.1))
+    cms = CMS(CMSConfig(levels=levels, grad_clip=1.0), m.levels(), model=m, zero_grad="inplace")
+    x = torch.randint(0, 11, (2, 5))
+    m(x)[0].square().mean().backward()
+    held = [p.grad for p in m.parameters()]
+    assert cms.after_backward(1) == ["fast"]
+    assert all(p.grad is g for p, g in zip(m.parameters(), held))
+    assert all(not p.grad.any() for p in cms.params["fast"])
+    assert any(p.grad.any() for p in cms.params["medium"])  # chunk 2: still accumulating
+    m(x)[0].square().mean().backward()
+    assert cms.after_backward(2) == ["fast", "medium", "slow"]
+    assert all(p.grad is g and not g.any() for p, g in zip(m.parameters(), held))
+    with pytest.raises(ValueError, match="zero_grad"):
+        CMS(CMSConfig(levels=levels), m.levels(), model=m, zero_grad="sometimes")
