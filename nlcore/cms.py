@@ -27,15 +27,19 @@ Every parameter of the model must belong to exactly one level (checked at constr
 untrained embedding or head cannot happen silently. Telemetry per level: update count and last
 update step (host counters, no device sync), gradient norm at each update and the norm of the
 parameter change (device tensors, read at log time; the pre-update copy goes to one persistent
-buffer per level in one foreach launch, not one clone per parameter). With ``delta_every=k``
+buffer per level in one foreach launch, not one clone per parameter). With ``change_every=k``
 (the trainer passes its log interval) the change norm is measured only on each level's last
 update at or before every multiple of k (the one the log reports), sparing the copy, difference
 and norm launches of the other updates.
 
-``zero_grad="inplace"`` (used by ``TrainConfig.fast_path="graph"``, nlcore.accel.cuda_graph): after an
-update the level's ``.grad`` tensors are zeroed in place instead of set to None, so they stay the
-static buffers a CUDA graph accumulates into. Same arithmetic (0 + g = g): every trainable
-parameter receives a gradient in every backward pass of the nlcore models.
+``zero_grad="inplace"`` (the CUDA-graph step, nlcore.accel.cuda_graph): after an update the
+level's ``.grad`` tensors are zeroed in place instead of set to None, so they stay the static
+buffers a CUDA graph accumulates into. Same arithmetic (0 + g = g): every trainable parameter
+receives a gradient in every backward pass of the nlcore models.
+
+``grad_sync(name, params, optimizer, step)`` (data parallelism, nlcore.accel.ddp) runs right
+before a level's update and averages its accumulated gradients (and a delta rule's statistics)
+across ranks in place; without it nothing is communicated.
 """
 
 from __future__ import annotations
@@ -59,8 +63,8 @@ class NonFiniteError(RuntimeError):
 
 def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
                     named_modules: dict[str, nn.Module] | None = None,
-                    fused: bool | None = None) -> torch.optim.Optimizer | None:
-    """The optimizer of one level (None for a frozen level)."""
+                    fused: bool | None = None, world_size: int = 1) -> torch.optim.Optimizer | None:
+    """The optimizer of one level (None for a frozen level); `world_size`: data-parallel ranks."""
     if spec.optimizer == "none":
         return None
     kw: dict = {}
@@ -94,7 +98,7 @@ def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
         return DeltaRule(params, modules=mods, lr=spec.lr,
                          mode="summed" if spec.optimizer == "delta" else "batch_mean",
                          aggregation="mean", grad_scale="per_token", fallback="sgd",
-                         fallback_kwargs={"momentum": spec.momentum})
+                         fallback_kwargs={"momentum": spec.momentum}, world_size=world_size)
     raise ValueError(f"cms.levels.{spec.name}.optimizer: unknown {spec.optimizer!r}")
 
 
@@ -108,11 +112,13 @@ class CMS:
     def __init__(self, cfg: CMSConfig, levels: dict[str, NamedParams], *,
                  model: nn.Module | None = None,
                  lr_scale: Callable[[int], float] | None = None,
-                 fused: bool | None = None, zero_grad: str = "none", delta_every: int = 1) -> None:
+                 fused: bool | None = None, zero_grad: str = "none", change_every: int = 1,
+                 grad_sync: Callable[[str, list[nn.Parameter], torch.optim.Optimizer | None, int], None] | None = None,
+                 world_size: int = 1) -> None:
         cfg.validate()
-        if isinstance(delta_every, bool) or not isinstance(delta_every, int) or delta_every < 1:
-            raise ValueError(f"CMS delta_every must be an int >= 1, got {delta_every!r}")
-        self.delta_every = delta_every
+        if isinstance(change_every, bool) or not isinstance(change_every, int) or change_every < 1:
+            raise ValueError(f"CMS change_every must be an int >= 1, got {change_every!r}")
+        self.change_every = change_every
         if zero_grad not in ("none", "inplace"):  # "inplace": static .grad buffers (nlcore.accel.cuda_graph)
             raise ValueError(f"CMS zero_grad must be 'none' or 'inplace', got {zero_grad!r}")
         self.cfg = cfg
@@ -143,20 +149,17 @@ class CMS:
             if lv.optimizer == "none":
                 for p in plist:  # an explicitly frozen level (prototype compatibility only)
                     p.requires_grad_(False)
-            self.optimizers[lv.name] = build_optimizer(lv, plist, named_modules=named_modules, fused=fused) \
-                if plist else None
+            self.optimizers[lv.name] = build_optimizer(lv, plist, named_modules=named_modules, fused=fused,
+                                                       world_size=world_size) if plist else None
         self.base_lr = {n: self._policy_lr(s) for n, s in self.specs.items()}
         self.updates = {n: 0 for n in self.specs}  # update count (host)
         self.last_update = {n: 0 for n in self.specs}  # last update step (host)
         self.pending = {n: 0 for n in self.specs}  # gradients accumulated since the last update
         self._grad_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
-        self._delta_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
+        self._change_norms: dict[str, list[tuple[int, torch.Tensor]]] = {n: [] for n in self.specs}
         self._before: dict[str, list[torch.Tensor]] = {}  # per level: persistent pre-update copy
         self._clip_cache = {n: SliceCache() for n in self.specs}  # per level: its gradients' slices
-        # Data-parallel training (nlcore.accel.ddp): grad_sync(level, step) averages the level's
-        # accumulated .grad (and a delta rule's statistics) across ranks, in place, right before
-        # its update; None (one process): nothing is communicated.
-        self.grad_sync: Callable[[str, int], None] | None = None
+        self.grad_sync = grad_sync  # see the module docstring
 
     # ------------------------------------------------------------------ schedule
     def _policy_lr(self, spec: LevelConfig) -> float:
@@ -169,10 +172,10 @@ class CMS:
     def current_lr(self, name: str, step: int) -> float:
         return self.base_lr[name] * self.lr_scale(step)
 
-    def records_delta(self, name: str, step: int) -> bool:
+    def records_change(self, name: str, step: int) -> bool:
         """Whether the update of level `name` at `step` measures its change norm: it is the level's
-        last update at or before the next multiple of `delta_every` (every update when that is 1)."""
-        k = self.delta_every
+        last update at or before the next multiple of `change_every` (every update when that is 1)."""
+        k = self.change_every
         return step + self.specs[name].chunk > -(-step // k) * k
 
     # ------------------------------------------------------------------ stepping
@@ -221,8 +224,8 @@ class CMS:
         if opt is None:
             self._zero(name)
             return
-        if self.grad_sync is not None:  # nlcore.accel.ddp: one all-reduce per level update
-            self.grad_sync(name, step)
+        if self.grad_sync is not None:  # one all-reduce per level update across data-parallel ranks
+            self.grad_sync(name, params, opt, step)
         grads = [p.grad for p in params if p.grad is not None]
         if grads:
             if self.cfg.aggregation == "mean" and k > 1:
@@ -235,7 +238,7 @@ class CMS:
             else:
                 gnorm = grad_norm(grads)
             self._grad_norms[name].append((step, gnorm))
-        record = self.records_delta(name, step)
+        record = self.records_change(name, step)
         if record:
             now = [p.detach() for p in params]
             before = self._before.get(name)
@@ -249,7 +252,7 @@ class CMS:
         if record:
             torch._foreach_sub_(before, [p.detach() for p in params])  # −Δθ: the same norm, no new tensors
             delta = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(before)))
-            self._delta_norms[name].append((step, delta))
+            self._change_norms[name].append((step, delta))
         self._zero(name)
         self.updates[name] += 1
         self.last_update[name] = step
@@ -261,13 +264,13 @@ class CMS:
         out = {}
         tensors, index = [], []
         for n in self.specs:
-            for kind, buf in (("grad", self._grad_norms[n]), ("delta", self._delta_norms[n])):
+            for kind, buf in (("grad", self._grad_norms[n]), ("change", self._change_norms[n])):
                 for step, t in buf:
                     tensors.append(t.detach().double().reshape(()))
                     index.append((n, kind, step))
-            self._grad_norms[n], self._delta_norms[n] = [], []
+            self._grad_norms[n], self._change_norms[n] = [], []
         values = torch.stack(tensors).cpu().tolist() if tensors else []
-        per: dict[str, dict[str, list[tuple[int, float]]]] = {n: {"grad": [], "delta": []} for n in self.specs}
+        per: dict[str, dict[str, list[tuple[int, float]]]] = {n: {"grad": [], "change": []} for n in self.specs}
         for (n, kind, step), v in zip(index, values):
             per[n][kind].append((step, v))
         bad = sorted((step, n) for n in per for step, v in per[n]["grad"] if not math.isfinite(v))
@@ -276,11 +279,11 @@ class CMS:
             raise NonFiniteError(f"non-finite gradient at step {step} in level {n!r}")
         for n in self.specs:
             g = per[n]["grad"]
-            d = per[n]["delta"]
+            d = per[n]["change"]
             out[n] = {
                 "updates": self.updates[n], "last_update": self.last_update[n],
-                "grad_norm": g[-1][1] if g else None, "delta_norm": d[-1][1] if d else None,
-                "grad_norms": g, "delta_norms": d,
+                "grad_norm": g[-1][1] if g else None, "change_norm": d[-1][1] if d else None,
+                "grad_norms": g, "change_norms": d,
             }
         return out
 

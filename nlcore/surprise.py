@@ -2,8 +2,8 @@ r"""The surprise objective: regress each level's output onto its own local surpr
 
 Nested Learning (Behrouz et al., NeurIPS 2025) §2.2: u = ∇_y L is the "local surprise signal"
 of a layer with output y; §2.7 (Eq. 27) replaces the dot-product memory objective by the L2
-regression ‖W x − ∇_y L‖². The prototype (seed-findings.md) turned that into an auxiliary loss
-on the tapped level outputs y_ℓ (``SequenceModel.tap``), which this module reproduces:
+regression ‖W x − ∇_y L‖². As an auxiliary loss on the tapped level outputs y_ℓ
+(``SequenceModel.tap``), the form the prototype trained with:
 
 .. math::
     \mathcal{L}_{tot} = L + \sum_{\ell:\lambda_\ell>0} \lambda_\ell\,
@@ -14,10 +14,10 @@ over all N_ℓ = numel(y_ℓ) elements, sg a stop-gradient, and ∇_{y_ℓ}L the
 
 Two implementations with the same parameter gradients:
 
-* ``impl="reference"`` (the prototype, literally): ``g = autograd.grad(L, ys, create_graph=True)``,
-  t = sg(clip(g)), backpropagate L + Σ λ·MSE(y, t). create_graph builds a second-order graph
-  that is never used (seed-findings defect 5); ``create_graph=False`` is offered to measure it.
-* ``impl="fast"``: one backward pass. A tensor hook on each weighted tap sees the incoming
+* ``impl="reference"`` (the prototype's form, literally): ``g = autograd.grad(L, ys,
+  create_graph=True)``, t = sg(clip(g)), backpropagate L + Σ λ·MSE(y, t). create_graph builds a
+  second-order graph that is never used (t is detached); ``create_graph=False`` measures its cost.
+* ``impl="hooks"``: one backward pass. A tensor hook on each weighted tap sees the incoming
   gradient a_ℓ and returns a_ℓ + δ_ℓ, with the derivative of the auxiliary term
 
   .. math::
@@ -52,7 +52,7 @@ is the one-process objective on the global batch. Rank r backpropagates its own 
 L_r, and nlcore.accel.ddp AVERAGES gradients across ranks, so every gradient a rank computes
 must be N times the global one restricted to its rows. Two consequences: (1) the target is
 t = clip(∇_y L_global) with ∇_y L_global = ∇_y L_r / N on the rank's rows, so ``grad_scale``
-(set to 1/N; 1 in one process) scales the recovered g before clipping, in both impls;
+(1/N; 1 in one process) scales the recovered g before clipping, in both impls;
 (2) the global δ = 2λ/numel(y_global)·(y − t), times N, is 2λ/numel(y_r)·(y − t): the
 k = 2λ/N_ℓ above with the rank's own numel is already right, as is the reference's MSE over the
 rank's elements. Metrics are the rank's own (rank 0 logs them), with signal_norm and clip_frac
@@ -84,7 +84,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def inject(grad: Tensor, corr: Tensor | None, y: Tensor, clip: float, k: float, scale: float,
            want_delta: bool) -> tuple[Tensor, Tensor, Tensor | None, Tensor]:
-    """The fast hook's arithmetic on the incoming gradient a (all (B, T, d)): returns
+    """The hook's arithmetic on the incoming gradient a (all (B, T, d)): returns
     g = scale (a − corr) (∇_y L alone), y − clip(g, ±c) in the working dtype, δ = k (y − t) (if
     asked for, in y's dtype) and a + δ in a's dtype. Pure tensor maths: the trainer may compile it into one
     kernel (nlcore.accel.compile). Type promotion does the float32 casts."""
@@ -107,9 +107,9 @@ class Surprise:
     """
 
     def __init__(self, cfg: SurpriseConfig, model: SequenceModel, *, create_graph: bool = True,
-                 record_every: int = 1, compile_fn=None) -> None:
+                 record_every: int = 1, compile_fn=None, grad_scale: float = 1.0) -> None:
         cfg.validate()
-        self._inject = inject if compile_fn is None else compile_fn(inject)  # the fast hook's arithmetic
+        self._inject = inject if compile_fn is None else compile_fn(inject)  # the hook's arithmetic
         if record_every < 1:
             raise ValueError(f"record_every must be >= 1, got {record_every}")
         self.cfg, self.model, self.create_graph = cfg, model, create_graph
@@ -117,7 +117,7 @@ class Surprise:
         self._recording = True
         self.weights = {n: float(w) for n, w in cfg.weights.items() if w > 0}  # levels with λ > 0
         self.active = False
-        self.grad_scale = 1.0  # nlcore.accel.ddp: 1/N, ∇_y L_global = ∇_y L_rank / N (module docstring)
+        self.grad_scale = grad_scale  # N data-parallel ranks: 1/N, ∇_y L_global = ∇_y L_rank / N
         self._acc: dict[str, Tensor] = {}  # level -> (3,) float64 running sums of METRICS (device)
         self._count: dict[str, int] = {}  # level -> steps accumulated (host)
         self._clear()
@@ -143,7 +143,7 @@ class Surprise:
         if not self.active:
             return loss
         self._check_taps()
-        if self.cfg.impl == "fast":
+        if self.cfg.impl == "hooks":
             return loss  # the hooks add the auxiliary gradient during loss.backward()
         names = list(self._ys)
         ys = [self._ys[n] for n in names]
@@ -183,6 +183,30 @@ class Surprise:
         self._acc, self._count = {}, {}
         return out
 
+    def plan(self, step: int) -> tuple[bool, bool]:
+        """(active, recording) at 1-based `step`, without installing anything."""
+        return bool(self.weights) and step % self.cfg.every == 0, step % self.record_every == 0
+
+    def take_metrics(self) -> tuple[dict[str, Tensor], dict[str, int]]:
+        """The metric accumulators on the device (sums, step counts), leaving empty ones: the
+        CUDA-graph step records a captured step's metrics into fresh accumulators this way."""
+        taken = (self._acc, self._count)
+        self._acc, self._count = {}, {}
+        return taken
+
+    def put_metrics(self, taken: tuple[dict[str, Tensor], dict[str, int]]) -> None:
+        """Replace the accumulators by ones from `take_metrics`."""
+        self._acc, self._count = taken
+
+    def add_metrics(self, sums: dict[str, Tensor], counts: dict[str, int]) -> None:
+        """Add the sums and counts of a replayed step to the accumulators, as recording would."""
+        for n, v in sums.items():
+            if n in self._acc:
+                self._acc[n].add_(v)
+            else:
+                self._acc[n] = v.clone()
+            self._count[n] = self._count.get(n, 0) + counts.get(n, 1)
+
     # ------------------------------------------------------------------ internals
     def _tap(self, name: str, y: Tensor) -> Tensor:
         self._seen.append(name)
@@ -192,7 +216,7 @@ class Surprise:
             raise ValueError(f"surprise.weights.{name}: level {name!r} was tapped twice in one forward pass")
         y = y.view_as(y)  # (B, T, d) alias: the tapped value; later computation depends on it
         self._ys[name] = y
-        if self.cfg.impl == "fast":
+        if self.cfg.impl == "hooks":
             self._handles.append(y.register_hook(lambda grad, n=name: self._hook(n, grad)))
         return y
 

@@ -143,13 +143,13 @@ diffs.round(4)
 # `scripts/gpu/bench_final.sh`) timed the `seed` preset without the objective and with the
 # prototype's weights in both implementations, in interleaved windows so that drift cancels from
 # the paired overheads. It is an **H100 measurement** (the device is in the title), the same in
-# both modes: nothing is timed here. The default step is a CUDA-graph replay (`fast_path="auto"`);
+# both modes: nothing is timed here. The default step is a CUDA-graph replay (`cuda_graph="auto"`);
 # the `_eager` rows time the plain eager step. Every overhead is against the graphed
 # `seed_persistent`, so the eager rows also show what the graph saves.
 
 # %%
 bench = nl.figures.bench_overheads(nl.figures.bench_report("seed"), [
-    "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_persistent_eager", "seed_surprise_fast_eager"])
+    "seed_persistent", "seed_surprise_hooks", "seed_surprise_reference", "seed_persistent_eager", "seed_surprise_hooks_eager"])
 fig = nl.figures.bench_figure(bench)
 ctx.save(fig, "step_time")
 bench.drop(columns=["overrides"]).round(3)
@@ -202,7 +202,7 @@ for c, r in bench.iterrows():
     print(f"step time on the {r.device}: {c:<25s} {r.step_ms_median:.2f} ms, overhead vs seed_persistent "
           f"{100 * r.overhead:+.1f} % (IQR {100 * r.overhead_q25:+.1f} .. {100 * r.overhead_q75:+.1f} %)")
 print("eager step: surprise (fast) / persistent = "
-      f"{bench.loc['seed_surprise_fast_eager', 'step_ms_median'] / bench.loc['seed_persistent_eager', 'step_ms_median']:.3f}")
+      f"{bench.loc['seed_surprise_hooks_eager', 'step_ms_median'] / bench.loc['seed_persistent_eager', 'step_ms_median']:.3f}")
 
 # %% [markdown]
 # ## Takeaways

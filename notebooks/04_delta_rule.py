@@ -206,7 +206,7 @@ assert {"sgd_default", "delta"} <= set(exp.configs), f"missing configurations; f
 # Read from the committed `results/04_delta_rule/` (3 seeds, WikiText-2), whatever mode this
 # notebook ran in, and the step time of the `delta` configuration from the committed H100
 # benchmark (`results/bench/seed.json`): the delta optimizer gathers per-token statistics in
-# host-side hooks, so it cannot use the CUDA-graph step (`fast_path`); compare it with both the
+# host-side hooks, so it cannot use the CUDA-graph step (`cuda_graph`); compare it with both the
 # graphed and the eager default step.
 
 # %%

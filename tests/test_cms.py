@@ -172,8 +172,8 @@ def test_telemetry_norms_match_definition():
     dnorm = math.sqrt(sum(float((p.detach() - b).pow(2).sum()) for p, b in zip(model.slow.parameters(), before)))
     assert tele["slow"]["updates"] == 1 and tele["slow"]["last_update"] == 2
     assert tele["slow"]["grad_norm"] == pytest.approx(gnorm, rel=1e-12)
-    assert tele["slow"]["delta_norm"] == pytest.approx(dnorm, rel=1e-12)
-    assert tele["slow"]["delta_norm"] == pytest.approx(0.1 * gnorm, rel=1e-12)  # SGD: |dθ| = lr |g|
+    assert tele["slow"]["change_norm"] == pytest.approx(dnorm, rel=1e-12)
+    assert tele["slow"]["change_norm"] == pytest.approx(0.1 * gnorm, rel=1e-12)  # SGD: |dθ| = lr |g|
 
 
 def test_state_dict_keeps_pending_gradients():

@@ -79,7 +79,7 @@ def assert_metrics_close(a, b, rel=1e-12):
 @pytest.mark.parametrize("clip", [3e-4, 1e6], ids=["clipped", "unclipped"])
 @pytest.mark.parametrize("weights", WEIGHTS, ids=lambda w: "+".join(w))
 def test_fast_equals_reference(f64, nr, clip, weights):
-    gf, mf = run("fast", weights, clip, nr)
+    gf, mf = run("hooks", weights, clip, nr)
     gr, mr = run("reference", weights, clip, nr)
     assert max_diff(gf, gr) < 1e-10
     assert_metrics_close(mf, mr)
@@ -103,7 +103,7 @@ class Naive(Surprise):
 def test_without_the_correction_multi_level_is_wrong(f64, nr):
     w = {"fast": 0.3, "medium": 0.2, "slow": 0.1}
     gr, _ = run("reference", w, 1e6, nr)
-    gn, _ = run("fast", w, 1e6, nr, cls=Naive)
+    gn, _ = run("hooks", w, 1e6, nr, cls=Naive)
     assert max_diff(gn, gr) > 1e-6  # the test above would catch a missing correction
 
 
@@ -122,7 +122,7 @@ def test_local_vjp_never_reaches_the_lstm(f64):
 
 def test_zero_weights_equal_plain_training(f64):
     model = make_model()
-    sur = Surprise(SurpriseConfig(weights={"fast": 0.0, "medium": 0.0}, impl="fast"), model)
+    sur = Surprise(SurpriseConfig(weights={"fast": 0.0, "medium": 0.0}, impl="hooks"), model)
     sur.begin(1)
     assert model.tap_fn is None
     sur.end()
@@ -134,7 +134,7 @@ def test_zero_weights_equal_plain_training(f64):
     assert sur.drain_metrics() == {}
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["hooks", "reference"])
 def test_every_n_skips_other_steps(f64, impl):
     w = {"fast": 0.3, "medium": 0.2}
     model = make_model()
@@ -156,7 +156,7 @@ def test_every_n_skips_other_steps(f64, impl):
     assert max_diff(g2, g1) == 0.0 and m2 == m1
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["hooks", "reference"])
 def test_metrics_equal_hand_computation(f64, impl):
     lam, clip = {"fast": 0.3, "medium": 0.2}, 2e-3
     expect = {n: [] for n in lam}
@@ -184,7 +184,7 @@ def test_metrics_equal_hand_computation(f64, impl):
     assert sur.drain_metrics() == {}  # drained
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["hooks", "reference"])
 def test_gradients_accumulate_over_two_backward_passes(f64, impl):
     w = {"fast": 0.3, "medium": 0.2}
     both, _ = run(impl, w, 1e-2, steps=((1, 1), (2, 2)))  # a CMS chunk of 2: .grad sums
@@ -204,7 +204,7 @@ def test_reference_without_create_graph_gives_the_same_gradients(f64):
     assert max_diff(grads(model), gr) < 1e-12
 
 
-@pytest.mark.parametrize("impl", ["fast", "reference"])
+@pytest.mark.parametrize("impl", ["hooks", "reference"])
 def test_a_level_the_model_never_taps_raises(f64, impl):
     model = LSTMLM(V, D)
     sur = Surprise(SurpriseConfig(weights={"fast": 0.1, "medium": 0.1}, impl=impl), model)
@@ -218,7 +218,7 @@ def test_a_level_the_model_never_taps_raises(f64, impl):
 def test_bf16_autocast_hooks_keep_the_incoming_dtype():
     w = {"fast": 5.0, "medium": 3.0}  # large weights: the auxiliary gradient matters
     out = {}
-    for impl in ("fast", "reference"):
+    for impl in ("hooks", "reference"):
         model = make_model()
         sur = Surprise(SurpriseConfig(weights=w, impl=impl), model)
         sur.begin(1)
@@ -230,8 +230,8 @@ def test_bf16_autocast_hooks_keep_the_incoming_dtype():
         sur.end()
         out[impl] = grads(model)
     for k, g in out["reference"].items():
-        assert out["fast"][k].dtype == torch.float32
-        assert (out["fast"][k] - g).norm() <= 3e-2 * g.norm() + 1e-6, k
+        assert out["hooks"][k].dtype == torch.float32
+        assert (out["hooks"][k] - g).norm() <= 3e-2 * g.norm() + 1e-6, k
 
 
 SMALL = ["data.synth_chars=20000", "data.batch_size=4", "data.seq_len=16", "eval_every=0", "ckpt_every=0"]
@@ -249,7 +249,7 @@ def test_trainer_writes_surprise_metrics(tmp_out):
 
 def test_trainer_fast_equals_reference_under_cms():
     out = {}
-    for impl in ("fast", "reference"):  # smoke CMS chunks 1/4/16: medium accumulates 4 gradients
+    for impl in ("hooks", "reference"):  # smoke CMS chunks 1/4/16: medium accumulates 4 gradients
         cfg = apply_overrides(preset("smoke"), SMALL + ["surprise.weights.fast=0.5", "surprise.weights.medium=0.5",
                                                         f"surprise.impl={impl}", "steps=8"])
         t = Trainer(cfg, None, progress=False)
@@ -258,4 +258,4 @@ def test_trainer_fast_equals_reference_under_cms():
         out[impl] = {k: v.detach().clone() for k, v in t.model.state_dict().items()}
         assert t.cms.updates["medium"] == 2
     for k, v in out["reference"].items():
-        assert torch.allclose(out["fast"][k], v, rtol=1e-4, atol=1e-6), k
+        assert torch.allclose(out["hooks"][k], v, rtol=1e-4, atol=1e-6), k

@@ -1,8 +1,8 @@
-"""The graphed training step (``TrainConfig.fast_path="graph"``): forward + loss + backward
+"""The graphed training step (``TrainConfig.cuda_graph="on"``): forward + loss + backward
 replayed from a CUDA graph.
 
-At the seed sizes the eager step is launch-bound: a few hundred small kernels, each costing tens
-of µs of Python and dispatcher time, so the GPU idles between them. `GraphedStep` captures
+At the seed sizes the eager step is launch-bound: a few hundred small kernels, each costing
+more Python and dispatcher time than GPU time, so the GPU idles between them. `GraphedStep` captures
 `Trainer.forward_backward` (autocast forward, fp32 cross-entropy, surprise objective, backward)
 once per variant and replays it, leaving only a handful of eager launches per step.
 
@@ -38,12 +38,11 @@ Design
 * Eager fallback, counted per reason in ``telemetry()``: ``doc_reset`` (document starts inside
   the window: the model splits its recurrence there, another kernel sequence), ``shape`` /
   ``state`` (a window or state of another shape, e.g. a final shorter window), ``capture_failed``
-  and ``surprise_record`` (when `Surprise` lacks the accumulators the merge needs). A state
-  reset is just data (zeros copied in) and is replayed.
+  A state reset is just data (zeros copied in) and is replayed.
 * On CPU there is nothing to capture: the same code runs with `_EmulatedGraph`, whose capture
   runs the body once and whose replay runs it again and copies its outputs into the captured
   ones, so CPU tests cover staging, warm-up, restore, merge and fallback; it is bit-identical to
-  ``fast_path="off"`` (the CPU RNG is forked around warm-up and capture).
+  ``cuda_graph="off"`` (the CPU RNG is forked around warm-up and capture).
 
 Limits: the graph is tied to the parameters' and buffers' addresses (optimizers must update in
 place, as torch's do; do not move the model after the first step); the delta optimizers are not
@@ -106,18 +105,15 @@ class GraphedStep:
         t = self.t = trainer
         self.warmup = warmup
         self.cuda = t.device.type == "cuda"
-        d = t.cfg.data
-        self.x = torch.zeros(d.batch_size, d.seq_len, dtype=torch.long, device=t.device)
+        rows = t.train_stream.batch_size  # this process's rows (all B in one process)
+        self.x = torch.zeros(rows, t.cfg.data.seq_len, dtype=torch.long, device=t.device)
         self.y = torch.zeros_like(self.x)
-        self.state_in = {k: v.clone() for k, v in t.model.init_state(d.batch_size, t.device).items()}
+        self.state_in = {k: v.clone() for k, v in t.model.init_state(rows, t.device).items()}
         self.params = [p for p in t.model.parameters() if p.requires_grad]
         self.grads: list[torch.Tensor] | None = None  # static .grad buffers, made at the first replay
         self.graphs: dict[str, tuple] = {}  # variant -> (graph, (loss, acc, counts))
         self.failed: dict[str, str] = {}  # variant -> capture error
         self.stream = torch.cuda.Stream(device=t.device) if self.cuda else None
-        sur = t.surprise
-        self._mergeable = sur is None or (isinstance(getattr(sur, "_acc", None), dict)
-                                          and isinstance(getattr(sur, "_count", None), dict))
         self.graph_steps = 0
         self.eager_steps: dict[str, int] = {}
         # static += fresh gradients: compiled with the trainer's backend, one fused kernel with many
@@ -136,8 +132,6 @@ class GraphedStep:
             key = self._variant(step)
             if key in self.failed:
                 why = "capture_failed"
-            elif key == "surprise_record" and not self._mergeable:
-                why = "surprise_record"
         if why is None:
             self._stage(batch, state)
             entry = self.graphs.get(key) or self._capture(step, key)
@@ -145,7 +139,7 @@ class GraphedStep:
                 graph, (loss, acc, counts) = entry
                 graph.replay()
                 if acc:
-                    self._merge(acc, counts)
+                    self.t.surprise.add_metrics(acc, counts)
                 self.graph_steps += 1
                 return loss.clone(), dict(self.state_in)
             why = "capture_failed"
@@ -173,9 +167,7 @@ class GraphedStep:
         sur = self.t.surprise
         if sur is None:
             return "plain"
-        sur.begin(step)  # host-only: read whether the objective is on and whether it records
-        active, record = sur.active, bool(getattr(sur, "_recording", True))
-        sur.end()
+        active, record = sur.plan(step)
         return ("surprise_record" if record else "surprise") if active else "plain"
 
     @torch.no_grad()
@@ -215,10 +207,7 @@ class GraphedStep:
     def _body(self, step: int):
         """The captured work. Surprise metrics recorded in it go to scratch accumulators, returned."""
         sur = self.t.surprise
-        keep = None
-        if sur is not None and self._mergeable:
-            keep = (sur._acc, sur._count)
-            sur._acc, sur._count = {}, {}
+        keep = sur.take_metrics() if sur is not None else None
         for p in self.params:  # the backward hands over fresh gradients (see the module docstring)
             p.grad = None
         try:
@@ -229,12 +218,12 @@ class GraphedStep:
                     self._accumulate([g for g, _ in fresh], [f for _, f in fresh])
                 for k, v in new.items():
                     self.state_in[k].copy_(v)
-            acc, counts = (dict(sur._acc), dict(sur._count)) if keep is not None else ({}, {})
+            acc, counts = sur.take_metrics() if keep is not None else ({}, {})
         finally:
             for p, g in zip(self.params, self.grads):
                 p.grad = g
             if keep is not None:
-                sur._acc, sur._count = keep
+                sur.put_metrics(keep)
         return loss.detach(), acc, counts
 
     def _capture(self, step: int, key: str):
@@ -277,19 +266,9 @@ class GraphedStep:
                     pass
             restore()
             self.failed[key] = f"{type(e).__name__}: {e}"
-            warnings.warn(f"fast_path=graph: capture of variant {key!r} failed; it runs eagerly: "
+            warnings.warn(f"cuda_graph=on: capture of variant {key!r} failed; it runs eagerly: "
                           f"{self.failed[key]}", RuntimeWarning, stacklevel=3)
             return None
         restore()  # the emulated capture ran the body; on CUDA this is a no-op copy
         self.graphs[key] = (graph, out)
         return self.graphs[key]
-
-    def _merge(self, acc: dict, counts: dict) -> None:
-        """Add the replay's surprise metrics to the accumulators, as `Surprise._record` would."""
-        sur = self.t.surprise
-        for n, v in acc.items():
-            if n in sur._acc:
-                sur._acc[n].add_(v)
-            else:
-                sur._acc[n] = v.clone()
-            sur._count[n] = sur._count.get(n, 0) + counts.get(n, 1)

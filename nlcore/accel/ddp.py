@@ -1,81 +1,77 @@
 r"""Data-parallel training over torch.distributed: ``torchrun --nproc_per_node N -m nlcore train ...``.
 
-N processes (ranks) train ONE model on the global batch of ``data.batch_size`` = B rows: it is the
-same computation as one process training on those B rows, only spread out. Launch with torchrun
-(or any launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT); the trainer
-calls `from_env`, which initialises the process group (NCCL on CUDA, one GPU per rank:
-cuda:LOCAL_RANK; gloo on CPU) and returns a `DataParallel`, or None in one process. Everything
-goes through torch.distributed collectives; there is no other transport.
+N processes (ranks) train ONE model on the global batch of ``data.batch_size`` = B rows: the same
+computation as one process training on those B rows, spread out. Launch with torchrun (or any
+launcher that sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT). The trainer calls
+`from_env`, which initialises the process group (NCCL on CUDA, one GPU per rank, cuda:LOCAL_RANK;
+gloo on CPU) and returns a `DataParallel`; in one process it returns `OneProcess`, which has the
+same interface and communicates nothing. Everything goes through torch.distributed collectives.
 
 Data. The stream keeps the global B-row layout of ``nlcore.data.streams`` (row length from B, not
 B/N) and rank k reads rows [k·B/N, (k+1)·B/N) of every window (``CharStream(rows=...)``), so each
-row's persistent recurrent state lives on one rank for the whole run, exactly as in one process.
-B (and the eval batch) must be divisible by N (checked, with a clear error).
+row's persistent recurrent state lives on one rank for the whole run, as in one process. B (and the
+eval batch) must be divisible by N (checked, with a clear error).
 
-Gradients: CMS-aware, bucketed all-reduce at update steps, no DistributedDataParallel wrapper.
-A CMS level with chunk C accumulates C gradients in ``.grad`` and updates at steps divisible by
-C. Its gradients are needed on the other ranks only then, so `DataParallel.sync_level` (installed
-as ``CMS.grad_sync``) runs inside ``CMS._update``, right before the level's aggregation, clipping
-and optimizer step: the level's ``.grad`` tensors are flattened into ONE bucket, all-reduced
-(SUM) and multiplied by 1/N, i.e. AVERAGED (each rank's loss is the mean over its B/N·T
-characters, so the mean of the N rank gradients is the gradient of the global mean loss), then
-copied back in place. The slow level (C = 256) therefore communicates 1/256 as often as the fast
-one; every count is kept in `counts` (per level: ⌊steps / C⌋ during the loop, plus one for a
-flushed final partial chunk) and `calls`. A partial chunk discarded at the end communicates
-nothing; a frozen level never does. Why not DDP: (1) DDP all-reduces every trainable gradient in
-every backward; its no_sync / ignored-parameter switches would have to be toggled per level and
-per step, with the slow levels reduced by hand anyway; (2) DDP's reducer hooks would run inside
-the backward that ``fast_path="graph"`` (nlcore.accel.cuda_graph) captures in a CUDA graph, while here the
-captured region contains no communication at all; the all-reduce is eager, between replays, on
-the static ``.grad`` buffers (copied back in place, so they stay the graph's buffers) and
-``fast_path="auto"`` stays "graph" on CUDA under torchrun (scripts/gpu/ddp_check.sh records the
-graphed and eager step counts of every 2-GPU run); (3) what DDP adds, overlapping the
-all-reduce with the backward, is worth little here: the seed model's fast level is ~2.5 MB of
-fp32 gradients, tens of µs on NVLink against a step of ~10 ms at a saturating batch. The
-parameters are broadcast from rank 0 once at start (they are equal anyway: same seed).
+Gradients: CMS-aware, one bucketed all-reduce per level update, no DistributedDataParallel wrapper.
+A CMS level with chunk C accumulates C gradients in ``.grad`` and updates at steps divisible by C;
+its gradients are needed on the other ranks only then, so `DataParallel.sync_level` (the CMS's
+``grad_sync``) runs right before the level's aggregation, clipping and optimizer step: the level's
+``.grad`` tensors are flattened into ONE bucket, all-reduced (SUM) and multiplied by 1/N, i.e.
+AVERAGED (each rank's loss is the mean over its B/N·T characters, so the mean of the N rank
+gradients is the gradient of the global mean loss), then copied back in place. The slow level
+(C = 256) communicates 1/256 as often as the fast one; every collective is counted (`counts` per
+level, `calls`). A partial chunk discarded at the end communicates nothing; a frozen level never
+does. Why not DDP: (1) DDP all-reduces every trainable gradient in every backward, and its no_sync /
+ignored-parameter switches would have to be toggled per level and per step; (2) DDP's reducer hooks
+would run inside the backward that the CUDA-graph step (nlcore.accel.cuda_graph) captures, while
+here the captured region holds no communication: the all-reduce is eager, between replays, on the
+static ``.grad`` buffers (copied back in place, so they stay the graph's buffers); (3) what DDP
+adds, overlapping the all-reduce with the backward, is worth little for a few MB of gradients per
+level. The parameters are broadcast from rank 0 once at start (equal anyway: same seed).
 
-A level's bucket (in the order of ``CMS.params``, the same on every rank): every trainable
-parameter's gradient (zeros where a rank has none), one presence flag per parameter (a gradient
-no rank produced stays None; one some ranks produced is averaged with zeros for the others, as
-the global mean loss requires) and, for a delta-rule level (nlcore.optim.delta_rule.DeltaRule), the
-pending statistics A = Σ x̂x̂ᵀ and B = Σ g x̂ᵀ (mode "summed") or Σ x (mode "batch_mean") of
-every delta weight, SUMMED (not averaged) across ranks: the one-process statistics sum over all
-tokens. Their token count becomes N × the rank's (equal shards: every rank records the same
-number of tokens per call; plus `carried` after a resume on another N, see Checkpoints). The hooks record g = ∇_yL_global = ∇_yL_rank / N, and
-grad_scale="per_token" multiplies it by the global token count of the call (DeltaRule.world_size;
-see there). Mode "sequential" keeps per-token records and is refused.
+A level's bucket (in the order of the level's parameters, the same on every rank): every trainable
+parameter's gradient (zeros where a rank has none), one presence flag per parameter (a gradient no
+rank produced stays None; one some ranks produced is averaged with zeros for the others, as the
+global mean loss requires) and, for a delta-rule level (nlcore.optim.delta_rule.DeltaRule), the
+pending statistics A = Σ x̂x̂ᵀ and B = Σ g x̂ᵀ (mode "summed") or Σ x (mode "batch_mean") of every
+delta weight, SUMMED (not averaged) across ranks: the one-process statistics sum over all tokens.
+Their token count becomes N × the rank's (equal shards: every rank records the same number of
+tokens per call; plus `carried` after a resume on another N, see Checkpoints). The hooks record
+g = ∇_yL_global = ∇_yL_rank / N, and grad_scale="per_token" multiplies it by the global token
+count of the call (DeltaRule's `world_size`). Mode "sequential" keeps per-token records and is
+refused.
 
 Surprise (nlcore.surprise): the target is clip(∇_y L_global) with ∇_y L_global = ∇_y L_rank / N
-on the rank's rows (``Surprise.grad_scale = 1/N``); the injected gradient 2λ/numel(y_global)·(y−t)
-on the global scale is, times N (the rank's backward is N × the global one), 2λ/numel(y_rank)·(y−t),
-which is what the rank's hook already adds. No communication.
+on the rank's rows (the trainer builds `Surprise` with ``grad_scale = 1/N``); the injected gradient
+2λ/numel(y_global)·(y−t) on the global scale is, times N (the rank's backward is N × the global
+one), 2λ/numel(y_rank)·(y−t), which is what the rank's hook already adds. No communication.
 
-Logging and evaluation. Per-step losses are averaged across ranks at log time (one all-reduce
-per log interval, also making the finiteness check agree on every rank); the CMS telemetry is
-computed on the averaged gradients, so it is the same everywhere. Evaluation runs each rank on
-its rows of the eval stream and sums the nats and the target counts (and the per-position sums)
-across ranks: bpc = Σ nats / (Σ targets · ln 2), the one-process number. The recurrent-state and
-surprise metrics in the log are rank 0's (its rows). Only rank 0 writes (metrics, summary,
-checkpoints) and shows a progress bar; chars/s counts the global batch.
+Logging and evaluation. Per-step losses are averaged across ranks at log time (one all-reduce per
+log interval, which also makes the finiteness check agree on every rank); the CMS telemetry is
+computed on the averaged gradients, so it is the same everywhere. Evaluation runs each rank on its
+rows of the eval stream and sums the nats and target counts (and the per-position sums) across
+ranks: bpc = Σ nats / (Σ targets · ln 2), the one-process number. The recurrent-state and surprise
+metrics in the log are rank 0's (its rows). Only rank 0 writes (metrics, summary, checkpoints) and
+shows a progress bar; chars/s counts the global batch.
 
 Checkpoints (written by rank 0; every rank takes part in one ``gather_object``). The payload has
-the one-process format with every per-rank quantity in its global, N-independent form: the
-carried state of all B rows (concatenated in rank order), the pending gradients of every level
-averaged across ranks, the delta statistics summed, rank 0's RNG state. A one-process run or a
-run on any N' dividing B resumes from it (each rank loads the averaged pending gradients: the
-average over N' ranks of "average + new" is "average + average of new", mathematically exact;
-rank 0 takes the summed delta statistics and the others none, while every rank remembers their
-token count in `carried`, so the count at the update is carried + N' × the rank's; each rank
-slices its rows of the state).
-The payload also keeps every rank's own part under ``"distributed"``; a resume on the same N
-loads those and continues bit-identically on CPU. RNG: rank 0 continues the one-process stream
-(so N-rank training equals one process exactly when nothing draws random numbers); ranks > 0 are
-reseeded from (seed, rank) after initialisation, so their dropout masks are independent of rank
-0's (dropout is the only random draw in training; with dropout N ranks and one process agree in
+the one-process format with every per-rank quantity in its global, N-independent form: the carried
+state of all B rows (concatenated in rank order), the pending gradients of every level averaged
+across ranks, the delta statistics summed, rank 0's RNG state. A one-process run or a run on any
+N' dividing B resumes from it (each rank loads the averaged pending gradients: the average over N'
+ranks of "average + new" is "average + average of new", exact; rank 0 takes the summed delta
+statistics and the others none, while every rank remembers their token count in `carried`, so the
+count at the update is carried + N' × the rank's; each rank slices its rows of the state). The
+payload also keeps every rank's own part under ``"distributed"``; a resume on the same N loads
+those and continues bit-identically on CPU. RNG: rank 0 continues the one-process stream (so N-rank
+training equals one process exactly when nothing draws random numbers); ranks > 0 are reseeded
+from (seed, rank) after initialisation, so their dropout masks are independent of rank 0's
+(dropout is the only random draw in training; with dropout N ranks and one process agree in
 distribution, not bitwise). Resuming on another N reseeds ranks > 0 from (seed, rank, step).
 
-GPU check: scripts/gpu/ddp_check.sh (1 vs 2 GPUs: throughput and loss agreement) runs
-``python -m nlcore.bench.ddp_check check`` under torchrun.
+The 1-vs-N GPU check (throughput and loss agreement) is ``python -m nlcore.bench.ddp_check``.
+NVLink multicast (NCCL NVLS, symmetric memory) is off by default (`ENV_DEFAULTS`): the buckets are
+small and some hosts fail to initialise it.
 """
 
 from __future__ import annotations
@@ -90,8 +86,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-# On the lent H200 machines NVLink multicast (NVLS, symmetric memory) must stay off; our buckets
-# are small, NVLS would not help them anyway. Defaults only: an explicit setting wins.
+from nlcore import repro
+
+# NVLink multicast off (module docstring); defaults only: an explicit setting wins.
 ENV_DEFAULTS = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1"}
 TIMEOUT_ENV = "NLCORE_DIST_TIMEOUT_S"  # collective timeout in seconds (default: torch's)
 _OWNED = False  # True when this module created the default process group (shutdown destroys it)
@@ -111,18 +108,16 @@ def check_divisible(cfg, world_size: int) -> None:
                              f"contiguous rows of the global B-row layout; use a multiple of {world_size}")
 
 
-def from_env(cfg) -> DataParallel | None:
+def from_env(cfg) -> DataParallel | OneProcess:
     """The run's `DataParallel` under torchrun with more than one process (initialising the
-    default process group if needed) or in an initialised group of > 1 ranks; else None."""
-    from nlcore import repro
-
+    default process group if needed) or in an initialised group of > 1 ranks; else `OneProcess`."""
     global _OWNED
     if not dist.is_available():
-        return None
+        return OneProcess(repro.pick_device(cfg.device))
     if not dist.is_initialized():
         world = env_world_size()
         if world <= 1:
-            return None
+            return OneProcess(repro.pick_device(cfg.device))
         check_divisible(cfg, world)  # before any collective: every rank fails alike
         local = int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0")))
         device = _rank_device(repro.pick_device(cfg.device), local)
@@ -136,7 +131,7 @@ def from_env(cfg) -> DataParallel | None:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo", **kw)
         _OWNED = True
     elif dist.get_world_size() <= 1:
-        return None
+        return OneProcess(repro.pick_device(cfg.device))
     else:
         local = int(os.environ.get("LOCAL_RANK", dist.get_rank()))
         device = _rank_device(repro.pick_device(cfg.device), local)
@@ -159,10 +154,8 @@ def _rank_device(device: torch.device, local_rank: int) -> torch.device:
 
 def shutdown(sync: bool = False) -> None:
     """Destroy the process group if `from_env` created it (idempotent). sync: first wait for every
-    rank (after a run that ended well on all of them; never after an error, where a peer may be gone).
-    Once in CI, rank 1 of the two-process CPU test aborted in gloo's teardown ("terminate called
-    without an active exception") while rank 0 had not yet printed; a rank leaving while its peer is
-    still at work (rank 0 writes the results) is the likely cause, not a confirmed one."""
+    rank (after a run that ended well on all of them; never after an error, where a peer may be gone),
+    so that no rank tears down gloo while a peer still writes its results."""
     global _OWNED
     if _OWNED and dist.is_initialized():
         if sync:
@@ -186,7 +179,43 @@ def _add(a, b):
     return b if a is None else (a if b is None else a + b)
 
 
-# ----------------------------------------------------------------------------- the run's helper
+# ----------------------------------------------------------------------------- one process
+class OneProcess:
+    """A run in one process: `DataParallel`'s interface, with nothing to communicate."""
+
+    rank, world_size, is_main = 0, 1, True
+    grad_sync = None  # the CMS updates each level from its own gradients
+    average_in_place = None  # dynamic evaluation steps on this process's gradients
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.counts: dict[str, int] = {}
+
+    def rows(self, batch_size: int) -> None:
+        return None  # every row
+
+    def prepare(self, model: torch.nn.Module, seed: int) -> None:
+        pass
+
+    def summary(self) -> dict:
+        return {}
+
+    def mean_across_ranks(self, t: torch.Tensor, kind: str = "loss") -> torch.Tensor:
+        return t
+
+    def reduce_eval(self, out: dict) -> dict:
+        return out
+
+    def checkpoint_payload(self, payload: dict, step: int, level_optimizers: dict) -> dict:
+        return payload
+
+    def load_checkpoint(self, p: dict, *, cms, carrier, batch_size: int, seed: int) -> None:
+        cms.load_state_dict(p["cms"])
+        carrier.load_state_dict(p["carrier"])
+        repro.set_rng_state(p["rng"])
+
+
+# ----------------------------------------------------------------------------- N processes
 class DataParallel:
     """One rank's part of a data-parallel run (see the module docstring)."""
 
@@ -196,11 +225,15 @@ class DataParallel:
         self.counts: dict[str, int] = {}  # level -> gradient all-reduces (one per update)
         # (kind, level, step) of every collective: the last 100k (the tests count them)
         self.calls: deque[tuple[str, str | None, int | None]] = deque(maxlen=100_000)
-        self.cms = None
         self._ones: dict[str, torch.Tensor] = {}  # level -> cached presence flags (all present)
         # level -> {delta slot index: tokens} of pending statistics resumed from a checkpoint of
         # another N (held by rank 0, known to every rank): the count is then carried + N x the rank's
         self.carried: dict[str, dict[int, int]] = {}
+
+    @property
+    def grad_sync(self):
+        """The CMS's per-level gradient all-reduce."""
+        return self.sync_level
 
     def rows(self, batch_size: int) -> tuple[int, int]:
         """This rank's rows [r0, r1) of a global batch of `batch_size` rows."""
@@ -214,45 +247,30 @@ class DataParallel:
     def _record(self, kind: str, level: str | None = None, step: int | None = None) -> None:
         self.calls.append((kind, level, step))
 
-    # ------------------------------------------------------------------ wiring into the Trainer
-    def attach(self, trainer) -> None:
-        """Called at the end of Trainer.__init__: equal parameters, the CMS gradient sync, the
-        surprise and delta-rule scales, the fast path's per-rank buffers, per-rank RNG."""
-        from nlcore import repro
-        from nlcore.optim.delta_rule import DeltaRule
-
-        with torch.no_grad():  # same start everywhere (equal anyway: same seed)
-            for t in trainer.model.state_dict().values():
+    # ------------------------------------------------------------------ set-up
+    def prepare(self, model: torch.nn.Module, seed: int) -> None:
+        """Equal parameters on every rank (broadcast from rank 0) and, on ranks > 0, an RNG stream
+        of their own (independent dropout masks; rank 0 keeps the one-process stream)."""
+        with torch.no_grad():
+            for t in model.state_dict().values():
                 dist.broadcast(t, src=0)
                 self._record("broadcast")
-        self.cms = trainer.cms
-        for name, opt in trainer.cms.optimizers.items():
-            if isinstance(opt, DeltaRule):
-                if opt.mode == "sequential":
-                    raise ValueError(f"cms.levels.{name}: the delta rule's mode 'sequential' keeps per-token "
-                                     "records and cannot be summed across ranks; use 'summed'")
-                opt.world_size = self.world_size
-        trainer.cms.grad_sync = self.sync_level
-        if trainer.surprise is not None:
-            trainer.surprise.grad_scale = 1.0 / self.world_size
-        if trainer.fast is not None:  # GraphedStep sizes its static buffers from the global B
-            fast, rows = trainer.fast, trainer.train_stream.batch_size
-            fast.x = torch.zeros(rows, trainer.cfg.data.seq_len, dtype=torch.long, device=self.device)
-            fast.y = torch.zeros_like(fast.x)
-            fast.state_in = {k: v.clone() for k, v in trainer.model.init_state(rows, self.device).items()}
-        if self.rank > 0:  # independent dropout masks; rank 0 keeps the one-process stream
-            repro.seed_everything(self._seed(trainer.cfg.seed))
+        if self.rank > 0:
+            repro.seed_everything(self._seed(seed))
+
+    def summary(self) -> dict:
+        """What a run's summary.json records of the world: its size and each level's all-reduces."""
+        return {"world_size": self.world_size, "grad_allreduces_by_level": dict(self.counts)}
 
     def _seed(self, seed: int, step: int = 0) -> int:
         return (seed + 0x9E3779B1 * self.rank + 0x632BE5AB * step) % 2**32
 
     # ------------------------------------------------------------------ gradients
     @torch.no_grad()
-    def sync_level(self, name: str, step: int) -> None:
-        """``CMS.grad_sync``: average level `name`'s accumulated gradients across ranks (and sum
-        its delta statistics) in ONE all-reduce, in place, right before its update."""
-        params = [p for p in self.cms.params[name] if p.requires_grad]
-        opt = self.cms.optimizers[name]
+    def sync_level(self, name: str, params: list[torch.nn.Parameter], opt, step: int) -> None:
+        """The CMS's ``grad_sync``: average level `name`'s accumulated gradients across ranks (and
+        sum its delta statistics) in ONE all-reduce, in place, right before its update."""
+        params = [p for p in params if p.requires_grad]
         slots = opt.sync_slots() if hasattr(opt, "sync_slots") else []
         if not params:
             return
@@ -349,9 +367,9 @@ class DataParallel:
         return res
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_payload(self, payload: dict, step: int) -> dict | None:
-        """Collective (every rank calls it with its own Trainer._payload()): the global payload on
-        rank 0 (see the module docstring), None elsewhere."""
+    def checkpoint_payload(self, payload: dict, step: int, level_optimizers: dict) -> dict | None:
+        """Collective (every rank calls it with its own one-process payload): the global payload on
+        rank 0 (see the module docstring), None elsewhere. `level_optimizers`: the CMS's, by level."""
         cms = payload["cms"]
         mine = _cpu({"grads": cms["grads"], "carrier": payload["carrier"], "rng": payload["rng"],
                      "delta": {n: o["delta"]["slots"] for n, o in cms["optimizers"].items()
@@ -377,7 +395,7 @@ class DataParallel:
                     for r in got:
                         acc = _add(acc, r["delta"][n][i][key])
                     s[key] = acc
-                s["n"] = sum(r["delta"][n][i]["n"] for r in got) + self._carried_of(n, i)
+                s["n"] = sum(r["delta"][n][i]["n"] for r in got) + self._carried_of(level_optimizers[n], n, i)
                 slots[i] = s
             o["delta"] = dict(o["delta"], slots=slots)
             optimizers[n] = o
@@ -388,23 +406,21 @@ class DataParallel:
                     rng=got[0]["rng"], distributed={"world_size": self.world_size, "ranks": got,
                                                     "carried": {k: dict(v) for k, v in self.carried.items()}})
 
-    def _carried_of(self, level: str, index) -> int:
+    def _carried_of(self, opt, level: str, index) -> int:
         """Carried tokens of delta slot `index` (its position in the DeltaRule's saved slots)."""
-        return self.carried.get(level, {}).get(self._slot_position(level, index), 0)
+        return self.carried.get(level, {}).get(self._slot_position(opt, index), 0)
 
-    def _slot_position(self, level: str, index) -> int:
+    @staticmethod
+    def _slot_position(opt, index) -> int:
         """Saved DeltaRule slots are keyed by parameter index; sync_slots() counts delta weights."""
-        opt = self.cms.optimizers[level]
         ids = [id(p) for g in opt.param_groups for p in g["params"]]
         order = [id(w) for _, w in opt.sync_slots()]
         return order.index(ids[int(index)])
 
-    def load_checkpoint(self, trainer, p: dict) -> None:
+    def load_checkpoint(self, p: dict, *, cms, carrier, batch_size: int, seed: int) -> None:
         """This rank's part of a checkpoint written by any number of ranks (1 included): its own
         saved part on the same N, else its share of the global form (module docstring)."""
-        from nlcore import repro
-
-        B = trainer.cfg.data.batch_size
+        B = batch_size
         state = p["carrier"]["state"]
         rows = next(iter(state.values())).shape[0] if state else B
         if rows != B:
@@ -416,14 +432,14 @@ class DataParallel:
             optimizers = dict(p["cms"]["optimizers"])
             for n, slots in mine["delta"].items():
                 optimizers[n] = dict(optimizers[n], delta=dict(optimizers[n]["delta"], slots=slots))
-            trainer.cms.load_state_dict(dict(p["cms"], grads=mine["grads"], optimizers=optimizers))
-            trainer.carrier.load_state_dict(mine["carrier"])
+            cms.load_state_dict(dict(p["cms"], grads=mine["grads"], optimizers=optimizers))
+            carrier.load_state_dict(mine["carrier"])
             repro.set_rng_state(mine["rng"])
             self.carried = {k: {int(i): int(c) for i, c in v.items()} for k, v in saved.get("carried", {}).items()}
             return
-        trainer.cms.load_state_dict(p["cms"])  # averaged gradients on every rank
+        cms.load_state_dict(p["cms"])  # averaged gradients on every rank
         self.carried = {}
-        for name, opt in trainer.cms.optimizers.items():  # the summed delta statistics: once, on rank 0;
+        for name, opt in cms.optimizers.items():  # the summed delta statistics: once, on rank 0;
             if opt is None or not hasattr(opt, "sync_slots"):  # their count, carried by every rank
                 continue
             for i, (slot, _) in enumerate(opt.sync_slots()):
@@ -434,8 +450,8 @@ class DataParallel:
                     slot.update(A=None, B=None, sum_x=None)
         r0, r1 = self.rows(B)
         c = p["carrier"]
-        trainer.carrier.load_state_dict(dict(c, state={k: v[r0:r1] for k, v in state.items()},
+        carrier.load_state_dict(dict(c, state={k: v[r0:r1] for k, v in state.items()},
                                              windows_since_reset=c["windows_since_reset"][r0:r1]))
         repro.set_rng_state(p["rng"])
         if self.rank > 0:
-            repro.seed_everything(self._seed(trainer.cfg.seed, int(p["step"])))
+            repro.seed_everything(self._seed(seed, int(p["step"])))

@@ -49,7 +49,7 @@ def _sync(device) -> None:
 
 def _throughput(overrides: list[str], smoke: bool, warmup: int, windows: int, steps: int) -> dict:
     t = _check_trainer(overrides, smoke, warmup + windows * steps + 1)
-    dp = t.dist
+    dp = t.world if t.world.world_size > 1 else None
     for _ in range(warmup):
         t.step += 1
         t.train_step(t.step)
@@ -75,15 +75,15 @@ def _throughput(overrides: list[str], smoke: bool, warmup: int, windows: int, st
     d = t.cfg.data
     out = {"global_batch": d.batch_size, "rows_per_rank": t.train_stream.batch_size, "seq_len": d.seq_len,
            "step_ms_median": med * 1e3, "step_ms_windows": [x * 1e3 for x in per],
-           "chars_per_s": d.batch_size * d.seq_len / med, "fast_path": t.fast_path,
-           "fast_path_counts": t.fast.telemetry() if t.fast is not None else None,
+           "chars_per_s": d.batch_size * d.seq_len / med, "cuda_graph": t.cuda_graph,
+           "cuda_graph_counts": t.graph.telemetry() if t.graph is not None else None,
            "grad_allreduces": dict(dp.counts) if dp is not None else None}
     _free(t)
     return out
 
 
 def _free(t) -> None:
-    t.fast = None  # GraphedStep <-> Trainer is a reference cycle holding the graphs' memory
+    t.graph = None  # GraphedStep <-> Trainer is a reference cycle holding the graphs' memory
     del t
     gc.collect()
     if torch.cuda.is_available():
@@ -95,15 +95,14 @@ def _losses(overrides: list[str], smoke: bool, steps: int, eval_windows: int) ->
     losses = [t.train_step(s) for s in range(1, steps + 1)]
     t.step = steps
     vals = torch.stack(losses).float()
-    if t.dist is not None:
-        vals = t.dist.mean_across_ranks(vals)
+    vals = t.world.mean_across_ranks(vals)
     tele = t.cms.drain_telemetry()  # every update's gradient norm (of the averaged gradient under DDP)
     ev = t.evaluate("valid", eval_windows)
     out = {"losses": vals.cpu().tolist(), "valid_bpc": ev["bpc"], "valid_targets": ev["targets"],
            "grad_norms": {n: [v for _, v in d["grad_norms"]] for n, d in tele.items()},
-           "updates": dict(t.cms.updates), "fast_path": t.fast_path,
-           "fast_path_counts": t.fast.telemetry() if t.fast is not None else None,
-           "grad_allreduces": dict(t.dist.counts) if t.dist is not None else None,
+           "updates": dict(t.cms.updates), "cuda_graph": t.cuda_graph,
+           "cuda_graph_counts": t.graph.telemetry() if t.graph is not None else None,
+           "grad_allreduces": dict(t.world.counts) if t.world.world_size > 1 else None,
            "param_norm": float(torch.linalg.vector_norm(torch.cat([p.detach().float().reshape(-1)
                                                                     for p in t.model.parameters()])))}
     _free(t)
@@ -156,7 +155,7 @@ def _check(args) -> int:
             save()
             if rank0:
                 print(f"[{world} rank(s)] B={B}: {r['chars_per_s'] / 1e6:.2f} M chars/s "
-                      f"({r['step_ms_median']:.2f} ms/step, fast_path={r['fast_path']})", flush=True)
+                      f"({r['step_ms_median']:.2f} ms/step, cuda_graph={r['cuda_graph']})", flush=True)
     for name, ov in CHECK_CASES.items():
         ov = base + CHECK_CHUNKS + ov + [f"data.batch_size={args.loss_batch}"]
         r = guarded(f"losses {name}", _losses, ov, args.smoke, args.loss_steps, args.eval_windows)
@@ -198,11 +197,11 @@ def _report(args) -> int:
         weak = b["chars_per_s"] / (n * half["chars_per_s"]) if half else None
         rep["throughput"][B] = {"one_chars_per_s": a["chars_per_s"], "two_chars_per_s": b["chars_per_s"],
                                 "speedup": s, "weak_scaling_efficiency": weak,
-                                "one_fast_path": a["fast_path"], "two_fast_path": b["fast_path"]}
+                                "one_cuda_graph": a["cuda_graph"], "two_cuda_graph": b["cuda_graph"]}
         print(f"{B:>9} {a['chars_per_s'] / 1e6:10.2f} {b['chars_per_s'] / 1e6:10.2f} {s:8.2f}x "
               f"{'' if weak is None else f'{100 * weak:8.1f}%'}")
-    fp = [v.get("fast_path_counts") for v in two["throughput"].values()]
-    rep["two_rank_fast_path"] = fp
+    fp = [v.get("cuda_graph_counts") for v in two["throughput"].values()]
+    rep["two_rank_cuda_graph"] = fp
     if rep["throughput"]:
         # the batch that saturates one GPU: the smallest whose 1-GPU throughput is within 10 % of the best
         best1 = max(v["one_chars_per_s"] for v in rep["throughput"].values())
@@ -234,7 +233,7 @@ def _report(args) -> int:
         rep["losses"][name] = {"max_rel_loss_diff": max(rel), "step1_rel_loss_diff": rel[0], "tolerance": t,
                                "max_rel_grad_norm_diff": gn, "grad_norm_tolerance": 10 * t,
                                "valid_bpc": [a["valid_bpc"], b["valid_bpc"]], "updates": [a["updates"], b["updates"]],
-                               "fast_path": [a["fast_path"], b["fast_path"]], "pass": ok}
+                               "cuda_graph": [a["cuda_graph"], b["cuda_graph"]], "pass": ok}
         print(f"{name:>14}: max rel loss diff {max(rel):.2e} (step 1 {rel[0]:.2e}, tol {t:g}), grad norms "
               f"{gn:.1e}, valid bpc "
               f"{a['valid_bpc']:.5f} vs {b['valid_bpc']:.5f}, updates {b['updates']}: {'PASS' if ok else 'FAIL'}")
@@ -250,7 +249,7 @@ def _report(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nlcore.accel.ddp", description="the 1 vs N GPU check")
+    p = argparse.ArgumentParser(prog="python -m nlcore.bench.ddp_check", description="the 1 vs N GPU check")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="throughput and 50-step losses of this world size (run under torchrun)")
     c.add_argument("--out", required=True)

@@ -12,7 +12,7 @@ Reported per configuration: step time (median, min, max, IQR over the K windows,
 characters/s = B·T / median step, peak memory (CUDA only), and two paired ratios with their
 spread over the K repeats: `ratio_to_baseline` (step time / the baseline's, same repeat) and
 `overhead_vs_persistent` (ratio to `seed_persistent` minus one). The issue's acceptance:
-`seed_surprise_fast` overhead ≤ 5 % on the GPU, `seed_surprise_reference` reported beside it.
+`seed_surprise_hooks` overhead ≤ 5 % on the GPU, `seed_surprise_reference` reported beside it.
 For every configuration whose model has an LSTM, also `floor_ms`, the LSTM's own forward +
 backward at the same shape and precision (`nlcore.bench.floor`), and `ratio_to_floor` = step / floor.
 
@@ -35,19 +35,19 @@ SURPRISE = ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01"]
 NAMED: dict[str, list[str]] = {
     "seed_reset": ["state.reset=every_batch"],
     "seed_persistent": [],
-    "seed_surprise_fast": [*SURPRISE, "surprise.impl=fast"],
+    "seed_surprise_hooks": [*SURPRISE, "surprise.impl=hooks"],
     "seed_surprise_reference": [*SURPRISE, "surprise.impl=reference"],
     "plain_lstm": ["model.kind=lstm_lm", "cms.levels.medium.chunk=1", "cms.levels.slow.chunk=1"],
     "seed_surprise_reference_nocg": [*SURPRISE, "surprise.impl=reference", "surprise.create_graph=false"],
 }
-NAMED.update({  # the plain eager step (no graph, nothing compiled), for the fast path's gain
-    "seed_persistent_eager": ["fast_path=off", "compile=off"],
-    "seed_surprise_fast_eager": [*SURPRISE, "surprise.impl=fast", "fast_path=off", "compile=off"],
+NAMED.update({  # the plain eager step (no graph, nothing compiled): what the graph and compile add
+    "seed_persistent_eager": ["cuda_graph=off", "compile=off"],
+    "seed_surprise_hooks_eager": [*SURPRISE, "surprise.impl=hooks", "cuda_graph=off", "compile=off"],
     "seed_nocompile": ["compile=off"],  # graphed but not compiled: compile's own gain
     "seed_batch256": ["data.batch_size=256"],  # the 256 x 256 line (not in DEFAULT: too big for --smoke)
     "seed_delta": ["cms.levels.medium.optimizer=delta", "cms.levels.slow.optimizer=delta",
                    "cms.levels.medium.lr=0.5", "cms.levels.slow.lr=0.5"],  # eager (auto: no graph)
-    "plain_lstm_eager": [*NAMED["plain_lstm"], "fast_path=off", "compile=off"],
+    "plain_lstm_eager": [*NAMED["plain_lstm"], "cuda_graph=off", "compile=off"],
 })
 # The 06 models at matched parameters (~3.3 M) and the 06 shapes (16 x 512): results/bench/models_06.json
 _S06 = ["data.seq_len=512", "data.batch_size=16"]
@@ -55,15 +55,15 @@ _T4 = ["model.d_model=256", "model.n_layers=4", "model.n_heads=4"]
 MODELS_06 = {
     "nested_lstm": [*_S06, "model.d_model=416", "model.d_ff=1024"],
     "transformer": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024"],
-    "transformer_eager": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024", "fast_path=off"],
+    "transformer_eager": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024", "cuda_graph=off"],
     "titans": [*_S06, "model.kind=titans", *_T4, "model.d_ff=768"],
     "titans_linear": [*_S06, "model.kind=titans", "model.memory=linear", *_T4, "model.d_ff=768"],
     "hope": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448"],
     "hope_outer": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448", "model.cms_mode=outer"],
 }
 NAMED.update(MODELS_06)
-DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_fast", "seed_surprise_reference", "seed_delta",
-           "plain_lstm", "seed_nocompile", "seed_persistent_eager", "seed_surprise_fast_eager", "plain_lstm_eager"]
+DEFAULT = ["seed_reset", "seed_persistent", "seed_surprise_hooks", "seed_surprise_reference", "seed_delta",
+           "plain_lstm", "seed_nocompile", "seed_persistent_eager", "seed_surprise_hooks_eager", "plain_lstm_eager"]
 # Scaling sweeps (python -m nlcore bench --scaling): one knob at a time around the seed preset.
 SCALING = {
     "batch": [("data.batch_size", v) for v in (32, 64, 128, 256, 512)],
@@ -189,7 +189,7 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
             step_mem = torch.cuda.max_memory_allocated(t.device) - before
         d = t.cfg.data
         info[name] = {"overrides": ov, "batch_size": d.batch_size, "seq_len": d.seq_len,
-                      "d_model": t.cfg.model.d_model, "fast_path": t.fast_path,
+                      "d_model": t.cfg.model.d_model, "cuda_graph": t.cuda_graph,
                       "params": sum(p.numel() for p in t.model.parameters()),
                       "peak_mem_bytes": peak, "step_mem_bytes": step_mem}
         trainers[name] = t

@@ -181,14 +181,15 @@ class StateConfig:
 class SurpriseConfig:
     weights: dict[str, float] = field(default_factory=dict)  # level name -> lambda_l
     clip: float = 10.0  # c in clip(grad_y L, +-c)
-    impl: str = "fast"  # fast | reference
+    impl: str = "hooks"  # hooks (one backward pass) | reference (autograd.grad, the literal form)
     every: int = 1  # compute the auxiliary loss every n steps
 
     def validate(self, prefix: str = "surprise") -> None:
         for k, w in self.weights.items():
             _check(w >= 0.0, f"{prefix}.weights.{k}", f"must be >= 0, got {w}")
         _check(self.clip > 0.0, f"{prefix}.clip", f"must be > 0, got {self.clip}")
-        _check(self.impl in ("fast", "reference"), f"{prefix}.impl", f"got {self.impl!r}")
+        _check(self.impl in ("hooks", "reference"), f"{prefix}.impl",
+               f"must be 'hooks' or 'reference', got {self.impl!r}")
         _check(self.every >= 1, f"{prefix}.every", f"must be >= 1, got {self.every}")
 
 
@@ -213,21 +214,19 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     deterministic: bool = False
     compat: str = "none"  # none | prototype (its untrained embedding/head and lr/C; never a default)
-    # fast_path (nlcore.accel.cuda_graph): "off" = the plain eager step; "graph" = forward + loss + backward
-    # replayed from a CUDA graph over static input/state/.grad buffers (grads zeroed in place, never
-    # set to None); windows it cannot replay (document resets inside, other shapes) run eagerly and
-    # are counted. On CPU "graph" runs the same static-buffer path with the capture emulated
-    # (bit-identical to "off"). Not with the delta optimizers (their statistics are host-side hooks).
-    # "auto": "graph" on CUDA unless a level uses a delta optimizer, else "off" (the GPU check in
-    # results/bench/check_fastpath.json found graph and off bit-identical over 300 seed steps).
-    fast_path: str = "auto"  # auto | off | graph
+    # cuda_graph (nlcore.accel.cuda_graph): "on" replays forward + loss + backward from a CUDA graph
+    # over static input, state and .grad buffers; windows it cannot replay (document resets inside,
+    # another shape) run eagerly and are counted. On a CPU "on" runs the same static-buffer code with
+    # the capture emulated, bit-identical to "off". Not with the delta optimizers (their statistics
+    # come from host-side hooks). "auto": "on" on CUDA unless a level uses a delta optimizer.
+    cuda_graph: str = "auto"  # auto | off | on
     # compile (nlcore.accel.compile): torch.compile the loss and the model's marked parts (for the
     # nested LSTM, everything after the recurrence). "auto": "inductor" on CUDA, "off" elsewhere;
     # "aot_eager" traces without code generation (the CPU tests). Not with the delta optimizers.
     compile: str = "auto"  # auto | off | inductor | aot_eager
-    # dynamic evaluation (nlcore.training.dynamic_eval) at the final evaluation: after scoring each held-out
-    # window, one SGD step of size dynamic_eval_lr on its loss, pulled back toward the trained
-    # weights by dynamic_eval_decay; reported as valid/test_bpc_dynamic beside the static numbers.
+    # dynamic evaluation (nlcore.training.dynamic_eval) at the final evaluation: after scoring each
+    # held-out window, one SGD step of size dynamic_eval_lr on its loss, pulled back toward the
+    # trained weights by dynamic_eval_decay; reported as valid/test_bpc_dynamic beside the static numbers.
     dynamic_eval_lr: float = 0.0  # 0: off
     dynamic_eval_decay: float = 0.0  # in [0, 1); 0: plain SGD dynamic evaluation
 
@@ -242,8 +241,8 @@ class TrainConfig:
         _check(self.eval_windows >= 1, "eval_windows", "must be >= 1")
         _check(self.amp in ("auto", "bf16", "off"), "amp", f"got {self.amp!r}")
         _check(self.compat in ("none", "prototype"), "compat", f"got {self.compat!r}")
-        _check(self.fast_path in ("auto", "off", "graph"), "fast_path",
-               f"must be 'auto', 'off' or 'graph', got {self.fast_path!r}")
+        _check(self.cuda_graph in ("auto", "off", "on"), "cuda_graph",
+               f"must be 'auto', 'off' or 'on', got {self.cuda_graph!r}")
         _check(self.compile in ("auto", "off", "inductor", "aot_eager"), "compile",
                f"must be 'auto', 'off', 'inductor' or 'aot_eager', got {self.compile!r}")
         _check(self.dynamic_eval_lr >= 0.0, "dynamic_eval_lr", f"must be >= 0 (0: off), got {self.dynamic_eval_lr}")
@@ -261,8 +260,8 @@ class TrainConfig:
         for k in self.surprise.weights:
             _check(k in names, f"surprise.weights.{k}", f"unknown level {k!r}; levels are {sorted(names)}")
         delta = [lv.name for lv in self.cms.levels if lv.optimizer in ("delta", "delta_batch_mean")]
-        _check(self.fast_path != "graph" or not delta, "fast_path",
-               f"'graph' cannot run the delta optimizers (levels {delta}): set fast_path=off")
+        _check(self.cuda_graph != "on" or not delta, "cuda_graph",
+               f"the CUDA-graph step cannot run the delta optimizers (levels {delta}): set cuda_graph=off")
         _check(self.compile in ("auto", "off") or not delta, "compile",
                f"the delta optimizers' module hooks cannot be compiled (levels {delta}): set compile=off")
         return self
@@ -274,14 +273,28 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def from_dict(d: dict) -> TrainConfig:
-    """Inverse of `to_dict` (checkpoints and resumed runs)."""
+# Configs written by older revisions (committed meta.json files, their checkpoints) name some
+# fields and values differently: (section or "", old field) -> (new field, {old value: new value}).
+LEGACY = {("", "fast_path"): ("cuda_graph", {"graph": "on"}), ("surprise", "impl"): ("impl", {"fast": "hooks"})}
+
+
+def _upgrade(d: dict, section: str) -> dict:
     d = dict(d)
+    for (sec, old), (new, values) in LEGACY.items():
+        if sec == section and old in d:
+            v = d.pop(old)
+            d[new] = values.get(v, v) if isinstance(v, str) else v
+    return d
+
+
+def from_dict(d: dict) -> TrainConfig:
+    """Inverse of `to_dict` (checkpoints and resumed runs); accepts the LEGACY names."""
+    d = _upgrade(d, "")
     d["data"] = DataConfig(**d["data"])
     d["model"] = ModelConfig(**d["model"])
     cms = dict(d["cms"])
     cms["levels"] = tuple(LevelConfig(**lv) for lv in cms["levels"])
     d["cms"] = CMSConfig(**cms)
     d["state"] = StateConfig(**d["state"])
-    d["surprise"] = SurpriseConfig(**d["surprise"])
+    d["surprise"] = SurpriseConfig(**_upgrade(d["surprise"], "surprise"))
     return TrainConfig(**d).validate()

@@ -93,7 +93,7 @@ class DeltaRule(Optimizer):
                  fallback_lr: float | None = None, fallback_kwargs: dict | None = None,
                  momentum: float = 0.0, momentum_kind: str = "delta",
                  decay_lr: float | None = None, eps: float = 1e-12,
-                 max_record_bytes: int = 2**30, grad_scale: str = "as_recorded"):
+                 max_record_bytes: int = 2**30, grad_scale: str = "as_recorded", world_size: int = 1):
         _require(_positive(lr), "lr", "a finite number > 0", lr)
         _require(mode in MODES, "mode", f"one of {MODES}", mode)
         _require(aggregation in AGGREGATIONS, "aggregation", f"one of {AGGREGATIONS}", aggregation)
@@ -143,7 +143,10 @@ class DeltaRule(Optimizer):
                                      **(fallback_kwargs or {}))
         self._seq = 0  # forward-call counter: orders the records of mode "sequential"
         self._record_bytes = 0
-        self.world_size = 1  # nlcore.accel.ddp: ranks averaging their token-mean losses
+        if world_size > 1 and mode == "sequential":
+            raise ValueError("the delta rule's mode 'sequential' keeps per-token records and cannot be summed "
+                             "across data-parallel ranks; use 'summed'")
+        self.world_size = world_size  # data-parallel ranks averaging their token-mean losses
 
     # ------------------------------------------------------------------ recording
     @staticmethod

@@ -13,10 +13,17 @@ Outputs in ``out_dir``: ``meta.json``, ``metrics.jsonl`` (one line per log inter
 bit-identically on CPU (model, every level's optimizer and pending gradients, recurrent
 state, RNG states, data position).
 
-Under torchrun (``torchrun --nproc_per_node N -m nlcore train ...``) the same loop runs data
-parallel over N ranks, equal to one process on the global batch (nlcore.accel.ddp: sharded
-rows, per-level all-reduce at CMS updates, reduced evaluation, rank-0 checkpoints). The edits
-for it are marked "DDP" below.
+Extensions, each owned by the trainer and built in its constructor:
+
+- ``world`` (nlcore.accel.ddp): one process, or N data-parallel ranks under torchrun
+  (``torchrun --nproc_per_node N -m nlcore train ...``), equal to one process on the global batch.
+  It gives this process's rows of every stream, the CMS's per-level gradient all-reduce, the
+  surprise objective's gradient scale, and the reductions of losses, evaluations and
+  checkpoints; only its main process writes.
+- ``graph`` (nlcore.accel.cuda_graph, ``cfg.cuda_graph``): forward + loss + backward replayed
+  from a CUDA graph instead of `forward_backward` run eagerly.
+- ``surprise`` (nlcore.surprise, ``cfg.surprise``): the auxiliary objective around the backward.
+- compiled parts (nlcore.accel.compile, ``cfg.compile``): the loss and the model's marked parts.
 """
 
 from __future__ import annotations
@@ -32,9 +39,11 @@ from tqdm.auto import tqdm
 
 from nlcore import repro
 from nlcore.accel import compile as compiling
+from nlcore.accel import ddp
+from nlcore.accel.cuda_graph import GraphedStep
 from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
 from nlcore.cms import CMS, NonFiniteError
-from nlcore.config import LevelConfig, TrainConfig, to_dict
+from nlcore.config import LevelConfig, TrainConfig, from_dict, to_dict
 from nlcore.models import build_model
 from nlcore.results import append_metrics, trim_metrics, write_run
 from nlcore.state import DocCuts, StateCarrier
@@ -69,13 +78,13 @@ def load_data(cfg: TrainConfig):
 
 def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True,
                 rows: tuple[int, int] | None = None):
-    """The stream of `split` and its document cuts; `rows=(r0, r1)`: a DDP rank's rows only."""
+    """The stream of `split` and its document cuts; `rows=(r0, r1)`: a data-parallel rank's rows only."""
     from nlcore.data.streams import CharStream
 
     ids, ds = corpus.ids[split], corpus.doc_starts[split]
     stream = CharStream(ids, batch_size, seq_len, ds, drop_last=drop_last, device=device, rows=rows)
     row_len = (ids.numel() - 1) // batch_size
-    r0 = 0 if rows is None else rows[0]  # DDP: the cuts of the rank's rows (DocCuts reads B x L from ds)
+    r0 = 0 if rows is None else rows[0]  # the cuts of this rank's rows (DocCuts reads B x L from ds)
     ds = ds if ds is None or r0 == 0 else ds[r0 * row_len:]
     return stream, DocCuts(ds, stream.batch_size, seq_len, row_len)
 
@@ -89,16 +98,14 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.command = command if command is not None else " ".join(sys.argv)
         self.progress = progress
-        from nlcore.accel import ddp as distributed
-
-        self.dist = distributed.from_env(cfg)  # DDP: None in one process (nlcore.accel.ddp)
-        self.device = self.dist.device if self.dist is not None else repro.pick_device(cfg.device)
+        self.world = ddp.from_env(cfg)  # one process, or this rank of N
+        self.device = self.world.device
         repro.set_determinism(cfg.deterministic)
         repro.seed_everything(cfg.seed)
         self.amp = cfg.amp == "bf16" or (cfg.amp == "auto" and self.device.type == "cuda")
         delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
-        self.fast_path = cfg.fast_path if cfg.fast_path != "auto" else \
-            ("graph" if self.device.type == "cuda" and not delta else "off")
+        self.cuda_graph = cfg.cuda_graph if cfg.cuda_graph != "auto" else \
+            ("on" if self.device.type == "cuda" and not delta else "off")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
         chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
@@ -114,14 +121,15 @@ class Trainer:
         self.schedule = lr_multiplier(cfg.schedule, cfg.steps, cfg.warmup, cfg.min_lr_ratio)
         self.cms = CMS(cfg.cms, self.model.levels(), model=self.model, lr_scale=self.schedule,
                        fused=True if self.device.type == "cuda" else None,
-                       zero_grad="inplace" if self.fast_path == "graph" else "none",  # fast path: static .grad
-                       delta_every=cfg.log_every)  # change norms only where the log reads them
+                       zero_grad="inplace" if self.cuda_graph == "on" else "none",  # the graph's static .grad
+                       change_every=cfg.log_every,  # change norms only where the log reads them
+                       grad_sync=self.world.grad_sync, world_size=self.world.world_size)
         if self.compile is not None:  # Adam(W) as foreach ops, fused by the compiler (nlcore.optim.adam_foreach)
             for opt in self.cms.optimizers.values():
                 if hasattr(opt, "compile_update"):
                     opt.compile_update(compiling.compiler(self.compile))
         d = cfg.data
-        shard = self.dist.rows if self.dist is not None else (lambda b: None)  # DDP: this rank's rows
+        shard = self.world.rows  # this process's rows of a B-row batch
         self.train_stream, self.train_cuts = make_stream(self.corpus, "train", d.batch_size, d.seq_len, self.device,
                                                          rows=shard(d.batch_size))
         eb = d.eval_batch_size or d.batch_size
@@ -133,18 +141,14 @@ class Trainer:
             from nlcore.surprise import Surprise
 
             self.surprise = Surprise(cfg.surprise, self.model, record_every=cfg.log_every,
-                                     compile_fn=compiling.compiler(self.compile) if self.compile else None)
-        self.fast = None  # fast_path="graph": the graphed step (nlcore.accel.cuda_graph)
-        if self.fast_path == "graph":
-            from nlcore.accel.cuda_graph import GraphedStep
-
-            self.fast = GraphedStep(self)
-        if self.dist is not None:  # DDP: gradient sync, surprise/delta scales, per-rank buffers and RNG
-            self.dist.attach(self)
-        self.is_main = self.dist is None or self.dist.is_main  # DDP: only rank 0 writes
+                                     compile_fn=compiling.compiler(self.compile) if self.compile else None,
+                                     grad_scale=1.0 / self.world.world_size)
+        self.graph = GraphedStep(self) if self.cuda_graph == "on" else None
+        self.world.prepare(self.model, cfg.seed)  # equal parameters, per-rank RNG
+        self.is_main = self.world.is_main  # only the main process writes
         self.step = 0
         self.wall_train = 0.0
-        self.chars_per_step = d.batch_size * d.seq_len  # the global batch
+        self.chars_per_step = d.batch_size * d.seq_len  # the global batch, over every rank
         self.history: list[dict] = []
         self.last_valid = float("nan")
 
@@ -157,9 +161,7 @@ class Trainer:
 
     def save_checkpoint(self) -> None:
         if self.out_dir is not None:
-            payload = self._payload()
-            if self.dist is not None:  # DDP: a collective; rank 0 gets the global payload
-                payload = self.dist.checkpoint_payload(payload, self.step)
+            payload = self.world.checkpoint_payload(self._payload(), self.step, self.cms.optimizers)
             if self.is_main:
                 ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
 
@@ -168,12 +170,8 @@ class Trainer:
         if _training_config(p["config"]) != _training_config(to_dict(self.cfg)):
             raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
         self.model.load_state_dict(p["model"])
-        if self.dist is not None:  # DDP: this rank's share (any saved N; nlcore.accel.ddp)
-            self.dist.load_checkpoint(self, p)
-        else:
-            self.cms.load_state_dict(p["cms"])
-            self.carrier.load_state_dict(p["carrier"])
-            repro.set_rng_state(p["rng"])
+        self.world.load_checkpoint(p, cms=self.cms, carrier=self.carrier, batch_size=self.cfg.data.batch_size,
+                                   seed=self.cfg.seed)  # this process's share, from any number of ranks
         self.step, self.wall_train = int(p["step"]), float(p["wall_train"])
 
     # -------------------------------------------------------------- one step
@@ -184,8 +182,8 @@ class Trainer:
             self.carrier.reset()
         batch = self.train_stream[w]
         state, resets = self.carrier.begin(w, batch.doc_start)
-        if self.fast is not None:  # fast_path="graph": replay of forward_backward (nlcore.accel.cuda_graph)
-            loss, new_state = self.fast.step(step, batch, state, resets)
+        if self.graph is not None:  # a replay of forward_backward
+            loss, new_state = self.graph.step(step, batch, state, resets)
         else:
             loss, new_state = self.forward_backward(step, batch.x, batch.y, state, resets)
         self.cms.after_backward(step)
@@ -194,7 +192,7 @@ class Trainer:
 
     def forward_backward(self, step: int, x: torch.Tensor, y: torch.Tensor, state, resets):
         """Forward (autocast), fp32 cross-entropy, surprise objective, backward into `.grad`:
-        the part of a step that nlcore.accel.cuda_graph captures. Returns (loss, new state)."""
+        the part of a step the CUDA-graph step captures. Returns (loss, new state)."""
         if self.surprise is not None:
             self.surprise.begin(step)
         with autocast_ctx(self.device, self.amp):
@@ -212,7 +210,7 @@ class Trainer:
         stream, cuts = self.eval_streams[split]
         out = evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
                        max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
-        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
+        return self.world.reduce_eval(out)  # sums over ranks
 
     def evaluate_dynamic(self, split: str, max_windows: int | None = None) -> dict:
         """Dynamic evaluation of `split` (nlcore.training.dynamic_eval) with cfg.dynamic_eval_lr / _decay,
@@ -220,17 +218,14 @@ class Trainer:
         from nlcore.training.dynamic_eval import dynamic_evaluate
 
         stream, cuts = self.eval_streams[split]
-        sync = self.dist.average_in_place if self.dist is not None else None  # DDP: the global step
         out = dynamic_evaluate(self.model, stream, self.cfg.state, lr=self.cfg.dynamic_eval_lr,
                                decay=self.cfg.dynamic_eval_decay, device=self.device, amp=self.amp,
-                               max_windows=max_windows, doc_cuts=cuts, grad_sync=sync)
-        return self.dist.reduce_eval(out) if self.dist is not None else out  # DDP: sums over ranks
+                               max_windows=max_windows, doc_cuts=cuts, grad_sync=self.world.average_in_place)
+        return self.world.reduce_eval(out)
 
     # -------------------------------------------------------------- the loop
     def _log(self, step: int, losses: list[torch.Tensor], t0: float, valid: dict | None) -> dict:
-        vals = torch.stack(losses).float()
-        if self.dist is not None:  # DDP: the global loss, the mean over ranks (one all-reduce)
-            vals = self.dist.mean_across_ranks(vals)
+        vals = self.world.mean_across_ranks(torch.stack(losses).float())  # the global loss
         vals = vals.cpu().tolist()  # the one sync of the interval
         for k, v in enumerate(vals):
             if not math.isfinite(v):
@@ -241,10 +236,10 @@ class Trainer:
                "lr": self.cms.lr_table(step),
                "updates": {n: t["updates"] for n, t in tele.items()},
                "grad_norm": {n: t["grad_norm"] for n, t in tele.items()},
-               "delta_norm": {n: t["delta_norm"] for n, t in tele.items()}}
+               "change_norm": {n: t["change_norm"] for n, t in tele.items()}}
         rec.update(self.carrier.telemetry())
-        if self.fast is not None:
-            rec["fast_path"] = self.fast.telemetry()
+        if self.graph is not None:
+            rec["cuda_graph"] = self.graph.telemetry()
         if self.surprise is not None:
             rec["surprise"] = self.surprise.drain_metrics()
         if valid is not None:
@@ -255,7 +250,7 @@ class Trainer:
         """Train to cfg.steps (or stop after `stop_after` steps, to simulate an interruption),
         then evaluate valid and test on the whole splits and write the summary."""
         cfg, out = self.cfg, self.out_dir
-        write = out is not None and self.is_main  # DDP: only rank 0 writes
+        write = out is not None and self.is_main
         metrics_path = out / "metrics.jsonl" if write else None
         if out is not None:
             if write:
@@ -304,8 +299,7 @@ class Trainer:
         test = self.evaluate("test")
         dynamic = {s: self.evaluate_dynamic(s) for s in ("valid", "test")} if cfg.dynamic_eval_lr > 0 else None
         summary = self._summary(valid, test, time.perf_counter() - t_start, dynamic)
-        if self.dist is not None:  # DDP: the world and the collectives each level made
-            summary.update(world_size=self.dist.world_size, grad_allreduces_by_level=dict(self.dist.counts))
+        summary.update(self.world.summary())  # N ranks: the world size and each level's all-reduces
         if out is not None:
             self.save_checkpoint()
         if write:
@@ -332,20 +326,20 @@ class Trainer:
             "trainable_params": sum(p.numel() for p in self.model.parameters() if p.requires_grad),
             "updates_by_level": dict(self.cms.updates),
             "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
-            "final_lr": last.get("lr"), "fast_path": self.fast_path,
-            "fast_path_counts": self.fast.telemetry() if self.fast is not None else None,
+            "final_lr": last.get("lr"), "cuda_graph": self.cuda_graph,
+            "cuda_graph_counts": self.graph.telemetry() if self.graph is not None else None,
         }
-        if dynamic is not None:  # dynamic evaluation (nlcore.training.dynamic_eval), beside the static numbers
+        if dynamic is not None:  # dynamic evaluation, beside the static numbers
             out.update(valid_bpc_dynamic=dynamic["valid"]["bpc"], test_bpc_dynamic=dynamic["test"]["bpc"])
         return out
 
 
-EVAL_ONLY = ("fast_path", "dynamic_eval_lr", "dynamic_eval_decay")  # speed or final evaluation only
+EVAL_ONLY = ("cuda_graph", "dynamic_eval_lr", "dynamic_eval_decay")  # speed or final evaluation only
 
 
 def _training_config(config: dict) -> dict:
-    """The fields a checkpoint must agree on to resume (absent eval-only fields: older runs)."""
-    return {k: v for k, v in config.items() if k not in EVAL_ONLY}
+    """The fields a checkpoint must agree on to resume, in today's names (`from_dict`)."""
+    return {k: v for k, v in to_dict(from_dict(config)).items() if k not in EVAL_ONLY}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,

@@ -17,9 +17,9 @@ from nlcore.training.trainer import Trainer
 BASE = ["data.synth_chars=20000", "eval_every=0", "ckpt_every=0", "log_every=5", "data.batch_size=8"]
 CASES = {
     "persistent": [],
-    "surprise_fast": ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01", "surprise.impl=fast"],
+    "surprise_hooks": ["surprise.weights.fast=0.05", "surprise.weights.medium=0.01", "surprise.impl=hooks"],
     "surprise_slow_ref": ["surprise.weights.slow=0.01", "surprise.impl=reference"],
-    "graph_doc": ["fast_path=graph", "state.reset=doc", "data.synth_gap_min=200", "data.synth_gap_max=400"],
+    "graph_doc": ["cuda_graph=on", "state.reset=doc", "data.synth_gap_min=200", "data.synth_gap_max=400"],
 }
 
 
@@ -52,7 +52,7 @@ def test_compiled_step_matches_uncompiled(case):
     for (n, p), (_, q) in zip(off.model.named_parameters(), on.model.named_parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=n)
     # compiled pieces split at the hooked taps only: the whole tail in one when none is hooked
-    want = {"surprise_fast": {"_medium", "_rest"}, "surprise_slow_ref": {"_medium", "_slow", "_out"}}
+    want = {"surprise_hooks": {"_medium", "_rest"}, "surprise_slow_ref": {"_medium", "_slow", "_out"}}
     assert set(calls) == {"_embed"} | want.get(case, {"_tail"}) and all(v >= 12 for v in calls.values())
     assert on.loss_fn is not fp32_cross_entropy  # the loss is the compiled one
 
@@ -77,8 +77,8 @@ def test_invalid_compile_settings_name_the_field():
     with pytest.raises(ValueError, match="compile"):
         apply_overrides(preset("smoke"), ["compile=max"])
     with pytest.raises(ValueError, match="compile.*delta"):
-        apply_overrides(preset("smoke"), ["compile=aot_eager", "fast_path=off", "cms.levels.medium.optimizer=delta"])
-    t = Trainer(apply_overrides(preset("smoke"), BASE + ["steps=2", "fast_path=off",
+        apply_overrides(preset("smoke"), ["compile=aot_eager", "cuda_graph=off", "cms.levels.medium.optimizer=delta"])
+    t = Trainer(apply_overrides(preset("smoke"), BASE + ["steps=2", "cuda_graph=off",
                                                          "cms.levels.medium.optimizer=delta"]), None, progress=False)
     assert t.compile is None  # "auto" with a delta optimizer: nothing compiled
 
@@ -86,13 +86,13 @@ def test_invalid_compile_settings_name_the_field():
 def test_change_norm_recorded_on_the_last_update_before_each_log():
     lin = torch.nn.Linear(2, 2)
     cfg = CMSConfig(levels=(LevelConfig("fast", 1, "sgd", 0.1), LevelConfig("slow", 3, "sgd", 0.1)))
-    cms = CMS(cfg, {"fast": [("weight", lin.weight)], "slow": [("bias", lin.bias)]}, delta_every=4)
+    cms = CMS(cfg, {"fast": [("weight", lin.weight)], "slow": [("bias", lin.bias)]}, change_every=4)
     for step in range(1, 13):
         lin(torch.ones(1, 2)).sum().backward()
         cms.after_backward(step)
     tele = cms.drain_telemetry()
-    assert [s for s, _ in tele["fast"]["delta_norms"]] == [4, 8, 12]
-    assert [s for s, _ in tele["slow"]["delta_norms"]] == [3, 6, 12]  # the last update before 4, 8, 12
+    assert [s for s, _ in tele["fast"]["change_norms"]] == [4, 8, 12]
+    assert [s for s, _ in tele["slow"]["change_norms"]] == [3, 6, 12]  # the last update before 4, 8, 12
     assert [s for s, _ in tele["fast"]["grad_norms"]] == list(range(1, 13))  # gradient norms: every update
-    with pytest.raises(ValueError, match="delta_every"):
-        CMS(cfg, {"fast": [("weight", lin.weight)], "slow": [("bias", lin.bias)]}, delta_every=0)
+    with pytest.raises(ValueError, match="change_every"):
+        CMS(cfg, {"fast": [("weight", lin.weight)], "slow": [("bias", lin.bias)]}, change_every=0)

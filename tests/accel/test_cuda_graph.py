@@ -1,4 +1,4 @@
-"""fast_path="graph" (nlcore.accel.cuda_graph) on CPU: the static-buffer path with the capture emulated
+"""cuda_graph="on" (nlcore.accel.cuda_graph) on CPU: the static-buffer path with the capture emulated
 must be bit-identical to the plain eager step, fall back (counted) where it cannot replay, and
 keep every .grad tensor in place."""
 
@@ -22,7 +22,7 @@ CASES = {
     "persistent": ["data.batch_size=16"],
     # long documents: some windows have document starts inside (eager), most do not (replayed)
     "doc": ["state.reset=doc", "data.batch_size=4", "data.synth_gap_min=200", "data.synth_gap_max=400"],
-    "surprise_fast": [*SURPRISE, "surprise.impl=fast"],  # 2 levels: reentrant autograd in a hook
+    "surprise_hooks": [*SURPRISE, "surprise.impl=hooks"],  # 2 levels: reentrant autograd in a hook
     "surprise_ref_every2": [*SURPRISE, "surprise.impl=reference", "surprise.every=2"],
     "hier_every_n": ["model.hierarchical_state=true", "state.reset=every_n", "state.reset_every=3"],
     "mean_dropout": ["cms.aggregation=mean", "model.dropout=0.1"],  # the CPU RNG must be left alone
@@ -34,8 +34,8 @@ CASES = {
 }
 
 
-def make(extra, fast_path, steps=40):
-    cfg = apply_overrides(preset("smoke"), BASE + [f"steps={steps}", f"fast_path={fast_path}", *extra])
+def make(extra, cuda_graph, steps=40):
+    cfg = apply_overrides(preset("smoke"), BASE + [f"steps={steps}", f"cuda_graph={cuda_graph}", *extra])
     return Trainer(cfg, None, progress=False)
 
 
@@ -58,20 +58,20 @@ def same(a, b) -> bool:
 def test_graph_path_is_bit_identical_to_off(case):
     off = make(CASES[case], "off")  # built (seeded) and run one after the other: dropout draws
     lo = run(off)  # from the global RNG
-    fast = make(CASES[case], "graph")
-    lf = run(fast)
+    graphed = make(CASES[case], "on")
+    lf = run(graphed)
     assert torch.equal(lo, lf), (lo - lf).abs().max()
-    assert same(off.model.state_dict(), fast.model.state_dict())
-    assert same(off.carrier.state, fast.carrier.state)
+    assert same(off.model.state_dict(), graphed.model.state_dict())
+    assert same(off.carrier.state, graphed.carrier.state)
     owned = off.model.levels()  # a level owning no parameter (the new models keep all in fast) never updates
     every = {n: (40 // c if n in owned else 0) for n, c in (("fast", 1), ("medium", 4), ("slow", 16))}
-    assert off.cms.updates == fast.cms.updates == every
-    assert same(off.cms.drain_telemetry(), fast.cms.drain_telemetry())  # grad and update norms too
+    assert off.cms.updates == graphed.cms.updates == every
+    assert same(off.cms.drain_telemetry(), graphed.cms.drain_telemetry())  # grad and update norms too
     assert same({n: o.state_dict() for n, o in off.cms.optimizers.items() if o is not None},
-                {n: o.state_dict() for n, o in fast.cms.optimizers.items() if o is not None})
+                {n: o.state_dict() for n, o in graphed.cms.optimizers.items() if o is not None})
     if off.surprise is not None:
-        assert same(off.surprise.drain_metrics(), fast.surprise.drain_metrics())
-    tele = fast.fast.telemetry()
+        assert same(off.surprise.drain_metrics(), graphed.surprise.drain_metrics())
+    tele = graphed.graph.telemetry()
     assert tele["graph_steps"] + tele["eager_steps"] == 40 and tele["graph_steps"] > 0
     assert tele["capture_errors"] == {}
     expect = {"plain"} if off.surprise is None else {"surprise", "surprise_record"}
@@ -81,19 +81,19 @@ def test_graph_path_is_bit_identical_to_off(case):
 
 
 def test_fallback_counter_counts_doc_reset_windows():
-    t = make(CASES["doc"], "graph")
+    t = make(CASES["doc"], "on")
     n_reset = 0
     for s in range(1, 41):
         mask, _ = t.carrier.cuts.window((s - 1) % len(t.train_stream))
         n_reset += bool(mask.any())
         t.train_step(s)
-    tele = t.fast.telemetry()
+    tele = t.graph.telemetry()
     assert 0 < n_reset < 40
     assert tele["eager_reasons"] == {"doc_reset": n_reset} and tele["graph_steps"] == 40 - n_reset
 
 
 def test_grads_stay_in_place_and_are_zeroed_not_none():
-    t = make([], "graph")
+    t = make([], "on")
     t.train_step(1)
     ptrs = {id(p): p.grad.data_ptr() for p in t.model.parameters()}
     bufs = {id(p): p.grad for p in t.model.parameters()}
@@ -110,7 +110,7 @@ def test_grads_stay_in_place_and_are_zeroed_not_none():
 def test_static_grads_tile_one_flat_buffer_per_level():
     from nlcore.optim.sliced import flat_base
 
-    t = make([], "graph")
+    t = make([], "on")
     for s in range(1, 4):
         t.train_step(s)
     bases = [flat_base([p.grad for p in ps]) for ps in t.cms.params.values()]
@@ -119,15 +119,15 @@ def test_static_grads_tile_one_flat_buffer_per_level():
 
 
 def test_grads_replaced_from_outside_are_copied_back():
-    off, fast = make([], "off"), make([], "graph")
+    off, graphed = make([], "off"), make([], "on")
     for s in range(1, 11):
         if s == 6:  # e.g. a checkpoint load: fresh .grad tensors (and None) mid-chunk
-            for t in (off, fast):
+            for t in (off, graphed):
                 ps = list(t.model.parameters())
                 ps[0].grad = None if ps[0].grad is None else ps[0].grad.clone()
                 ps[-1].grad = ps[-1].grad.clone() if ps[-1].grad is not None else None
-        assert torch.equal(off.train_step(s), fast.train_step(s))
-    assert same(off.model.state_dict(), fast.model.state_dict())
+        assert torch.equal(off.train_step(s), graphed.train_step(s))
+    assert same(off.model.state_dict(), graphed.model.state_dict())
 
 
 def test_capture_failure_falls_back_and_restores(monkeypatch):
@@ -139,21 +139,21 @@ def test_capture_failure_falls_back_and_restores(monkeypatch):
     monkeypatch.setattr(fastpath, "_EmulatedGraph", Broken)
     off = make(SURPRISE, "off", steps=12)
     lo = run(off, 12)
-    fast = make(SURPRISE, "graph", steps=12)
+    graphed = make(SURPRISE, "on", steps=12)
     with pytest.warns(RuntimeWarning, match="capture of variant"):
-        lf = run(fast, 12)
+        lf = run(graphed, 12)
     assert torch.equal(lo, lf)
-    assert same(off.model.state_dict(), fast.model.state_dict())
-    assert same(off.surprise.drain_metrics(), fast.surprise.drain_metrics())
-    tele = fast.fast.telemetry()
+    assert same(off.model.state_dict(), graphed.model.state_dict())
+    assert same(off.surprise.drain_metrics(), graphed.surprise.drain_metrics())
+    tele = graphed.graph.telemetry()
     assert tele["graph_steps"] == 0 and tele["eager_reasons"] == {"capture_failed": 12}
     assert set(tele["capture_errors"]) == {"surprise", "surprise_record"}
-    assert fast.model.tap_fn is None
+    assert graphed.model.tap_fn is None
 
 
 def test_resume_is_bit_identical_and_logs_telemetry(tmp_path):
     extra = ["steps=24", "ckpt_every=8", "log_every=4", "data.batch_size=4", "data.seq_len=16"]
-    straight = Trainer(make(extra, "graph").cfg, tmp_path / "a", progress=False)
+    straight = Trainer(make(extra, "on").cfg, tmp_path / "a", progress=False)
     s1 = straight.run()
     t = Trainer(straight.cfg, tmp_path / "b", progress=False)
     t.run(stop_after=13)
@@ -164,25 +164,25 @@ def test_resume_is_bit_identical_and_logs_telemetry(tmp_path):
     off = Trainer(make(extra, "off").cfg, tmp_path / "c", progress=False)  # and equal to the eager run
     assert off.run()["valid_bpc"] == s1["valid_bpc"]
     rec = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
-    assert rec["fast_path"]["graph_steps"] == 24 and rec["fast_path"]["graphs"] == ["plain"]
+    assert rec["cuda_graph"]["graph_steps"] == 24 and rec["cuda_graph"]["graphs"] == ["plain"]
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="fast_path"):
-        apply_overrides(preset("smoke"), ["fast_path=cuda"])
-    with pytest.raises(ValueError, match="fast_path.*delta"):
-        apply_overrides(preset("smoke"), ["fast_path=graph", "cms.levels.medium.optimizer=delta"])
-    assert preset("seed").fast_path == "auto" and preset("smoke").fast_path == "auto"
+    with pytest.raises(ValueError, match="cuda_graph"):
+        apply_overrides(preset("smoke"), ["cuda_graph=cuda"])
+    with pytest.raises(ValueError, match="cuda_graph.*delta"):
+        apply_overrides(preset("smoke"), ["cuda_graph=on", "cms.levels.medium.optimizer=delta"])
+    assert preset("seed").cuda_graph == "auto" and preset("smoke").cuda_graph == "auto"
 
 
-def test_auto_fast_path_resolution():
+def test_auto_cuda_graph_resolution():
     """auto: the plain step on CPU and with the delta optimizers (graph only on CUDA)."""
     t = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4"]), None,
                 progress=False)
-    assert t.fast_path == "off" and t.fast is None
+    assert t.cuda_graph == "off" and t.graph is None
     d = Trainer(apply_overrides(preset("smoke"), ["data.synth_chars=20000", "data.batch_size=4",
                                                   "cms.levels.medium.optimizer=delta"]), None, progress=False)
-    assert d.fast_path == "off"
+    assert d.cuda_graph == "off"
 
 
 def test_cms_zero_grad_inplace():

@@ -40,7 +40,7 @@ SCENARIOS = {
     "doc": ["state.reset=doc", ADAM_EPS],
     # the static-buffer path (CUDA graph emulated); 10 steps: flushed partial chunks; no clipping and
     # SGD on medium/slow, so the gradients' scale (the average over ranks, not the sum) shows
-    "graph": ["fast_path=graph", "steps=10", "cms.grad_clip=0", "cms.levels.medium.lr=0.5",
+    "graph": ["cuda_graph=on", "steps=10", "cms.grad_clip=0", "cms.levels.medium.lr=0.5",
               "cms.levels.slow.lr=0.5"],
     "surprise": ["surprise.weights.fast=0.5", "surprise.weights.medium=0.2", "surprise.weights.slow=0.2"],
     "surprise_ref": ["surprise.weights.fast=0.5", "surprise.weights.medium=0.2", "surprise.impl=reference",
@@ -94,8 +94,8 @@ def _worker(spec_path: str) -> None:
         calls.clear()
         t = Trainer(cfg_of(extra), out / "runs" / name, progress=False)
         s = t.run()
-        res[name] = outcome(t, s) | {"counts": dict(t.dist.counts), "calls": list(t.dist.calls),
-                                     "n_all_reduce": len(calls), "fast": t.fast.telemetry() if t.fast else None,
+        res[name] = outcome(t, s) | {"counts": dict(t.world.counts), "calls": list(t.world.calls),
+                                     "n_all_reduce": len(calls), "graph": t.graph.telemetry() if t.graph else None,
                                      "rows": t.train_stream.rows, "summary_world": s.get("world_size"),
                                      "eval_windows": sum(len(st) for st, _ in t.eval_streams.values())}
     # checkpoints: interrupted 2-rank run; its resume on 2 ranks; a 1-rank checkpoint resumed on 2
@@ -217,7 +217,7 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
         assert dynamic == (name == "dynamic")
         assert kinds.count("loss") == steps and kinds.count("eval") == 2 + (steps - 1) // 4 + 2 * dynamic
         assert kinds.count("dynamic_eval") == (a["eval_windows"] if dynamic else 0)
-    assert ranks[0]["graph"]["fast"]["graph_steps"] > 0 and ranks[0]["graph"]["fast"]["capture_errors"] == {}
+    assert ranks[0]["graph"]["graph"]["graph_steps"] > 0 and ranks[0]["graph"]["graph"]["capture_errors"] == {}
 
     # resume: a 2-rank run interrupted after step 7 (checkpoint at 6) and resumed on 2 ranks, a
     # 1-process checkpoint resumed on 2 ranks, and the 2-rank checkpoint resumed in 1 process
@@ -246,7 +246,7 @@ def test_batch_not_divisible_by_the_ranks_is_a_clear_error():
 def test_one_process_is_untouched(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     t = Trainer(cfg_of([]), None, progress=False)
-    assert t.dist is None and t.cms.grad_sync is None and t.is_main
+    assert t.world.world_size == 1 and t.cms.grad_sync is None and t.is_main
     assert t.train_stream.rows == (0, 8) and t.train_stream.batch_size == 8
 
 

@@ -84,23 +84,19 @@ def cms_timeline_widget(steps: int = 64, fast: int = 1, medium: int = 4, slow: i
 def cumulative_change(run_dir: str | Path) -> pd.DataFrame:
     """Per logged step and level: the cumulative parameter change sum_k ||Delta theta_k||.
 
-    Uses `delta_norm_sum` when the trainer logs it; otherwise estimates each log interval's
-    sum as (updates in the interval) x (norm of the interval's last update), which is exact for
-    a level that updates at most once per interval. Columns: step, level, updates, change.
+    Each log interval's sum is (updates in the interval) x (norm of the interval's last update),
+    exact for a level that updates at most once per interval. Columns: step, level, updates, change.
     """
     rows = []
     prev_updates: dict[str, int] = {}
     total: dict[str, float] = {}
     for rec in read_metrics(Path(run_dir)):
         upd = rec.get("updates") or {}
-        exact = rec.get("delta_norm_sum") or {}
-        last = rec.get("delta_norm") or {}
+        last = rec.get("change_norm") or rec.get("delta_norm") or {}  # committed runs: "delta_norm"
         for level, count in upd.items():
             made = int(count) - prev_updates.get(level, 0)
             prev_updates[level] = int(count)
-            if exact.get(level) is not None:
-                inc = float(exact[level])
-            elif last.get(level) is not None:
+            if last.get(level) is not None:
                 inc = float(last[level]) * made
             else:
                 inc = 0.0

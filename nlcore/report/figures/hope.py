@@ -176,7 +176,7 @@ def throughput_table(report: Mapping | None = None) -> pd.DataFrame:
     report = report or load_report("models_06")
     rows = [{"config": name, "chars_per_s": c["chars_per_s"], "step_ms": c["step_ms_median"],
              "params": c.get("params"), "ratio_to_baseline": c.get("ratio_to_baseline"),
-             "fast_path": c.get("fast_path"), "batch_size": c.get("batch_size"), "seq_len": c.get("seq_len")}
+             "cuda_graph": c.get("cuda_graph", c.get("fast_path")), "batch_size": c.get("batch_size"), "seq_len": c.get("seq_len")}
             for name, c in report["configs"].items()]
     return pd.DataFrame(rows)
 
