@@ -129,7 +129,8 @@ class NestedLSTM(SequenceModel):
         new[f"mem_{name}"] = a * m * (last < 0).to(m.dtype).unsqueeze(1) + (1 - a) * mean
         return u + read * (~seen).to(u.dtype).unsqueeze(-1)
 
-    # the post-recurrence maths of the tier-4 form, split at the taps (nlcore.accel.compile)
+    # The maths after the recurrence, in pieces split at the taps, so that a hooked tap sits
+    # between compiled pieces (nlcore.accel.compile); `mem` adds a level's summary to its input.
     compiled_parts = ("_embed", "_tail", "_rest", "_medium", "_slow", "_out")
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:  # (B, T) -> (B, T, d), stored time-major
@@ -142,15 +143,23 @@ class NestedLSTM(SequenceModel):
             e = e.to(torch.get_autocast_dtype(dev))
         return e
 
-    def _medium(self, h1: torch.Tensor) -> torch.Tensor:  # y_2 = FFN_m(LN(h_1))
-        return self.ffn_medium(self.norm_medium(h1))
+    def _norm(self, name: str, u: torch.Tensor) -> torch.Tensor:  # LN(u); the prototype form: u
+        return getattr(self, name)(u) if self.norm_residual else u
 
-    def _slow(self, h1: torch.Tensor, y2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h2 = h1 + y2
-        return h2, self.ffn_slow(self.norm_slow(h2))  # h_2, y_3 = FFN_s(LN(h_2))
+    def _add(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # h + y; the prototype form: y
+        return h + y if self.norm_residual else y
+
+    def _medium(self, h1: torch.Tensor, mem=None) -> torch.Tensor:  # y_2 = FFN_m(LN(h_1) [+ P_m m_m])
+        u = self._norm("norm_medium", h1)
+        return self.ffn_medium(u if mem is None else mem("medium", u))
+
+    def _slow(self, h1: torch.Tensor, y2: torch.Tensor, mem=None) -> tuple[torch.Tensor, torch.Tensor]:
+        h2 = self._add(h1, y2)
+        u = self._norm("norm_slow", h2)
+        return h2, self.ffn_slow(u if mem is None else mem("slow", u))  # h_2, y_3 = FFN_s(LN(h_2) [+ P_s m_s])
 
     def _out(self, h2: torch.Tensor, y3: torch.Tensor) -> torch.Tensor:  # W_o LN(h_2 + y_3)
-        return self.head(self.norm_out(h2 + y3))
+        return self.head(self._norm("norm_out", self._add(h2, y3)))
 
     def _rest(self, h1: torch.Tensor, y2: torch.Tensor) -> torch.Tensor:  # slow level and head
         return self._out(*self._slow(h1, y2))
@@ -167,30 +176,20 @@ class NestedLSTM(SequenceModel):
         e = self.part("_embed")(x)  # (B, T, d)
         h1, h, c = run_lstm(self.lstm, e, state["h"], state["c"], resets)  # (B, T, d)
         h1 = self.tap("fast", h1)
-        if self.norm_residual and not self.hierarchical:
-            # compiled pieces split only at the hooked taps, so hooks sit outside compiled code
-            if not (self.hooked("medium") or self.hooked("slow")):
-                logits = self.part("_tail")(h1)
-            elif not self.hooked("slow"):
-                logits = self.part("_rest")(h1, self.tap("medium", self.part("_medium")(h1)))
-            else:
-                y2 = self.tap("medium", self.part("_medium")(h1))
-                h2, y3 = self.part("_slow")(h1, y2)
-                logits = self.part("_out")(h2, self.tap("slow", y3))
-            dt = state_dtype(self)
-            new.update(h=h.to(dt), c=c.to(dt))
-            return logits, new
-        u1 = self.norm_medium(h1) if self.norm_residual else h1  # medium level's input
-        if self.hierarchical:
-            u1 = self._summary("medium", u1, state, resets, new)
-        y2 = self.tap("medium", self.ffn_medium(u1))
-        h2 = h1 + y2 if self.norm_residual else y2
-        u2 = self.norm_slow(h2) if self.norm_residual else h2  # slow level's input
-        if self.hierarchical:
-            u2 = self._summary("slow", u2, state, resets, new)
-        y3 = self.tap("slow", self.ffn_slow(u2))
-        h3 = h2 + y3 if self.norm_residual else y3
-        logits = self.head(self.norm_out(h3) if self.norm_residual else h3)  # (B, T, V)
+        mem = None
+        if self.hierarchical:  # the summaries update `new`: those pieces run uncompiled
+            def mem(name, u):
+                return self._summary(name, u, state, resets, new)
+        # the prototype form and the summaries run uncompiled; the tier-4 pieces may be compiled
+        part = self.part if self.norm_residual and mem is None else (lambda name: getattr(self, name))
+        if mem is None and not (self.hooked("medium") or self.hooked("slow")):
+            logits = part("_tail")(h1)  # (B, T, V)
+        elif mem is None and not self.hooked("slow"):
+            logits = part("_rest")(h1, self.tap("medium", part("_medium")(h1)))
+        else:
+            y2 = self.tap("medium", part("_medium")(h1, mem))
+            h2, y3 = part("_slow")(h1, y2, mem)
+            logits = part("_out")(h2, self.tap("slow", y3))
         dt = state_dtype(self)  # carried in (at least) float32 even under bf16 autocast
         new.update(h=h.to(dt), c=c.to(dt))
         return logits, new
