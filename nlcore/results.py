@@ -313,7 +313,7 @@ def results_table_markdown(
 
 def replace_block(text: str, name: str, body: str) -> str:
     """Replace what lies between `<!-- name:start -->` and `<!-- name:end -->` in `text`
-    (used to regenerate README sections from committed results, never by hand)."""
+    (README and docs sections are regenerated from committed results this way, never by hand)."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     i, j = text.find(start), text.find(end)
     if i < 0 or j < 0 or j < i:

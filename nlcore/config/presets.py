@@ -17,8 +17,8 @@ from nlcore.config.schema import (
 
 
 def _seed() -> TrainConfig:
-    # The prototype's system (seed-findings.md), every part trained: WikiText-2 characters,
-    # 2000 steps of 32 x 256, CMS chunks 1/16/256, persistent LSTM state.
+    # The prototype's system, every part trained: WikiText-2 characters, 2000 steps of 32 x 256,
+    # CMS chunks 1/16/256, persistent LSTM state.
     return TrainConfig()
 
 

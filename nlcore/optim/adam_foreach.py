@@ -1,8 +1,8 @@
 r"""Adam / AdamW as one chain of foreach ops, for torch.compile to fuse (``TrainConfig.compile``).
 
 torch's fused Adam kernel gives each thread block one chunk of one tensor, at most 36 tensors per
-launch; on the seed model's ~0.6 M-parameter fast level that is a few launches of a few dozen
-blocks (~45 µs per step even on slices: nlcore.optim.sliced). Written with ``torch._foreach_*`` ops,
+launch; a level of the seed model (under a million parameters) then runs on a few launches of a
+few dozen blocks, even on slices (nlcore.optim.sliced). Written with ``torch._foreach_*`` ops,
 inductor turns the whole update into a couple of horizontally fused Triton kernels over all the
 level's tensors. Same update as torch's (per tensor, t = step count after the increment):
 
@@ -11,8 +11,9 @@ level's tensors. Same update as torch's (per tensor, t = step count after the in
     θ ← θ − lr / (1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
 
 The step counts and lr are 0-d tensors on the parameters' device (no host sync, no recompile
-when the schedule changes lr). A gradient clip can ride along (`clip`). Equal to torch.optim.AdamW / Adam up to float rounding
-(tests/optim/test_adam_foreach.py); `nlcore.optim.sliced._Sliced.compile_update` routes a level's step here.
+when the schedule changes lr). A gradient clip can ride along (`clip`). Equal to torch.optim.AdamW /
+Adam up to float rounding (tests/optim/test_adam_foreach.py); `compile_update` of
+nlcore.optim.sliced's optimizers routes a level's step here.
 """
 
 from __future__ import annotations

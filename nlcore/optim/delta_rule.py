@@ -4,7 +4,7 @@ delta momentum) and `DeepMomentum` (DMGD, exploratory).
 Nested Learning (Behrouz et al., NeurIPS 2025) §2.3: Eqs. 27–29 (DGD, the L2-regression form of
 backprop's associative memory), Eq. 31 (CMS: parameters frozen within a chunk, the per-token
 updates of the chunk summed at its boundary), Eqs. 17, 21–22 (momentum and delta momentum),
-Eq. 23 (deep momentum). The math lives in `nlcore.delta`; paper-notes §2.7, §4.2–4.5.
+Eq. 23 (deep momentum). The maths lives in `nlcore.delta`.
 """
 
 from __future__ import annotations
@@ -63,8 +63,9 @@ class DeltaRule(Optimizer):
     mode "sequential": the same rule applied token by token in forward order (W changes between
     tokens, g stays as recorded at the frozen W); a slow reference that keeps every (x, g)
     record, refused beyond `max_record_bytes`.
-    mode "batch_mean": the prototype's defective rule W(I − β x̄x̄ᵀ) − lr·∇_WL with x̄ the
-    normalised mean input of the chunk and ∇_WL = `.grad` (aggregation does not apply).
+    mode "batch_mean": the prototype's rule W(I − β x̄x̄ᵀ) − lr·∇_WL with x̄ the normalised mean
+    input of the chunk and ∇_WL = `.grad` (aggregation does not apply): one rank-one decay per
+    chunk instead of one per token, kept to compare against.
 
     `decay_lr` (β / η′_d) sets the coefficient of the W A term separately; None ties it to lr.
     `grad_scale="per_token"` records N·∇_yL for a call over N tokens: with a token-MEAN loss that
@@ -326,7 +327,7 @@ class DeepMomentum(Optimizer):
         W_{i+1} = W_i − lr · r_i m_φ(û_i),   m_φ(û) = û + w₂ᵀ tanh(w₁ û + b₁),   û = u/r, r = rms(u)
         φ_{i+1} = α φ_i + meta_lr · ∇_φ mean(û_i ⊙ m_φ(û_{i−1}))
 
-    The paper leaves m's internal objective open ("e.g. dot product"; paper-notes §4.5). We use
+    The paper leaves m's internal objective open ("e.g. dot product"). This optimizer uses
     the dot product with the NEXT gradient as value: −lr⟨u_i, m_φ(u_{i−1})⟩ is the first-order
     change of the loss caused by the previous update, so φ descends the outer loss itself
     (a hypergradient; for a linear m it reduces to hypergradient learning-rate adaptation).

@@ -1,9 +1,9 @@
 """Multi-tensor optimizer kernels run over small slices of the parameters: same maths, more blocks.
 
 PyTorch's fused and foreach optimizer kernels (``multi_tensor_apply``) give each thread block a
-chunk of up to 65,536 elements of one tensor. A level of the seed model holds ~0.7 M parameters
-in a dozen tensors, so its AdamW step ran on about a dozen blocks of an H100's 132 SMs and took
-~46 µs, bound by each block walking its chunk. The kernels are elementwise (AdamW) or per-tensor
+chunk of up to 65,536 elements of one tensor. A level of the seed model holds under a million
+parameters in a dozen tensors, so its AdamW step runs on about a dozen blocks of a GPU's hundred
+or more multiprocessors, bound by each block walking its chunk. The kernels are elementwise (AdamW) or per-tensor
 reductions (the norm), so handing them the same tensors cut into flat slices of `SLICE` elements
 (views: the updates land in the parameters and states themselves) changes nothing in the
 arithmetic and spreads the work over many more blocks.
@@ -37,7 +37,7 @@ def slices(tensors: list[Tensor], size: int = SLICE) -> list[Tensor]:
 
 class SliceCache:
     """The slices of some tensor lists, kept while the same tensors come back: cutting them is a
-    few hundred views (~1 ms of host time), too slow to redo every step. `get` returns None the
+    few hundred views, host time too long to spend every step. `get` returns None the
     first time a set of tensors is seen (the caller then runs the plain kernel) and the cached
     slices when the same tensors (same storage and size) come again on the next call: the
     CUDA-graph step's static gradient buffers. An eager step that allocates fresh gradients

@@ -6,15 +6,11 @@ does not. Giving them dynamic evaluation (Krause et al. 2018; `nlcore.training.d
 window with θ_w, then θ_{w+1} = θ_w − lr ∇L_w(θ_w)) makes the comparison fair: every model may
 learn at test time, each in its own way.
 
-The committed runs (`results/06_dynamic_eval/`, made by `scripts/gpu/dynamic_eval_06.py` on one
-H100) retrain each baseline exactly as `results/06_hope_titans` did, choose the lr on the first
-32 windows of valid only, and then score all of valid and test. The table reads `GRIDS`:
-``grid_a`` (lr 1e-3 … 0.3) for the nested LSTM and the Transformer, ``grid_c`` (lr 0.1, 0.3, 1)
-for Titans, retrained after its compiled backward was moved out of bf16 autocast (564ff0d).
-``grid_b`` re-ran Titans over 0.1 … 3 because grid_a chose its top value for it (0.3 again: 1 is
-worse, 3 diverges); ``grid_0`` is the first run over 1e-4 … 3e-2, whose top every run chose (one
-of its files did not come back from the GPU machine). grid_0, grid_a and grid_b's Titans ran
-with that backward in bf16.
+The committed runs (`results/06_dynamic_eval/`) retrain each baseline exactly as
+`results/06_hope_titans` did, choose the lr on the first 32 windows of valid only, and then score
+all of valid and test. `GRIDS` names the grid each table row reads: ``grid_a`` (lr 1e-3 … 0.3) for
+the nested LSTM and the Transformer, ``grid_c`` (lr 0.1, 0.3, 1) for Titans;
+`results/06_dynamic_eval/NOTE.md` says what the other grids are and why these are the ones read.
 """
 
 from __future__ import annotations
