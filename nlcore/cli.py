@@ -124,6 +124,15 @@ def _data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summarize(args: argparse.Namespace) -> int:
+    from nlcore.results import resummarize
+
+    for d in args.dirs:
+        changed = resummarize(Path(d))
+        print(f"{d}/summary.json {'rewritten' if changed else 'unchanged'}")
+    return 0
+
+
 def _notebooks(args: argparse.Namespace) -> int:
     from nlcore.report.runner import run_notebooks
 
@@ -152,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    g = sub.add_parser("grid", help="configurations x seeds, aggregated with bootstrap CIs")
+    g = sub.add_parser("grid", help="configurations x seeds, aggregated with Student-t intervals")
     g.add_argument("--name", required=True)
     g.add_argument("--preset", default="seed")
     g.add_argument("--config", action="append", required=True, metavar="'LABEL[@PRESET]: KEY=V ...'")
@@ -203,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", default=None)
     d.add_argument("--out", default=None, help="write summary.json (statistics, unigram bpc, tokenizer) + meta.json here")
     d.set_defaults(func=_data)
+
+    m = sub.add_parser("summarize", help="rebuild summary.json from runs.csv (means and t intervals over seeds)")
+    m.add_argument("dirs", nargs="+", help="experiment folders holding runs.csv")
+    m.set_defaults(func=_summarize)
 
     n = sub.add_parser("notebooks", help="execute the notebooks with papermill (smoke or full)")
     n.add_argument("--mode", choices=("smoke", "full"), default="smoke")

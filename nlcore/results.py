@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import io
 import json
 import math
 import os
@@ -247,30 +248,51 @@ def write_experiment(
     git state, the environment and the UTC time added under keys it does not already use.
     """
     exp_dir = Path(exp_dir)
-    df = _tidy(runs)
-    if by is None:
-        by = [c for c in df.columns if c not in ("seed", "metric", "step", "value")]
-    summary = stats.summarize(df, by=tuple(by))
+    csv = runs_to_csv(runs)
     auto = {
         "git": repro.git_info(),
         "environment": repro.capture_environment(meta.get("device")),
         "utc_time": repro.utc_now(),
     }
-    csv = df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     return {
         "runs": atomic_write_text(exp_dir / "runs.csv", csv),
-        "summary": write_json(exp_dir / "summary.json", summary),
+        "summary": write_json(exp_dir / "summary.json", summary_of(_read_runs(io.StringIO(csv)), by)),
         "meta": write_json(exp_dir / "meta.json", {**auto, **dict(meta)}),
     }
+
+
+def summary_of(runs: pd.DataFrame, by: Iterable[str] | None = None) -> list[dict]:
+    """The summary records of a runs table as read back from runs.csv (so a summary can always be
+    rebuilt from the committed runs.csv alone): `by` defaults to every id column (config and any
+    others such as seq_len)."""
+    df = _tidy(runs)
+    if by is None:
+        by = [c for c in df.columns if c not in ("seed", "metric", "step", "value")]
+    return stats.summarize(df, by=tuple(by))
+
+
+def _read_runs(source) -> pd.DataFrame:
+    runs = pd.read_csv(source, dtype={"config": str, "metric": str})
+    for col in ("seed", "step"):
+        if col in runs.columns and runs[col].dropna().eq(runs[col].dropna().round()).all():
+            runs[col] = runs[col].astype("Int64")
+    return runs
+
+
+def resummarize(exp_dir: str | os.PathLike) -> bool:
+    """Rewrite `summary.json` from the committed `runs.csv` with today's statistics (runs.csv and
+    meta.json stay as they are); True when the file changed."""
+    exp_dir = Path(exp_dir)
+    path = exp_dir / "summary.json"
+    before = path.read_bytes() if path.exists() else None
+    write_json(path, summary_of(_read_runs(exp_dir / "runs.csv")))
+    return path.read_bytes() != before
 
 
 def read_experiment(exp_dir: str | os.PathLike) -> tuple[pd.DataFrame, list[dict], dict]:
     """`(runs_df, summary_records, meta)` as written by `write_experiment`."""
     exp_dir = Path(exp_dir)
-    runs = pd.read_csv(exp_dir / "runs.csv", dtype={"config": str, "metric": str})
-    for col in ("seed", "step"):
-        if col in runs.columns and runs[col].dropna().eq(runs[col].dropna().round()).all():
-            runs[col] = runs[col].astype("Int64")
+    runs = _read_runs(exp_dir / "runs.csv")
     return runs, read_json(exp_dir / "summary.json"), read_json(exp_dir / "meta.json")
 
 

@@ -134,7 +134,8 @@ def test_write_and_read_experiment_round_trip(tmp_out):
     assert list(df.columns) == ["config", "metric", "seed", "step", "value"]
     assert len(df) == len(runs)
     assert df["config"].tolist() == sorted(df["config"].tolist())
-    assert summary == json.loads(results.dumps(stats.summarize(runs)))
+    assert summary == json.loads(results.dumps(stats.summarize(df)))  # from runs.csv as written
+    assert results.resummarize(tmp_out / "exp") is False  # rebuilt from runs.csv alone: the same bytes
     assert meta["mode"] == "smoke" and meta["seeds"] == [0, 1, 2]
     assert {"git", "environment", "utc_time"} <= set(meta)
     merged = runs.merge(df, on=["config", "seed", "metric"], suffixes=("", "_read"))

@@ -1,4 +1,4 @@
-"""nlcore.stats: percentile bootstrap of the mean, paired differences, per-config summaries."""
+"""nlcore.stats: the Student-t interval (and the bootstrap it replaced), paired differences, summaries."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def test_paired_difference_removes_shared_seed_variation():
     d, lo, hi = stats.paired_diff_ci(a, b)
     assert d == pytest.approx(np.mean(a - b))
     assert 0.0 < lo < d < hi
-    _, alo, ahi = stats.bootstrap_ci(a)
+    _, alo, ahi = stats.t_ci(a)
     assert hi - lo < (ahi - alo) / 10
 
 
@@ -113,7 +113,8 @@ def test_summarize_records():
                         "ci_method"}
     assert rec["mean"] == pytest.approx(1.41)
     assert rec["std"] == pytest.approx(0.01)
-    assert rec["n_seeds"] == 3 and rec["ci_method"] == "bootstrap95"
+    assert rec["n_seeds"] == 3 and rec["ci_method"] == "t95"
+    assert rec["ci_high"] - rec["mean"] == pytest.approx(4.302652729911275 * 0.01 / 3 ** 0.5)
     assert rec["ci_low"] <= rec["mean"] <= rec["ci_high"]
     assert all(type(v) in (str, int, float) for r in records for v in r.values())
     assert records == stats.summarize(_runs().sample(frac=1.0, random_state=0))
@@ -143,3 +144,29 @@ def test_summarize_rejects_duplicates_and_missing_columns():
         stats.summarize(pd.concat([df, df.iloc[:1]]))
     with pytest.raises(ValueError, match="missing column"):
         stats.summarize(df.drop(columns="seed"))
+
+
+@pytest.mark.parametrize("df, q", [(1, 12.706204736174707), (2, 4.302652729911275), (4, 2.7764451051977987),
+                                   (10, 2.2281388519649385), (29, 2.045229642132703)])
+def test_t_quantile_matches_the_tables(df, q):
+    assert stats.t_quantile(0.975, df) == pytest.approx(q, abs=1e-8)
+
+
+def test_t_interval_closed_form_and_edge_cases():
+    mean, lo, hi = stats.t_ci([1.0, 2.0, 3.0])  # s = 1, n = 3: half-width t_{0.975,2} / sqrt(3)
+    assert mean == 2.0 and hi - mean == pytest.approx(4.302652729911275 / 3 ** 0.5) and mean - lo == pytest.approx(hi - mean)
+    assert stats.t_ci([0.1, 0.1, 0.1]) == (0.1, 0.1, 0.1)
+    m, lo, hi = stats.t_ci([1.5])
+    assert m == 1.5 and np.isnan(lo) and np.isnan(hi)
+    m, lo, hi = stats.t_ci([1.0, float("inf")])
+    assert not np.isfinite(m) and np.isnan(lo)
+    with pytest.raises(ValueError):
+        stats.t_ci([1.0, 2.0], level=1.0)
+
+
+def test_t_interval_is_wider_than_the_bootstrap_over_three_seeds():
+    x = [1.70, 1.71, 1.73]
+    _, blo, bhi = stats.bootstrap_ci(x)
+    _, tlo, thi = stats.t_ci(x)
+    assert tlo < min(x) and thi > max(x)  # the t interval reaches past the seeds
+    assert (thi - tlo) > 2 * (bhi - blo)

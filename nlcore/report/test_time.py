@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from nlcore import paths
-from nlcore.stats import bootstrap_ci, paired_diff_ci
+from nlcore.stats import paired_diff_ci, t_ci
 
 STEM = "06_dynamic_eval"
 GRIDS = {"nested_lstm": "grid_a", "transformer": "grid_a", "titans_linear": "grid_c"}  # the folder per model
@@ -45,12 +45,12 @@ def dynamic_runs(root: str | Path | None = None, grids: dict[str, str] | None = 
 
 
 def _ci(values) -> str:
-    m, lo, hi = bootstrap_ci(list(values))
+    m, lo, hi = t_ci(list(values))
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def test_time_table(root: str | Path | None = None, hope_dir: str | Path | None = None) -> pd.DataFrame:
-    """Per model: mean and 95 % bootstrap interval over seeds of valid and test bpc, static and with
+    """Per model: mean and 95 % Student-t interval over seeds of valid and test bpc, static and with
     dynamic evaluation, the paired test gain, and HOPE's own (static: its writes are in the forward)."""
     from nlcore.report.figures.hope import runs as hope_runs
 

@@ -121,7 +121,7 @@ def test_colors_are_fixed_per_model():
 
 def test_mqar_summary_means_intervals_and_paired_differences():
     rows = [{"model": m, "seq_len": 256, "seed": k, "accuracy": acc}
-            for m, accs in (("a", (0.2, 0.3, 0.4)), ("b", (0.1, 0.2, 0.2))) for k, acc in enumerate(accs)]
+            for m, accs in (("a", (0.2, 0.3, 0.4)), ("b", (0.05, 0.16, 0.24))) for k, acc in enumerate(accs)]
     rows.append({"model": "a", "seq_len": 1024, "seed": 0, "accuracy": 0.05})
     t = pd.DataFrame(rows)
     s = hope.mqar_summary(t).set_index(["model", "seq_len"])
@@ -130,4 +130,4 @@ def test_mqar_summary_means_intervals_and_paired_differences():
     assert s.loc[("a", 1024), "accuracy"] == 0.05 and math.isnan(s.loc[("a", 1024), "ci_low"])  # one seed
     d = hope.mqar_summary(t, versus=("a", "b"))
     assert list(d["seq_len"]) == [256]  # 1024: b did not run it
-    assert abs(d.loc[0, "diff"] - (0.9 - 0.5) / 3) < 1e-12 and d.loc[0, "ci_low"] > 0  # a above b in every seed
+    assert abs(d.loc[0, "diff"] - (0.9 - 0.45) / 3) < 1e-12 and d.loc[0, "ci_low"] > 0  # a above b in every seed

@@ -7,7 +7,7 @@ The one exception is `cms_timeline`, which draws the CMS schedule itself (`nlcor
 
 Figures are `matplotlib.figure.Figure` objects, not pyplot ones: no global figure state, nothing
 to close. Colours come from the Okabe–Ito palette of `nlcore.report.plotting`; axes carry units;
-every interval is a percentile-bootstrap 95 % CI across seeds (`nlcore.stats`) and says its n.
+every interval is a Student-t 95 % interval across seeds (`nlcore.stats`) and says its n.
 
 This module gathers them under one name (`nl.figures.<name>`); each concept lives in its own
 module: `figures_cms` (the CMS schedule, per-level change), `figures_ci` (CIs across seeds,

@@ -63,7 +63,7 @@ def _ablation_panel(ax, t: pd.DataFrame, base: pd.Series | None, xmax: float | N
 
 def ablation_ranking(table: pd.DataFrame, metric: str = "valid_bpc") -> Figure:
     """Every distinct configuration of several experiments, grouped by the lever it moves
-    (the baseline first), ranked inside each group; mean and 95 % bootstrap CI, n per row,
+    (the baseline first), ranked inside each group; mean and 95 % t interval, n per row,
     the baseline's mean (dashed) and CI (grey band) across the whole panel. Rows far worse than
     the rest are drawn as an arrow at the right edge with their numbers. Rows run with the
     prototype's settings get their own panel and axis. `table` as
@@ -102,5 +102,5 @@ def ablation_ranking(table: pd.DataFrame, metric: str = "valid_bpc") -> Figure:
     fig.legend(handles, names, loc="outside lower center", ncols=4, fontsize=9)
     ns = sorted({int(n) for n in table["n"]})
     fig.suptitle(f"Every configuration at the same budget, grouped by lever: {metric_label(metric)}, "
-                 f"mean and 95 % bootstrap CI (n = {'/'.join(map(str, ns))} seeds)", fontsize=12)
+                 f"mean and 95 % t interval (n = {'/'.join(map(str, ns))} seeds)", fontsize=12)
     return fig

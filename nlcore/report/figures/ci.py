@@ -52,7 +52,7 @@ def _ci_panel(ax, recs: Mapping[str, Mapping], labels: list[str], color: str, sh
 def ci_bars(summary_records: Iterable[Mapping], metric: str = "valid_bpc", order: Sequence[str] | None = None,
             *, lower_is_better: bool = True, reference: float | None = None, reference_label: str = "reference",
             group_prefix: tuple[str, str] | None = None) -> Figure:
-    """Mean and 95 % bootstrap CI across seeds per configuration, ranked best first (or in
+    """Mean and 95 % t interval across seeds per configuration, ranked best first (or in
     `order`); n in the title (or per row when it differs). `reference` draws a vertical line
     (e.g. the unigram level) where it fits the axis, else names it. `group_prefix=(prefix, name)`
     puts configurations whose label starts with `prefix` in a second panel with its own axis,
@@ -79,7 +79,7 @@ def ci_bars(summary_records: Iterable[Mapping], metric: str = "valid_bpc", order
     better = "lower" if lower_is_better else "higher"
     axes[-1].set_xlabel(f"{metric_label(metric)} ({better} is better)")
     n_text = f"n = {ns.pop()} seed(s) each" if len(ns) == 1 else "n per row"
-    fig.suptitle(f"{metric_label(metric).capitalize()}: mean and 95 % bootstrap CI ({n_text})", fontsize=11)
+    fig.suptitle(f"{metric_label(metric).capitalize()}: mean and 95 % t interval ({n_text})", fontsize=11)
     return fig
 
 
@@ -108,13 +108,13 @@ def ci_panels(summary_records: Iterable[Mapping], metric: str,
         ax.set_xlabel(metric_label(metric), fontsize=9)
     n_text = f"n = {ns.pop()} seed(s) each" if len(ns) == 1 else "n per row"
     better = "lower" if lower_is_better else "higher"
-    fig.suptitle(f"{metric_label(metric).capitalize()} ({better} is better): mean and 95 % bootstrap CI ({n_text})",
+    fig.suptitle(f"{metric_label(metric).capitalize()} ({better} is better): mean and 95 % t interval ({n_text})",
                  fontsize=11)
     return fig
 
 
 def paired_diff_bars(diffs: pd.DataFrame, metric: str = "valid_bpc", *, strip: str = "") -> Figure:
-    """Paired differences config − baseline (same seeds) with their 95 % bootstrap CIs, one panel
+    """Paired differences config − baseline (same seeds) with their 95 % t intervals, one panel
     per baseline, best (most negative) on top. The grey band is ± the half-width of the
     baseline's own (unpaired) 95 % CI: a difference inside it is smaller than the spread of
     the seeds. `diffs` as `nlcore.report.notebook.paired_differences` returns it; `strip` is removed
@@ -150,7 +150,7 @@ def paired_diff_bars(diffs: pd.DataFrame, metric: str = "valid_bpc", *, strip: s
         ax.set_xlabel(f"Δ {metric_label(metric)} (negative: better than {base})", fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="best", fontsize=8)
-    fig.suptitle("Paired differences against the baseline: mean and 95 % bootstrap CI over seeds\n"
+    fig.suptitle("Paired differences against the baseline: mean and 95 % t interval over seeds\n"
                  "(green: CI below 0, red: above 0, blue: contains 0)", fontsize=11)
     return fig
 

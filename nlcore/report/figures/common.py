@@ -55,9 +55,9 @@ def read_metrics(run_dir: Path) -> list[dict]:
 
 
 def mean_ci(values: np.ndarray) -> tuple[float, float, float]:
-    from nlcore.stats import bootstrap_ci
+    from nlcore.stats import t_ci
 
     v = values[np.isfinite(values)]
     if v.size == 0:
         return math.nan, math.nan, math.nan
-    return bootstrap_ci(v, n_boot=2000)
+    return t_ci(v)

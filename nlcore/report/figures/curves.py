@@ -38,7 +38,7 @@ def _seed_curves(curves: list[pd.Series]) -> tuple[np.ndarray, np.ndarray, np.nd
 
 def training_curves(exp_dir: str | Path, configs: Sequence[str], metric: str = "train_bpc") -> Figure:
     """`metric` from each run's metrics.jsonl against training step: mean across seeds with a
-    95 % bootstrap band; the right panel zooms on the second half of training, where the
+    95 % t band; the right panel zooms on the second half of training, where the
     configurations separate. For valid_bpc the final whole-split value (summary.json) is the
     last point; earlier points are intermediate evaluations on the first windows of the split."""
     fig, (ax, zx) = new_figure(10.0, 4.2, ncols=2)

@@ -78,10 +78,10 @@ def run_status(run_dir: Path) -> str:
 
 def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
     """One row per configuration (registry order): seeds run and finished, valid bpc mean and
-    95 % bootstrap CI, test bpc mean, params, chars/s, and a status: "ok", or for a
+    95 % t interval, test bpc mean, params, chars/s, and a status: "ok", or for a
     configuration with no finished seed "diverged" / "failed" / "unfinished" (from its train.log)
     or "missing" (named in meta.json, no run folder or no log)."""
-    from nlcore.stats import bootstrap_ci
+    from nlcore.stats import t_ci
 
     out_dir = Path(out_dir or paths.results_root("full") / STEM)
     found = runs(out_dir)
@@ -92,7 +92,7 @@ def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
         done = {s: r for s, r in seeds.items() if r is not None}
         row = {"config": config, "n_run": len(seeds), "n": len(done)}
         if done:
-            mean, lo, hi = bootstrap_ci([r["valid_bpc"] for r in done.values()])
+            mean, lo, hi = t_ci([r["valid_bpc"] for r in done.values()])
             row.update(valid_bpc=mean, ci_low=lo, ci_high=hi,
                        test_bpc=float(np.mean([r["test_bpc"] for r in done.values()])),
                        params=int(next(iter(done.values()))["params"]),
@@ -107,7 +107,7 @@ def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
 
 def plot_bpc(out_dir: str | Path | None = None) -> Figure:
     """Validation bpc per configuration (best on top): one dot per seed, the mean with its 95 %
-    bootstrap CI; configurations without a finished seed are named under the axis."""
+    t interval; configurations without a finished seed are named under the axis."""
     table = bpc_table(out_dir)
     ok = table[table["n"] > 0].sort_values("valid_bpc").reset_index(drop=True)
     found = runs(out_dir)
@@ -127,7 +127,7 @@ def plot_bpc(out_dir: str | Path | None = None) -> Figure:
     note = "; ".join(f"{c}: {s} ({n} run{'s' if n != 1 else ''})" for c, s, n in
                      zip(failed["config"], failed["status"], failed["n_run"]))
     ax.set_xlabel("validation bits per character (lower is better)" + (f"\nnot shown: {note}" if note else ""))
-    ax.set_title("Held-out bpc: seeds (dots), mean and 95 % bootstrap CI (diamond)", fontsize=11, loc="left")
+    ax.set_title("Held-out bpc: seeds (dots), mean and 95 % t interval (diamond)", fontsize=11, loc="left")
     return fig
 
 
@@ -276,17 +276,17 @@ def mqar_table(root: str | Path | None = None) -> pd.DataFrame:
 
 
 def mqar_summary(table: pd.DataFrame | None = None, *, versus: tuple[str, str] | None = None) -> pd.DataFrame:
-    """Per model and length: seeds n, mean recall accuracy and its 95 % bootstrap interval
-    (`nlcore.stats.bootstrap_ci`; NaN for one seed). versus = (a, b):
+    """Per model and length: seeds n, mean recall accuracy and its 95 % Student-t interval
+    (`nlcore.stats.t_ci`; NaN for one seed). versus = (a, b):
     instead, per length where both ran the same seeds, the paired difference a − b
     (`nlcore.stats.paired_diff_ci`)."""
-    from nlcore.stats import bootstrap_ci, paired_diff_ci
+    from nlcore.stats import paired_diff_ci, t_ci
 
     t = mqar_table() if table is None else table
     rows = []
     if versus is None:
         for (model, L), g in t.groupby(["model", "seq_len"], sort=False):
-            mean, lo, hi = bootstrap_ci(g["accuracy"].to_numpy())
+            mean, lo, hi = t_ci(g["accuracy"].to_numpy())
             rows.append({"model": model, "seq_len": L, "n": len(g), "accuracy": mean, "ci_low": lo, "ci_high": hi})
         return pd.DataFrame(rows, columns=["model", "seq_len", "n", "accuracy", "ci_low", "ci_high"])
     a, b = (t[t["model"] == m].set_index(["seq_len", "seed"])["accuracy"] for m in versus)

@@ -35,7 +35,7 @@ def _facet_title(keys: Sequence[str], values) -> str:
 def recall_curves(runs: pd.DataFrame, cols: Sequence[str] = (), rows: Sequence[str] = (),
                   ylim: tuple[float, float] = (1e-3, 30.0)) -> Figure:
     """Recall error ‖Wk − v‖²/‖v‖² against load n/d, one line per write rule: mean across seeds
-    with a 95 % bootstrap band, one panel per value of `rows` × `cols` (e.g. d; key-norm
+    with a 95 % t band, one panel per value of `rows` × `cols` (e.g. d; key-norm
     spread, η). Log y between `ylim`: a mean outside it (or a diverged, non-finite seed) is
     drawn as a hollow marker at the edge, so an exact least-squares fit (≈ 1e-12) sits on the
     floor and a diverged rule on the ceiling. `runs`: tidy (method or config, load, seed, value,
@@ -82,5 +82,5 @@ def recall_curves(runs: pd.DataFrame, cols: Sequence[str] = (), rows: Sequence[s
         [], [], "o", mfc="white", mec=GREY)[0]
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=3, fontsize=9)
     fig.suptitle("Associative recall of the latest value per key (correlated keys, with overwrites): "
-                 "mean and 95 % bootstrap band over seeds", fontsize=11)
+                 "mean and 95 % t band over seeds", fontsize=11)
     return fig

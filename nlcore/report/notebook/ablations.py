@@ -84,7 +84,7 @@ def ablation_table(frame: pd.DataFrame, corpus: str, metric: str = "valid_bpc") 
     appear once, under the first experiment's name, with the others in `same_as`.
 
     Columns: experiment, config, label (`NN_config`), lever, same_as, prototype, n, mean,
-    ci_low, ci_high (95 % bootstrap over seeds, as in each summary.json), chars_ratio
+    ci_low, ci_high (95 % t interval over seeds, as in each summary.json), chars_ratio
     (characters read in training / the baseline's), steps, batch_size, seq_len.
     """
     from nlcore import stats
@@ -98,7 +98,7 @@ def ablation_table(frame: pd.DataFrame, corpus: str, metric: str = "valid_bpc") 
     for key, members in keys.items():
         stem, config = members[0]
         g = d[(d["experiment"] == stem) & (d["config"] == config)].iloc[0]
-        mean, lo, hi = stats.bootstrap_ci([v for _, v in key])
+        mean, lo, hi = stats.t_ci([v for _, v in key])
         rows.append({"experiment": stem, "config": config, "label": f"{stem[:2]}_{config}",
                      "lever": ablation_lever(stem, config, bool(g["prototype"])),
                      "same_as": ", ".join(f"{s[:2]} {c}" for s, c in members[1:]), "prototype": bool(g["prototype"]),

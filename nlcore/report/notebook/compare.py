@@ -10,7 +10,7 @@ from nlcore.report.notebook.experiment import ExperimentResults, summary_field
 
 def paired_differences(runs: pd.DataFrame, baselines, metric: str = "valid_bpc") -> pd.DataFrame:
     """Per configuration, the seed-by-seed difference `metric(config) − metric(baseline)` over the
-    seeds both ran: mean and 95 % bootstrap CI (`nlcore.stats.paired_diff_ci`), n, how many
+    seeds both ran: mean and 95 % t interval (`nlcore.stats.paired_diff_ci`), n, how many
     seeds came out lower, and the baseline's own (unpaired) CI half-width for scale.
     `baselines` maps configuration -> its baseline (a str applies one baseline to every
     configuration in `runs`); a configuration is not compared with itself."""
@@ -29,7 +29,7 @@ def paired_differences(runs: pd.DataFrame, baselines, metric: str = "valid_bpc")
             continue
         a, b = by[config].loc[seeds].to_numpy(), by[base].loc[seeds].to_numpy()  # (n,), same seed order
         mean, lo, hi = stats.paired_diff_ci(a, b)
-        _, blo, bhi = stats.bootstrap_ci(b)
+        _, blo, bhi = stats.t_ci(b)
         rows.append({"config": config, "baseline": base, "n": len(seeds), "mean": mean, "ci_low": lo, "ci_high": hi,
                      "seeds_lower": int((a < b).sum()), "baseline_half_width": (bhi - blo) / 2})
     cols = ["config", "baseline", "n", "mean", "ci_low", "ci_high", "seeds_lower", "baseline_half_width"]
