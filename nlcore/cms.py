@@ -52,13 +52,10 @@ import torch
 from torch import nn
 
 from nlcore.config import CMSConfig, LevelConfig
+from nlcore.errors import NonFiniteError
 from nlcore.optim.sliced import SliceCache, clip_grad_norm, flat_base, grad_norm
 
 NamedParams = Sequence[tuple[str, nn.Parameter]]
-
-
-class NonFiniteError(RuntimeError):
-    """A non-finite loss or gradient; the message names the step and the level."""
 
 
 def build_optimizer(spec: LevelConfig, params: list[nn.Parameter], *,
@@ -276,7 +273,8 @@ class CMS:
         bad = sorted((step, n) for n in per for step, v in per[n]["grad"] if not math.isfinite(v))
         if bad:
             step, n = bad[0]
-            raise NonFiniteError(f"non-finite gradient at step {step} in level {n!r}")
+            raise NonFiniteError(f"training diverged: non-finite gradient at step {step} in level {n!r}: lower the "
+                                 f"learning rates or clip gradients (cms.grad_clip)", step=step, level=n)
         for n in self.specs:
             g = per[n]["grad"]
             d = per[n]["change"]

@@ -135,12 +135,13 @@ class StateCarrier:
 
     def state_dict(self) -> dict:
         return {"state": {k: v.detach().cpu() for k, v in self.state.items()},
-                "windows_since_reset": self.windows_since_reset.copy(), "window_count": self.window_count,
+                "windows_since_reset": torch.from_numpy(self.windows_since_reset.copy()),  # a tensor: weights_only
+                "window_count": self.window_count,
                 "batch_changes": self.batch_changes}
 
     def load_state_dict(self, sd: dict) -> None:
         self.state = to_device(sd["state"], self.device)
         self.batch_size = batch_size_of(self.state) or self.batch_size
-        self.windows_since_reset = np.asarray(sd["windows_since_reset"]).copy()
+        self.windows_since_reset = torch.as_tensor(sd["windows_since_reset"]).cpu().numpy().astype(np.int64)
         self.window_count = int(sd["window_count"])
         self.batch_changes = int(sd["batch_changes"])

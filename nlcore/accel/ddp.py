@@ -82,7 +82,6 @@ import math
 import os
 from collections import deque
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -401,7 +400,7 @@ class DataParallel:
             optimizers[n] = o
         carriers = [r["carrier"] for r in got]
         carrier = dict(carriers[0], state={k: torch.cat([c["state"][k] for c in carriers]) for k in carriers[0]["state"]},
-                       windows_since_reset=np.concatenate([c["windows_since_reset"] for c in carriers]))
+                       windows_since_reset=torch.cat([torch.as_tensor(c["windows_since_reset"]) for c in carriers]))
         return dict(payload, cms=dict(cms, grads=grads, optimizers=optimizers), carrier=carrier,
                     rng=got[0]["rng"], distributed={"world_size": self.world_size, "ranks": got,
                                                     "carried": {k: dict(v) for k, v in self.carried.items()}})

@@ -33,17 +33,18 @@ import torch
 from nlcore import paths
 from nlcore.data import synthetic as syn
 from nlcore.data.tokenizer import CharTokenizer
+from nlcore.errors import DataError
 
 SPLITS = ("train", "valid", "test")
 NAMED = ("wikitext2", "tinyshakespeare", "synthetic")
 _HF_HINT = "or install `datasets` with access to the HuggingFace hub (wikitext2 only)"
 
 
-class CorpusNotFoundError(FileNotFoundError):
-    """A corpus (or one of its files) could not be found anywhere that was tried."""
+class CorpusNotFoundError(DataError, FileNotFoundError):
+    """A corpus (or one of its files) could not be found where it was looked for."""
 
 
-class CorpusFormatError(ValueError):
+class CorpusFormatError(DataError, ValueError):
     """A corpus file exists but is unusable (empty, not UTF-8)."""
 
 
@@ -104,6 +105,7 @@ class Corpus:
     entropy_rate_bits: float | None = None  # known only for "synthetic"
     doc_rule: str = "start"  # "start" | "wikitext" | "episode": how documents are found
     spec: syn.SyntheticSpec | None = None  # the generator spec for "synthetic"
+    files: tuple[str, ...] = ()  # the files read (absolute paths); none for generated or hub text
 
     def __post_init__(self) -> None:
         if set(self.texts) != set(SPLITS):
@@ -122,32 +124,35 @@ class Corpus:
 def read_text(path: Path) -> str:
     """Strict UTF-8 text of `path`, line endings untouched; clear errors for bad files."""
     if not path.is_file():
-        raise CorpusNotFoundError(f"missing split file: {path}")
+        raise CorpusNotFoundError(f"missing corpus file {path}: restore it, or point NLCORE_DATA at a "
+                                  f"complete copy of the data")
     data = path.read_bytes()
     if not data:
-        raise CorpusFormatError(f"empty corpus file: {path} (0 bytes)")
+        raise CorpusFormatError(f"empty corpus file {path} (0 bytes): restore it from the original data")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise CorpusFormatError(
-            f"corpus file is not valid UTF-8: {path}: first bad byte at offset {e.start} "
-            f"(0x{data[e.start]:02x}: {e.reason})"
+            f"corpus file {path} is not valid UTF-8 (first bad byte at offset {e.start}, "
+            f"0x{data[e.start]:02x}: {e.reason}): convert it to UTF-8 or restore the original"
         ) from e
 
 
 def _read_folder(folder: Path) -> dict[str, str]:
     if not folder.is_dir():
-        raise CorpusNotFoundError(f"missing corpus folder: {folder}")
+        raise CorpusNotFoundError(f"missing corpus folder {folder}: create it with train.txt, valid.txt "
+                                  f"and test.txt, or name another corpus")
     return {s: read_text(folder / f"{s}.txt") for s in SPLITS}
 
 
 def candidate_roots(data_root: str | os.PathLike | None = None) -> list[Path]:
-    """Where to look: the argument alone if given; else $NLCORE_DATA, <repo>/data, <repo>/../shared/data."""
-    if data_root:
-        return [Path(data_root).expanduser()]
-    roots = [paths.data_root(None)] if paths.data_root(None) else []
-    roots += [paths.REPO_ROOT / "data", paths.REPO_ROOT.parent / "shared" / "data"]
-    return [r for i, r in enumerate(roots) if r not in roots[:i]]
+    """Where to look. An explicit root (the argument, else $NLCORE_DATA) is the only place looked
+    in: a wrong one is an error, never a silent fall back to another copy. Without one:
+    <repo>/data, then <repo>/../shared/data."""
+    explicit = paths.data_root(data_root)
+    if explicit is not None:
+        return [explicit]
+    return [paths.REPO_ROOT / "data", paths.REPO_ROOT.parent / "shared" / "data"]
 
 
 def _offline() -> bool:
@@ -172,7 +177,8 @@ def _load_wikitext2(roots: list[Path]) -> Corpus:
         if folder.is_dir():
             texts = _read_folder(folder)
             return Corpus("wikitext2", texts, f"wikitext-2-v1 (tokenised) from {folder}",
-                          "official WikiText-2 splits (article-disjoint)", doc_rule="wikitext")
+                          "official WikiText-2 splits (article-disjoint)", doc_rule="wikitext",
+                          files=tuple(str((folder / f"{s}.txt").resolve()) for s in SPLITS))
     if importlib.util.find_spec("datasets") is None:
         tried.append("HuggingFace hub: skipped (`datasets` is not installed)")
     elif _offline():
@@ -199,17 +205,14 @@ def _load_tinyshakespeare(roots: list[Path]) -> Corpus:
             texts = {"train": text[:n_train], "valid": text[n_train:], "test": text[n_train:]}
             return Corpus("tinyshakespeare", texts, f"Tiny Shakespeare (char-rnn) from {path}",
                           f"train = first 90 % of characters (text[:{n_train}]), valid = last "
-                          f"10 %; no official test split, so test is the SAME text as valid")
+                          f"10 %; no official test split, so test is the SAME text as valid",
+                          files=(str(path.resolve()),))
     raise _not_found("tinyshakespeare", "tinyshakespeare/input.txt", tried, hub=False)
 
 
 def _not_found(name: str, layout: str, tried: list[str], hub: bool) -> CorpusNotFoundError:
-    lines = "\n".join(f"  - {t}" for t in tried)
-    how = f"set NLCORE_DATA=<root> or pass data_root=<root>, where <root>/{layout} exists"
-    return CorpusNotFoundError(
-        f"corpus {name!r} not found. Tried:\n{lines}\nTo provide it: {how}"
-        + (f", {_HF_HINT}." if hub else ".")
-    )
+    how = f"set NLCORE_DATA to a folder that holds {layout}" + (f", {_HF_HINT}" if hub else "")
+    return CorpusNotFoundError(f"corpus {name!r} not found (looked in: {'; '.join(tried)}): {how}")
 
 
 def load_corpus(name: str, data_root: str | os.PathLike | None = None, **synthetic_kwargs: Any) -> Corpus:
@@ -244,10 +247,11 @@ def load_corpus(name: str, data_root: str | os.PathLike | None = None, **synthet
     if name.startswith("folder:") or folder.is_dir():
         texts = _read_folder(folder)
         return Corpus(f"folder:{folder}", texts, f"local folder {folder.resolve()}",
-                      "the folder's own train.txt / valid.txt / test.txt")
+                      "the folder's own train.txt / valid.txt / test.txt",
+                      files=tuple(str((folder / f"{s}.txt").resolve()) for s in SPLITS))
     raise CorpusNotFoundError(
-        f"unknown corpus {name!r}: name must be one of {NAMED}, an existing directory or "
-        f"'folder:<path>' (no directory {str(folder.resolve())!r} exists)"
+        f"data.corpus: unknown corpus {name!r} (no folder {str(folder.resolve())!r} either): use one of "
+        f"{', '.join(NAMED)}, or a folder holding train.txt, valid.txt and test.txt"
     )
 
 
@@ -264,6 +268,7 @@ class TokenizedCorpus:
     entropy_rate_bits: float | None = None
     source: str = ""
     split_note: str = ""
+    files: tuple[str, ...] = ()  # the files read (absolute paths)
 
 
 _CACHE: OrderedDict[tuple, TokenizedCorpus] = OrderedDict()
@@ -293,7 +298,7 @@ def tokenize_corpus(corpus: Corpus) -> TokenizedCorpus:
         stats["entropy_rate_bits"] = corpus.spec.entropy_rate_bits()
         stats["forgetful_rate_bits"] = corpus.spec.forgetful_rate_bits()
     return TokenizedCorpus(corpus.name, tok, ids, docs, stats, corpus.entropy_rate_bits,
-                           corpus.source, corpus.split_note)
+                           corpus.source, corpus.split_note, corpus.files)
 
 
 def prepare(name: str, data_root: str | os.PathLike | None = None, **kw: Any) -> TokenizedCorpus:

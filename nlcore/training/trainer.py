@@ -8,10 +8,13 @@ device: losses and norms stay on the device and are read at log intervals, where
 checks that they are finite (a non-finite value stops the run, naming the step and the level;
 the last good checkpoint is kept because checkpoints are only written after that check).
 
-Outputs in ``out_dir``: ``meta.json``, ``metrics.jsonl`` (one line per log interval),
-``summary.json`` and ``checkpoint.pt`` (atomic). ``resume=True`` continues from the checkpoint
-bit-identically on CPU (model, every level's optimizer and pending gradients, recurrent
-state, RNG states, data position).
+Outputs in ``out_dir`` (nlcore.training.rundir): ``meta.json`` from the first step,
+``metrics.jsonl`` (one line per log interval), ``checkpoint.pt`` (atomic, parameters checked
+finite) and ``summary.json`` saying how the run ended (finished, diverged at step N in level L,
+stopped). ``resume=True`` continues from the checkpoint bit-identically on CPU (model, every
+level's optimizer and pending gradients, recurrent state, RNG states, data position), after
+checking that the configuration, the tokenizer and the data files are the ones it was written
+with.
 
 Extensions, each owned by the trainer and built in its constructor:
 
@@ -28,6 +31,7 @@ Extensions, each owned by the trainer and built in its constructor:
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -42,12 +46,14 @@ from nlcore.accel import compile as compiling
 from nlcore.accel import ddp
 from nlcore.accel.cuda_graph import GraphedStep
 from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
-from nlcore.cms import CMS, NonFiniteError
+from nlcore.cms import CMS
 from nlcore.config import LevelConfig, TrainConfig, from_dict, to_dict
+from nlcore.errors import CheckpointError, DataError, NonFiniteError
 from nlcore.models import build_model
-from nlcore.results import append_metrics, trim_metrics, write_run
+from nlcore.results import append_metrics, read_metrics, trim_metrics
 from nlcore.state import DocCuts, StateCarrier
 from nlcore.training import checkpoint as ckpt
+from nlcore.training import rundir
 from nlcore.training.evaluate import evaluate
 from nlcore.training.schedule import lr_multiplier
 
@@ -151,13 +157,14 @@ class Trainer:
         self.chars_per_step = d.batch_size * d.seq_len  # the global batch, over every rank
         self.history: list[dict] = []
         self.last_valid = float("nan")
+        self.data = rundir.data_files(self.corpus.files)  # path, size and SHA-256 of each file read
 
     # -------------------------------------------------------------- checkpoints
     def _payload(self) -> dict:
         return {"step": self.step, "config": to_dict(self.cfg), "model": self.model.state_dict(),
                 "cms": self.cms.state_dict(), "carrier": self.carrier.state_dict(),
                 "rng": repro.rng_state(), "wall_train": self.wall_train,
-                "tokenizer": self.corpus.tokenizer.to_dict()}
+                "tokenizer": self.corpus.tokenizer.to_dict(), "data": self.data}
 
     def save_checkpoint(self) -> None:
         if self.out_dir is not None:
@@ -166,9 +173,22 @@ class Trainer:
                 ckpt.save(self.out_dir / ckpt.CHECKPOINT_NAME, payload)
 
     def load_checkpoint(self, path: str | Path) -> None:
+        """Continue from the checkpoint at `path`, which must belong to this run: the same training
+        configuration, tokenizer and data files (each mismatch is a one-line error naming it)."""
         p = ckpt.load(path, map_location=self.device)
-        if _training_config(p["config"]) != _training_config(to_dict(self.cfg)):
-            raise ValueError(f"checkpoint {path} was written by a different config; refusing to resume")
+        saved, now = _training_config(p["config"]), _training_config(to_dict(self.cfg))
+        if saved != now:
+            diff = sorted(k for k in _flat(saved).keys() | _flat(now).keys() if _flat(saved).get(k) != _flat(now).get(k))
+            raise CheckpointError(f"checkpoint {path} was written with other settings ({', '.join(diff[:6])}"
+                                  f"{', ...' if len(diff) > 6 else ''}): resume with the settings it was written "
+                                  f"with, or start a new run with --overwrite or another --out")
+        if p.get("tokenizer") is not None and p["tokenizer"] != self.corpus.tokenizer.to_dict():
+            raise DataError(f"checkpoint {path} was written with another vocabulary than the corpus read now "
+                            f"({self.corpus.name}): resume with the data it was trained on")
+        changed = [d["path"] for d, e in zip(p.get("data") or [], self.data) if d["sha256"] != e["sha256"]]
+        if p.get("data") is not None and (changed or len(p["data"]) != len(self.data)):
+            raise DataError(f"the data changed since checkpoint {path} was written ({', '.join(changed) or 'other files'}): "
+                            f"resume with the original files, or start a new run with --overwrite")
         self.model.load_state_dict(p["model"])
         self.world.load_checkpoint(p, cms=self.cms, carrier=self.carrier, batch_size=self.cfg.data.batch_size,
                                    seed=self.cfg.seed)  # this process's share, from any number of ranks
@@ -226,10 +246,10 @@ class Trainer:
     # -------------------------------------------------------------- the loop
     def _log(self, step: int, losses: list[torch.Tensor], t0: float, valid: dict | None) -> dict:
         vals = self.world.mean_across_ranks(torch.stack(losses).float())  # the global loss
-        vals = vals.cpu().tolist()  # the one sync of the interval
-        for k, v in enumerate(vals):
-            if not math.isfinite(v):
-                raise NonFiniteError(f"non-finite loss at step {step - len(vals) + 1 + k}")
+        finite = self._finite_levels()  # (L,): whether each level's parameters are all finite
+        vals = torch.cat([vals, finite.to(vals.dtype)]).cpu().tolist()  # the one sync of the interval
+        vals, finite = vals[:len(losses)], dict(zip(self.cms.params, vals[len(losses):]))
+        self._check_finite(step, vals, [n for n, ok in finite.items() if not ok])
         tele = self.cms.drain_telemetry()
         rec = {"step": step, "train_loss": sum(vals) / len(vals), "train_bpc": sum(vals) / len(vals) / LN2,
                "chars_per_s": len(vals) * self.chars_per_step / max(time.perf_counter() - t0, 1e-9),
@@ -246,53 +266,67 @@ class Trainer:
             rec["valid_bpc"] = valid["bpc"]
         return rec
 
-    def run(self, *, resume: bool = False, stop_after: int | None = None) -> dict:
-        """Train to cfg.steps (or stop after `stop_after` steps, to simulate an interruption),
-        then evaluate valid and test on the whole splits and write the summary."""
+    def _check_finite(self, step: int, losses: list[float], bad: list[str]) -> None:
+        """Raise NonFiniteError if the interval ending at `step` diverged, naming the first step with a
+        non-finite loss and the level whose update made its parameters non-finite before it (a level
+        updated at or after that step may only have taken in the non-finite gradients that followed)."""
+        first = next((step - len(losses) + 1 + k for k, v in enumerate(losses) if not math.isfinite(v)), None)
+        last = self.cms.last_update
+        culprits = [n for n in bad if first is None or last[n] < first]
+        if culprits:
+            n = max(culprits, key=lambda name: last[name]) if first is not None else min(culprits, key=last.get)
+            where = f"the loss at step {first} is non-finite: " if first is not None else ""
+            raise NonFiniteError(f"training diverged: {where}level {n!r} has non-finite parameters after its update "
+                                 f"at step {last[n]}: lower cms.levels.{n}.lr or clip gradients (cms.grad_clip)",
+                                 step=last[n], level=n)
+        if first is not None:
+            raise NonFiniteError(f"training diverged: non-finite loss at step {first} with finite parameters (an "
+                                 f"overflow in the forward pass): lower the learning rates", step=first)
+
+    def _finite_levels(self) -> torch.Tensor:
+        """(levels,) bool on the device: whether every parameter of each CMS level is finite."""
+        flags = [torch.stack([torch.isfinite(p.detach()).all() for p in ps]).all() if ps else
+                 torch.ones((), dtype=torch.bool, device=self.device) for ps in self.cms.params.values()]
+        return torch.stack([f.to(self.device) for f in flags])
+
+    def run(self, *, resume: bool = False, overwrite: bool = False, stop_after: int | None = None) -> dict:
+        """Train to cfg.steps, then evaluate valid and test on the whole splits and write the summary.
+
+        `resume`: continue the run in out_dir from its checkpoint (a finished run is returned as it
+        is); `overwrite`: replace a run already in out_dir; `stop_after`: stop after that many steps
+        without writing anything more, as a kill would (the tests' interruption)."""
         cfg, out = self.cfg, self.out_dir
         write = out is not None and self.is_main
-        metrics_path = out / "metrics.jsonl" if write else None
+        metrics_path = out / "metrics.jsonl" if out is not None else None
         if out is not None:
+            if self.is_main:
+                rundir.prepare(out, resume=resume, overwrite=overwrite)
+            if resume and rundir.status(out) == "finished":
+                print(f"{out} holds a finished run: nothing to resume", file=sys.stderr)
+                return json.loads((out / "summary.json").read_text())
+            if resume:
+                self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
+                if write and metrics_path.exists():
+                    trim_metrics(metrics_path, self.step)  # lines logged after the checkpoint come again
+                if metrics_path.exists():
+                    self.history = [r for r in read_metrics(metrics_path) if "train_loss" in r]
             if write:
                 out.mkdir(parents=True, exist_ok=True)
-            if resume and (out / ckpt.CHECKPOINT_NAME).exists():
-                self.load_checkpoint(out / ckpt.CHECKPOINT_NAME)
-                if write:
-                    trim_metrics(metrics_path, self.step)
-            elif write and metrics_path.exists():
-                metrics_path.unlink()
+                rundir.write_start(out, config=to_dict(cfg), command=self.command, device=self.device,
+                                   data=self.data, resumed_at=self.step if resume else None)
         t_start = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.is_main), desc=cfg.name,
-                   unit="step", dynamic_ncols=True)
-        losses: list[torch.Tensor] = []
-        t0 = time.perf_counter()
-        last = self.step
-        while self.step < cfg.steps:
-            if stop_after is not None and self.step >= stop_after:
-                bar.close()
+        try:
+            if self._loop(metrics_path if write else None, stop_after):
                 return {"stopped_at": self.step}
-            self.step += 1
-            losses.append(self.train_step(self.step))
-            bar.update(1)
-            s = self.step
-            do_eval = cfg.eval_every > 0 and s % cfg.eval_every == 0 and s < cfg.steps
-            if s % cfg.log_every == 0 or do_eval or s == cfg.steps:
-                self.wall_train += time.perf_counter() - t0
-                valid = self.evaluate("valid", cfg.eval_windows) if do_eval else None
-                rec = self._log(s, losses, t0, valid)
-                self.history.append(rec)
-                if metrics_path is not None:
-                    append_metrics(metrics_path, rec)
-                if valid is not None:
-                    self.last_valid = valid["bpc"]
-                bar.set_postfix(loss=f"{rec['train_loss']:.3f}", valid_bpc=f"{self.last_valid:.3f}",
-                                cps=f"{rec['chars_per_s'] / 1e3:.0f}k")
-                if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite check
-                    self.save_checkpoint()
-                    last = s
-                losses = []
-                t0 = time.perf_counter()
-        bar.close()
+        except NonFiniteError as e:
+            if write:
+                rundir.write_end(out, self._ended("diverged", e.step or self.step, level=e.level, message=str(e)),
+                                 wall_time_s=time.perf_counter() - t_start)
+            raise
+        except KeyboardInterrupt:
+            if write:
+                rundir.write_end(out, self._ended("stopped", self.step), wall_time_s=time.perf_counter() - t_start)
+            raise
         self.cms.finish(cfg.steps)
         self.cms.drain_telemetry()
         valid = self.evaluate("valid", by_position=True)
@@ -303,22 +337,69 @@ class Trainer:
         if out is not None:
             self.save_checkpoint()
         if write:
-            write_run(out, config=to_dict(cfg), summary=summary, command=self.command,
-                      wall_time_s=summary["wall_time_s"], device=str(self.device),
-                      extra={"corpus": self.corpus.stats if hasattr(self.corpus, "stats") else None,
-                             "tokenizer": self.corpus.tokenizer.to_dict()})
+            rundir.write_end(out, summary, wall_time_s=summary["wall_time_s"], utc_time=repro.utc_now(),
+                             extra={"corpus": self.corpus.stats, "tokenizer": self.corpus.tokenizer.to_dict()})
         return summary
+
+    def _loop(self, metrics_path: Path | None, stop_after: int | None) -> bool:
+        """Train to cfg.steps, logging, evaluating and checkpointing on the way; True when
+        `stop_after` stopped it."""
+        cfg = self.cfg
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.is_main), desc=cfg.name,
+                   unit="step", dynamic_ncols=True)
+        losses: list[torch.Tensor] = []
+        t0 = time.perf_counter()
+        last = self.step
+        try:
+            while self.step < cfg.steps:
+                if stop_after is not None and self.step >= stop_after:
+                    return True
+                self.step += 1
+                losses.append(self.train_step(self.step))
+                bar.update(1)
+                s = self.step
+                do_eval = cfg.eval_every > 0 and s % cfg.eval_every == 0 and s < cfg.steps
+                if s % cfg.log_every == 0 or do_eval or s == cfg.steps:
+                    self.wall_train += time.perf_counter() - t0
+                    valid = self.evaluate("valid", cfg.eval_windows) if do_eval else None
+                    rec = self._log(s, losses, t0, valid)  # raises NonFiniteError on a diverged step
+                    self.history.append(rec)
+                    if metrics_path is not None:
+                        append_metrics(metrics_path, rec)
+                    if valid is not None:
+                        self.last_valid = valid["bpc"]
+                    bar.set_postfix(loss=f"{rec['train_loss']:.3f}", valid_bpc=f"{self.last_valid:.3f}",
+                                    cps=f"{rec['chars_per_s'] / 1e3:.0f}k")
+                    if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite checks
+                        self.save_checkpoint()
+                        last = s
+                    losses = []
+                    t0 = time.perf_counter()
+        finally:
+            bar.close()
+        return False
+
+    def _train_stats(self) -> dict:
+        """Training loss over the last 100 steps (from every logged interval, resumed runs included)
+        and its exp, the number the prototype reported as perplexity."""
+        tail = [h["train_loss"] for h in self.history[-max(1, 100 // self.cfg.log_every):]]
+        loss = sum(tail) / len(tail) if tail else float("nan")
+        return {"train_loss_last100": loss, "train_ppl_last100": math.exp(loss) if loss < 700 else float("inf")}
+
+    def _ended(self, status: str, step: int, **info) -> dict:
+        """The summary of a run that did not finish: how and where it ended, what it had trained."""
+        return {"status": status, "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
+                "ended_at_step": step, **{k: v for k, v in info.items() if v is not None}, **self._train_stats(),
+                "train_time_s": self.wall_train, "updates_by_level": dict(self.cms.updates)}
 
     def _summary(self, valid: dict, test: dict, wall: float, dynamic: dict | None = None) -> dict:
         last = self.history[-1] if self.history else {}
-        tail = [h["train_loss"] for h in self.history[-max(1, 100 // self.cfg.log_every):]]
-        train_loss = sum(tail) / len(tail) if tail else float("nan")
         out = {
-            "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
+            "status": "finished", "name": self.cfg.name, "seed": self.cfg.seed, "steps": self.step,
             "valid_bpc": valid["bpc"], "test_bpc": test["bpc"],
             "valid_targets": valid["targets"], "test_targets": test["targets"],
             "valid_bpc_by_position": valid.get("bpc_by_position"),
-            "train_loss_last100": train_loss, "train_ppl_last100": math.exp(train_loss),
+            **self._train_stats(),
             "chars_per_s": self.step * self.chars_per_step / max(self.wall_train, 1e-9),
             "wall_time_s": wall, "train_time_s": self.wall_train,
             "params": sum(p.numel() for p in self.model.parameters()),
@@ -342,7 +423,22 @@ def _training_config(config: dict) -> dict:
     return {k: v for k, v in to_dict(from_dict(config)).items() if k not in EVAL_ONLY}
 
 
-def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False,
+def _flat(d: dict, prefix: str = "") -> dict:
+    """{"a.b": v} for nested dicts; tuples of levels keyed by their names."""
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) and "name" in x for x in v):
+            for x in v:
+                out.update(_flat(x, f"{key}.{x['name']}."))
+        else:
+            out[key] = v
+    return out
+
+
+def train(cfg: TrainConfig, out_dir: str | Path | None = None, *, resume: bool = False, overwrite: bool = False,
           progress: bool = True, command: str | None = None) -> dict:
     """Train one run and return its summary (writing results when out_dir is given)."""
-    return Trainer(cfg, out_dir, command=command, progress=progress).run(resume=resume)
+    return Trainer(cfg, out_dir, command=command, progress=progress).run(resume=resume, overwrite=overwrite)
