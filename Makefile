@@ -31,7 +31,7 @@ NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.py notebooks/[0-9][0-9]_*.ipynb)
 # contend and slow down 30-40x; see the environment notes).
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help env test test-fast smoke figures lint clean
+.PHONY: help env test test-fast smoke figures docs lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,6 +58,9 @@ REUSE ?= $(if $(HAS_GPU),,1)
 
 figures: env ## FULL mode: every notebook (or ONLY=NN) -> figures/, results/; REUSE=1 re-plots committed results
 	$(PY) -m nlcore notebooks --mode full $(if $(ONLY),--only $(ONLY)) $(if $(REUSE),--reuse)
+
+docs: env ## regenerate the generated tables of README.md and docs/*.md from results/
+	$(PY) scripts/readme_tables.py
 
 lint: env ## ruff over nlcore, tests, scripts and notebooks/*.py
 	$(PY) -m ruff check .

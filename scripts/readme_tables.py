@@ -1,36 +1,120 @@
-"""Regenerate the README's generated blocks from the repository's files; never type them by hand.
+"""Fill the generated blocks of README.md and docs/*.md from the repository's files; never type them by hand.
 
-    python scripts/readme_tables.py            # rewrite the blocks in README.md
-    python scripts/readme_tables.py --check    # exit 1 if README.md is stale (CI)
+    python scripts/readme_tables.py            # rewrite the blocks of README.md and docs/*.md (make docs)
+    python scripts/readme_tables.py --check    # exit 1 if a file is stale; write nothing (a test runs it)
+    python scripts/readme_tables.py --readme F # only the file F
 
-Blocks (between `<!-- name:start -->` and `<!-- name:end -->`):
+A block is whatever lies between `<!-- name:start -->` and `<!-- name:end -->`; a file may hold any
+of the blocks below, and a marker with an unknown name is an error. Links inside a block are written
+relative to the file that holds it.
 
-- `notebooks`: one row per `notebooks/NN_name.py`: its title, its question (the title cell's
-  blockquote), and the smoke and full runtimes measured by the notebook runner
-  (`build/{smoke,full}/timings.json`; runs that trained, not `--reuse` re-plots). Where no timing file has a measurement, the value already in the README is kept, so
-  a runtime measured once on the GPU box survives a regeneration elsewhere. `--check` ignores the
-  runtime columns (they depend on the machine).
-- `gallery`: every committed FULL figure `figures/<stem>/*.png`, grouped by notebook.
-- `results`: one table per `results/<stem>/summary.json` (`nlcore.results.results_table_markdown`):
-  mean ± half-width [low, high] (n seeds) of validation and test bits per character.
+- `index`: one item per `notebooks/NN_name.py`: its title and question (the title cell's blockquote)
+  and its finding (`FINDINGS` below: prose, no numbers).
+- `models`: the README's one short table: the 06 models' held-out bpc (`results/06_hope_titans`).
+- `main_number`: the number the `seed` preset's full run ends on (`results/01_cms`, `default`).
+- `headline`, `hope`, `results`: the full results tables (`results/*/summary.json`).
+- `gallery`: every committed figure `figures/<stem>/*.png`, grouped by notebook.
+- `bench`, `memory_paths`: the committed speed reports (`results/bench/*.json`).
+- `reproduce`: every committed results folder, the command that writes it, and its GPU time as its
+  files record it (run `meta.json` wall times, dynamic-evaluation JSONs, report `wall_s`).
+- `notebooks`: one row per notebook with its smoke and full runtimes, measured by the notebook
+  runner (`build/{smoke,full}/timings.json`; runs that trained, not `--reuse` re-plots). Where no
+  timing file has a measurement, the value already in the file is kept, so a runtime measured once
+  on the GPU machine survives a regeneration elsewhere. `--check` ignores the runtime columns.
+
+Intervals are read from `summary.json` (`ci_low`, `ci_high`) and labelled by its `ci_method`; this
+script computes none.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere, without installing
 
-from nlcore.results import replace_block, results_table_markdown  # noqa: E402
+from nlcore.results import format_ci, replace_block, results_table_markdown  # noqa: E402
 
 METRICS = ("valid_bpc", "test_bpc")
 STANDARD_KEYS = {"config", "metric", "mean", "std", "ci_low", "ci_high", "n_seeds", "ci_method"}
 NOTEBOOK_HEADER = "| notebook | question | smoke (CPU) | full (GPU) |"
+MARKER = re.compile(r"^<!-- ([A-Za-z0-9_-]+):start -->$", re.M)  # a whole line: prose may quote one
+
+
+def files() -> list[Path]:
+    """The files whose blocks `make docs` fills: README.md and every docs/*.md."""
+    return [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+class Page:
+    """The file a block is written into: `link(path)` turns a repository path into a link from it."""
+
+    def __init__(self, path: Path, text: str, build: Path | None):
+        self.text, self.build = text, build
+        try:
+            self.root = os.path.relpath(REPO, path.resolve().parent).replace(os.sep, "/")
+            path.resolve().relative_to(REPO)
+        except ValueError:  # a file outside the repository (tests): links as from the root
+            self.root = "."
+        self.prefix = "" if self.root == "." else self.root + "/"
+
+    def link(self, path: str) -> str:
+        return self.prefix + path
+
+
+def _json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- intervals
+
+
+def ci_name(method: str | None) -> str:
+    """'bootstrap95' -> '95 % percentile-bootstrap interval', 't95' -> '95 % Student-t interval'."""
+    if not method:
+        return "interval of unstated method"
+    m = re.fullmatch(r"([a-z_-]*?)[_-]?(\d+)", method)
+    kind, level = (m.group(1), m.group(2)) if m else (method, None)
+    kind = {"bootstrap": "percentile-bootstrap", "t": "Student-t", "student": "Student-t",
+            "student_t": "Student-t", "studentt": "Student-t"}.get(kind, kind)
+    return f"{level} % {kind} interval" if level else f"{kind} interval"
+
+
+def ci_label(records) -> str:
+    """The interval names of these summary records, one per `ci_method` among them."""
+    methods = sorted({r.get("ci_method") or "" for r in records})
+    return " / ".join(ci_name(m) for m in methods) or ci_name(None)
+
+
+def compact(r: dict | None, digits: int = 3) -> str:
+    """`mean [low, high]` from a summary record; `mean` alone when it has no interval."""
+    if not r or r.get("mean") is None:
+        return "—"
+    lo, hi = r.get("ci_low"), r.get("ci_high")
+    if lo is None or hi is None or lo != lo or hi != hi:
+        return f"{r['mean']:.{digits}f}"
+    return f"{r['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def summary(stem: str) -> list[dict]:
+    path = REPO / "results" / stem / "summary.json"
+    return _json(path) if path.exists() else []
+
+
+def budget(run_dir: Path) -> str:
+    """`steps x rows x characters` of a run, from the config its meta.json records."""
+    metas = sorted(run_dir.glob("seed*/meta.json"))
+    if not metas:
+        return "—"
+    cfg = _json(metas[0])["config"]
+    return f"{cfg['steps']} steps x {cfg['data']['batch_size']} rows x {cfg['data']['seq_len']} characters"
 
 
 # ---------------------------------------------------------------------------- notebooks
@@ -52,6 +136,10 @@ def notebook_info(path: Path) -> tuple[str, str]:
     return title, question
 
 
+def notebook_paths() -> list[Path]:
+    return sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+
+
 def _duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
@@ -67,32 +155,32 @@ def measured_runtimes(build: Path) -> dict[str, dict[str, str]]:
         path = build / mode / "timings.json"
         if not path.exists():
             continue
-        for stem, entry in json.loads(path.read_text(encoding="utf-8")).items():
+        for stem, entry in _json(path).items():
             if entry.get("status") != "ok" or entry.get("reuse"):  # a re-plot is not a runtime
                 continue
             out.setdefault(stem, {})[mode] = _duration(float(entry["seconds"]))
     return out
 
 
-def existing_runtimes(readme: str) -> dict[str, dict[str, str]]:
-    """The runtime cells of the notebook table currently in the README, by notebook stem."""
+def existing_runtimes(text: str) -> dict[str, dict[str, str]]:
+    """The runtime cells of the notebook table currently in the file, by notebook stem."""
     out: dict[str, dict[str, str]] = {}
-    for m in re.finditer(r"^\| \[[^\]]*\]\(notebooks/([0-9]{2}_[a-z0-9_]+)\.py\) \|.*\| ([^|]*) \| ([^|]*) \|$",
-                         readme, re.M):
+    for m in re.finditer(r"^\| \[[^\]]*\]\((?:\.\./)*notebooks/([0-9]{2}_[a-z0-9_]+)\.py\) \|.*\| ([^|]*) \| ([^|]*) \|$",
+                         text, re.M):
         out[m.group(1)] = {"smoke": m.group(2).strip(), "full": m.group(3).strip()}
     return out
 
 
-def notebooks_block(readme: str, build: Path | None) -> str:
-    measured = measured_runtimes(build) if build is not None else {}
-    kept = existing_runtimes(readme)
+def notebooks_block(page: Page) -> str:
+    measured = measured_runtimes(page.build) if page.build is not None else {}
+    kept = existing_runtimes(page.text)
     rows = [NOTEBOOK_HEADER, "|---|---|---:|---:|"]
-    for path in sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py")):
+    for path in notebook_paths():
         title, question = notebook_info(path)
         times = {m: measured.get(path.stem, {}).get(m) or kept.get(path.stem, {}).get(m) or "—"
                  for m in ("smoke", "full")}
         q = question.replace("|", "\\|")
-        rows.append(f"| [{title}](notebooks/{path.name}) | {q} | {times['smoke']} | {times['full']} |")
+        rows.append(f"| [{title}]({page.link('notebooks/' + path.name)}) | {q} | {times['smoke']} | {times['full']} |")
     if len(rows) == 2:
         return "_No notebooks yet._"
     note = ("Runtimes are measured by `python -m nlcore notebooks` (smoke: 2 CPU cores; "
@@ -100,17 +188,47 @@ def notebooks_block(readme: str, build: Path | None) -> str:
     return "\n".join(rows) + "\n\n" + note
 
 
+# What each notebook found, in words (the numbers are in its takeaways and in docs/results.md).
+FINDINGS = {
+    "01_cms": "At this budget, slow levels cost held-out bits: shorter chunks are better and CMS off is best. "
+              "For the slow levels, the paper's clipped step on the summed gradients edges out AdamW, and "
+              "the prototype's lr/C is the worst policy.",
+    "02_surprise": "It helps by about a hundredth of a bit on every seed, but as an activation penalty: "
+                   "the surprise target is a tiny fraction of the output.",
+    "03_persistent_state": "Carried state helps, mostly in a window's first characters. Run with the "
+                           "prototype's settings (embedding and head untrained), the model is worse on held-out "
+                           "text than a unigram model, whatever its state policy: its reported perplexity was a "
+                           "training loss.",
+    "04_delta_rule": "As a memory write the delta rule is the stable choice; as the optimizer of the FFN "
+                     "levels it is worse than a plain gradient step.",
+    "05_ablations": "The prototype's settings and removing LayerNorm + residual dwarf every other lever; "
+                    "the best rows are not CMS rows.",
+    "06_hope_titans": "HOPE has the lowest held-out bpc, also against baselines given test-time learning; "
+                      "its gain comes from the in-forward writes, and Titans works with a linear memory only.",
+}
+
+
+def index_block(page: Page) -> str:
+    """One item per notebook: its title (a link), its question in italics, then its finding."""
+    items = []
+    for path in notebook_paths():
+        title, question = notebook_info(path)
+        items.append(f"- **[{title}]({page.link('notebooks/' + path.name)})**. *{question}* "
+                     f"{FINDINGS.get(path.stem, '')}".rstrip())
+    return "\n".join(items) if items else "_No notebooks yet._"
+
+
 # ---------------------------------------------------------------------------- gallery
 
 
-def gallery_block() -> str:
+def gallery_block(page: Page) -> str:
     parts = []
     for folder in sorted(p for p in (REPO / "figures").glob("*") if p.is_dir()):
         pngs = sorted(folder.glob("*.png"))
         if not pngs:
             continue
-        imgs = " ".join(f'<img src="figures/{folder.name}/{p.name}" alt="{folder.name}/{p.stem}" width="360">'
-                        for p in pngs)
+        imgs = " ".join(f'<img src="{page.link(f"figures/{folder.name}/{p.name}")}" alt="{folder.name}/{p.stem}" '
+                        f'width="360">' for p in pngs)
         parts.append(f"**{folder.name}**\n\n{imgs}")
     return "\n\n".join(parts) if parts else "_No FULL figures committed yet: run `make figures` on a GPU._"
 
@@ -139,29 +257,32 @@ def _order(stem: str, records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: rank.get(r["config"], len(rank)))
 
 
-def results_block() -> str:
+def results_block(page: Page) -> str:
     parts = []
     for path in sorted((REPO / "results").glob("*/summary.json")):
         stem = path.parent.name
-        records = _labelled(_order(stem, json.loads(path.read_text(encoding="utf-8"))))
+        records = _labelled(_order(stem, _json(path)))
         metrics = [m for m in METRICS if any(r["metric"] == m for r in records)]
         if not metrics:
             metrics = sorted({r["metric"] for r in records})
         meta_path = path.parent / "meta.json"
         rev = ""
         if meta_path.exists():
-            git = json.loads(meta_path.read_text(encoding="utf-8")).get("git") or {}
+            git = _json(meta_path).get("git") or {}
             if git.get("revision"):
                 rev = f", code at `{git['revision'][:7]}`" + (" (dirty)" if git.get("dirty") else "")
+        shown = [r for r in records if r["metric"] in metrics]
         parts.append(f"<details><summary><b>{stem}</b> (<code>results/{stem}/summary.json</code>{rev})</summary>\n\n"
-                     + results_table_markdown(records, metrics=metrics).rstrip("\n") + "\n\n</details>")
+                     + results_table_markdown(records, metrics=metrics).rstrip("\n")
+                     + f"\n\nmean ± half-width [low, high] (n seeds): {ci_label(shown)} across seeds."
+                     + "\n\n</details>")
     return "\n\n".join(parts) if parts else "_No FULL results committed yet._"
 
 
 # ---------------------------------------------------------------------------- headline
 
-# (experiment, configuration, what it is): the rows of the README's headline table. Same budget
-# everywhere: 2000 steps x 32 rows x 256 characters of WikiText-2 (512 where marked).
+# (experiment, configuration, what it is): the rows of the headline table, at one budget
+# (512-character windows where marked).
 HEADLINE = (
     ("03_persistent_state", "prototype_persistent",
      "the prototype as it ran: embedding and head untrained, Adam with lr/C (compat switch)"),
@@ -182,35 +303,45 @@ HEADLINE = (
 )
 
 
-def headline_block() -> str:
-    from nlcore.results import format_ci
-
+def headline_block(page: Page) -> str:
     rows = ["| configuration | experiment | valid bpc | test bpc | training \"PPL\" |", "|---|---|---|---|---|"]
+    shown = []
     for stem, config, what in HEADLINE:
-        path = REPO / "results" / stem / "summary.json"
-        if not path.exists():
-            continue
-        recs = {r["metric"]: r for r in json.loads(path.read_text(encoding="utf-8")) if r["config"] == config}
+        recs = {r["metric"]: r for r in summary(stem) if r["config"] == config}
         if "valid_bpc" not in recs:
             continue
-        cells = [format_ci(recs[m], 3) if m in recs else "—" for m in ("valid_bpc", "test_bpc")]
+        shown += [recs[m] for m in METRICS if m in recs]
+        cells = [format_ci(recs[m], 3) if m in recs else "—" for m in METRICS]
         ppl = f"{recs['train_ppl_last100']['mean']:.1f}" if "train_ppl_last100" in recs else "—"
-        rows.append(f"| {what} | [{stem}](results/{stem}/) `{config}` | {cells[0]} | {cells[1]} | {ppl} |")
+        rows.append(f"| {what} | [{stem}]({page.link(f'results/{stem}/')}) `{config}` | {cells[0]} | {cells[1]} | {ppl} |")
     if len(rows) == 2:
         return "_No FULL results committed yet._"
-    note = ("Held-out bits per character over the whole valid and test splits, mean ± half-width of the "
-            "bootstrap 95 % interval across seeds [low, high] (n). Training \"PPL\" is exp of the mean "
-            "training loss over the last 100 steps: the number the prototype reported.")
+    note = (f"Held-out bits per character over the whole valid and test splits of WikiText-2, "
+            f"{budget(REPO / 'results' / '01_cms' / 'runs' / 'default')} per run: mean ± half-width of the "
+            f"{ci_label(shown)} across seeds [low, high] (n). Training \"PPL\" is exp of the mean training loss "
+            "over the last 100 steps: the number the prototype reported.")
     return "\n".join(rows) + "\n\n" + note
+
+
+def main_number_block(page: Page) -> str:
+    recs = {r["metric"]: r for r in summary("01_cms") if r["config"] == "default"}
+    r = recs.get("valid_bpc")
+    if r is None:
+        return "_No FULL result committed yet._"
+    return (f"On one GPU, `python -m nlcore train --preset seed` "
+            f"({budget(REPO / 'results' / '01_cms' / 'runs' / 'default')}) ends at **{r['mean']:.3f} bits per "
+            f"character** on WikiText-2's valid split ([{r['ci_low']:.3f}, {r['ci_high']:.3f}]: "
+            f"{ci_name(r.get('ci_method'))} over {r['n_seeds']} seeds; "
+            f"[`results/01_cms/`]({page.link('results/01_cms/')}), configuration `default`).")
 
 
 # ---------------------------------------------------------------------------- bench
 
 
-def bench_block() -> str:
+def bench_block(page: Page) -> str:
     parts = []
     for path in sorted((REPO / "results" / "bench").glob("*.json")):
-        rep = json.loads(path.read_text(encoding="utf-8"))
+        rep = _json(path)
         if rep.get("schema") != "nlcore.bench.step/1":
             continue
         rev = (rep.get("git") or {}).get("revision") or "unknown"
@@ -234,44 +365,69 @@ def bench_block() -> str:
                                   "(`nlcore/bench/floor.py`; reports before it existed have no floor).")
 
 
+def memory_paths_block(page: Page) -> str:
+    path = REPO / "results" / "bench" / "memory_paths.json"
+    if not path.exists():
+        return "_No memory-path report committed yet._"
+    rep = _json(path)
+    rows = ["| memory | token-by-token (ms) | chunk-parallel (ms) | speed-up | token, CUDA graph (ms) | "
+            "chunk, CUDA graph (ms) | speed-up, CUDA graph |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rep["rows"]:
+        g = [f"{r[k] * 1e3:.0f}" if r.get(k) else "—" for k in ("token_graph_s", "chunk_graph_s")]
+        sg = f"{r['speedup_graph']:.1f}x" if r.get("speedup_graph") else "—"
+        rows.append(f"| `{r['memory']}` | {r['token_s'] * 1e3:.0f} | {r['chunk_s'] * 1e3:.0f} | "
+                    f"{r['speedup']:.1f}x | {g[0]} | {g[1]} | {sg} |")
+    r0 = rep["rows"][0]
+    rev = ((rep.get("git") or {}).get("revision") or "unknown")[:7]
+    env = rep.get("environment") or {}
+    return ("\n".join(rows) + f"\n\nForward + backward of one {r0['window']}-token window, batch {r0['batch']}, "
+            f"{r0['heads']} heads of {r0['head_dim']}, chunk {r0['chunk']}; median over repeats "
+            f"(`results/bench/memory_paths.json`: {env.get('gpu_name', 'device not recorded')}, code at `{rev}`).")
+
+
 # ---------------------------------------------------------------------------- HOPE / Titans (06)
 
 HOPE_ROWS = (  # (configuration in results/06_hope_titans, bench configuration, what it is)
-    ("nested_lstm", "nested_lstm", "nested LSTM (the seed's CMS policy), d 416"),
-    ("transformer", "transformer", "causal Transformer, 4 layers, RoPE"),
+    ("nested_lstm", "nested_lstm", "nested LSTM (the seed's CMS policy)"),
+    ("transformer", "transformer", "causal Transformer, RoPE"),
     ("titans_linear", "titans_linear", "Titans, linear memory (gated delta rule + momentum)"),
     ("titans", "titans", "Titans, 2-layer MLP memory (Titans' chunk-start gradients)"),
     ("titans_alpha0.999", None, "... MLP memory retained longer (alpha0 0.999)"),
     ("hope", "hope", "HOPE: self-modifying memory + CMS chain written in the forward pass"),
     ("hope_no_momentum", None, "... without momentum in the memories"),
     ("hope_static", None, "HOPE without in-forward writes and without CMS"),
-    ("hope_outer", "hope_outer", "HOPE, chain MLPs updated by the outer CMS engine (16 / 256 steps)"),
-    ("hope_outer_adamw", None, "... the same with AdamW 2e-3 for the chain levels"),
+    ("hope_outer", "hope_outer", "HOPE, chain MLPs updated by the outer CMS engine"),
+    ("hope_outer_adamw", None, "... the same with AdamW for the chain levels"),
     ("hope_outer_no_momentum", None, "... the outer reading without momentum in the memories"),
 )
+README_MODELS = ("nested_lstm", "transformer", "titans_linear", "titans", "hope")  # the README's short table
+HOPE_ROOT = REPO / "results" / "06_hope_titans"
 
 
-def hope_block() -> str:
-    from nlcore.results import format_ci
+def _params(config: str) -> float | None:
+    done = sorted((HOPE_ROOT / "runs" / config).glob("seed*/summary.json"))
+    return _json(done[0])["params"] if done else None
 
-    root = REPO / "results" / "06_hope_titans"
-    if not (root / "summary.json").exists():
+
+def hope_block(page: Page) -> str:
+    records = summary("06_hope_titans")
+    if not records:
         return "_No FULL results committed yet._"
-    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
     bench_path = REPO / "results" / "bench" / "models_06.json"
-    bench = json.loads(bench_path.read_text(encoding="utf-8"))["configs"] if bench_path.exists() else {}
-    rows = ["| model | configuration | params | valid bpc | test bpc | chars / s (H100, graphed) | step time vs Transformer |",
+    bench = _json(bench_path)["configs"] if bench_path.exists() else {}
+    device = _json(bench_path).get("device_name", "") if bench_path.exists() else ""
+    rows = ["| model | configuration | params | valid bpc | test bpc | chars / s (graphed) | step time vs Transformer |",
             "|---|---|---:|---|---|---:|---:|"]
+    shown = []
     for config, bname, what in HOPE_ROWS:
-        run_dir = root / "runs" / config
+        run_dir = HOPE_ROOT / "runs" / config
         if not run_dir.exists():
             continue
-        recs = {r["metric"]: r for r in summary if r["config"] == config}
-        done = sorted(run_dir.glob("seed*/summary.json"))
-        params = json.loads(done[0].read_text(encoding="utf-8"))["params"] if done else None
-        cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in ("valid_bpc", "test_bpc")]
+        recs = {r["metric"]: r for r in records if r["config"] == config}
+        shown += [recs[m] for m in METRICS if m in recs]
+        cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in METRICS]
         lost = [p.name for p in sorted(run_dir.glob("seed*")) if p.is_dir() and not (p / "summary.json").exists()]
-        if done and lost:  # say which seeds the mean leaves out, and why
+        if recs and lost:  # say which seeds the mean leaves out, and why
             from nlcore.report.figures.hope import run_status
 
             why = "; ".join(f"{p} {run_status(run_dir / p)}" for p in lost)
@@ -279,66 +435,229 @@ def hope_block() -> str:
         b = bench.get(bname) if bname else None
         speed = f"{b['chars_per_s'] / 1e6:.2f} M" if b else "—"
         ratio = f"{b['ratio_to_baseline']:.2f}x" if b and b.get("ratio_to_baseline") else "—"
-        rows.append(f"| {what} | `{config}` | {params / 1e6:.2f} M | {cells[0]} | {cells[1]} | {speed} | {ratio} |"
-                    if params else f"| {what} | `{config}` | — | {cells[0]} | {cells[1]} | {speed} | {ratio} |")
-    speed_path = REPO / "results" / "bench" / "memory_paths.json"
-    tail = ""
-    if speed_path.exists():
-        rep = json.loads(speed_path.read_text(encoding="utf-8"))
-        def path(r: dict, key: str, what: str) -> str:
-            return (f"{r['speedup' + key]:.1f}x {what} ({r['token' + key + '_s'] * 1e3:.0f} ms token, "
-                    f"{r['chunk' + key + '_s'] * 1e3:.0f} ms chunk)")
-        parts = [f"{r['memory']} " + path(r, "", "eager") + ("; " + path(r, "_graph", "CUDA-graphed")
-                                                           if r.get("speedup_graph") else "") for r in rep["rows"]]
-        tail = (f"\n\nChunk-parallel vs token-by-token reference, forward + backward of one {rep['rows'][0]['window']}"
-                f"-token window (`results/bench/memory_paths.json`): " + " | ".join(parts) + ".")
-    note = ("\n\nWikiText-2 characters, 1000 steps x 16 rows x 512 characters (8.2 M characters) for every model, "
-            "3 seeds, held-out bpc on the whole valid and test splits with state carried: mean ± half-width "
-            "of the bootstrap 95 % interval [low, high] (n). Speed: `results/bench/models_06.json`.")
-    return "\n".join(rows) + note + tail
+        params = _params(config)
+        ptxt = f"{params / 1e6:.2f} M" if params else "—"
+        rows.append(f"| {what} | `{config}` | {ptxt} | {cells[0]} | {cells[1]} | {speed} | {ratio} |")
+    note = (f"\n\nWikiText-2 characters, {budget(HOPE_ROOT / 'runs' / 'hope')} for every model, held-out bpc "
+            f"on the whole valid and test splits with state carried: mean ± half-width of the {ci_label(shown)} "
+            f"across seeds [low, high] (n). Speed: `results/bench/models_06.json` ({device}).")
+    return "\n".join(rows) + note
+
+
+def models_block(page: Page) -> str:
+    records = summary("06_hope_titans")
+    what = {c: w for c, _, w in HOPE_ROWS}
+    rows = []
+    for config in README_MODELS:
+        recs = {r["metric"]: r for r in records if r["config"] == config}
+        if "test_bpc" in recs:
+            rows.append((recs["test_bpc"]["mean"], config, recs))
+    if not rows:
+        return "_No FULL results committed yet._"
+    out = ["| model | params | valid bpc | test bpc | seeds |", "|---|---:|---|---|---:|"]
+    shown = []
+    for _, config, recs in sorted(rows):
+        shown += [recs[m] for m in METRICS if m in recs]
+        params = _params(config)
+        out.append(f"| {what[config]} | {params / 1e6:.2f} M | {compact(recs.get('valid_bpc'))} | "
+                   f"{compact(recs.get('test_bpc'))} | {recs['test_bpc']['n_seeds']} |")
+    return ("\n".join(out) + f"\n\nHeld-out bits per character on WikiText-2 (lower is better), "
+            f"{budget(HOPE_ROOT / 'runs' / 'hope')} for every model: mean [{ci_label(shown)}] across seeds, "
+            f"from [`results/06_hope_titans/summary.json`]({page.link('results/06_hope_titans/summary.json')}). "
+            f"Every configuration and its ablations: [docs/hope_titans.md]({page.link('docs/hope_titans.md')}).")
+
+
+# ---------------------------------------------------------------------------- reproduce
+
+
+def _end(stamp: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(stamp) if stamp else None
+
+
+def _intervals(pairs: list[tuple[dt.datetime | None, float]]) -> tuple[float, float | None, int]:
+    """(summed seconds, seconds during which at least one of them ran, count) of (end, seconds) pairs."""
+    total = sum(w for _, w in pairs)
+    spans = sorted((end - dt.timedelta(seconds=w), end) for end, w in pairs if end is not None)
+    if len(spans) < len(pairs):
+        return total, None, len(pairs)
+    busy, cur = 0.0, None
+    for a, b in spans:
+        if cur is None or a > cur[1]:
+            busy += (cur[1] - cur[0]).total_seconds() if cur else 0.0
+            cur = [a, b]
+        else:
+            cur[1] = max(cur[1], b)
+    busy += (cur[1] - cur[0]).total_seconds() if cur else 0.0
+    return total, busy, len(pairs)
+
+
+def run_times(folder: str, pattern: str = "runs/**/meta.json") -> tuple[list, set[str]]:
+    """(end, wall seconds) of every run meta.json under results/<folder> matching `pattern`, and devices."""
+    pairs, devices = [], set()
+    for path in sorted((REPO / "results" / folder).glob(pattern)):
+        meta = _json(path)
+        if meta.get("wall_time_s") is None:
+            continue
+        pairs.append((_end(meta.get("utc_time")), float(meta["wall_time_s"])))
+        env = meta.get("environment") or {}
+        devices.add(env.get("gpu_name") or str(meta.get("device")))
+    return pairs, devices
+
+
+def every_run(folder: str) -> tuple[list, set[str]]:
+    return run_times(folder, "**/meta.json")
+
+
+def folder_device(folder: str) -> set[str]:
+    """The device a folder's own meta.json names, when it names one more precisely than "cuda"."""
+    path = REPO / "results" / folder / "meta.json"
+    if not path.exists():
+        return set()
+    meta = _json(path)
+    name = (meta.get("environment") or {}).get("gpu_name") or meta.get("device")
+    return {name} if name and name not in ("cuda", "cpu") else set()
+
+
+def dynamic_eval_times(folder: str) -> tuple[list, set[str]]:
+    pairs, devices = [], set()
+    for path in sorted((REPO / "results" / folder).glob("grid_*/*/seed*.json")):
+        rec = _json(path)
+        env = rec.get("environment") or {}
+        pairs.append((_end(env.get("utc_time")), float(rec["total_s"])))
+        devices.add(env.get("gpu_name") or "not recorded")
+    return pairs, devices
+
+
+def report_time(file: str) -> tuple[list, set[str]]:
+    rep = _json(REPO / "results" / file)
+    env = rep.get("environment") or {}
+    if rep.get("wall_s") is None:
+        return [], {env.get("gpu_name") or rep.get("device_name") or "not recorded"}
+    return [(None, float(rep["wall_s"]))], {env.get("gpu_name") or rep.get("device_name") or "not recorded"}
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+# (results path, how to write it, where its time is recorded): every committed results folder.
+# `how` is Markdown; "S:" names a script under scripts/reproduce/.
+REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
+    ("01_cms", "S:run_experiments.sh `REV 0 16 01_cms`", run_times),
+    ("02_surprise", "S:run_experiments.sh `REV 0 16 02_surprise`", run_times),
+    ("03_persistent_state", "S:run_experiments.sh `REV 0 16 03_persistent_state`", run_times),
+    ("04_delta_rule", "S:run_experiments.sh `REV 0 16 04_delta_rule`", run_times),
+    ("04_delta_rule/recall", "`python -m nlcore recall`, arguments in its `meta.json`", None),
+    ("05_ablations", "`make figures ONLY=05` (reads 01–04; trains nothing)", None),
+    ("prototype_match", "S:run_experiments.sh `REV 0 6 prototype_match`", run_times),
+    ("06_hope_titans", "S:hope_titans.sh `REV 0 OUT 06_hope_titans`; the retraining commands are in its `NOTE.md`",
+     run_times),
+    ("06_hope_titans/before_564ff0d", "the runs the retraining replaced (`06_hope_titans/NOTE.md`)", run_times),
+    ("06_hope_titans/rerun_hope_0b4f73c", "commands in its `NOTE.md`", every_run),
+    ("06_hope_titans/rerun_hope_outer_19108e1", "command in `06_hope_titans/NOTE.md`", every_run),
+    ("06_hope_titans/rerun_hope_outer_ef56c29", "commands in its `NOTE.md`", every_run),
+    ("06_hope_titans_extra", "the `python -m nlcore grid` command in its `NOTE.md`", run_times),
+    ("06_dynamic_eval", "S:dynamic_eval_06.py `OUT [LABEL ...]` (lr grids per folder in its `NOTE.md`)",
+     dynamic_eval_times),
+    ("06_mqar", "`python -m nlcore mqar`, commands in its `NOTE.md`", every_run),
+    ("seed_tuning/round1", "the `python -m nlcore grid` command in its `meta.json`", run_times),
+    ("seed_tuning/round2", "S:tune_seed.sh `OUT`", run_times),
+    ("seed_tuning/round3", "S:tune_seed_r3.sh `OUT`", run_times),
+    ("bench/seed.json", "S:bench_final.sh `REV OUT seed`", report_time),
+    ("bench/scaling.json", "S:bench_final.sh `REV OUT scaling`", report_time),
+    ("bench/models_06.json", "S:hope_titans.sh `REV 0 OUT bench`", report_time),
+    ("bench/memory_paths.json", "S:hope_titans.sh `REV 0 OUT speed`", report_time),
+    ("bench/models_06_each_8340818", "S:bench_06_each.sh `REV OUT`", None),
+    ("bench/check_fastpath.json", "S:check_fastpath.py `OUT.json`", report_time),
+    ("bench/models_06_b64.json", "`python -m nlcore bench`, the command in the file", report_time),
+    ("bench/chunk_size_c3eaa60.json", "`python -m nlcore bench`, the command in the file", report_time),
+    ("bench/titans_linear_710470d.json", "`python -m nlcore bench`, the command in the file", report_time),
+    ("bench/history", "earlier versions of the reports above, named by their code revision", None),
+    ("bench/profiles", "diagnostics (kernel tables, probes): `scripts/profile/` and its `NOTE.md`", None),
+    ("distributed", "S:ddp_check.sh `OUT.json` (two GPUs)", None),
+    ("data/wikitext2", "`python -m nlcore data wikitext2 --out results/data/wikitext2` (CPU)", None),
+)
+
+
+def reproduce_block(page: Page) -> str:
+    rows = ["| results | written by | device | runs | GPU time (elapsed) | run time (summed) |",
+            "|---|---|---|---:|---:|---:|"]
+    for folder, how, timer in REPRODUCE:
+        if not (REPO / "results" / folder).exists():
+            continue
+        if how.startswith("S:"):
+            script, _, rest = how[2:].partition(" ")
+            how = f"[`scripts/reproduce/{script}`]({page.link('scripts/reproduce/' + script)}) {rest}".rstrip()
+        pairs, devices = timer(folder) if timer else ([], folder_device(folder))
+        link = f"[`{folder}`]({page.link('results/' + folder)})"
+        if not pairs:
+            dev = ", ".join(sorted(d for d in devices if d)) or "—"
+            rows.append(f"| {link} | {how} | {dev} | — | not recorded | not recorded |")
+            continue
+        total, busy, n = _intervals(pairs)
+        dev = ", ".join(sorted(devices))
+        rows.append(f"| {link} | {how} | {dev} | {n} | {_minutes(busy) if busy is not None else _minutes(total)} | "
+                    f"{_minutes(total)} |")
+    note = ("GPU time (elapsed): the time during which at least one of the folder's runs was running (each run's "
+            "end time and wall time from its `meta.json`; a report's own `wall_s`). Run time (summed): the "
+            "runs' wall times added up; runs of one call share the GPU (`--jobs`), so it exceeds the elapsed "
+            "time. Neither counts set-up, data download or copying results back. \"not recorded\": no "
+            "committed file records it.")
+    return "\n".join(rows) + "\n\n" + note
 
 
 # ---------------------------------------------------------------------------- main
 
+BLOCKS: dict[str, Callable[[Page], str]] = {
+    "index": index_block, "models": models_block, "main_number": main_number_block,
+    "headline": headline_block, "hope": hope_block, "results": results_block, "gallery": gallery_block,
+    "bench": bench_block, "memory_paths": memory_paths_block, "reproduce": reproduce_block,
+    "notebooks": notebooks_block,
+}
 
-def render(readme: str, build: Path | None) -> str:
-    text = replace_block(readme, "notebooks", notebooks_block(readme, build))
-    text = replace_block(text, "gallery", gallery_block())
-    if "<!-- headline:start -->" in text:
-        text = replace_block(text, "headline", headline_block())
-    if "<!-- hope:start -->" in text:
-        text = replace_block(text, "hope", hope_block())
-    if "<!-- bench:start -->" in text:
-        text = replace_block(text, "bench", bench_block())
-    return replace_block(text, "results", results_block())
+
+def render(text: str, build: Path | None, path: Path = REPO / "README.md") -> str:
+    """`text` with every block it holds regenerated."""
+    for name in MARKER.findall(text):
+        if name not in BLOCKS:
+            raise ValueError(f"{path.name}: unknown generated block {name!r} (known: {', '.join(BLOCKS)})")
+        text = replace_block(text, name, BLOCKS[name](Page(path, text, build)))
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if the README is stale; write nothing")
-    p.add_argument("--readme", default=str(REPO / "README.md"))
+    p.add_argument("--check", action="store_true", help="exit 1 if a file is stale; write nothing")
+    p.add_argument("--readme", "--file", dest="file", default=None,
+                   help="one file to fill (default: README.md and docs/*.md)")
     p.add_argument("--build", default=str(REPO / "build"), help="where the runner's timings.json files are")
     args = p.parse_args(argv)
-    path = Path(args.readme)
-    current = path.read_text(encoding="utf-8")
-    if args.check:  # runtimes depend on the machine: compare with the README's own values
-        fresh = render(current, build=None)
-        if fresh != current:
-            import difflib
+    paths = [Path(args.file)] if args.file else files()
+    stale = []
+    for path in paths:
+        current = path.read_text(encoding="utf-8")
+        if args.check:  # runtimes depend on the machine: compare with the file's own values
+            fresh = render(current, build=None, path=path)
+            if fresh != current:
+                import difflib
 
-            diff = difflib.unified_diff(current.splitlines(), fresh.splitlines(), "README.md", "generated",
-                                        lineterm="", n=1)
-            print("\n".join(list(diff)[:80]))
-            print(f"\n{path.name} is stale: run `python scripts/readme_tables.py`", file=sys.stderr)
-            return 1
-        print(f"{path.name} is up to date")
-        return 0
-    fresh = render(current, build=Path(args.build))
-    if fresh != current:
-        path.write_text(fresh, encoding="utf-8")
-        print(f"updated {path}")
-    else:
-        print(f"{path.name} already up to date")
+                diff = difflib.unified_diff(current.splitlines(), fresh.splitlines(), path.name, "generated",
+                                            lineterm="", n=1)
+                print("\n".join(list(diff)[:80]))
+                stale.append(path)
+            continue
+        fresh = render(current, build=Path(args.build), path=path)
+        if fresh != current:
+            path.write_text(fresh, encoding="utf-8")
+            print(f"updated {path}")
+        else:
+            print(f"{path.name} already up to date")
+    if stale:
+        names = ", ".join(str(p) for p in stale)
+        print(f"\nstale: {names}; run `make docs` (python scripts/readme_tables.py)", file=sys.stderr)
+        return 1
+    if args.check:
+        print("generated blocks are up to date: " + ", ".join(p.name for p in paths))
     return 0
 
 

@@ -1,6 +1,6 @@
 """Is the training step host-bound? (diagnostics for the speed issue, not a result)
 
-    PYTHONPATH=$PWD python3 scripts/gpu/host_probe.py [CONFIG ...]   (names of nlcore.bench.step.NAMED)
+    PYTHONPATH=$PWD python3 scripts/profile/host_probe.py [CONFIG ...]   (names of nlcore.bench.step.NAMED)
 
 For each configuration: the device time per step (CUDA events over 50 steps, the bench's way)
 and the host's own time per step measured while the GPU is kept busy by a long sleep kernel

@@ -9,12 +9,12 @@
 #     losses, every update's gradient norm and the valid bpc (20 windows) of 1 vs 2 GPUs, for bf16
 #     (tolerance 2e-2 relative), fp32 (2e-3), bf16 + surprise, fp32 + delta-rule levels.
 # Writes the JSON report (both parts in full) to $1 and prints a table; about 2 minutes, < 4.
-# Usage on the 2-GPU machine:  scripts/gpu/ddp_check.sh OUT.json
-# CPU self-test of this script (gloo, smoke preset):  NLCORE_DDP_CHECK_SMOKE=1 scripts/gpu/ddp_check.sh OUT.json
+# Usage on the 2-GPU machine:  scripts/reproduce/ddp_check.sh OUT.json
+# CPU self-test of this script (gloo, smoke preset):  NLCORE_DDP_CHECK_SMOKE=1 scripts/reproduce/ddp_check.sh OUT.json
 set -euo pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1  # NVLink multicast stays off on these machines
 export PYTHONUNBUFFERED=1 NLCORE_DIST_TIMEOUT_S=${NLCORE_DIST_TIMEOUT_S:-90}
-out=$(realpath -m "${1:?usage: scripts/gpu/ddp_check.sh OUT.json}")
+out=$(realpath -m "${1:?usage: scripts/reproduce/ddp_check.sh OUT.json}")
 cd "$(dirname "$0")/../.."
 PY=${PYTHON:-python3}
 tmp=$(mktemp -d)

@@ -1,6 +1,6 @@
 """Where a training step's time goes on the GPU (diagnostics for the speed issues, not a result).
 
-    PYTHONPATH=$PWD python3 scripts/gpu/profile_step.py [floor] [seed] [memory]
+    PYTHONPATH=$PWD python3 scripts/profile/profile_step.py [floor] [seed] [memory]
 
 floor:   the cuDNN LSTM recurrence alone (forward + backward of one (B, 256, 256) window, bf16,
          CUDA-graphed): the floor under the seed model's step, for batches 32..512.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 9 on the GPU machine: memory path speed, model throughput, and the 06 experiments.
-# Usage: scripts/gpu/hope_titans.sh REVISION DIRTY(0|1) OUTDIR PHASE...   PHASE: speed | bench | STEM[:labels]
+# The 06 results on the GPU machine: memory path speed, model throughput, and the 06 experiments.
+# Usage: scripts/reproduce/hope_titans.sh REVISION DIRTY(0|1) OUTDIR PHASE...   PHASE: speed | bench | STEM[:labels]
 # Every phase copies what it produced to OUTDIR as soon as it ends, so a time-out loses one phase.
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1

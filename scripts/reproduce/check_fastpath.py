@@ -2,7 +2,7 @@
 
 Usage, from the repository root on the GPU machine:
 
-    python scripts/gpu/check_fastpath.py OUT.json [--steps 300] [--corpus auto|wikitext2|synthetic]
+    python scripts/reproduce/check_fastpath.py OUT.json [--steps 300] [--corpus auto|wikitext2|synthetic]
 
 1. Agreement: the seed preset (and seed + surprise fast on fast/medium) trained N steps from the
    same seed with fast_path off, off again, and graph. Reports the max relative per-step loss

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The committed speed measurements (results/bench/): the named configurations of the seed preset
 # (fast path on and off, surprise, delta rule, a plain LSTM LM) and the scaling sweeps.
-# Usage on the GPU machine: scripts/gpu/bench_final.sh REVISION OUTDIR [seed|scaling ...] (default: both)
+# Usage on the GPU machine: scripts/reproduce/bench_final.sh REVISION OUTDIR [seed|scaling ...] (default: both)
 set -euo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2

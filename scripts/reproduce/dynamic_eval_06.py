@@ -1,6 +1,6 @@
 """Dynamic evaluation of the 06 baselines: test-time learning for the models that lack it.
 
-    PYTHONPATH=$PWD python3 scripts/gpu/dynamic_eval_06.py OUTDIR [LABEL ...]
+    PYTHONPATH=$PWD python3 scripts/reproduce/dynamic_eval_06.py OUTDIR [LABEL ...]
     (DYN_LRS=0.3,1,3 in the environment replaces the lr grid LRS)
 
 HOPE writes its memories and CMS chain inside the forward pass, so its held-out bpc already
@@ -40,7 +40,7 @@ DEFAULT = ("nested_lstm", "transformer", "titans_linear")
 def run(label: str, seed: int, gc, common, out: Path) -> dict:
     cfg = apply_overrides(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}", "ckpt_every=0"])
     t0 = time.perf_counter()
-    tr = Trainer(cfg, None, progress=False, command="scripts/gpu/dynamic_eval_06.py")
+    tr = Trainer(cfg, None, progress=False, command="scripts/reproduce/dynamic_eval_06.py")
     summary = tr.run()
     train_s = time.perf_counter() - t0
 

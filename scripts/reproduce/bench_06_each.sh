@@ -2,7 +2,7 @@
 # The 06 models' step times, each model in its own process beside its own Transformer baseline, so
 # that a failure (or a compile) in one cannot touch another's measurement. Dynamo's recompiles are
 # logged (TORCH_LOGS=recompiles) to each model's log. Models: nlcore.bench.step.MODELS_06.
-# Usage on the GPU machine: scripts/gpu/bench_06_each.sh REVISION OUTDIR [MODEL ...] (default: all)
+# Usage on the GPU machine: scripts/reproduce/bench_06_each.sh REVISION OUTDIR [MODEL ...] (default: all)
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
