@@ -1,13 +1,18 @@
-"""`python -m nlcore <command>`: train, grid, data, notebooks, bench, readme, mqar.
+"""`python -m nlcore <command>`: train, grid, experiment, recall, mqar, data, summarize, notebooks, bench.
 
 Each sub-command parses its arguments here and calls one function of the package; nothing
-heavy is imported until a command runs, so `--help` is instant.
+heavy is imported until a command runs, so `--help` is instant. Every failure prints one line,
+``error: <what is wrong>: <what to do>``, and exits non-zero (2 for a configuration mistake,
+1 otherwise, 130 on Ctrl-C); ``--debug`` or ``NLCORE_DEBUG=1`` shows the traceback instead.
+On a CPU, torch uses ``--threads`` threads (default 1, or $NLCORE_THREADS): two processes each
+spinning several threads on a small machine slow each other down many times over.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -16,19 +21,22 @@ from pathlib import Path
 def _train(args: argparse.Namespace) -> int:
     from nlcore.accel import ddp as distributed
     from nlcore.config import apply_overrides, preset
+    from nlcore.training import rundir
     from nlcore.training.trainer import Trainer
 
     cfg = apply_overrides(preset(args.preset), args.set or [])
     command = "python -m nlcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    if distributed.env_world_size() <= 1 and not args.overwrite:  # before building anything
+        rundir.prepare(Path(args.out), resume=args.resume, overwrite=False)
     try:  # under torchrun the Trainer joins the process group (nlcore.accel.ddp)
         trainer = Trainer(cfg, args.out, command=command, progress=not args.no_progress)
-        summary = trainer.run(resume=args.resume)
-        distributed.shutdown(sync=True)  # DDP: every rank done (rank 0 wrote its results), then leave together
+        summary = trainer.run(resume=args.resume, overwrite=args.overwrite)
+        distributed.shutdown(sync=True)  # every rank done (rank 0 wrote its results), then leave together
     finally:
-        distributed.shutdown()  # DDP: destroy the process group the Trainer created
+        distributed.shutdown()  # destroy the process group the Trainer created
     keys = ("valid_bpc", "test_bpc", "valid_bpc_dynamic", "test_bpc_dynamic", "train_ppl_last100", "chars_per_s",
             "updates_by_level", "params_by_level")
-    if trainer.is_main:  # DDP: rank 0 prints
+    if trainer.is_main:  # one process prints
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0
 
@@ -149,19 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m nlcore",
                                 description="Nested Learning, done carefully: train, run grids, inspect data, "
                                             "run the notebooks.")
+    for parser, default in ((p, None), (common := argparse.ArgumentParser(add_help=False), argparse.SUPPRESS)):
+        parser.add_argument("--debug", action="store_true", default=default or False,
+                            help="show the traceback of a failure")
+        parser.add_argument("--threads", type=int, default=default, help="torch CPU threads (default: $NLCORE_THREADS or 1)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train one run from a preset with --set overrides "
+    def command(name: str, **kw) -> argparse.ArgumentParser:  # --debug and --threads after the command too
+        return sub.add_parser(name, parents=[common], **kw)
+
+
+    t = command("train", help="train one run from a preset with --set overrides "
                                      "(data parallel under torchrun --nproc_per_node N)")
     t.add_argument("--preset", default="smoke", help="seed | seed_prototype | smoke (default: smoke)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config field, e.g. cms.levels.slow.lr=1e-3, surprise.weights.fast=0.05")
     t.add_argument("--out", required=True, help="run directory (meta.json, metrics.jsonl, summary.json, checkpoint.pt)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt if present")
+    t.add_argument("--resume", action="store_true", help="continue the run in OUT from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
 
-    g = sub.add_parser("grid", help="configurations x seeds, aggregated with Student-t intervals")
+    g = command("grid", help="configurations x seeds, aggregated with Student-t intervals")
     g.add_argument("--name", required=True)
     g.add_argument("--preset", default="seed")
     g.add_argument("--config", action="append", required=True, metavar="'LABEL[@PRESET]: KEY=V ...'")
@@ -171,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.set_defaults(func=_grid)
 
-    e = sub.add_parser("experiment", help="run a notebook's registered experiment (smoke or full) into results/")
+    e = command("experiment", help="run a notebook's registered experiment (smoke or full) into results/")
     e.add_argument("stem", help="e.g. 01_cms")
     e.add_argument("--mode", choices=("smoke", "full"), default="smoke")
     e.add_argument("--jobs", type=int, default=0, help="parallel runs as subprocesses (0: in-process, sequential)")
@@ -181,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="rebuild runs.csv, summary.json and meta.json from the finished run directories")
     e.set_defaults(func=_experiment)
 
-    r = sub.add_parser("recall", help="associative-memory recall against load (Hebbian, GD, delta rules, least squares)")
+    r = command("recall", help="associative-memory recall against load (Hebbian, GD, delta rules, least squares)")
     r.add_argument("--out", required=True)
     r.add_argument("--d", type=int, nargs="+", default=[64])
     r.add_argument("--eta", type=float, nargs="+", default=[1.0])
@@ -192,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto")
     r.set_defaults(func=_recall)
 
-    q = sub.add_parser("mqar", help="multi-query associative recall: train and test model kinds x lengths x seeds")
+    q = command("mqar", help="multi-query associative recall: train and test model kinds x lengths x seeds")
     q.add_argument("--model-kind", nargs="+", default=["lstm_lm"],
                    help="one or more of nested_lstm, lstm_lm, transformer, titans, hope (default: lstm_lm)")
     q.add_argument("--seq-len", type=int, nargs="+", default=None, help="sequence lengths L (default: the preset's)")
@@ -207,17 +224,17 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(func=_mqar)
 
-    d = sub.add_parser("data", help="load a corpus and print its statistics")
+    d = command("data", help="load a corpus and print its statistics")
     d.add_argument("corpus", nargs="?", default="synthetic")
     d.add_argument("--data-root", default=None)
     d.add_argument("--out", default=None, help="write summary.json (statistics, unigram bpc, tokenizer) + meta.json here")
     d.set_defaults(func=_data)
 
-    m = sub.add_parser("summarize", help="rebuild summary.json from runs.csv (means and t intervals over seeds)")
+    m = command("summarize", help="rebuild summary.json from runs.csv (means and t intervals over seeds)")
     m.add_argument("dirs", nargs="+", help="experiment folders holding runs.csv")
     m.set_defaults(func=_summarize)
 
-    n = sub.add_parser("notebooks", help="execute the notebooks with papermill (smoke or full)")
+    n = command("notebooks", help="execute the notebooks with papermill (smoke or full)")
     n.add_argument("--mode", choices=("smoke", "full"), default="smoke")
     n.add_argument("--only", default=None, help="a notebook number, e.g. 01")
     n.add_argument("--reuse", action="store_true",
@@ -225,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(make figures on a machine without a GPU)")
     n.set_defaults(func=_notebooks)
 
-    b = sub.add_parser("bench", help="throughput benchmark (characters/s, step time, memory)")
+    b = command("bench", help="throughput benchmark (characters/s, step time, memory)")
     from nlcore.bench.step import (
         add_arguments,  # standard library only at its top: --help stays fast
     )
@@ -241,9 +258,44 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    debug = args.debug or os.environ.get("NLCORE_DEBUG", "").strip() not in ("", "0")
+    _cap_threads(args.threads)
+    from nlcore.errors import NlcoreError
+
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError) as e:  # config errors: one clear line, no traceback
-        msg = e.args[0] if e.args else str(e)
-        print(f"error: {msg}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("stopped (Ctrl-C): a training run keeps its last checkpoint; continue it with --resume",
+              file=sys.stderr)
+        return 130
+    except NlcoreError as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 1
+    except (ValueError, KeyError) as e:  # configuration mistakes
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - anything else: one line, the traceback on request
+        if debug:
+            raise
+        print(f"error: {type(e).__name__}: {_one_line(e)} (unexpected: rerun with --debug for the traceback "
+              f"and report it)", file=sys.stderr)
+        return 1
+
+
+def _one_line(e: BaseException) -> str:
+    msg = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else str(e)
+    return " ".join(msg.split())
+
+
+def _cap_threads(threads: int | None) -> None:
+    """torch's CPU threads: --threads, else $NLCORE_THREADS, else 1 (the module docstring says why)."""
+    n = threads if threads is not None else int(os.environ.get("NLCORE_THREADS", "1"))
+    import torch
+
+    torch.set_num_threads(max(1, n))

@@ -243,7 +243,7 @@ def git_info(repo: str | os.PathLike = REPO_ROOT) -> dict:
     files do not make a tree dirty. Any field git cannot answer is None: git not installed,
     not a repository, no commit yet, detached HEAD (branch). A tree copied without its history
     (the GPU machine) reports the revision it was copied from through $NLCORE_GIT_REVISION and
-    $NLCORE_GIT_DIRTY, which the scripts under scripts/gpu/ set.
+    $NLCORE_GIT_DIRTY, which the scripts under scripts/reproduce/ set.
     """
     if os.environ.get("NLCORE_GIT_REVISION"):  # a copy of the tree without history (GPU box)
         return {"revision": os.environ["NLCORE_GIT_REVISION"],

@@ -137,7 +137,7 @@ nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc"), order=exp.confi
 # %% [markdown]
 # ## Performance
 # Training throughput of the seed model on one H100 (committed measurement, `results/bench/`,
-# made by `scripts/gpu/bench_final.sh`; the step is a CUDA-graph replay of forward and backward,
+# made by `scripts/reproduce/bench_final.sh`; the step is a CUDA-graph replay of forward and backward,
 # `cuda_graph="auto"`, with the parts around the recurrence compiled). The recurrence is sequential
 # in the window, so throughput grows with the batch (more rows per time step) and barely with the
 # window. The dashed line is the throughput the model's cuDNN LSTM alone would allow (its forward

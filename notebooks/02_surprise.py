@@ -140,7 +140,7 @@ diffs.round(4)
 # %% [markdown]
 # ## What does it cost?
 # The committed step-time benchmark (`python -m nlcore bench`, `results/bench/seed.json`, made by
-# `scripts/gpu/bench_final.sh`) timed the `seed` preset without the objective and with the
+# `scripts/reproduce/bench_final.sh`) timed the `seed` preset without the objective and with the
 # prototype's weights in both implementations, in interleaved windows so that drift cancels from
 # the paired overheads. It is an **H100 measurement** (the device is in the title), the same in
 # both modes: nothing is timed here. The default step is a CUDA-graph replay (`cuda_graph="auto"`);

@@ -70,7 +70,7 @@ ctx = nl.notebook.setup("06_hope_titans", mode=MODE, seed=SEED, device=DEVICE, r
 # Smoke mode runs the registered grid's smoke preset (the four models shrunk to a few thousand
 # parameters, 20 steps each, synthetic corpus) into `build/smoke/`: it shows the pipeline runs,
 # not which model is better. Full mode and `REUSE_RESULTS=True` read the committed FULL results
-# (3 seeds, WikiText-2); training them takes a GPU (`scripts/gpu/hope_titans.sh`).
+# (3 seeds, WikiText-2); training them takes a GPU (`scripts/reproduce/hope_titans.sh`).
 
 # %%
 train = ctx.mode == "smoke" and not ctx.reuse_results
@@ -104,7 +104,7 @@ ctx.save(fig, "bpc")
 # learning from the text it has just read, which the baselines' static bpc does not. Here each
 # baseline gets dynamic evaluation (`nlcore.training.dynamic_eval`: score a window, then one SGD step on
 # its loss), retrained exactly as above, its lr chosen on the first 32 windows of valid only
-# (`scripts/gpu/dynamic_eval_06.py`, committed FULL results in `results/06_dynamic_eval/`: the
+# (`scripts/reproduce/dynamic_eval_06.py`, committed FULL results in `results/06_dynamic_eval/`: the
 # same in both modes). Intervals are 95 % bootstrap over 3 seeds; "test gain" is the paired
 # per-seed drop from static to dynamic test bpc.
 

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nlcore"
 
 # Low to high. A module belongs to the first entry that equals it or is a package above it.
 LAYERS: list[tuple[str, ...]] = [
-    ("nlcore.paths", "nlcore.stats"),  # foundation: where files go, statistics
+    ("nlcore.paths", "nlcore.stats", "nlcore.errors"),  # foundation: where files go, statistics, errors
     ("nlcore.repro",),  # seeding, devices, provenance
     ("nlcore.results",),  # results files: runs.csv, summary.json, meta.json
     ("nlcore.config",),  # frozen dataclasses, presets, overrides

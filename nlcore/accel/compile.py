@@ -59,7 +59,7 @@ def compiler(backend: str) -> Callable[[Callable], Callable]:
     # autocast wraps the forward only (the trainer calls backward outside it), as in eager mode; by
     # default AOTAutograd traces a compiled part's backward under the forward's autocast instead,
     # so the float32 memory loops (autocast disabled inside the forward) ran their backward matmuls
-    # in bf16 (tests/accel/test_compile_memory.py, scripts/gpu/autocast_backward_check.py)
+    # in bf16 (tests/accel/test_compile_memory.py)
     if hasattr(functorch_config, "backward_pass_autocast"):
         functorch_config.backward_pass_autocast = "off"
 

@@ -2,7 +2,7 @@
 
 `python -m nlcore.bench.ddp_check check --out PART.json [...]`, once alone and once under
 `torchrun --nproc_per_node 2`; then `python -m nlcore.bench.ddp_check report OUT.json PART1 PART2`.
-scripts/gpu/ddp_check.sh runs all three. --smoke: the smoke preset on the CPU (gloo), to test it.
+scripts/reproduce/ddp_check.sh runs all three. --smoke: the smoke preset on the CPU (gloo), to test it.
 Throughput of both world sizes at several global batches, and the 50-step losses and held-out
 bpc of both, which must agree (the same computation, spread out).
 """

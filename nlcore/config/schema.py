@@ -8,6 +8,7 @@ Every experiment is a `TrainConfig`. The named presets live in nlcore.config.pre
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,9 +131,9 @@ class LevelConfig:
 
 
 # The default CMS policy for the prototype's chunks 1/16/256, chosen by the sweeps in
-# scripts/gpu/tune_seed*.sh (results/seed_tuning*): AdamW on the fast level; on the FFN levels
+# scripts/reproduce/tune_seed*.sh (results/seed_tuning/): AdamW on the fast level; on the FFN levels
 # the paper's Eq. 31 literally, a plain gradient step (with momentum) on the SUM of the chunk's
-# gradients, clipped per level. Adam on the slow levels gave ~0.01 bpc worse; lr/C froze them.
+# gradients, clipped per level (results/seed_tuning/README.md compares it with Adam and with lr/C).
 SEED_LEVELS = (
     LevelConfig("fast", chunk=1, optimizer="adamw", lr=5e-3),
     LevelConfig("medium", chunk=16, optimizer="sgd", lr=2.0, momentum=0.9),
@@ -231,6 +232,8 @@ class TrainConfig:
     dynamic_eval_decay: float = 0.0  # in [0, 1); 0: plain SGD dynamic evaluation
 
     def validate(self) -> TrainConfig:
+        for name, value in _floats(self):
+            _check(math.isfinite(value), name, f"must be a finite number, got {value}")
         _check(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
         _check(self.warmup >= 0, "warmup", f"must be >= 0, got {self.warmup}")
         _check(self.schedule in ("constant", "cosine"), "schedule", f"got {self.schedule!r}")
@@ -266,6 +269,23 @@ class TrainConfig:
                f"the delta optimizers' module hooks cannot be compiled (levels {delta}): set compile=off")
         return self
 
+
+
+def _floats(obj: Any, prefix: str = "") -> list[tuple[str, float]]:
+    """(dotted name, value) of every float field, levels by name, surprise weights by level."""
+    out = []
+    for f in dataclasses.fields(obj):
+        v, name = getattr(obj, f.name), f"{prefix}{f.name}"
+        if isinstance(v, float):
+            out.append((name, v))
+        elif dataclasses.is_dataclass(v):
+            out += _floats(v, name + ".")
+        elif isinstance(v, tuple):
+            for lv in v:
+                out += _floats(lv, f"{name}.{lv.name}.")
+        elif isinstance(v, dict):
+            out += [(f"{name}.{k}", w) for k, w in v.items() if isinstance(w, float)]
+    return out
 
 
 def to_dict(cfg: Any) -> dict:

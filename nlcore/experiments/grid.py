@@ -23,6 +23,8 @@ from pathlib import Path
 import pandas as pd
 
 from nlcore.config import apply_overrides, preset
+from nlcore.training import rundir
+from nlcore.training.checkpoint import CHECKPOINT_NAME
 
 METRICS = ("valid_bpc", "test_bpc", "train_loss_last100", "train_ppl_last100", "chars_per_s",
            "valid_bpc_dynamic", "test_bpc_dynamic")  # the last two only where dynamic_eval_lr > 0
@@ -53,11 +55,12 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
     for gc in configs:
         for seed in seeds:
             run_dir = out / "runs" / gc.label / f"seed{seed}"
-            if (run_dir / "summary.json").exists():
+            if rundir.status(run_dir) == "finished":
                 continue
+            # continue from a checkpoint; a run that stopped before its first one starts over
             sets = [*common, *gc.overrides, f"seed={seed}"]
             cmd = [python, "-m", "nlcore", "train", "--preset", gc.preset, "--out", str(run_dir),
-                   "--resume", "--no-progress", *[a for s in sets for a in ("--set", s)]]
+                   _resume_flag(run_dir), "--no-progress", *[a for s in sets for a in ("--set", s)]]
             todo.append((gc.label, seed, run_dir, cmd))
     t0 = time.time()
     if jobs == 0:  # in-process, sequential (smoke mode: no interpreter start-up per run)
@@ -67,7 +70,9 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
         for label, seed, run_dir, cmd in todo:
             gc = next(g for g in configs if g.label == label)
             cfg = _apply(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
-            s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(resume=True)
+            resume = _resume_flag(run_dir) == "--resume"
+            s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(
+                resume=resume, overwrite=not resume)
             if echo:
                 print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} bpc ({time.time() - t0:.0f} s)",
                       flush=True)
@@ -102,6 +107,11 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
     return aggregate(name, configs, seeds, out)
 
 
+def _resume_flag(run_dir: Path) -> str:
+    """--resume where a checkpoint is left to continue from, else --overwrite (nothing to keep)."""
+    return "--resume" if (run_dir / CHECKPOINT_NAME).is_file() else "--overwrite"
+
+
 def collect(out: Path, labels: list[str] | None = None) -> pd.DataFrame:
     """Tidy rows (config, seed, metric, value) from every run summary under out/runs."""
     rows = []
@@ -110,6 +120,8 @@ def collect(out: Path, labels: list[str] | None = None) -> pd.DataFrame:
         if labels is not None and label not in labels:
             continue
         s = json.loads(summ.read_text())
+        if s.get("status", "finished") != "finished":  # a diverged or stopped run has no held-out numbers
+            continue
         for m in METRICS:
             if s.get(m) is not None:
                 rows.append({"config": label, "seed": seed, "metric": m, "value": float(s[m])})

@@ -337,7 +337,7 @@ class Trainer:
         if out is not None:
             self.save_checkpoint()
         if write:
-            rundir.write_end(out, summary, wall_time_s=summary["wall_time_s"], utc_time=repro.utc_now(),
+            rundir.write_end(out, summary, wall_time_s=summary["wall_time_s"],
                              extra={"corpus": self.corpus.stats, "tokenizer": self.corpus.tokenizer.to_dict()})
         return summary
 

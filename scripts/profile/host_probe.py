@@ -54,4 +54,4 @@ def main(names: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or ["seed_persistent", "seed_surprise_fast", "plain_lstm", "seed_batch256"])
+    main(sys.argv[1:] or ["seed_persistent", "seed_surprise_hooks", "plain_lstm", "seed_batch256"])

@@ -11,8 +11,8 @@ for part in "${@:-seed scaling}"; do
   for p in $part; do
     case $p in
       seed) python3 -m nlcore bench --warmup 60 --windows 12 --out "$out/seed.json" --configs seed_reset \
-              seed_persistent seed_surprise_fast seed_surprise_reference seed_delta plain_lstm seed_nocompile \
-              seed_batch256 seed_persistent_eager seed_surprise_fast_eager plain_lstm_eager ;;
+              seed_persistent seed_surprise_hooks seed_surprise_reference seed_delta plain_lstm seed_nocompile \
+              seed_batch256 seed_persistent_eager seed_surprise_hooks_eager plain_lstm_eager ;;
       scaling) python3 -m nlcore bench --warmup 60 --windows 8 --scaling --out "$out/scaling.json" ;;
       *) echo "bench_final.sh: unknown part $p" >&2; exit 2 ;;
     esac
