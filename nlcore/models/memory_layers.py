@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlcore.models.base import Resets, State
-from nlcore.ops.hope_chunk import hope_chunks
+from nlcore.ops.hope_memory import hope_chunks
 from nlcore.ops.linear_memory import linear_memory
 from nlcore.ops.mlp_memory import mlp_memory
 

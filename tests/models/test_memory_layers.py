@@ -216,8 +216,8 @@ def test_hope_normalise_matches_f_normalize_and_gradchecks(elementwise, monkeypa
     """`hope_chunk.normalise` (hand-written backward, both arrangements of its dot product) =
     F.normalize in value and gradient, also on rows whose norm is clamped (below eps, and zero);
     float64 gradcheck on generic rows."""
-    from nlcore.ops import hope_chunk
-    from nlcore.ops.hope_chunk import normalise
+    from nlcore.ops.hope_memory import chunk as hope_chunk
+    from nlcore.ops.hope_memory.chunk import normalise
 
     monkeypatch.setattr(hope_chunk, "ELEMENTWISE", elementwise)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlcore.ops import mlp_memory as mlp
+from nlcore.ops.mlp_memory import chunk as mlp_chunk
 from nlcore.ops.mlp_memory import mlp_memory
 
 NAMES = ("q", "k", "v", "eta", "alpha", "beta", "W1", "W2", "S1", "S2")
@@ -34,7 +34,7 @@ def make(B=2, H=3, T=37, d=5, hd=7, dtype=torch.float64, momentum=True, seed=0):
 def loop(request, monkeypatch):
     """Run the chunk path's loop both ways: a plain autograd graph, and mlp_loop's op with its
     hand-written backward (its PyTorch loops on CPU; the Triton kernels are in tests/ops/test_mlp_loop.py)."""
-    monkeypatch.setattr(mlp, "LOOP", request.param)
+    monkeypatch.setattr(mlp_chunk, "LOOP", request.param)
     return request.param
 
 
@@ -183,7 +183,7 @@ def test_bad_inputs_raise_naming_the_argument():
 
 
 def test_bad_loop_setting_names_it(monkeypatch):
-    monkeypatch.setattr(mlp, "LOOP", "fused")
+    monkeypatch.setattr(mlp_chunk, "LOOP", "fused")
     with pytest.raises(ValueError, match="LOOP"):
         run(make(T=6))
 

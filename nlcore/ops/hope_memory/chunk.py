@@ -39,9 +39,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nlcore.ops import hope_loop
 from nlcore.ops.gates import chunk_coeffs, shift_prev, step_factors
-from nlcore.ops.hope_loop import hope_loop_fwd
+from nlcore.ops.hope_memory.loop import hope_loop_fwd, kernel_fits
 from nlcore.ops.triangular import rhs_grad, solve_forward
 
 EPS = 1e-12  # F.normalize's default
@@ -51,7 +50,7 @@ ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: wh
 
 def _fused(x: Tensor, chunk: int) -> bool:
     """Whether the loop runs as the fused op `hope_loop_fwd` (FUSED overrides: the tests compare both)."""
-    return hope_loop.kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
+    return kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
 
 
 def _elementwise() -> bool:

@@ -38,18 +38,12 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from nlcore.ops.mlp_memory.naive import factors, silu_grad
 from nlcore.ops.triangular import triton_available
 
 KERNEL_SIZES = (16, 32, 64, 128)  # C, d and h the Triton kernels take
-
-
-def silu_grad(z: Tensor) -> Tensor:
-    """σ'(z) for σ(z) = z sigmoid(z): s (1 + z (1 − s)), s = sigmoid(z)."""
-    s = torch.sigmoid(z)
-    return s * (1.0 + z * (1.0 - s))
 
 
 def silu_grad2(z: Tensor) -> Tensor:
@@ -58,18 +52,8 @@ def silu_grad2(z: Tensor) -> Tensor:
     return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 
 
-def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Rank-1 factors of the inner loss's gradient at θ = (W1, W2) for C tokens,
-    ∇W2_s = e_s a_sᵀ, ∇W1_s = δ_s k_sᵀ. W1 (..., h, d), W2 (..., d, h), k, kv = k − v (..., C, d)
-    -> e (..., C, d), a (..., C, h), δ (..., C, h)."""
-    z = k @ W1.mT  # z = W1 k: (..., C, h)
-    a = F.silu(z)  # a = σ(z)
-    e = a @ W2.mT + kv  # e = M(k) − v = W2 a + (k − v): (..., C, d)
-    delta = (e @ W2) * silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., C, h)
-    return e, a, delta
-
-
-def _plus(x: Tensor, a: Tensor | None) -> Tensor:
+def add_anchor(x: Tensor, a: Tensor | None) -> Tensor:
+    """x + a, or x without an anchor (a = None): the weights from channel 0 of the state."""
     return x if a is None else x + a
 
 
@@ -87,7 +71,7 @@ def forward_torch(X1, X2, k, kv, u, mix, a1, a2):
     """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph."""
     S1, S2, out = [X1], [X2], []
     for kn, kvn, un, mn in zip(*(x.unbind(2) for x in (k, kv, u, mix))):  # one backward node per input
-        e, a, delta = factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kvn)  # at the start
+        e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn)  # at the start
         out.append((e, a, delta))
         X1 = _mix(mn, X1) + _outer(delta, un, kn)  # (B, H, m, h, d)
         X2 = _mix(mn, X2) + _outer(e, un, a)  # (B, H, m, d, h)
@@ -103,7 +87,7 @@ def backward_torch(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r,
     out, gA1, gA2 = [], torch.zeros_like(G1[:, :, 0]), torch.zeros_like(G2[:, :, 0])
     for n in reversed(range(k.shape[2])):
         X1, X2, kn, en, an, dn = S1[:, :, n], S2[:, :, n], k[:, :, n], e[:, :, n], a[:, :, n], delta[:, :, n]
-        W1, W2 = _plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2)
+        W1, W2 = add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2)
         z = kn @ W1.mT
         d1, d2 = silu_grad(z), silu_grad2(z)
         uT = u[:, :, n].mT.unsqueeze(-1)  # (B, H, m, C, 1)
@@ -137,9 +121,9 @@ def kernel_fits(X1: Tensor, k: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    from nlcore.ops import mlp_loop_kernels
+    from nlcore.ops.mlp_memory import kernels
 
-    return mlp_loop_kernels
+    return kernels
 
 
 PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-core products ("ieee": FMA)

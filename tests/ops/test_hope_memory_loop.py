@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlcore.ops import hope_chunk, hope_loop
+from nlcore.ops.hope_memory import chunk as hope_chunk
+from nlcore.ops.hope_memory import loop as hope_loop
 from tests.ops.test_triangular import run_interpreted
 
 
@@ -144,7 +145,7 @@ def _kernels_match_torch(device: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels themselves run (below)")
 def test_triton_kernels_under_the_interpreter():
-    run_interpreted("ops.test_hope_loop", "_kernels_match_torch")
+    run_interpreted("ops.test_hope_memory_loop", "_kernels_match_torch")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -139,9 +139,9 @@ def kernel_fits(x: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    from nlcore.ops import hope_loop_kernels
+    from nlcore.ops.hope_memory import kernels
 
-    return hope_loop_kernels
+    return kernels
 
 
 PRECISION = "tf32x3"  # the kernels' tl.dot input precision (T's inverse is always "ieee")

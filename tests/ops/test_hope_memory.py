@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nlcore.ops.hope_chunk import _Solve
+from nlcore.ops.hope_memory.chunk import _Solve
 
 
 def test_solve_is_the_unit_lower_triangular_system_with_autograd_gradients(solve_path):
@@ -31,7 +31,7 @@ def test_elementwise_slot_contractions_equal_the_matmul_ones(monkeypatch):
     """hope_chunks contracts over the state slots elementwise when compiled, by matmuls in eager
     mode: both arrangements give the same values and gradients."""
     from nlcore.models.memory_layers import SelfModifyingMemory
-    from nlcore.ops import hope_chunk
+    from nlcore.ops.hope_memory import chunk as hope_chunk
 
     torch.manual_seed(0)
     mem = SelfModifyingMemory(16, 2, chunk=8).double()
