@@ -26,7 +26,10 @@ import math
 import torch
 from torch import Tensor
 
-EPS = 1e-12  # floor on ‖x‖ when normalising; a zero input gives x̂ = 0 (no update)
+from nlcore.ops.l2norm import EPS, l2norm
+
+# EPS: the floor on ‖x‖ when normalising (a zero input gives x̂ = 0, no update) and on ‖x‖² in
+# the η → ∞ limit
 
 
 def eta_prime(eta: float) -> float:
@@ -37,8 +40,8 @@ def eta_prime(eta: float) -> float:
 
 
 def normalize(x: Tensor, eps: float = EPS) -> Tensor:
-    """x̂ = x/‖x‖ along the last dim (zero rows stay zero)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    """x̂ = x / max(‖x‖, eps) along the last dim (zero rows stay zero): nlcore.ops.l2norm."""
+    return l2norm(x, eps)
 
 
 def _outer(a: Tensor, b: Tensor) -> Tensor:

@@ -94,12 +94,9 @@ class StepFactors(NamedTuple):
     mix: torch.Tensor  # (..., m, m) [[c.A_C, c.P_C], [0, c.Bc_C]]: (M_0, S_0) -> (M_C, S_C)
 
 
-WRITE = ("pK", "pc", "ke", "mix")  # the fields a write needs
-
-
 def step_factors(eta: torch.Tensor, c: ChunkCoeffs, p: ChunkCoeffs, momentum: bool) -> StepFactors:
     """Factors of full chunks from eta (..., C), c = chunk_coeffs(alpha, beta), p = shift_prev(c).
-    Computed once for all chunks, so a loop over chunks only slices them (`per_chunk`)."""
+    Computed once for all chunks, so a loop over chunks only slices them."""
     e = eta.unsqueeze(-2)  # (..., 1, C): eta_s along the columns
     pK, cK = p.K * e, c.K * e  # (..., C, C)
     if not momentum:
@@ -108,12 +105,3 @@ def step_factors(eta: torch.Tensor, c: ChunkCoeffs, p: ChunkCoeffs, momentum: bo
     end = torch.stack([c.A[..., -1], c.P[..., -1], torch.zeros_like(c.A[..., -1]), c.Bc[..., -1]], -1)
     return StepFactors(pK, cK, torch.stack([p.A, p.P], -1), torch.stack([c.A, c.P], -1),
                        -torch.stack([cK[..., -1, :], c.Db[..., -1, :] * eta], -1), end.unflatten(-1, (2, 2)))
-
-
-def per_chunk(f: StepFactors, dim: int) -> list[StepFactors]:
-    """The write factors of each chunk along `dim`, each contiguous (no copy in its matmuls) and
-    unbound once (a cheap backward); the read's fields are None."""
-    parts = [t.movedim(dim, 0).contiguous().unbind(0) if name in WRITE else None
-             for name, t in zip(f._fields, f)]
-    n = len(parts[0])
-    return [StepFactors(*(None if u is None else u[i] for u in parts)) for i in range(n)]

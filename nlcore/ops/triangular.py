@@ -122,20 +122,36 @@ def rhs_grad(F: Tensor, gG: Tensor, inverse: bool) -> Tensor:
 
 class _Solve(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
-        G, F, ctx.inverse = solve_forward(L, R)
-        ctx.save_for_backward(F, G)
+    def forward(ctx, a: Tensor, b: Tensor | None, R: Tensor) -> Tensor:
+        ctx.product = b is not None
+        G, F, ctx.inverse = solve_forward(a if b is None else a * b, R)  # L = a, or L = a ⊙ b
+        ctx.save_for_backward(F, G, *((a, b) if ctx.product else ()))
         return G
 
     @staticmethod
     def backward(ctx, gG: Tensor):
-        F, G = ctx.saved_tensors
+        F, G, *ab = ctx.saved_tensors
         gR = rhs_grad(F, gG, ctx.inverse)
-        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
-        return gL, gR
+        if not ctx.product:
+            gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
+            return gL, None, gR
+        a, b = ab
+        C = F.shape[-1]
+        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ (a's zeros mask it: no tril)
+        return (gL * b if ctx.needs_input_grad[0] else None), (gL * a if ctx.needs_input_grad[1] else None), gR
 
 
 def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
     """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal);
     the gradient reaches L's strictly lower part only."""
-    return _Solve.apply(L, R)
+    return _Solve.apply(L, None, R)
+
+
+def solve_unit_lower_product(a: Tensor, b: Tensor, R: Tensor) -> Tensor:
+    """G = (I + a ⊙ b)^{-1} R for strictly lower a (..., C, C), any b like a, R (..., C, n): HOPE's
+    system, L = pK ⊙ k kᵀ. Its backward takes fewer ops than autograd through
+    `solve_unit_lower(a * b, R)`: gL = −gR Gᵀ in one product with the sign folded in and no tril
+    (a's zeros mask b's gradient; a's entries on and above the diagonal are constant zeros, so
+    their gradient is never used), then a's gradient gL ⊙ b and b's gL ⊙ a."""
+    return _Solve.apply(a, b, R)

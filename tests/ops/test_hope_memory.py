@@ -1,30 +1,9 @@
-"""nlcore.ops.hope_chunk: the hand-written triangular solve against its equation and autograd."""
+"""nlcore.ops.hope_memory.chunk: its two arrangements of the slot contractions agree. (The memory
+against its token reference: tests/models/test_memory_layers.py; its loop op: test_hope_memory_loop.py.)"""
 
 from __future__ import annotations
 
 import torch
-
-from nlcore.ops.hope_memory.chunk import _Solve
-
-
-def test_solve_is_the_unit_lower_triangular_system_with_autograd_gradients(solve_path):
-    g = torch.Generator().manual_seed(0)
-    B, C, d = 3, 6, 4
-    pK = (torch.rand(B, C, C, generator=g, dtype=torch.float64) * 0.5).tril(-1).requires_grad_()
-    kk = torch.randn(B, C, C, generator=g, dtype=torch.float64, requires_grad=True)
-    R = torch.randn(B, C, d, generator=g, dtype=torch.float64, requires_grad=True)
-    G = _Solve.apply(pK, kk, R)
-    eye = torch.eye(C, dtype=torch.float64)
-    torch.testing.assert_close((eye + pK * kk) @ G, R, rtol=0, atol=1e-12)  # (I + pK ⊙ kk) G = R
-    ref = torch.linalg.solve_triangular(pK * kk, R, upper=False, unitriangular=True)
-    gG = torch.randn(B, C, d, generator=g, dtype=torch.float64)
-    got = torch.autograd.grad(G, (pK, kk, R), gG)
-    want = torch.autograd.grad(ref, (pK, kk, R), gG)
-    lower = torch.ones(C, C, dtype=torch.bool).tril(-1)
-    # pK's entries on and above the diagonal are structural zeros: only its strictly lower part is compared
-    torch.testing.assert_close(got[0][:, lower], want[0][:, lower], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
 
 
 def test_elementwise_slot_contractions_equal_the_matmul_ones(monkeypatch):

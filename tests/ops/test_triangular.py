@@ -53,6 +53,28 @@ def test_both_paths_solve_the_system_with_autograd_gradients(path, monkeypatch):
     assert torch.equal(gL, gL.tril(-1))  # no gradient into the structural zeros
 
 
+def test_product_solve_is_the_system_with_autograd_gradients(solve_path):
+    """`solve_unit_lower_product` (HOPE's L = pK ⊙ kk, its own backward) against the plain solve of
+    pK ⊙ kk through autograd."""
+    g = torch.Generator().manual_seed(0)
+    B, C, d = 3, 6, 4
+    pK = (torch.rand(B, C, C, generator=g, dtype=torch.float64) * 0.5).tril(-1).requires_grad_()
+    kk = torch.randn(B, C, C, generator=g, dtype=torch.float64, requires_grad=True)
+    R = torch.randn(B, C, d, generator=g, dtype=torch.float64, requires_grad=True)
+    G = tri.solve_unit_lower_product(pK, kk, R)
+    eye = torch.eye(C, dtype=torch.float64)
+    torch.testing.assert_close((eye + pK * kk) @ G, R, rtol=0, atol=1e-12)  # (I + pK ⊙ kk) G = R
+    ref = torch.linalg.solve_triangular(pK * kk, R, upper=False, unitriangular=True)
+    gG = torch.randn(B, C, d, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(G, (pK, kk, R), gG)
+    want = torch.autograd.grad(ref, (pK, kk, R), gG)
+    lower = torch.ones(C, C, dtype=torch.bool).tril(-1)
+    # pK's entries on and above the diagonal are structural zeros: only its strictly lower part is compared
+    torch.testing.assert_close(got[0][:, lower], want[0][:, lower], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
+
+
 def test_bad_preference_names_the_setting(monkeypatch):
     monkeypatch.setattr(tri, "PREFERRED", "fast")
     with pytest.raises(ValueError, match="PREFERRED"):

@@ -41,9 +41,9 @@ from torch import Tensor
 
 from nlcore.ops.gates import chunk_coeffs, shift_prev, step_factors
 from nlcore.ops.hope_memory.loop import hope_loop_fwd, kernel_fits
-from nlcore.ops.triangular import rhs_grad, solve_forward
+from nlcore.ops.l2norm import l2norm_with_backward
+from nlcore.ops.triangular import solve_unit_lower_product
 
-EPS = 1e-12  # F.normalize's default
 FUSED: bool | None = None  # the loop as the op of hope_loop.py; None: where its Triton kernels run
 ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
 
@@ -58,57 +58,6 @@ def _elementwise() -> bool:
     inductor fuses (when compiling), or as batched matmuls, fewer ops in eager mode (ELEMENTWISE
     overrides: the tests compare both)."""
     return torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
-
-
-class _Normalise(torch.autograd.Function):
-    """x / max(||x||, eps) along the last dim, as F.normalize (same values and gradients)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        r = n.clamp_min(EPS)
-        y = x / r
-        ctx.save_for_backward(y, n, r)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy: Tensor) -> Tensor:
-        y, n, r = ctx.saved_tensors
-        if _elementwise():  # compiled: fused; a batched matmul of 1 x dh by dh x 1 was a slow gemv kernel
-            dot = (gy * y).sum(-1, keepdim=True)  # <gy, y>: (..., 1)
-        else:  # eager: one op
-            dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)
-        dot = dot.masked_fill(n < EPS, 0.0)  # the norm is clamped there: no gradient through it
-        return torch.addcmul(gy, y, dot, value=-1.0) / r  # (gy - y <gy, y>) / r
-
-
-class _Solve(torch.autograd.Function):
-    """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
-    backward of few ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
-    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm.
-    The solves are nlcore.ops.triangular's (`solve_forward`, `rhs_grad`): on CUDA with Triton the
-    blocked Triton inverse and matmuls (the HOPE step ~10 % faster than with cuBLAS's trsm, see
-    tri.py), else two triangular solves."""
-
-    @staticmethod
-    def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
-        G, F, ctx.inverse = solve_forward(pK * kk, R)  # F: T = (I + L)^{-1} (inverse path) or L
-        ctx.save_for_backward(pK, kk, F, G)
-        return G
-
-    @staticmethod
-    def backward(ctx, gG: Tensor):
-        pK, kk, F, G = ctx.saved_tensors
-        gR = rhs_grad(F, gG, ctx.inverse)
-        C = F.shape[-1]
-        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
-                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ
-        return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
-
-
-def normalise(x: Tensor) -> Tensor:
-    """F.normalize(x, dim=-1) with a cheaper backward (tests/models/test_memory_layers.py gradchecks it)."""
-    return _Normalise.apply(x)
 
 
 def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None, init: Tensor,
@@ -135,6 +84,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         Ys, k, G, _ = hope_loop_fwd(sp(x), f.pK, -f.pc, -f.ke, f.mix, init, Y)
         return (_read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init), *_end(Ys[:, :, N], m))
     ew = _elementwise()
+    dot = "sum" if ew else "matmul"  # the normalisations' backward arranged as the slot contractions
     mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
               loop(mixE))
@@ -145,7 +95,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         Fkv = Y.flatten(2, 3)[:, :, dh * m::m] + Ikv  # M_k, M_v = D's rows dh..3dh (slot 0) + init: (B, H, 2 dh, dk)
         kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
         kvt = torch.cat([kx, vx, vx @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
-        nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
+        nt = l2norm_with_backward(kvt.unflatten(-1, (4, dh)), dot)  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
         k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
         k = k.squeeze(-2)  # (B, H, C, dh)
         rows = torch.cat([Y.flatten(2, 3), k, initB], 2)  # (B, H, dv m + C + dv, dk)
@@ -158,7 +108,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         else:  # as batched matmuls: fewer ops in eager mode
             R = torch.baddbmm(tgI.reshape(-1, dv, 1), kY.reshape(-1, dv, m), pcn.view(-1, m, 1)).view(B, H, C, dv)
             kc = (ken.view(-1, m, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, m * dh)
-        G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
+        G = solve_unit_lower_product(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
         GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
         Rs.append(Y.flatten(2, 3)[:, :, :dh * m])  # what the read needs: M_mem's chunk-start slots, keys, G
         Ks.append(rows[:, :, dv * m:dv * m + C])  # k as stored in rows: with k itself stacked the normalise

@@ -45,25 +45,16 @@ import functools
 import torch
 from torch import Tensor
 
+from nlcore.ops.l2norm import l2norm, l2norm_backward, l2norm_parts
 from nlcore.ops.triangular import solve_unit_lower, triton_available
 
-EPS = 1e-12  # F.normalize's, as hope_chunk.normalise
 CHUNKS = (64,)  # the chunk lengths the kernels take (T's blocked inverse needs C = 4 B, B >= 16)
 HEAD_DIMS = (16, 32, 64)  # the head sizes the kernels take (the keys' kernel holds (C, dh) tiles)
 
 
-def _unit(u: Tensor) -> Tensor:
-    """Rows to unit L2 norm: u / max(‖u‖, EPS)."""
-    return u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(EPS)
-
-
 def _unit_grad(u: Tensor, g: Tensor) -> Tensor:
-    """The gradient of u / max(‖u‖, EPS) along the last dim: (g − y ⟨g, y⟩) / r (no term where ‖u‖ < EPS)."""
-    n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-    r = n.clamp_min(EPS)
-    y = u / r
-    dot = ((g * y).sum(-1, keepdim=True)).masked_fill(n < EPS, 0.0)
-    return (g - y * dot) / r
+    """The gradient g through l2norm(u), its forward recomputed from u."""
+    return l2norm_backward(g, *l2norm_parts(u))
 
 
 def _keys(Y: Tensor, init: Tensor, xs: Tensor):
@@ -80,8 +71,8 @@ def forward_torch(x, pK, pc, ke, mix, init, Y):
     Ys, Ks, Gs, Ts = [Y], [], [], []
     for n in range(N):
         _, _, kx, vx, mkv, mvv = _keys(Y, init, x[:, :, n])
-        k = _unit(kx)  # (B, H, C, dh)
-        tg = torch.cat([_unit(vx), _unit(mkv), _unit(mvv)], -1)  # (B, H, C, dv)
+        k = l2norm(kx)  # (B, H, C, dh)
+        tg = torch.cat([l2norm(vx), l2norm(mkv), l2norm(mvv)], -1)  # (B, H, C, dv)
         R = tg - k @ init.mT + torch.einsum("bhcd,bhrjd,bhcj->bhcr", k, Y, pc[:, :, n])
         L = pK[:, :, n] * (k @ k.mT)
         T = solve_unit_lower(L, torch.eye(C, dtype=L.dtype, device=L.device).expand(L.shape))  # (I + L)^{-1}
