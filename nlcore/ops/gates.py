@@ -18,11 +18,12 @@ with Da[t, r] = prod_{j=r+1..t} alpha_j (1 on the diagonal, 0 above it), Db like
 
 All of them are scalars per (batch, head, token), so a chunk of C tokens costs C x C matrices
 instead of C sequential state updates. Products are taken as exp of sums of log gates, summed
-per segment rather than as differences of one long cumulative sum (gates are clamped to >= 1e-30 first, so a gate of exactly 0
-stays finite).
+per segment rather than as differences of one long cumulative sum, so that small gates keep
+float32 gradients accurate; gates are clamped to >= TINY first, so a gate of exactly 0 stays finite.
 
 `step_factors` folds the step sizes eta into the factors that a chunk of the linear delta rule
-needs (nlcore.ops.linear_memory.chunk_write / chunk_read), once for all chunks of a window.
+needs (`chunk_write` / `chunk_read` of nlcore.ops.linear_memory.chunk, and HOPE's loop in
+nlcore.ops.hope_memory), once for all chunks of a window.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-TINY = 1e-30
+TINY = 1e-30  # the floor on a gate before its log
 
 
 class ChunkCoeffs(NamedTuple):
@@ -85,7 +86,7 @@ def shift_prev(c: ChunkCoeffs) -> ChunkCoeffs:
 
 class StepFactors(NamedTuple):
     """The state-independent factors of one chunk of the linear delta rule (`chunk_write`,
-    `chunk_read` in nlcore.ops.linear_memory), with eta folded in; m = 2 with momentum, else 1."""
+    `chunk_read` in nlcore.ops.linear_memory.chunk), with eta folded in; m = 2 with momentum, else 1."""
     pK: torch.Tensor  # (..., C, C) p.K[t, s] eta_s: the earlier writes in M_{t-1} (strictly lower)
     cK: torch.Tensor | None  # (..., C, C) c.K[t, s] eta_s: the writes in M_t (read)
     pc: torch.Tensor  # (..., C, m) [p.A_t, p.P_t]: weights of (M_0, S_0) in M_{t-1}

@@ -6,8 +6,8 @@ Along the last dim, with n = ‖x‖ and r = max(n, eps):
     ∂L/∂x = (g − y ⟨g, y⟩) / r   where n >= eps,    g / r   where n < eps (the clamp passes no
                                                       gradient through the norm)
 
-for an upstream gradient g = ∂L/∂y. `l2norm` is the definition, differentiated by autograd (its
-values and gradients are F.normalize's); `l2norm_with_backward` computes the same with the
+for an upstream gradient g = ∂L/∂y. `l2norm` is the definition, differentiated by autograd
+(F.normalize's values, and its gradients to rounding); `l2norm_with_backward` computes the same with the
 backward above, a few ops instead of autograd's decomposition of the norm, for the memories' loops
 over chunks; `l2norm_parts` and `l2norm_backward` are its two halves, for hand-written backwards
 that recompute the forward. The Triton kernels of nlcore.ops.hope_memory compute the same in
@@ -38,10 +38,11 @@ def l2norm_parts(x: Tensor, eps: float = EPS) -> tuple[Tensor, Tensor, Tensor]:
 def l2norm_backward(g: Tensor, y: Tensor, n: Tensor, r: Tensor, eps: float = EPS, *, dot: str = "sum",
                     addcmul: bool = False) -> Tensor:
     """∂L/∂x = (g − y ⟨g, y⟩) / r from `l2norm_parts`' (y, n, r) and g = ∂L/∂y (no ⟨g, y⟩ term where
-    n < eps). dot="sum": ⟨g, y⟩ as a product and a sum, which inductor fuses; "matmul": as a batched
-    (1 x d) @ (d x 1) product, one op in eager mode. addcmul: g − y ⟨g, y⟩ as one addcmul (one op; a
-    fused multiply-add where the device has one, so it may differ in the last bit from the product
-    and subtraction of addcmul=False): each caller keeps the arithmetic it was checked with."""
+    n < eps). dot="sum": ⟨g, y⟩ as a product and a sum, which inductor fuses (compiled, the batched
+    product runs as a slow gemv kernel: results/bench/profiles/NOTE.md); "matmul": as a batched
+    (1 x d) @ (d x 1) product, one op in eager mode. addcmul: g − y ⟨g, y⟩ as one addcmul (one op,
+    whose rounding may differ in the last bit from the product and subtraction of addcmul=False).
+    Each caller keeps the arithmetic it was checked with."""
     if dot == "sum":
         d = (g * y).sum(-1, keepdim=True)  # ⟨g, y⟩: (..., 1)
     elif dot == "matmul":

@@ -1,4 +1,4 @@
-"""nlcore.ops.mlp_loop: the MLP memory's loop over chunks as one op with a hand-written backward.
+"""nlcore.ops.mlp_memory.loop: the MLP memory's loop over chunks as one op with a hand-written backward.
 
 On CPU the op runs its PyTorch loops: their backward is checked by float64 gradcheck and against
 autograd through the forward loop. The Triton kernels are checked against those loops under
@@ -157,7 +157,7 @@ def test_memory_with_the_op_compiles_without_graph_breaks(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_memory_with_the_kernels_equals_its_token_reference_on_cuda():
     """The whole chunk path through the kernels ("auto" on CUDA) against the token loop, float32,
-    forward and backward, to 1e-5 of the largest entry (issue 9's exactness bar)."""
+    forward and backward, to 1e-5 of the largest entry."""
     pytest.importorskip("triton")
     from nlcore.ops import mlp_memory as mlp
     from nlcore.ops.mlp_memory import chunk as mlp_chunk

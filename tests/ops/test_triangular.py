@@ -1,8 +1,8 @@
 """nlcore.ops.triangular: the unit lower-triangular solves, both paths, the custom op, the Triton kernel.
 
 The chunk paths that use the solves are checked against their token references with both paths
-(the `solve_path` fixture in tests/ops/test_linear_memory.py, tests/models/test_memory_layers.py and
-tests/ops/test_hope_chunk.py). The Triton kernel runs here under Triton's CPU interpreter when Triton
+(the `solve_path` fixture in tests/ops/test_linear_memory.py and tests/models/test_memory_layers.py;
+HOPE's product form here and in tests/models/test_memory_layers.py). The Triton kernel runs here under Triton's CPU interpreter when Triton
 is installed (it is not a CI dependency) and on a CUDA device when there is one.
 """
 
@@ -76,7 +76,7 @@ def test_product_solve_is_the_system_with_autograd_gradients(solve_path):
 
 
 def test_bad_preference_names_the_setting(monkeypatch):
-    monkeypatch.setattr(tri, "PREFERRED", "fast")
+    monkeypatch.setattr(tri, "PREFERRED", "cholesky")
     with pytest.raises(ValueError, match="PREFERRED"):
         tri.solve_unit_lower(*lower())
 

@@ -4,7 +4,7 @@ token, `chunk.py` computes the same chunk-parallel); `linear_memory` runs either
 Dtypes: the computation runs in the promoted dtype of the inputs, raised to float32 if that is
 float16/bfloat16, with autocast disabled inside (the triangular solve needs float32). y comes
 back in q's dtype, M_T and S_T in M0's (S0's) dtype. In float32 the chunk path's dL/dβ loses
-accuracy roughly as eps/β when β → 0 (the log-space gate products of gates.py); other
+accuracy roughly as eps/β when β → 0 (the log-space gate products of nlcore.ops.gates); other
 gradients and the forward stay within ~1e-6 of the token path relative to their scale.
 """
 
@@ -58,8 +58,8 @@ def _compute_dtype(*xs: Tensor | None) -> torch.dtype:
 
 
 def _no_autocast(device: torch.device):
-    # a plain device-type test, not torch.amp.is_autocast_available: torch 2.11's dynamo cannot
-    # trace that builtin and broke the compiled Titans block there
+    # a plain device-type test, not torch.amp.is_autocast_available: dynamo (torch 2.11) cannot
+    # trace that builtin, and the compiled Titans block runs this
     if device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, enabled=False)
     return contextlib.nullcontext()

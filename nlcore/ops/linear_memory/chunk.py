@@ -146,10 +146,11 @@ def chunk_read(q: Tensor, k: Tensor, G: Tensor, f: StepFactors, Z: Tensor) -> Te
 
 def chunk_step(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, c, p, M: Tensor,
                S: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One full chunk of the chunk-parallel path with its gate coefficients precomputed:
-    c = chunk_coeffs(alpha, beta), p = shift_prev(c). Callers that generate each chunk's keys
-    from the previous chunk's state (HOPE) loop over `chunk_write` themselves, with
-    `step_factors` computed once for all chunks and one batched `chunk_read` after the loop.
+    """One full chunk of the chunk-parallel form with its gate coefficients precomputed:
+    c = chunk_coeffs(alpha, beta), p = shift_prev(c). The per-chunk form is for a caller that makes
+    each chunk's keys from the previous chunk's state: it loops over `chunk_write` with
+    `step_factors` computed once for all chunks and reads with one batched `chunk_read` after the
+    loop (HOPE's loop, nlcore.ops.hope_memory.chunk, is this arrangement for its three memories).
 
     q, k: (..., C, dk); v: (..., C, dv); eta: (..., C); c, p: coefficients (..., C[, C]);
     M, S: (..., dv, dk) (S None: no momentum). Leading dims broadcast (e.g. several memories

@@ -51,7 +51,9 @@ def _end_row(x: Tensor, r: int) -> Tensor:
 
 def chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
     """All chunks: the state-independent factors at once, a loop over chunks for the states, then
-    the reads at once. q, k, v (B, H, T, d); gates (B, H, T); W1 (B, H, h, d), W2 (B, H, d, h)."""
+    the reads at once. q, k, v (B, H, T, d); gates (B, H, T) (beta None: no momentum); W1 (B, H, h, d),
+    W2 (B, H, d, h), momenta S1, S2 like them; anchor (W1a, W2a) or None; C the chunk length.
+    Returns (y (B, H, T, d), W1, W2, S1, S2) at the end, as `naive.token_path`."""
     B, H, T, d = q.shape
     h, mom = W1.shape[-2], beta is not None
     if T == 0:
@@ -82,7 +84,7 @@ def chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int):
     X1 = torch.stack([R1, S1], 2) if mom else R1.unsqueeze(2)  # (B, H, m, h, d)
     X2 = torch.stack([R2, S2], 2) if mom else R2.unsqueeze(2)  # (B, H, m, d, h)
 
-    # the loop over chunks (mlp_loop): every chunk's start and the end state, S1s (B, H, N + 1, m, h, d),
+    # the loop over chunks (loop.py): every chunk's start and the end state, S1s (B, H, N + 1, m, h, d),
     # S2s (B, H, N + 1, m, d, h); each chunk's factors at its start, e (B, H, N, C, d), a, δ (B, H, N, C, h)
     loop = mlp_loop_fwd if use_op(X1, k) else forward_torch  # one fused op, or a plain autograd graph
     # contiguous here, where the compiler can make the producers write them so (the op would copy them)

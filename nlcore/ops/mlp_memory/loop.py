@@ -1,6 +1,6 @@
 r"""The MLP memory's sequential loop over chunks as one fused op (forward and backward).
 
-`nlcore.ops.mlp_memory` computes everything that does not depend on a chunk's start state at once;
+`chunk.chunk_path` computes everything that does not depend on a chunk's start state at once;
 what remains is the loop over the N chunks. Its state is m channels (θ − θ_a, and the momentum
 S with momentum), X1 (m, h, d) shaped like W1 and X2 (m, d, h) like W2. Chunk n, from its start
 X (W = X[0] + θ_a, or X[0] without an anchor), with k, kv = k − v (C, d), the end-state weights of
@@ -10,7 +10,7 @@ its tokens u (C, m) and the map of its start onto its end mix (m, m):
     X1'[i] = Σ_j mix[i, j] X1[j] + (u_i ⊙ δ)ᵀ k,    X2'[i] = Σ_j mix[i, j] X2[j] + (u_i ⊙ e)ᵀ a
 
 The op returns every chunk's start and the final state, S1 (N + 1, m, h, d), S2 (N + 1, m, d, h),
-and each chunk's (e, a, δ), from which `mlp._chunk_path` computes all reads at once.
+and each chunk's (e, a, δ), from which `chunk.chunk_path` computes all reads at once.
 
 Backward, in reverse over the chunks, with G = ∂L/∂X' (the end state's gradient, m channels) and
 ē, ā, δ̄ the reads' gradients on the chunk's (e, a, δ):
@@ -25,12 +25,12 @@ Backward, in reverse over the chunks, with G = ∂L/∂X' (the end state's gradi
 
 Two implementations of the same ops, `nlcore::mlp_loop_fwd` and `nlcore::mlp_loop_bwd` (opaque to
 torch.compile): on a CUDA device with Triton, float32, and C, d, h powers of two in [16, 128], Triton
-kernels, a few launches per chunk, each over many small programs (`mlp_loop_kernels.py`: forward 2
-per chunk, backward 4 per chunk for what the state's gradient needs, then k̄ and ū for all chunks at
-once), instead of ~15 cuBLAS launches per chunk and the pointwise kernels between them; elsewhere
-the loops below in PyTorch. Tested against autograd through the plain loop
-(tests/ops/test_mlp_loop.py, float64 gradcheck) and the kernels against the float64 PyTorch loops
-(Triton's interpreter on CPU, and CUDA).
+kernels, a few launches per chunk, each over many small programs (`kernels.py`: forward 2 per
+chunk, backward 4 per chunk for what the state's gradient needs, then k̄ and ū for all chunks at
+once), instead of the PyTorch loop's ~15 matmuls per chunk and the pointwise kernels between them;
+elsewhere the loops below in PyTorch. Tested against autograd through the plain loop
+(tests/ops/test_mlp_memory_loop.py, float64 gradcheck) and the kernels against the float64
+PyTorch loops (Triton's interpreter on CPU, and CUDA).
 """
 
 from __future__ import annotations
@@ -44,6 +44,14 @@ from nlcore.ops.mlp_memory.naive import factors, silu_grad
 from nlcore.ops.triangular import triton_available
 
 KERNEL_SIZES = (16, 32, 64, 128)  # C, d and h the Triton kernels take
+
+# The Triton kernels' settings, read at every launch (tests and probes set them; rerun the CUDA
+# tests after changing one). The defaults took the least time of those measured: results/bench/profiles/NOTE.md.
+PRECISION = "tf32x3"  # tl.dot's input precision: three TF32 tensor-core products ("ieee": exact float32 on FMA units)
+BLOCK = 16  # tokens per program in the token kernels
+ROWS = 32  # state rows per program in the state kernels
+WARPS = 4  # warps per program
+TAIL = (16, 1)  # hidden units per step and warps of `bwd_tail` (k̄ and ū after the loop)
 
 
 def silu_grad2(z: Tensor) -> Tensor:
@@ -121,16 +129,10 @@ def kernel_fits(X1: Tensor, k: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
+    """The Triton kernels (`kernels.py`, imported on first use: Triton is optional)."""
     from nlcore.ops.mlp_memory import kernels
 
     return kernels
-
-
-PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-core products ("ieee": FMA)
-BLOCK = 16  # tokens per program in the token kernels
-ROWS = 32  # state rows per program in the state kernels
-WARPS = 4  # warps per program
-TAIL = (16, 1)  # hidden units per step and warps of `bwd_tail` (k̄ and ū after the loop; mlp_tail_sweep.py)
 
 
 def _settings(X1, k, anchored):
