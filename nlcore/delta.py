@@ -3,7 +3,7 @@
 Nested Learning (Behrouz et al., NeurIPS 2025) §2.2 (Eqs. 2–6: backprop of a linear layer is
 a dot-product associative memory mapping x to its local surprise signal ∇_yL), §2.3 (Eqs. 27–29:
 the L2-regression "delta" gradient descent, DGD) and §2.3 (Eqs. 17–22: momentum and delta
-momentum). See `docs/paper-notes.md` §2.2, §2.6, §2.7 and ambiguities §4.1, §4.2, §4.4.
+momentum).
 
 Conventions: W is (d_out, d_in) and y = W x. Single-token functions accept leading batch dims on
 W, x and u (independent memories, e.g. one per seed): W (..., d_out, d_in), x (..., d_in),
@@ -16,7 +16,7 @@ Two parameterisations of the step size appear, kept apart by name:
   (‖x̂‖ = 1), η′ ∈ (0, 1]; `eta_prime(eta)` converts (η = ∞ gives η′ = 1, an exact overwrite).
 
 Sign: the regression target of the delta rule is u = −∇_yL. With +∇_yL as printed in Eq. 27
-the step ascends the loss (paper-notes §4.1).
+the step ascends the loss.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ import math
 import torch
 from torch import Tensor
 
-EPS = 1e-12  # floor on ‖x‖ when normalising; a zero input gives x̂ = 0 (no update)
+# EPS (one constant for nlcore) floors ‖x‖ when normalising (x = 0 gives x̂ = 0: no update) and
+# ‖x‖² in the η → ∞ limit
+from nlcore.ops.l2norm import EPS, l2norm
 
 
 def eta_prime(eta: float) -> float:
@@ -37,8 +39,8 @@ def eta_prime(eta: float) -> float:
 
 
 def normalize(x: Tensor, eps: float = EPS) -> Tensor:
-    """x̂ = x/‖x‖ along the last dim (zero rows stay zero)."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    """x̂ = x / max(‖x‖, eps) along the last dim (zero rows stay zero): nlcore.ops.l2norm."""
+    return l2norm(x, eps)
 
 
 def _outer(a: Tensor, b: Tensor) -> Tensor:
@@ -113,14 +115,14 @@ def gd_step(W: Tensor, x: Tensor, v: Tensor, eta) -> Tensor:
 
 def batch_mean_delta_step(W: Tensor, X: Tensor, grad_W: Tensor, *, lr: float,
                           beta: float) -> Tensor:
-    r"""The prototype's rule (seed-findings defect 6); kept only for comparison. DEFECTIVE.
+    r"""The batch-mean rule: NOT the delta rule; kept only to compare against it.
 
     W_{t+1} = W_t (I − β x̄ x̄ᵀ) − lr · G,    x̄ = normalize(mean_n x_n),  G = ∇_W L
 
     The decay uses the batch-mean input, so it erases W only along ONE direction per batch
     instead of along every token's key, and it is not the solution of any per-token proximal
-    problem. x̄ is normalised here (the prototype's code is unavailable) so that β plays the
-    role of η′ and the comparison isolates the defect (mean key instead of per-token keys).
+    problem. x̄ is normalised so that β plays the role of η′ and a comparison with the delta
+    rule isolates the one difference: a mean key instead of per-token keys.
     """
     xbar = normalize(X.reshape(-1, X.shape[-1]).mean(0))  # x̄: (d_in,)
     return W - beta * _outer(W @ xbar, xbar) - lr * grad_W  # (d_out, d_in)
@@ -184,12 +186,12 @@ def momentum_step(m: Tensor, g: Tensor, *, alpha: float, eta: float) -> Tensor:
 
 def delta_momentum_step(m: Tensor, g: Tensor, *, alpha: float, eta: float,
                         eps: float = EPS) -> Tensor:
-    r"""Delta momentum (Eqs. 21–22, flattened per tensor; paper-notes §4.4).
+    r"""Delta momentum (Eqs. 21–22, flattened per tensor).
 
     m_{i+1} = α (I − ĝ_i ĝ_iᵀ) m_i − η g_i,   ĝ = g/‖g‖_F,   then W_{i+1} = W_i + m_{i+1}
 
     m is a parameter-shaped memory; with the gradient as key, Eq. 22's L2 objective gives a
-    right-multiplied decay m(αI − ggᵀ). We normalise the key (the notes' O(n) form) and apply the
+    right-multiplied decay m(αI − ggᵀ). We normalise the key (an O(n) form) and apply the
     retention α to the whole memory before the delta write, so the old content along the new
     gradient direction is replaced (not kept, as in classic momentum) and the rest decays by α.
     At α = 1 this is exactly (αI − ĝĝᵀ); for α < 1 the literal (αI − ĝĝᵀ) would flip the sign of

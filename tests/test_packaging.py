@@ -125,8 +125,8 @@ print("PROBE" + json.dumps(out))
 """
 
 
-OPTIONAL = {"nlcore.ops.triangular_kernels": "triton", "nlcore.ops.mlp_loop_kernels": "triton",  # need an optional package
-            "nlcore.ops.hope_loop_kernels": "triton"}
+OPTIONAL = {"nlcore.ops.triangular_kernels": "triton", "nlcore.ops.mlp_memory.kernels": "triton",  # need an optional package
+            "nlcore.ops.hope_memory.kernels": "triton"}
 
 
 def _modules() -> list[str]:

@@ -1,6 +1,6 @@
 r"""HOPE: self-modifying memory followed by a Continuum Memory System chain of MLPs.
 
-Each of the n_layers blocks (pre-norm, residual; paper-notes 2.9, Eqs. 94-97):
+Each of the n_layers blocks (pre-norm, residual; Nested Learning, Eqs. 94-97):
 
     h <- h + SelfModifyingMemory(LN(h))                 (nlcore.models.memory_layers)
     h <- h + MLP^(1)(LN_1(h)),  ...,  h <- h + MLP^(L)(LN_L(h))     (the CMS chain, fast to slow)
@@ -10,9 +10,9 @@ with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's f
 (`cms_mode`, beside the outer-optimizer reading of `nlcore.cms`):
 
 * ``outer``: the chain's parameters belong to the CMS levels named in `chain_levels` (e.g.
-  medium, slow) and `nlcore.cms` updates them every C_l optimizer steps (the CMS issue's reading).
-* ``in_forward`` (the paper's Eq. 31 inside the forward pass): every row carries its own fast
-  weights D_l = (D1_l, D2_l), used as W_l + D_l. Every C_l tokens (`cms_chunks`, counted from
+  medium, slow) and `nlcore.cms` updates them every C_l optimizer steps, as any other CMS level.
+* ``in_forward`` (the paper's Eq. 31 inside the forward pass): every row carries its own weight
+  offsets D_l = (D1_l, D2_l), used as W_l + D_l. Every C_l tokens (`cms_chunks`, counted from
   the window start) the level is written from the summed next-character losses of its chunk,
 
       D_l <- D_l - lr * sum_{t in chunk} grad_{D_l} CE(logits_t, x_{t+1})
@@ -22,19 +22,20 @@ with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's f
   x_{s+1..e}, and it changes only the predictions made from position e on, after x_e has been
   read. The trainer and `evaluate` pass the targets (`uses_targets`), so the last position of a
   window learns from the next window's first character and windows carried one after another
-  equal one long window; without targets only the window's own next characters are used. The writes are first-order: the outer
-  gradient reaches W_l straight through W_l + D_l (no second-order graph; paper-notes 4.9).
+  equal one long window; without targets only the window's own next characters are used. The
+  writes are first-order: the outer gradient reaches W_l straight through W_l + D_l, not back
+  through the writes (no second-order graph: a write is treated as an optimizer step).
   D_l is recurrent state (carried across windows, zeroed per row at document starts); the
   accumulated chunk gradients are not, so every C_l must divide the window length. Only the
   weight matrices are written (biases and norms are outer parameters).
 
 The forward pass then runs in segments of C_1 tokens through the whole stack, with one
 first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
-chain's fast weights only), also under `torch.no_grad()` evaluation.
+chain's offsets only), also under `torch.no_grad()` evaluation.
 
 Compiled parts (`SequenceModel.compile_parts`, nlcore.accel.compile): a whole block (`_block`: the
 self-modifying memory with its norm, projections, gates and chunk loop, then the chain MLPs with
-their fast weights as inputs) and the head (`_head`). The segment loop, the loss and
+their offsets as inputs) and the head (`_head`). The segment loop, the loss and
 `torch.autograd.grad` of the in-forward writes stay eager (dynamo does not trace autograd.grad);
 the compiled block's backward runs inside that autograd.grad and again in the outer backward. The
 block's modules are arguments, so the n_layers blocks share one compiled graph. Windows with a
@@ -53,7 +54,7 @@ from nlcore.models.memory_layers import SelfModifyingMemory, bounds, keep_at, ze
 
 
 class ChainMLP(nn.Module):
-    """One CMS level: pre-norm residual MLP whose matrices may carry per-row fast weights."""
+    """One CMS level: pre-norm residual MLP whose matrices may carry per-row offsets D1, D2."""
 
     def __init__(self, d: int, d_ff: int) -> None:
         super().__init__()
@@ -126,26 +127,26 @@ class HOPE(SequenceModel):
 
     @staticmethod
     def _block(mem: SelfModifyingMemory, norm: nn.LayerNorm, mlps: nn.ModuleList, h: torch.Tensor, st: State,
-               fast: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> tuple[torch.Tensor, State]:
-        """One block: h + SelfModifyingMemory(LN(h)), then the chain MLPs (fast: one (D1, D2) per level)."""
+               offsets: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> tuple[torch.Tensor, State]:
+        """One block: h + SelfModifyingMemory(LN(h)), then the chain MLPs (offsets: one (D1, D2) per level)."""
         y, st = mem(norm(h), st, None)
         h = h + y
-        for mlp, (D1, D2) in zip(mlps, fast):
+        for mlp, (D1, D2) in zip(mlps, offsets):
             h = mlp(h, D1, D2)
         return h, st
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:  # (B, S, d) -> logits (B, S, V)
         return self.head(self.norm_out(h))
 
-    def _stack(self, x_seg: torch.Tensor, st: State, fast: dict | None,
+    def _stack(self, x_seg: torch.Tensor, st: State, offsets: dict | None,
                compiled: bool = True) -> tuple[torch.Tensor, State]:
-        """Logits of one segment (B, S, V); `fast["{i}.D1_{j}"]`, `fast["{i}.D2_{j}"]`: layer i, level j.
+        """Logits of one segment (B, S, V); `offsets["{i}.D1_{j}"]`, `offsets["{i}.D2_{j}"]`: layer i, level j.
         compiled: route the blocks and the head through their compiled parts (if compiled)."""
         block, head = (self.part("_block"), self.part("_head")) if compiled else (self._block, self._head)
         h = self.embed(x_seg)
         new = []
         for i, (mem, norm) in enumerate(zip(self.mems, self.norm_mem)):
-            Ds = [(fast.get(f"{i}.D1_{j}"), fast.get(f"{i}.D2_{j}")) for j in range(len(self.chunks))]
+            Ds = [(offsets.get(f"{i}.D1_{j}"), offsets.get(f"{i}.D2_{j}")) for j in range(len(self.chunks))]
             h, mst = block(mem, norm, self.chain[i], h, split_state(st, i), Ds)
             new.append(mst)
         return head(h), join_state(new)
@@ -162,24 +163,24 @@ class HOPE(SequenceModel):
         in_fwd = self.mode == "in_forward"
         if in_fwd and any(T % c for c in self.chunks):
             raise ValueError(f"model.cms_chunks: every chunk {self.chunks} must divide the window length {T}")
-        fast = {k: v for k, v in state.items() if ".D" in k}  # "{layer}.D{1,2}_{level}" (in_forward only)
-        acc: dict[str, torch.Tensor | None] = {k: None for k in fast}  # the chunks' summed gradients
+        offsets = {k: v for k, v in state.items() if ".D" in k}  # "{layer}.D{1,2}_{level}" (in_forward only)
+        acc: dict[str, torch.Tensor | None] = {k: None for k in offsets}  # the chunks' summed gradients
         mem_state = {k: v for k, v in state.items() if ".D" not in k}
         logits = []
         cuts = bounds(T, resets, grid=self.chunks[0] if in_fwd else None)
         outer = torch.is_grad_enabled()
         compiled = resets is None or not resets.cuts  # segments of one length: compiled once
         for s, e in zip(cuts[:-1], cuts[1:]):
-            if resets is not None:  # rows starting a document: zero state, fast weights, sums
+            if resets is not None:  # rows starting a document: zero state, offsets, sums
                 keep = keep_at(resets, s)
-                mem_state, fast = zero_rows(mem_state, keep), zero_rows(fast, keep)
+                mem_state, offsets = zero_rows(mem_state, keep), zero_rows(offsets, keep)
                 acc = {k: g if g is None else zero_rows({k: g}, keep)[k] for k, g in acc.items()}
             if not in_fwd:
                 out, mem_state = self._stack(x[:, s:e], mem_state, {}, compiled)
                 logits.append(out)
                 continue
             with torch.enable_grad():
-                leaves = {k: v.detach().requires_grad_(True) for k, v in fast.items()}
+                leaves = {k: v.detach().requires_grad_(True) for k, v in offsets.items()}
                 out, mem_state = self._stack(x[:, s:e], mem_state, leaves, compiled)
                 ld = torch.promote_types(out.dtype, torch.float32)
                 loss = F.cross_entropy(out.to(ld).flatten(0, 1), targets[:, s:e].flatten(),
@@ -192,8 +193,8 @@ class HOPE(SequenceModel):
             logits.append(out)
             for k, g in acc.items():
                 if g is not None and e % self.chunks[int(k.rsplit("_", 1)[1])] == 0:  # the level's chunk is done
-                    fast[k], acc[k] = (fast[k] - self.lr * g).detach(), None  # write
-        new = {**mem_state, **{k: v.to(state_dtype(self)) for k, v in fast.items()}}
+                    offsets[k], acc[k] = (offsets[k] - self.lr * g).detach(), None  # write
+        new = {**mem_state, **{k: v.to(state_dtype(self)) for k, v in offsets.items()}}
         return torch.cat(logits, dim=1), new
 
 

@@ -1,4 +1,4 @@
-r"""Sequence-mixing layers built on the fast-weight memories of `nlcore.ops`.
+r"""Sequence-mixing layers built on the memories of `nlcore.ops`, written inside the forward pass.
 
 Both layers read a pre-normed input u (B, T, d), split it into H heads of width dh = d / H, and
 keep one memory per (row, head) as recurrent state, so every row of a batch has its own memory
@@ -18,13 +18,13 @@ with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with mo
 mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally), or with
 `retention="init"` toward the memory's meta-learned initial state. For the MLP
 memory the values are L2-normalised and eta_t is divided by the chunk size C, so the C summed
-chunk-start gradients make a mean-sized step: without both, the first (uncommitted) runs at
-the 06 size diverged within the first 20 steps.
+chunk-start gradients make a mean-sized step: with raw values and a sum of C full steps the
+memory's writes grow with C and training at the 06 size diverges early.
 
-**Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; paper-notes
-2.9, Eqs. 83-89 with the choices of paper-notes 4: fixed query, scalar gates from linear
-readouts, linear memories, main memory trained on v_t, the projection memories on their own
-self-generated targets). Per head, with x_t = W_x u_t and chunks of C tokens whose keys and
+**Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; Nested Learning
+Eqs. 83-89, with these choices where the paper leaves them open: fixed query, scalar gates from
+linear readouts, linear memories, main memory trained on v_t, the projection memories on their
+own self-generated targets). Per head, with x_t = W_x u_t and chunks of C tokens whose keys and
 values come from the memories' states at the chunk start (index c):
 
     k_t = normalise(M_{k,c} x_t),   v_t = normalise(M_{v,c} x_t),   q_t = normalise(W_q u_t)
@@ -35,8 +35,8 @@ values come from the memories' states at the chunk start (index c):
 
 Values and self-generated targets are L2-normalised, a stability choice beyond the paper: with
 raw targets M v the projection memories feed their own growth back (a target grows with M, so M
-grows) and diverged within a few steps of a smoke run (not committed). With unit keys, unit targets and eta in
-(0, 1) each write moves M k toward a unit vector, so the memories stay bounded.
+grows) and diverge. With unit keys, unit targets and eta in (0, 1) each write moves M k toward a
+unit vector, so the memories stay bounded.
 The delta-rule memory is exact per token, so the chunk size C changes the computation only
 through where keys and values are generated (C is semantic here, as in the paper's Eqs. 90-93).
 Document starts inside a window (`Resets`) split the window: the rows starting a document get
@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nlcore.models.base import Resets, State
-from nlcore.ops.hope_chunk import hope_chunks
+from nlcore.ops.hope_memory import hope_chunks
 from nlcore.ops.linear_memory import linear_memory
 from nlcore.ops.mlp_memory import mlp_memory
 
@@ -242,7 +242,7 @@ class SelfModifyingMemory(_Gated):
         y = y[:, :H] + q @ init[:, :dh].transpose(-1, -2)  # (B, H, C, dh)
         return y, ({"M": D, "S": S} if self.momentum else {"M": D})
 
-    def _fast_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
+    def _full_chunks(self, x, q, eta, alpha, beta, st: State) -> tuple[torch.Tensor, State]:
         """The chunked path when every chunk is full and no document starts inside: `hope_chunks`
         (few kernels per chunk) on the three memories stacked by rows."""
         B, H, T, dh = x.shape
@@ -264,7 +264,7 @@ class SelfModifyingMemory(_Gated):
             if resets is not None:
                 st = zero_rows(st, keep_at(resets, 0))
             with torch.autocast(u.device.type, enabled=False):
-                y, st = self._fast_chunks(x, q, eta, alpha, beta, st)
+                y, st = self._full_chunks(x, q, eta, alpha, beta, st)
             return self.finish(u, y), st
         docs = bounds(T, resets)
         # chunks: the grid restarts at every document start

@@ -2,7 +2,7 @@ r"""A Titans language model: embedding -> n_layers x [memory layer, FFN] -> head
 
 Each block is pre-norm and residual (Titans' memory-as-a-layer, "MAL", without attention):
 
-    h <- h + TitansMemory(LN(h))        (nlcore.models.memory_layers: per-row fast weights)
+    h <- h + TitansMemory(LN(h))        (nlcore.models.memory_layers: a memory per row)
     h <- h + FFN(LN(h))
     logits = W_o LN(h)
 

@@ -18,11 +18,12 @@ with Da[t, r] = prod_{j=r+1..t} alpha_j (1 on the diagonal, 0 above it), Db like
 
 All of them are scalars per (batch, head, token), so a chunk of C tokens costs C x C matrices
 instead of C sequential state updates. Products are taken as exp of sums of log gates, summed
-per segment rather than as differences of one long cumulative sum (gates are clamped to >= 1e-30 first, so a gate of exactly 0
-stays finite).
+per segment rather than as differences of one long cumulative sum, so that small gates keep
+float32 gradients accurate; gates are clamped to >= TINY first, so a gate of exactly 0 stays finite.
 
 `step_factors` folds the step sizes eta into the factors that a chunk of the linear delta rule
-needs (nlcore.ops.linear_memory.chunk_write / chunk_read), once for all chunks of a window.
+needs (`chunk_write` / `chunk_read` of nlcore.ops.linear_memory.chunk, and HOPE's loop in
+nlcore.ops.hope_memory), once for all chunks of a window.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from typing import NamedTuple
 
 import torch
 
-TINY = 1e-30
+TINY = 1e-30  # the floor on a gate before its log
 
 
 class ChunkCoeffs(NamedTuple):
@@ -85,7 +86,7 @@ def shift_prev(c: ChunkCoeffs) -> ChunkCoeffs:
 
 class StepFactors(NamedTuple):
     """The state-independent factors of one chunk of the linear delta rule (`chunk_write`,
-    `chunk_read` in nlcore.ops.linear_memory), with eta folded in; m = 2 with momentum, else 1."""
+    `chunk_read` in nlcore.ops.linear_memory.chunk), with eta folded in; m = 2 with momentum, else 1."""
     pK: torch.Tensor  # (..., C, C) p.K[t, s] eta_s: the earlier writes in M_{t-1} (strictly lower)
     cK: torch.Tensor | None  # (..., C, C) c.K[t, s] eta_s: the writes in M_t (read)
     pc: torch.Tensor  # (..., C, m) [p.A_t, p.P_t]: weights of (M_0, S_0) in M_{t-1}
@@ -94,12 +95,9 @@ class StepFactors(NamedTuple):
     mix: torch.Tensor  # (..., m, m) [[c.A_C, c.P_C], [0, c.Bc_C]]: (M_0, S_0) -> (M_C, S_C)
 
 
-WRITE = ("pK", "pc", "ke", "mix")  # the fields a write needs
-
-
 def step_factors(eta: torch.Tensor, c: ChunkCoeffs, p: ChunkCoeffs, momentum: bool) -> StepFactors:
     """Factors of full chunks from eta (..., C), c = chunk_coeffs(alpha, beta), p = shift_prev(c).
-    Computed once for all chunks, so a loop over chunks only slices them (`per_chunk`)."""
+    Computed once for all chunks, so a loop over chunks only slices them."""
     e = eta.unsqueeze(-2)  # (..., 1, C): eta_s along the columns
     pK, cK = p.K * e, c.K * e  # (..., C, C)
     if not momentum:
@@ -108,12 +106,3 @@ def step_factors(eta: torch.Tensor, c: ChunkCoeffs, p: ChunkCoeffs, momentum: bo
     end = torch.stack([c.A[..., -1], c.P[..., -1], torch.zeros_like(c.A[..., -1]), c.Bc[..., -1]], -1)
     return StepFactors(pK, cK, torch.stack([p.A, p.P], -1), torch.stack([c.A, c.P], -1),
                        -torch.stack([cK[..., -1, :], c.Db[..., -1, :] * eta], -1), end.unflatten(-1, (2, 2)))
-
-
-def per_chunk(f: StepFactors, dim: int) -> list[StepFactors]:
-    """The write factors of each chunk along `dim`, each contiguous (no copy in its matmuls) and
-    unbound once (a cheap backward); the read's fields are None."""
-    parts = [t.movedim(dim, 0).contiguous().unbind(0) if name in WRITE else None
-             for name, t in zip(f._fields, f)]
-    n = len(parts[0])
-    return [StepFactors(*(None if u is None else u[i] for u in parts)) for i in range(n)]

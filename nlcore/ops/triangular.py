@@ -1,12 +1,13 @@
-r"""Batched unit lower-triangular solves for the chunk-parallel memories.
+r"""Batched unit lower-triangular solves with their autograd: the one copy for every memory.
 
-The chunk form of the delta rule (nlcore.ops.linear_memory, nlcore.ops.hope_chunk) needs, per
+The chunk form of the delta rule (nlcore.ops.linear_memory, nlcore.ops.hope_memory) needs, per
 chunk of C tokens, the solution of a unit lower-triangular system
 
     (I + L) G = R,    L (..., C, C) strictly lower,   R (..., C, n),   G (..., C, n),
 
 and its backward  gR = (I + L)^{-T} gG,  gL = −tril(gR Gᵀ, −1)  (only L's strictly lower part is
-used; its entries on and above the diagonal get no gradient).
+used; its entries on and above the diagonal get no gradient). HOPE's system has L = pK ⊙ k kᵀ with
+pK strictly lower: `solve_unit_lower_product` takes the two factors and returns their gradients.
 
 Two ways to compute it, equal up to rounding (tests/ops/test_triangular.py):
 
@@ -15,18 +16,16 @@ Two ways to compute it, equal up to rounding (tests/ops/test_triangular.py):
 * ``"inverse"``: T = (I + L)^{-1} once, then G = T R and gR = Tᵀ gG, both batched matmuls. T comes
   from the custom op ``nlcore::unit_lower_inverse``: on a CUDA device with Triton installed, one
   Triton program per matrix runs the forward substitution  T_i = e_i − Σ_{j<i} L_ij T_j  over the
-  rows (`tri_kernels.py`: in 4 x 4 blocks for C = 64 or 128 in float32); elsewhere
-  `solve_triangular(L, I)`. On an H100 cuBLAS's batched trsm took ~160 us per call, forward and
-  again backward, for the Titans-linear layer's 512 systems of 64 with 192 right-hand sides
-  (results/bench/profiles/models_c5b6bfc.log); the blocked kernel takes 25 us for them and 23 us
-  for HOPE's 64 systems per chunk (solve_probe_5e73c5c.txt). In the compiled, graphed HOPE (outer
-  CMS) step the inverse path gave 12.41 ms against trsm's 13.87 ms (hope_outer_trsm_5e73c5c.json
-  and history/models_06_5e73c5c.json, same machine).
+  rows (`triangular_kernels.py`: in 4 x 4 blocks for C = 64 or 128 in float32); elsewhere
+  `solve_triangular(L, I)`.
 
 ``"auto"`` (the default, `PREFERRED`) takes ``"inverse"`` when the Triton kernel can run (a CUDA
-tensor and Triton importable), else ``"solve"``. Forming T explicitly is accurate enough here: the
-systems come from unit keys and step sizes in (0, 1), and on the H100 T differed from trsm's by
-at most 2.4e-7 (float32, solve_probe_5e73c5c.txt); the memories' exactness tests run both paths.
+tensor and Triton importable), else ``"solve"``: at the memories' shapes (C = 64) the blocked
+kernel takes a fraction of a trsm call, and the CUDA-graphed HOPE step takes less time with the
+inverse path than with trsm (results/bench/profiles/NOTE.md).
+Forming T explicitly is accurate enough here: the systems come from unit keys and step sizes in
+(0, 1), T agrees with trsm's solution to float32 rounding (the same NOTE), and the memories'
+exactness tests run both paths.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ def triton_available() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _inverse_kernels():
-    """The Triton kernels (nlcore.ops.triangular_kernels, imported on first use)."""
+    """The Triton kernels (`triangular_kernels.py`, imported on first use: Triton is optional)."""
     import triton
 
     from nlcore.ops import triangular_kernels as tri_kernels
@@ -93,7 +92,8 @@ def _(L: Tensor) -> Tensor:
     return torch.empty_like(L, memory_format=torch.contiguous_format)
 
 
-PREFERRED = "auto"  # tests set "inverse" to run the inverse path on the CPU (its T from solve_triangular)
+# switch, read at every solve
+PREFERRED = "auto"  # "auto", "solve" or "inverse" (see above); tests set "inverse" to run it on the CPU
 
 
 def use_inverse(L: Tensor) -> bool:
@@ -105,7 +105,7 @@ def use_inverse(L: Tensor) -> bool:
 
 def solve_forward(L: Tensor, R: Tensor) -> tuple[Tensor, Tensor, bool]:
     """G = (I + L)^{-1} R and what the backward needs: (G, F, inverse) with F = T (inverse path)
-    or L (solve path). For autograd Functions built on the solve (`solve_unit_lower`, HOPE's)."""
+    or L (solve path)."""
     if use_inverse(L):
         T = unit_lower_inverse(L)
         return T @ R, T, True
@@ -121,21 +121,40 @@ def rhs_grad(F: Tensor, gG: Tensor, inverse: bool) -> Tensor:
 
 
 class _Solve(torch.autograd.Function):
+    """(I + L) G = R with L = a (b None: `solve_unit_lower`) or L = a ⊙ b (`solve_unit_lower_product`),
+    each form with its own gL."""
+
     @staticmethod
-    def forward(ctx, L: Tensor, R: Tensor) -> Tensor:
-        G, F, ctx.inverse = solve_forward(L, R)
-        ctx.save_for_backward(F, G)
+    def forward(ctx, a: Tensor, b: Tensor | None, R: Tensor) -> Tensor:
+        ctx.product = b is not None
+        G, F, ctx.inverse = solve_forward(a if b is None else a * b, R)  # L = a, or L = a ⊙ b
+        ctx.save_for_backward(F, G, *((a, b) if ctx.product else ()))
         return G
 
     @staticmethod
     def backward(ctx, gG: Tensor):
-        F, G = ctx.saved_tensors
+        F, G, *ab = ctx.saved_tensors
         gR = rhs_grad(F, gG, ctx.inverse)
-        gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
-        return gL, gR
+        if not ctx.product:
+            gL = -(gR @ G.mT).tril(-1) if ctx.needs_input_grad[0] else None
+            return gL, None, gR
+        a, b = ab
+        C = F.shape[-1]
+        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
+                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ (a's zeros mask it: no tril)
+        return (gL * b if ctx.needs_input_grad[0] else None), (gL * a if ctx.needs_input_grad[1] else None), gR
 
 
 def solve_unit_lower(L: Tensor, R: Tensor) -> Tensor:
     """G = (I + L)^{-1} R for strictly lower L (..., C, C) and R (..., C, n) (leading dims equal);
     the gradient reaches L's strictly lower part only."""
-    return _Solve.apply(L, R)
+    return _Solve.apply(L, None, R)
+
+
+def solve_unit_lower_product(a: Tensor, b: Tensor, R: Tensor) -> Tensor:
+    """G = (I + a ⊙ b)^{-1} R for strictly lower a (..., C, C), any b like a, R (..., C, n): HOPE's
+    system, L = pK ⊙ k kᵀ. Its backward takes fewer ops than autograd through
+    `solve_unit_lower(a * b, R)`: gL = −gR Gᵀ in one product with the sign folded in and no tril
+    (a's zeros on and above the diagonal mask b's gradient there, and a's entries there are
+    structural zeros of the caller), then a's gradient gL ⊙ b and b's gL ⊙ a."""
+    return _Solve.apply(a, b, R)

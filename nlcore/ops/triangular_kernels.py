@@ -1,6 +1,6 @@
 r"""Triton kernels of nlcore.ops.triangular: T = (I + L)^{-1} for a batch of strictly lower L (C, C).
 
-Imported only by `tri._inverse_kernels`, when a CUDA solve needs them (Triton is not a dependency
+Imported only by `triangular._inverse_kernels`, when a CUDA solve needs them (Triton is not a dependency
 of nlcore: CPU machines run without it). One program per matrix:
 
 * `rows_kernel` (any C): forward substitution over the rows, T_i = e_i − Σ_{j<i} L_ij T_j, in
@@ -52,7 +52,7 @@ def _put(T, base, C: tl.constexpr, i: tl.constexpr, j: tl.constexpr, B: tl.const
 @triton.jit
 def blocks(L, lbase, T, tbase, C: tl.constexpr, B: tl.constexpr):
     """T = (I + L)^{-1} of the (C, C) matrix at L + lbase into T + tbase, C = 4 B (`blocks_kernel`'s
-    body; nlcore.ops.hope_loop_kernels calls it inside its own kernel)."""
+    body; nlcore.ops.hope_memory.kernels calls it inside its own kernel)."""
     D0, D1 = _rows(L, lbase, C, 0, B, B), _rows(L, lbase, C, B, B, B)
     D2, D3 = _rows(L, lbase, C, 2 * B, B, B), _rows(L, lbase, C, 3 * B, B, B)
     P: tl.constexpr = "ieee"  # exact float32 products, not TF32

@@ -209,28 +209,3 @@ def test_predictions_never_see_the_future(name):
         logits, _ = run(m, changed[:, :-1], st, targets=changed[:, 1:])
         assert (logits[:, :p] - base[:, :p]).abs().max() == 0
         assert (logits[:, p:] - base[:, p:]).abs().max() > 0  # and the change does reach later ones
-
-
-@pytest.mark.parametrize("elementwise", [False, True])
-def test_hope_normalise_matches_f_normalize_and_gradchecks(elementwise, monkeypatch):
-    """`hope_chunk.normalise` (hand-written backward, both arrangements of its dot product) =
-    F.normalize in value and gradient, also on rows whose norm is clamped (below eps, and zero);
-    float64 gradcheck on generic rows."""
-    from nlcore.ops import hope_chunk
-    from nlcore.ops.hope_chunk import normalise
-
-    monkeypatch.setattr(hope_chunk, "ELEMENTWISE", elementwise)
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 4, 5, 6, generator=g, dtype=torch.float64)
-    torch.autograd.gradcheck(normalise, (x.clone().requires_grad_(True),))
-    x[0, 0, 0] = 1e-14 * x[0, 0, 0]  # norm below eps: clamped
-    x[0, 0, 1] = 0.0
-    w = torch.randn(x.shape, generator=g, dtype=torch.float64)
-    outs = []
-    for f in (normalise, lambda t: F.normalize(t, dim=-1)):
-        xx = x.clone().requires_grad_(True)
-        y = f(xx)
-        outs.append((y, torch.autograd.grad((y * w).sum(), xx)[0]))
-    for a, b in zip(*outs):  # gradients of the clamped rows are ~1/eps: compare relative to scale
-        assert ((a - b).abs().max() / b.abs().max()).item() < 1e-14

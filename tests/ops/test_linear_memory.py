@@ -1,5 +1,6 @@
-"""Tests for nlcore.ops.linear_memory: the chunk-parallel path equals the token recurrence (forward
-and backward), a closed form of the delta rule, row independence, state carry, bad inputs."""
+"""Tests for nlcore.ops.linear_memory: the chunk-parallel path (chunk.py) equals the token recurrence
+(naive.py) forward and backward, a closed form of the delta rule, row independence, state carry,
+bad inputs."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Tests for nlcore.ops.mlp_memory: the chunk-parallel MLP memory equals its token-by-token
-reference, and chunk=1 equals online gradient descent with autograd gradients."""
+"""Tests for nlcore.ops.mlp_memory: the chunk-parallel MLP memory (chunk.py) equals its token-by-token
+reference (naive.py), and chunk=1 equals online gradient descent with autograd gradients."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlcore.ops import mlp_memory as mlp
+from nlcore.ops.mlp_memory import chunk as mlp_chunk
 from nlcore.ops.mlp_memory import mlp_memory
 
 NAMES = ("q", "k", "v", "eta", "alpha", "beta", "W1", "W2", "S1", "S2")
@@ -32,9 +32,9 @@ def make(B=2, H=3, T=37, d=5, hd=7, dtype=torch.float64, momentum=True, seed=0):
 
 @pytest.fixture(params=["autograd", "op"])
 def loop(request, monkeypatch):
-    """Run the chunk path's loop both ways: a plain autograd graph, and mlp_loop's op with its
-    hand-written backward (its PyTorch loops on CPU; the Triton kernels are in tests/ops/test_mlp_loop.py)."""
-    monkeypatch.setattr(mlp, "LOOP", request.param)
+    """Run the chunk path's loop both ways: a plain autograd graph, and loop.py's op with its
+    hand-written backward (its PyTorch loops on CPU; the Triton kernels are in tests/ops/test_mlp_memory_loop.py)."""
+    monkeypatch.setattr(mlp_chunk, "LOOP", request.param)
     return request.param
 
 
@@ -183,7 +183,7 @@ def test_bad_inputs_raise_naming_the_argument():
 
 
 def test_bad_loop_setting_names_it(monkeypatch):
-    monkeypatch.setattr(mlp, "LOOP", "fused")
+    monkeypatch.setattr(mlp_chunk, "LOOP", "fused")
     with pytest.raises(ValueError, match="LOOP"):
         run(make(T=6))
 
@@ -239,9 +239,9 @@ def test_zero_anchor_is_no_anchor():
 def test_chunk_loop_op_budget(momentum, anchored):
     """The chunk path's loop over chunks is launch-bound on a GPU, so its cost is its number of
     operations per chunk (forward + backward): aten ops counted on CPU, the difference between 8
-    and 4 chunks (each with a short last chunk) over 4. At the time of writing 15 matmuls and 79
-    non-view ops per chunk with momentum (51 and 300 when every chunk did all of its work in the
-    loop): 5 matmuls forward (3 for the factors at θ_0, 1 for W1 and S1, 1 for W2 and S2), 10 backward."""
+    and 4 chunks (each with a short last chunk) over 4. The budget: 15 matmuls per chunk, 5 forward
+    (3 for the factors at θ_0, 1 for W1 and S1, 1 for W2 and S2) and 10 backward, and at most 90
+    non-view ops; everything that does not depend on the chunk's start state stays out of the loop."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     mm = {"mm", "bmm", "baddbmm", "addmm"}

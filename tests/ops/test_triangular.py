@@ -1,8 +1,8 @@
 """nlcore.ops.triangular: the unit lower-triangular solves, both paths, the custom op, the Triton kernel.
 
 The chunk paths that use the solves are checked against their token references with both paths
-(the `solve_path` fixture in tests/ops/test_linear_memory.py, tests/models/test_memory_layers.py and
-tests/ops/test_hope_chunk.py). The Triton kernel runs here under Triton's CPU interpreter when Triton
+(the `solve_path` fixture in tests/ops/test_linear_memory.py and tests/models/test_memory_layers.py;
+HOPE's product form here and in tests/models/test_memory_layers.py). The Triton kernel runs here under Triton's CPU interpreter when Triton
 is installed (it is not a CI dependency) and on a CUDA device when there is one.
 """
 
@@ -53,8 +53,30 @@ def test_both_paths_solve_the_system_with_autograd_gradients(path, monkeypatch):
     assert torch.equal(gL, gL.tril(-1))  # no gradient into the structural zeros
 
 
+def test_product_solve_is_the_system_with_autograd_gradients(solve_path):
+    """`solve_unit_lower_product` (HOPE's L = pK ⊙ kk, its own backward) against the plain solve of
+    pK ⊙ kk through autograd."""
+    g = torch.Generator().manual_seed(0)
+    B, C, d = 3, 6, 4
+    pK = (torch.rand(B, C, C, generator=g, dtype=torch.float64) * 0.5).tril(-1).requires_grad_()
+    kk = torch.randn(B, C, C, generator=g, dtype=torch.float64, requires_grad=True)
+    R = torch.randn(B, C, d, generator=g, dtype=torch.float64, requires_grad=True)
+    G = tri.solve_unit_lower_product(pK, kk, R)
+    eye = torch.eye(C, dtype=torch.float64)
+    torch.testing.assert_close((eye + pK * kk) @ G, R, rtol=0, atol=1e-12)  # (I + pK ⊙ kk) G = R
+    ref = torch.linalg.solve_triangular(pK * kk, R, upper=False, unitriangular=True)
+    gG = torch.randn(B, C, d, generator=g, dtype=torch.float64)
+    got = torch.autograd.grad(G, (pK, kk, R), gG)
+    want = torch.autograd.grad(ref, (pK, kk, R), gG)
+    lower = torch.ones(C, C, dtype=torch.bool).tril(-1)
+    # pK's entries on and above the diagonal are structural zeros: only its strictly lower part is compared
+    torch.testing.assert_close(got[0][:, lower], want[0][:, lower], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-10, atol=1e-12)
+
+
 def test_bad_preference_names_the_setting(monkeypatch):
-    monkeypatch.setattr(tri, "PREFERRED", "fast")
+    monkeypatch.setattr(tri, "PREFERRED", "cholesky")
     with pytest.raises(ValueError, match="PREFERRED"):
         tri.solve_unit_lower(*lower())
 

@@ -1,37 +1,37 @@
-r"""HOPE's self-modifying memory over full chunks, few kernels per chunk (forward and backward).
+r"""HOPE's self-modifying memory over full chunks, with few ops per chunk (forward and backward).
 
 `SelfModifyingMemory` (nlcore.models.memory_layers) generates each chunk's keys and targets
 from the memories' states at the chunk start, so the chunks run in a Python loop; every op in
-that loop is a kernel launch per chunk, in the forward and again in the backward. This module
-is the same computation as one `linear.chunk_write` per chunk plus one batched `chunk_read`,
-arranged so that each chunk costs few ops:
+that loop is a kernel launch per chunk, in the forward and again in the backward. `hope_chunks`
+is the same computation as one `chunk_write` of nlcore.ops.linear_memory.chunk per chunk plus one
+batched `chunk_read`, arranged so that each chunk costs few ops:
 
 * Per (row, head) the carried state is one tensor Y (dv, m, dk) with dv = 3 dh the rows of
   [M_mem; M_k; M_v] and m slots [D, S] (no S without momentum), D = M − M_init the memories'
   difference from their initial weights. Retention pulls M toward M_init, so D follows the plain
-  gated recurrence of gates.py and M_init enters with weight 1 (with p = shift_prev(c)):
+  gated recurrence of nlcore.ops.gates and M_init enters with weight 1 (with p = shift_prev(c)):
 
       M_{t-1} k = M_init k + p.A_t D_0 k + p.P_t S_0 k − (writes)
       D_C = c.A_C D_0 + c.P_C S_0 + (writes),   S_C = c.Bc_C S_0 + (writes)
 
-  M_k, M_v are D's rows plus M_init's (one add per chunk).
-  (An earlier arrangement carried M itself and M_init as a constant extra slot, one more slot of state
-  to move through every product and the state map; results/bench/profiles/NOTE.md.)
-* One matmul of the keys against [Y's rows; k; M_init] gives D_0 k, S_0 k, k kᵀ and M_init k at once; the slot
-  weights are contracted by one baddbmm that also subtracts the targets (the sign is folded into
-  the precomputed weights: the loop carries minus the prediction errors).
+  M_k, M_v are D's rows plus M_init's (one add per chunk). Carrying D rather than M with M_init
+  as a constant extra slot keeps one slot fewer in every product and in the state map.
+* One matmul of the keys against [Y's rows; k; M_init] gives D_0 k, S_0 k, k kᵀ and M_init k at once;
+  the slot weights are contracted by one baddbmm that also subtracts the targets (the sign is
+  folded into the precomputed weights: the loop carries minus the prediction errors).
 * The state map is one baddbmm over the dv rows: Y_C = mix Y + Σ_t G_t (ke_t ⊗ k_t)ᵀ (compiled: one
   fused elementwise kernel). mix is expanded over the rows before the loop, so that each chunk's
   backward reduces mix's gradient over dh only; the sum over rows runs once, after the loop.
-* `normalise` (L2) and the triangular solve have hand-written backwards with fewer ops than
-  autograd's decomposed ones; the solves are posed so that their results come back row-major
-  (no copies in the views that follow).
+* The L2 normalisations and the triangular solve have hand-written backwards with fewer ops than
+  autograd's decomposed ones (nlcore.ops.l2norm, `solve_unit_lower_product` of
+  nlcore.ops.triangular); the solves are posed so that their results come back row-major (no
+  copies in the views that follow).
 * The read of M_mem (y_t = M_t q_t) runs once after the loop, batched over chunks; M_init q for
   the whole window is one product.
 
 Where its Triton kernels run (CUDA, float32, chunk 64, dh 16/32/64) the loop is instead the op of
-nlcore.ops.hope_loop, a few launches per chunk with a hand-written backward (`FUSED`); the loop
-here is the path elsewhere, and the reads after either are the same code.
+`loop.py`, a few launches per chunk with a hand-written backward (`FUSED`); the loop here is the
+path elsewhere, and the reads after either are the same code.
 """
 
 from __future__ import annotations
@@ -39,77 +39,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nlcore.ops import hope_loop
 from nlcore.ops.gates import chunk_coeffs, shift_prev, step_factors
-from nlcore.ops.hope_loop import hope_loop_fwd
-from nlcore.ops.triangular import rhs_grad, solve_forward
+from nlcore.ops.hope_memory.loop import hope_loop_fwd, kernel_fits
+from nlcore.ops.l2norm import l2norm_with_backward
+from nlcore.ops.triangular import solve_unit_lower_product
 
-EPS = 1e-12  # F.normalize's default
-FUSED: bool | None = None  # the loop as the op of hope_loop.py; None: where its Triton kernels run
-ELEMENTWISE: bool | None = None  # contractions over slots elementwise; None: when compiling (see hope_chunks)
+# switches, read at every call (tests set them to compare both sides)
+FUSED: bool | None = None  # the loop as loop.py's op (True) or the PyTorch loop here (False); None: the op where its kernels run
+ELEMENTWISE: bool | None = None  # small contractions elementwise (True) or as batched matmuls (False); None: elementwise when compiling
 
 
 def _fused(x: Tensor, chunk: int) -> bool:
-    """Whether the loop runs as the fused op `hope_loop_fwd` (FUSED overrides: the tests compare both)."""
-    return hope_loop.kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
+    """Whether the loop runs as the fused op `hope_loop_fwd` (see FUSED)."""
+    return kernel_fits(x.unflatten(2, (-1, chunk))) if FUSED is None else FUSED
 
 
 def _elementwise() -> bool:
     """Small contractions (over the state slots, or a dot product per row) as elementwise ops that
-    inductor fuses (when compiling), or as batched matmuls, fewer ops in eager mode (ELEMENTWISE
-    overrides: the tests compare both)."""
+    inductor fuses (when compiling), or as batched matmuls, fewer ops in eager mode (see ELEMENTWISE)."""
     return torch.compiler.is_compiling() if ELEMENTWISE is None else ELEMENTWISE
-
-
-class _Normalise(torch.autograd.Function):
-    """x / max(||x||, eps) along the last dim, as F.normalize (same values and gradients)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:
-        n = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        r = n.clamp_min(EPS)
-        y = x / r
-        ctx.save_for_backward(y, n, r)
-        return y
-
-    @staticmethod
-    def backward(ctx, gy: Tensor) -> Tensor:
-        y, n, r = ctx.saved_tensors
-        if _elementwise():  # compiled: fused; a batched matmul of 1 x dh by dh x 1 was a slow gemv kernel
-            dot = (gy * y).sum(-1, keepdim=True)  # <gy, y>: (..., 1)
-        else:  # eager: one op
-            dot = (gy.unsqueeze(-2) @ y.unsqueeze(-1)).squeeze(-1)
-        dot = dot.masked_fill(n < EPS, 0.0)  # the norm is clamped there: no gradient through it
-        return torch.addcmul(gy, y, dot, value=-1.0) / r  # (gy - y <gy, y>) / r
-
-
-class _Solve(torch.autograd.Function):
-    """G = (I + pK ⊙ kk)^{-1} R for a strictly lower pK (unit lower-triangular system), with a
-    backward of few ops: as autograd's, without its tril (pK ⊙ · masks kk's gradient, and pK's
-    entries on and above the diagonal are constant zeros) and with the sign folded into one baddbmm.
-    The solves are nlcore.ops.triangular's (`solve_forward`, `rhs_grad`): on CUDA with Triton the
-    blocked Triton inverse and matmuls (the HOPE step ~10 % faster than with cuBLAS's trsm, see
-    tri.py), else two triangular solves."""
-
-    @staticmethod
-    def forward(ctx, pK: Tensor, kk: Tensor, R: Tensor) -> Tensor:
-        G, F, ctx.inverse = solve_forward(pK * kk, R)  # F: T = (I + L)^{-1} (inverse path) or L
-        ctx.save_for_backward(pK, kk, F, G)
-        return G
-
-    @staticmethod
-    def backward(ctx, gG: Tensor):
-        pK, kk, F, G = ctx.saved_tensors
-        gR = rhs_grad(F, gG, ctx.inverse)
-        C = F.shape[-1]
-        gL = torch.baddbmm(F.reshape(-1, C, C), gR.reshape(-1, C, gR.shape[-1]), G.reshape(-1, C, G.shape[-1]).mT,
-                           beta=0, alpha=-1).view(F.shape)  # −gR Gᵀ
-        return (gL * kk if ctx.needs_input_grad[0] else None), (gL * pK if ctx.needs_input_grad[1] else None), gR
-
-
-def normalise(x: Tensor) -> Tensor:
-    """F.normalize(x, dim=-1) with a cheaper backward (tests/models/test_memory_layers.py gradchecks it)."""
-    return _Normalise.apply(x)
 
 
 def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None, init: Tensor,
@@ -132,10 +80,11 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         return t.movedim(2, 0).contiguous().unbind(0)
 
     Y = torch.stack([D, S], 3) if m == 2 else D.unsqueeze(3)  # (B, H, dv, m, dk)
-    if _fused(x, chunk):  # the loop as one op: Triton kernels, few launches per chunk (hope_loop.py)
+    if _fused(x, chunk):  # the loop as one op: Triton kernels, few launches per chunk (loop.py)
         Ys, k, G, _ = hope_loop_fwd(sp(x), f.pK, -f.pc, -f.ke, f.mix, init, Y)
         return (_read(Ys[:, :, :N, :dh].flatten(3, 4), k, G[..., :dh], sp(q), q, f, init), *_end(Ys[:, :, N], m))
     ew = _elementwise()
+    dot = "sum" if ew else "matmul"  # the normalisations' backward arranged as the slot contractions
     mixE = f.mix.unsqueeze(-3).expand(B, H, N, dv, m, m)  # one map per state row (see above)
     per = zip(sp(x.contiguous()).unbind(2), loop(f.pK), loop(-f.pc.unsqueeze(-1)), loop(-f.ke.unsqueeze(-1)),
               loop(mixE))
@@ -146,7 +95,7 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         Fkv = Y.flatten(2, 3)[:, :, dh * m::m] + Ikv  # M_k, M_v = D's rows dh..3dh (slot 0) + init: (B, H, 2 dh, dk)
         kx, vx = (xs @ Fkv.transpose(-1, -2)).split(dh, -1)  # M_k x, M_v x: (B, H, C, dh) each
         kvt = torch.cat([kx, vx, vx @ Fkv.transpose(-1, -2)], -1)  # + M_k M_v x, M_v M_v x
-        nt = normalise(kvt.unflatten(-1, (4, dh)))  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
+        nt = l2norm_with_backward(kvt.unflatten(-1, (4, dh)), dot)  # k; targets v, M_k v, M_v v: (B, H, C, 4, dh)
         k, tg = nt.split([1, 3], -2)  # one split: one op in the backward
         k = k.squeeze(-2)  # (B, H, C, dh)
         rows = torch.cat([Y.flatten(2, 3), k, initB], 2)  # (B, H, dv m + C + dv, dk)
@@ -159,11 +108,12 @@ def hope_chunks(x: Tensor, q: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor |
         else:  # as batched matmuls: fewer ops in eager mode
             R = torch.baddbmm(tgI.reshape(-1, dv, 1), kY.reshape(-1, dv, m), pcn.view(-1, m, 1)).view(B, H, C, dv)
             kc = (ken.view(-1, m, 1) @ k.reshape(-1, 1, dh)).view(B, H, C, m * dh)
-        G = _Solve.apply(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
+        G = solve_unit_lower_product(pK, kk, R)  # minus the prediction errors (R: minus the errors' rhs)
         GK = (G.transpose(-1, -2) @ kc).view(B, H, dv, m, dh)  # the writes Σ_t G_t (ke_{t,j} k_t)ᵀ
         Rs.append(Y.flatten(2, 3)[:, :, :dh * m])  # what the read needs: M_mem's chunk-start slots, keys, G
-        Ks.append(rows[:, :, dv * m:dv * m + C])  # k as stored in rows: with k itself stacked the normalise
-        # kernel took 11 us per chunk, 3 us with this (and M_init in rows; probe_B/C.log in results/bench/profiles)
+        # k as stored in rows, not k itself: then the normalisation's output feeds only `rows`, and the
+        # compiled normalisation kernel takes a fraction of the time (results/bench/profiles/NOTE.md)
+        Ks.append(rows[:, :, dv * m:dv * m + C])
         Gs.append(G[..., :dh])
         if ew:
             Y = GK + (mixn.view(B, H, dv, m, m, 1) * Y.unsqueeze(-3)).sum(-2)

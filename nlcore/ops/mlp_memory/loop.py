@@ -1,6 +1,6 @@
 r"""The MLP memory's sequential loop over chunks as one fused op (forward and backward).
 
-`nlcore.ops.mlp_memory` computes everything that does not depend on a chunk's start state at once;
+`chunk.chunk_path` computes everything that does not depend on a chunk's start state at once;
 what remains is the loop over the N chunks. Its state is m channels (θ − θ_a, and the momentum
 S with momentum), X1 (m, h, d) shaped like W1 and X2 (m, d, h) like W2. Chunk n, from its start
 X (W = X[0] + θ_a, or X[0] without an anchor), with k, kv = k − v (C, d), the end-state weights of
@@ -10,7 +10,7 @@ its tokens u (C, m) and the map of its start onto its end mix (m, m):
     X1'[i] = Σ_j mix[i, j] X1[j] + (u_i ⊙ δ)ᵀ k,    X2'[i] = Σ_j mix[i, j] X2[j] + (u_i ⊙ e)ᵀ a
 
 The op returns every chunk's start and the final state, S1 (N + 1, m, h, d), S2 (N + 1, m, d, h),
-and each chunk's (e, a, δ), from which `mlp._chunk_path` computes all reads at once.
+and each chunk's (e, a, δ), from which `chunk.chunk_path` computes all reads at once.
 
 Backward, in reverse over the chunks, with G = ∂L/∂X' (the end state's gradient, m channels) and
 ē, ā, δ̄ the reads' gradients on the chunk's (e, a, δ):
@@ -25,12 +25,12 @@ Backward, in reverse over the chunks, with G = ∂L/∂X' (the end state's gradi
 
 Two implementations of the same ops, `nlcore::mlp_loop_fwd` and `nlcore::mlp_loop_bwd` (opaque to
 torch.compile): on a CUDA device with Triton, float32, and C, d, h powers of two in [16, 128], Triton
-kernels, a few launches per chunk, each over many small programs (`mlp_loop_kernels.py`: forward 2
-per chunk, backward 4 per chunk for what the state's gradient needs, then k̄ and ū for all chunks at
-once), instead of ~15 cuBLAS launches per chunk and the pointwise kernels between them; elsewhere
-the loops below in PyTorch. Tested against autograd through the plain loop
-(tests/ops/test_mlp_loop.py, float64 gradcheck) and the kernels against the float64 PyTorch loops
-(Triton's interpreter on CPU, and CUDA).
+kernels, a few launches per chunk, each over many small programs (`kernels.py`: forward 2 per
+chunk, backward 4 per chunk for what the state's gradient needs, then k̄ and ū for all chunks at
+once), instead of the PyTorch loop's ~15 matmuls per chunk and the pointwise kernels between them;
+elsewhere the loops below in PyTorch. Tested against autograd through the plain loop
+(tests/ops/test_mlp_memory_loop.py, float64 gradcheck) and the kernels against the float64
+PyTorch loops (Triton's interpreter on CPU, and CUDA).
 """
 
 from __future__ import annotations
@@ -38,18 +38,20 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from nlcore.ops.mlp_memory.naive import factors, silu_grad
 from nlcore.ops.triangular import triton_available
 
 KERNEL_SIZES = (16, 32, 64, 128)  # C, d and h the Triton kernels take
 
-
-def silu_grad(z: Tensor) -> Tensor:
-    """σ'(z) for σ(z) = z sigmoid(z): s (1 + z (1 − s)), s = sigmoid(z)."""
-    s = torch.sigmoid(z)
-    return s * (1.0 + z * (1.0 - s))
+# The Triton kernels' settings, read at every launch (tests and probes set them; rerun the CUDA
+# tests after changing one). The defaults took the least time of those measured: results/bench/profiles/NOTE.md.
+PRECISION = "tf32x3"  # tl.dot's input precision: three TF32 tensor-core products ("ieee": exact float32 on FMA units)
+BLOCK = 16  # tokens per program in the token kernels
+ROWS = 32  # state rows per program in the state kernels
+WARPS = 4  # warps per program
+TAIL = (16, 1)  # hidden units per step and warps of `bwd_tail` (k̄ and ū after the loop)
 
 
 def silu_grad2(z: Tensor) -> Tensor:
@@ -58,18 +60,8 @@ def silu_grad2(z: Tensor) -> Tensor:
     return s * (1.0 - s) * (2.0 + z * (1.0 - 2.0 * s))
 
 
-def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Rank-1 factors of the inner loss's gradient at θ = (W1, W2) for C tokens,
-    ∇W2_s = e_s a_sᵀ, ∇W1_s = δ_s k_sᵀ. W1 (..., h, d), W2 (..., d, h), k, kv = k − v (..., C, d)
-    -> e (..., C, d), a (..., C, h), δ (..., C, h)."""
-    z = k @ W1.mT  # z = W1 k: (..., C, h)
-    a = F.silu(z)  # a = σ(z)
-    e = a @ W2.mT + kv  # e = M(k) − v = W2 a + (k − v): (..., C, d)
-    delta = (e @ W2) * silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., C, h)
-    return e, a, delta
-
-
-def _plus(x: Tensor, a: Tensor | None) -> Tensor:
+def add_anchor(x: Tensor, a: Tensor | None) -> Tensor:
+    """x + a, or x without an anchor (a = None): the weights from channel 0 of the state."""
     return x if a is None else x + a
 
 
@@ -87,7 +79,7 @@ def forward_torch(X1, X2, k, kv, u, mix, a1, a2):
     """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph."""
     S1, S2, out = [X1], [X2], []
     for kn, kvn, un, mn in zip(*(x.unbind(2) for x in (k, kv, u, mix))):  # one backward node per input
-        e, a, delta = factors(_plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2), kn, kvn)  # at the start
+        e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn)  # at the start
         out.append((e, a, delta))
         X1 = _mix(mn, X1) + _outer(delta, un, kn)  # (B, H, m, h, d)
         X2 = _mix(mn, X2) + _outer(e, un, a)  # (B, H, m, d, h)
@@ -103,7 +95,7 @@ def backward_torch(S1, S2, k, u, mix, a1, a2, e, a, delta, gS1, gS2, ge_r, ga_r,
     out, gA1, gA2 = [], torch.zeros_like(G1[:, :, 0]), torch.zeros_like(G2[:, :, 0])
     for n in reversed(range(k.shape[2])):
         X1, X2, kn, en, an, dn = S1[:, :, n], S2[:, :, n], k[:, :, n], e[:, :, n], a[:, :, n], delta[:, :, n]
-        W1, W2 = _plus(X1[:, :, 0], a1), _plus(X2[:, :, 0], a2)
+        W1, W2 = add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2)
         z = kn @ W1.mT
         d1, d2 = silu_grad(z), silu_grad2(z)
         uT = u[:, :, n].mT.unsqueeze(-1)  # (B, H, m, C, 1)
@@ -137,16 +129,10 @@ def kernel_fits(X1: Tensor, k: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    from nlcore.ops import mlp_loop_kernels
+    """The Triton kernels (`kernels.py`, imported on first use: Triton is optional)."""
+    from nlcore.ops.mlp_memory import kernels
 
-    return mlp_loop_kernels
-
-
-PRECISION = "tf32x3"  # the kernels' tl.dot input precision: three TF32 tensor-core products ("ieee": FMA)
-BLOCK = 16  # tokens per program in the token kernels
-ROWS = 32  # state rows per program in the state kernels
-WARPS = 4  # warps per program
-TAIL = (16, 1)  # hidden units per step and warps of `bwd_tail` (k̄ and ū after the loop; mlp_tail_sweep.py)
+    return kernels
 
 
 def _settings(X1, k, anchored):

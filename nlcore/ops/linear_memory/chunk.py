@@ -1,19 +1,4 @@
-r"""Linear fast-weight memory: the gated delta rule with momentum, token-by-token and chunked.
-
-Titans (Behrouz et al., 2025) §3.1 (surprise with momentum and a forget gate) with a linear
-memory; Nested Learning (Behrouz et al., NeurIPS 2025) §2.3, Eqs. 27–29 (the delta / DGD step).
-
-Per head, a matrix memory M (dv, dk) is written once per token t = 1..T by one gradient step on
-½‖M k_t − v_t‖², the gradient taken at the CURRENT state M_{t-1}, and then read:
-
-    G_t = M_{t-1} k_t − v_t                   prediction error             (dv)
-    U_t = −η_t G_t k_tᵀ                       gradient step                (dv, dk)
-    S_t = β_t S_{t-1} + U_t                   momentum ("surprise")       (without: S_t = U_t)
-    M_t = α_t M_{t-1} + S_t                   forget gate α, write
-    y_t = M_t q_t                             read AFTER the write
-
-With ‖k_t‖ = 1, η_t ∈ (0, 1), α = 1 and no momentum this is the normalised delta rule, the
-paper's DGD step  M_t = M_{t-1}(I − η k kᵀ) + η v kᵀ.
+r"""The linear memory, chunk-parallel: equal to `naive.token_path`, with few sequential steps.
 
 Chunk-parallel form. Split T into chunks of C tokens. Inside a chunk with start states (M_0, S_0)
 let c = chunk_coeffs(α, β) and p = shift_prev(c) (nlcore.ops.gates), so that
@@ -37,18 +22,9 @@ with A_n, B_n built for all chunks at once, so the Python loop over chunks is on
 per chunk; the solve, the writes W and the reads y are batched over all chunks. A partial last chunk is zero-padded
 (η = 0, α = β = 1) and its end state is read at its last real token, not at row C: with momentum
 a padded token would still add S to M, so padding must never be stepped over.
-
-Dtypes: the computation runs in the promoted dtype of the inputs, raised to float32 if that is
-float16/bfloat16, with autocast disabled inside (the triangular solve needs float32). y comes
-back in q's dtype, M_T and S_T in M0's (S0's) dtype. In float32 the chunk path's dL/dβ loses
-accuracy roughly as eps/β when β → 0 (the log-space gate products of gates.py); other
-gradients and the forward stay within ~1e-6 of the token path relative to their scale.
 """
 
 from __future__ import annotations
-
-import contextlib
-import functools
 
 import torch
 import torch.nn.functional as F
@@ -57,69 +33,10 @@ from torch import Tensor
 from nlcore.ops.gates import StepFactors, chunk_coeffs, shift_prev, step_factors
 from nlcore.ops.triangular import solve_unit_lower
 
-IMPLS = ("chunk", "token")
 
-
-def _check(q, k, v, eta, alpha, beta, M0, S0, chunk, impl) -> None:
-    """Raise ValueError naming the first inconsistent argument."""
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
-    if q.dim() != 4:
-        raise ValueError(f"q must be (B, H, T, dk), got shape {tuple(q.shape)}")
-    B, H, T, dk = q.shape
-    if tuple(k.shape) != (B, H, T, dk):
-        raise ValueError(f"k must have q's shape {(B, H, T, dk)}, got {tuple(k.shape)}")
-    if v.dim() != 4 or tuple(v.shape[:3]) != (B, H, T):
-        raise ValueError(f"v must be (B, H, T, dv) = ({B}, {H}, {T}, dv), got {tuple(v.shape)}")
-    dv = v.shape[-1]
-    for name, g in (("eta", eta), ("alpha", alpha), ("beta", beta)):
-        if g is not None and tuple(g.shape) != (B, H, T):
-            raise ValueError(f"{name} must be (B, H, T) = {(B, H, T)}, got {tuple(g.shape)}")
-    if tuple(M0.shape) != (B, H, dv, dk):
-        raise ValueError(f"M0 must be (B, H, dv, dk) = {(B, H, dv, dk)}, got {tuple(M0.shape)}")
-    if beta is not None and S0 is not None and tuple(S0.shape) != (B, H, dv, dk):
-        raise ValueError(f"S0 must be (B, H, dv, dk) = {(B, H, dv, dk)}, got {tuple(S0.shape)}")
-    for name, x in (("q", q), ("k", k), ("v", v), ("eta", eta), ("alpha", alpha),
-                    ("beta", beta), ("M0", M0), ("S0", S0)):
-        if x is not None and not x.dtype.is_floating_point:
-            raise ValueError(f"{name} must be a floating-point tensor, got {x.dtype}")
-
-
-def _compute_dtype(*xs: Tensor | None) -> torch.dtype:
-    dt = functools.reduce(torch.promote_types, [x.dtype for x in xs if x is not None])
-    return torch.float32 if dt in (torch.float16, torch.bfloat16) else dt
-
-
-def _no_autocast(device: torch.device):
-    # a plain device-type test, not torch.amp.is_autocast_available: torch 2.11's dynamo cannot
-    # trace that builtin and broke the compiled Titans block there
-    if device.type in ("cuda", "cpu"):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
-
-
-def _reference(q, k, v, eta, alpha, beta, M, S):
-    """Token-by-token recurrence (the definition). All inputs already in the compute dtype."""
-    # unbind once: slicing inside the loop would make autograd build a full-size zero gradient
-    # per token (O(T²) memory traffic in backward)
-    qs, ks, vs = q.unbind(2), k.unbind(2), v.unbind(2)  # T x (B, H, d)
-    es, als = eta[..., None, None].unbind(2), alpha[..., None, None].unbind(2)  # T x (B, H, 1, 1)
-    bs = None if beta is None else beta[..., None, None].unbind(2)
-    ys = []
-    for t in range(q.shape[2]):
-        G = (M @ ks[t][..., None]).squeeze(-1) - vs[t]  # M_{t-1} k_t − v_t: (B, H, dv)
-        U = -es[t] * G[..., :, None] * ks[t][..., None, :]  # −η_t G_t k_tᵀ: (B, H, dv, dk)
-        S = U if bs is None else bs[t] * S + U  # S_t = β_t S_{t-1} + U_t (no momentum: U_t)
-        M = als[t] * M + S  # M_t = α_t M_{t-1} + S_t
-        ys.append((M @ qs[t][..., None]).squeeze(-1))  # y_t = M_t q_t: (B, H, dv)
-    y = torch.stack(ys, dim=2) if ys else v.new_zeros(v.shape)  # (B, H, T, dv)
-    return y, M, (None if beta is None else S)
-
-
-def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
-    """Chunk-parallel path (see module docstring). Inputs already in the compute dtype."""
+def chunk_path(q, k, v, eta, alpha, beta, M, S, chunk):
+    """The chunk-parallel form above over a whole sequence, shapes as `naive.token_path`'s, inputs
+    in the compute dtype; chunk (>= 1) need not divide T. Returns (y, M_T, S_T)."""
     B, H, T, dk = q.shape
     dv = v.shape[-1]
     if T == 0:
@@ -202,48 +119,6 @@ def _chunked(q, k, v, eta, alpha, beta, M, S, chunk):
     return y, M, (S if mom else None)
 
 
-def linear_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor,
-                  beta: Tensor | None, M0: Tensor, S0: Tensor | None = None, *,
-                  chunk: int = 64, impl: str = "chunk") -> tuple[Tensor, Tensor, Tensor | None]:
-    r"""Run the gated delta rule with momentum over a sequence; returns (y, M_T, S_T).
-
-    S_t = β_t S_{t-1} − η_t (M_{t-1} k_t − v_t) k_tᵀ,   M_t = α_t M_{t-1} + S_t,   y_t = M_t q_t
-
-    q, k: (B, H, T, dk); v: (B, H, T, dv); eta, alpha: (B, H, T); beta: (B, H, T) or None (no
-    momentum, S_t = U_t); M0: (B, H, dv, dk); S0: (B, H, dv, dk) or None (zeros when beta is
-    given; ignored when beta is None, and S_T is then None). impl="token" is the token-by-token
-    reference, impl="chunk" the chunk-parallel path; `chunk` (>= 1) only changes the
-    computation, not the result (T need not be a multiple of it). Differentiable in every input.
-    """
-    _check(q, k, v, eta, alpha, beta, M0, S0, chunk, impl)
-    if beta is None:
-        S0 = None
-    dt = _compute_dtype(q, k, v, eta, alpha, beta, M0, S0)
-    with _no_autocast(q.device):
-        q_, k_, v_, eta_, alpha_, M = (x.to(dt) for x in (q, k, v, eta, alpha, M0))
-        beta_ = None if beta is None else beta.to(dt)
-        S = None
-        if beta is not None:
-            S = torch.zeros_like(M) if S0 is None else S0.to(dt)
-        if impl == "token":
-            y, M_T, S_T = _reference(q_, k_, v_, eta_, alpha_, beta_, M, S)
-        else:
-            y, M_T, S_T = _chunked(q_, k_, v_, eta_, alpha_, beta_, M, S, chunk)
-    if S_T is not None:
-        S_T = S_T.to(M0.dtype if S0 is None else S0.dtype)
-    return y.to(q.dtype), M_T.to(M0.dtype), S_T
-
-
-def linear_memory_reference(q, k, v, eta, alpha, beta, M0, S0=None):
-    """Token-by-token reference; `linear_memory(..., impl="token")`."""
-    return linear_memory(q, k, v, eta, alpha, beta, M0, S0, impl="token")
-
-
-def linear_memory_chunked(q, k, v, eta, alpha, beta, M0, S0=None, *, chunk: int = 64):
-    """Chunk-parallel path; `linear_memory(..., impl="chunk")`."""
-    return linear_memory(q, k, v, eta, alpha, beta, M0, S0, chunk=chunk, impl="chunk")
-
-
 def chunk_write(k: Tensor, v: Tensor, f: StepFactors, Z: Tensor) -> tuple[Tensor, Tensor]:
     """The writes of one full chunk: k (..., C, dk), v (..., C, dv), f = the chunk's `step_factors`,
     Z (..., m, dv, dk) the chunk-start states [M_0, S_0] (m = 2) or [M_0] (m = 1). Returns the
@@ -271,10 +146,11 @@ def chunk_read(q: Tensor, k: Tensor, G: Tensor, f: StepFactors, Z: Tensor) -> Te
 
 def chunk_step(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, c, p, M: Tensor,
                S: Tensor | None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """One full chunk of the chunk-parallel path with its gate coefficients precomputed:
-    c = chunk_coeffs(alpha, beta), p = shift_prev(c). Callers that generate each chunk's keys
-    from the previous chunk's state (HOPE) loop over `chunk_write` themselves, with
-    `step_factors` computed once for all chunks and one batched `chunk_read` after the loop.
+    """One full chunk of the chunk-parallel form with its gate coefficients precomputed:
+    c = chunk_coeffs(alpha, beta), p = shift_prev(c). The per-chunk form is for a caller that makes
+    each chunk's keys from the previous chunk's state: it loops over `chunk_write` with
+    `step_factors` computed once for all chunks and reads with one batched `chunk_read` after the
+    loop (HOPE's loop, nlcore.ops.hope_memory.chunk, is this arrangement for its three memories).
 
     q, k: (..., C, dk); v: (..., C, dv); eta: (..., C); c, p: coefficients (..., C[, C]);
     M, S: (..., dv, dk) (S None: no momentum). Leading dims broadcast (e.g. several memories

@@ -1,7 +1,7 @@
-r"""Triton kernels of nlcore.ops.mlp_loop: one chunk of the MLP memory's loop, forward and backward.
+r"""Triton kernels of nlcore.ops.mlp_memory.loop: one chunk of the MLP memory's loop, forward and backward.
 
-Imported only by `mlp_loop._kernels` (Triton is not a dependency of nlcore). The host launches a
-few kernels per chunk (the equations are in mlp_loop's docstring); the kernel boundaries are the
+Imported only by `loop._kernels` (Triton is not a dependency of nlcore). The host launches a
+few kernels per chunk (the equations are in loop.py's docstring); the kernel boundaries are the
 only synchronisation, so each chunk's work is spread over many small programs:
 
 * forward, `fwd_tokens` (grid: rows x heads, token blocks of BC): the factors (e, a, δ) at the
@@ -11,7 +11,7 @@ only synchronisation, so each chunk's work is spread over many small programs:
   outputs (BD) so that no program holds a whole (HD, D) matrix: `bwd_gdel` (δ̄, z, ḡ), `bwd_ge`
   (ē), `bwd_gz` (z̄); then `bwd_state` (tiles as forward): the start's gradient
   Σ_i mix[i, j] G_i + its own + [j = 0] W̄, and each tile's share of mix̄ (summed on the host).
-  k̄ and ū do not feed the recurrence: the host computes them after the loop, for all chunks at once.
+  k̄ and ū do not feed the recurrence: `bwd_tail` computes them after the loop, for all chunks at once.
 
 Tensors are contiguous, (B, H) flattened to the program's index p; `n` is the chunk. States and
 their gradients are (B, H, N + 1, M, ·, ·), slot n the start of chunk n. M (1 or 2) channels;

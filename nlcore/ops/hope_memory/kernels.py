@@ -1,7 +1,7 @@
-r"""Triton kernels of nlcore.ops.hope_loop: one chunk of HOPE's loop, forward and backward.
+r"""Triton kernels of nlcore.ops.hope_memory.loop: one chunk of HOPE's loop, forward and backward.
 
-Imported only by `hope_loop._kernels` (Triton is not a dependency of nlcore). The equations are in
-hope_loop's docstring. Per chunk the host launches two kernels forward and three backward; the
+Imported only by `loop._kernels` (Triton is not a dependency of nlcore). The equations are in
+loop.py's docstring. Per chunk the host launches two kernels forward and three backward; the
 launch boundary is the only synchronisation between programs:
 
 * forward, `fwd_keys` (one program per (row, head) p): F_k, F_v from the chunk's start, the keys k
@@ -13,8 +13,8 @@ launch boundary is the only synchronisation between programs:
   rows (k̄, Ā's rows and columns at its tokens, k̄e, p̄c) as a loop over row blocks, p̄K's rows, then
   back through the normalisations and the products with x: x̄ and the block's share of F̄;
   `bwd_frame` (p, 2): F̄_k, F̄_v summed over the token blocks into the start's gradient and īnit.
-  (A first version with one program per p for all token work held whole (C, DH) and (C, C) tiles
-  and spilled: ~215 us per chunk backward on the H100 against ~100 us for these three.)
+  The token work is split over blocks so that no program holds whole (C, DH) and (C, C) tiles,
+  which spill registers (results/bench/profiles/NOTE.md).
 
 Tensors are contiguous, (B, H) flattened to p; `n` is the chunk. States and their gradients are
 (B, H, N + 1, DV, M, DH), slot n the start of chunk n; init (H, DV, DH). PREC is tl.dot's input
@@ -29,7 +29,7 @@ from nlcore.ops.triangular_kernels import blocks
 
 @triton.jit
 def _unit(u):
-    """Rows of u to unit L2 norm, u / max(‖u‖, 1e-12) (F.normalize's eps)."""
+    """Rows of u to unit L2 norm, u / max(‖u‖, 1e-12): nlcore.ops.l2norm in registers (1e-12 = its EPS)."""
     r = tl.maximum(tl.sqrt(tl.sum(u * u, axis=1)), 1e-12)
     return u / r[:, None]
 

@@ -1,6 +1,6 @@
 r"""HOPE's chunk loop (the self-modifying memory's sequential part) as one fused op, forward and backward.
 
-`hope_chunk.hope_chunks` computes the gates' factors for all chunks at once and the reads after
+`chunk.hope_chunks` computes the gates' factors for all chunks at once and the reads after
 the loop; what remains is the loop over the N chunks of C tokens. Per (row, head) its state is
 Y (dv, m, dh): the rows of [M_mem; M_k; M_v] (dv = 3 dh) by m slots [D, S] (D = M − M_init,
 S the momentum; m = 1 without momentum). Chunk n, from its start Y, with x (C, dh) its inputs,
@@ -8,7 +8,7 @@ init (dv, dh) = M_init, and the gates' factors pK (C, C) strictly lower, pc, ke 
 (signs as hope_chunks passes them: pc = −p.A|P of the write, ke = −the end-state weights):
 
     F_k = Y[dh:2dh, 0] + init_k,  F_v = Y[2dh:, 0] + init_v                    (dh, dh) each
-    k = n(x F_kᵀ),  v = x F_vᵀ,  tg = [n(v), n(v F_kᵀ), n(v F_vᵀ)]            n: rows to unit L2 norm
+    k = n(x F_kᵀ),  v = x F_vᵀ,  tg = [n(v), n(v F_kᵀ), n(v F_vᵀ)]            n: nlcore.ops.l2norm
     R = tg − k initᵀ + Σ_j pc_j ⊙ k Y_jᵀ                                      (C, dv)
     T = (I + pK ⊙ k kᵀ)^{-1},   G = T R                                        (C, dv)
     Y'_a = Σ_b mix[a, b] Y_b + Gᵀ (ke_a ⊙ k)                                   (dv, dh) per slot a
@@ -28,14 +28,14 @@ each chunk's start, k and G (Ȳ' the complete gradient of the chunk's end):
 
 Two implementations of the same ops, `nlcore::hope_loop_fwd` and `nlcore::hope_loop_bwd` (opaque to
 torch.compile): on a CUDA device with Triton, float32, C = 64 and dh in (16, 32, 64), Triton kernels
-(`hope_loop_kernels.py`: per chunk, forward one program per (row, head) for the keys, targets and T,
-then programs over (row, head, block of state rows) for the state; backward programs over state
-rows, then over (row, head, block of tokens), then a small one for F̄), 5 launches per chunk where
-the compiled PyTorch loop takes ~38; on the H100 at HOPE's 06 layer shape 1.74 ms per layer forward +
-backward against 2.60 ms (results/bench/profiles/hope_loop_0b4f73c/). Elsewhere the loops below in
-PyTorch. `hope_chunks` uses the op only where the kernels run (`hope_chunk.FUSED`). Tested against
-autograd through `forward_torch` (float64) and through hope_chunks' own loop, and the kernels against
-the float64 PyTorch loops (Triton's interpreter on CPU, and CUDA): tests/ops/test_hope_loop.py.
+(`kernels.py`: per chunk, forward one program per (row, head) for the keys, targets and T, then
+programs over (row, head, block of state rows) for the state; backward programs over state rows,
+then over (row, head, block of tokens), then a small one for F̄): 5 launches per chunk where the
+compiled PyTorch loop takes tens, and the layer takes less time (results/bench/profiles/NOTE.md).
+Elsewhere the loops below in PyTorch. `hope_chunks` uses the op only where the kernels run
+(`chunk.FUSED`). Tested against autograd through `forward_torch` (float64) and through
+hope_chunks' own loop, and the kernels against the float64 PyTorch loops (Triton's interpreter on
+CPU, and CUDA): tests/ops/test_hope_memory_loop.py.
 """
 
 from __future__ import annotations
@@ -45,25 +45,26 @@ import functools
 import torch
 from torch import Tensor
 
+from nlcore.ops.l2norm import l2norm, l2norm_backward, l2norm_parts
 from nlcore.ops.triangular import solve_unit_lower, triton_available
 
-EPS = 1e-12  # F.normalize's, as hope_chunk.normalise
 CHUNKS = (64,)  # the chunk lengths the kernels take (T's blocked inverse needs C = 4 B, B >= 16)
 HEAD_DIMS = (16, 32, 64)  # the head sizes the kernels take (the keys' kernel holds (C, dh) tiles)
 
-
-def _unit(u: Tensor) -> Tensor:
-    """Rows to unit L2 norm: u / max(‖u‖, EPS)."""
-    return u / torch.linalg.vector_norm(u, dim=-1, keepdim=True).clamp_min(EPS)
+# The Triton kernels' settings, read at every launch (tests and probes set them). The defaults took
+# the least time of those measured (results/bench/profiles/NOTE.md); 8 warps are not safe in these
+# kernels (wrong results or illegal memory accesses at dh 16, the same NOTE): rerun the CUDA tests
+# after a change.
+PRECISION = "tf32x3"  # tl.dot's input precision (T's inverse is always "ieee")
+ROWS = 32  # state rows per program in the state kernels (divides dh; tl.dot needs >= 16)
+TOKENS = 16  # tokens per program in the backward's token kernel
+STAGES = 2  # software-pipelining stages of that kernel's loop over the state rows
+WARPS = (4, 4, 4)  # warps per program: the keys' kernel, the state kernels, the backward's token kernel
 
 
 def _unit_grad(u: Tensor, g: Tensor) -> Tensor:
-    """The gradient of u / max(‖u‖, EPS) along the last dim: (g − y ⟨g, y⟩) / r (no term where ‖u‖ < EPS)."""
-    n = torch.linalg.vector_norm(u, dim=-1, keepdim=True)
-    r = n.clamp_min(EPS)
-    y = u / r
-    dot = ((g * y).sum(-1, keepdim=True)).masked_fill(n < EPS, 0.0)
-    return (g - y * dot) / r
+    """The gradient g through l2norm(u), its forward recomputed from u."""
+    return l2norm_backward(g, *l2norm_parts(u))
 
 
 def _keys(Y: Tensor, init: Tensor, xs: Tensor):
@@ -80,8 +81,8 @@ def forward_torch(x, pK, pc, ke, mix, init, Y):
     Ys, Ks, Gs, Ts = [Y], [], [], []
     for n in range(N):
         _, _, kx, vx, mkv, mvv = _keys(Y, init, x[:, :, n])
-        k = _unit(kx)  # (B, H, C, dh)
-        tg = torch.cat([_unit(vx), _unit(mkv), _unit(mvv)], -1)  # (B, H, C, dv)
+        k = l2norm(kx)  # (B, H, C, dh)
+        tg = torch.cat([l2norm(vx), l2norm(mkv), l2norm(mvv)], -1)  # (B, H, C, dv)
         R = tg - k @ init.mT + torch.einsum("bhcd,bhrjd,bhcj->bhcr", k, Y, pc[:, :, n])
         L = pK[:, :, n] * (k @ k.mT)
         T = solve_unit_lower(L, torch.eye(C, dtype=L.dtype, device=L.device).expand(L.shape))  # (I + L)^{-1}
@@ -139,19 +140,10 @@ def kernel_fits(x: Tensor) -> bool:
 
 @functools.lru_cache(maxsize=1)
 def _kernels():
-    from nlcore.ops import hope_loop_kernels
+    """The Triton kernels (`kernels.py`, imported on first use: Triton is optional)."""
+    from nlcore.ops.hope_memory import kernels
 
-    return hope_loop_kernels
-
-
-PRECISION = "tf32x3"  # the kernels' tl.dot input precision (T's inverse is always "ieee")
-ROWS = 32  # state rows per program in the state kernels (divides dh; tl.dot needs >= 16)
-TOKENS = 16  # tokens per program in the backward's token kernel
-STAGES = 2  # software-pipelining stages of that kernel's loop over the state rows (H100: 1 -> 2 took it 71 -> 60 us)
-WARPS = (4, 4, 4)  # warps per program: the keys' kernel, the state kernels, the backward's token kernel
-# (on the H100, 8 warps in the keys' kernel gave a wrong T at dh 16 and 8 in the state kernels an
-# illegal memory access: results/bench/profiles/hope_loop_0b4f73c/check_1cbb0b4.txt; rerun the CUDA
-# tests after changing any of these)
+    return kernels
 
 
 def _settings(x: Tensor, m: int) -> tuple[dict, dict, int]:

@@ -1,4 +1,4 @@
-"""nlcore.ops.hope_loop: HOPE's chunk loop as one op with a hand-written backward.
+"""nlcore.ops.hope_memory.loop: HOPE's chunk loop as one op with a hand-written backward.
 
 On CPU the op runs its PyTorch loops: their backward is checked by float64 gradcheck and against
 autograd through the forward loop, and the memory with the op against the memory with hope_chunks'
@@ -13,7 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nlcore.ops import hope_chunk, hope_loop
+from nlcore.ops.hope_memory import chunk as hope_chunk
+from nlcore.ops.hope_memory import loop as hope_loop
 from tests.ops.test_triangular import run_interpreted
 
 
@@ -144,7 +145,7 @@ def _kernels_match_torch(device: str) -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels themselves run (below)")
 def test_triton_kernels_under_the_interpreter():
-    run_interpreted("ops.test_hope_loop", "_kernels_match_torch")
+    run_interpreted("ops.test_hope_memory_loop", "_kernels_match_torch")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -158,7 +159,7 @@ def test_triton_kernels_on_cuda():
 @pytest.mark.parametrize("dh,momentum", [(64, True), (32, False)])
 def test_memory_with_the_kernels_equals_its_token_reference_on_cuda(dh, momentum):
     """The self-modifying memory through the kernels (FUSED None: they run on CUDA) against its token
-    loop, float32, reads, end state and gradients, to 1e-5 of the largest entry (issue 9's bar)."""
+    loop, float32, reads, end state and gradients, to 1e-5 of the largest entry."""
     pytest.importorskip("triton")
     from nlcore.models.memory_layers import SelfModifyingMemory
 

@@ -1,4 +1,4 @@
-"""nlcore.ops.mlp_loop: the MLP memory's loop over chunks as one op with a hand-written backward.
+"""nlcore.ops.mlp_memory.loop: the MLP memory's loop over chunks as one op with a hand-written backward.
 
 On CPU the op runs its PyTorch loops: their backward is checked by float64 gradcheck and against
 autograd through the forward loop. The Triton kernels are checked against those loops under
@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from nlcore.ops import mlp_loop
+from nlcore.ops.mlp_memory import loop as mlp_loop
 from tests.ops.test_triangular import run_interpreted
 
 
@@ -125,7 +125,7 @@ def _case_matches_torch(device: str, m: int, anchored: bool, shape: tuple[int, i
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the kernels themselves run (below); the "
                     "interpreter of the GPU image's older Triton fails on a scalar conversion")
 def test_triton_kernels_under_the_interpreter():
-    run_interpreted("ops.test_mlp_loop", "_kernels_match_torch")
+    run_interpreted("ops.test_mlp_memory_loop", "_kernels_match_torch")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -137,9 +137,10 @@ def test_triton_kernels_on_cuda():
 
 def test_memory_with_the_op_compiles_without_graph_breaks(monkeypatch):
     from nlcore.ops import mlp_memory as mlp
+    from nlcore.ops.mlp_memory import chunk as mlp_chunk
     from tests.ops.test_mlp_memory import NAMES, make
 
-    monkeypatch.setattr(mlp, "LOOP", "op")
+    monkeypatch.setattr(mlp_chunk, "LOOP", "op")
     x = make(T=21, dtype=torch.float32)
 
     def f(*ts):
@@ -156,16 +157,17 @@ def test_memory_with_the_op_compiles_without_graph_breaks(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_memory_with_the_kernels_equals_its_token_reference_on_cuda():
     """The whole chunk path through the kernels ("auto" on CUDA) against the token loop, float32,
-    forward and backward, to 1e-5 of the largest entry (issue 9's exactness bar)."""
+    forward and backward, to 1e-5 of the largest entry."""
     pytest.importorskip("triton")
     from nlcore.ops import mlp_memory as mlp
+    from nlcore.ops.mlp_memory import chunk as mlp_chunk
     from tests.ops.test_mlp_memory import NAMES, make
 
     torch.backends.cuda.matmul.allow_tf32 = False
     x = {n: (t.detach().cuda().requires_grad_() if t is not None else None)
          for n, t in make(B=2, H=2, T=100, d=16, hd=32, dtype=torch.float32).items()}
     X1 = torch.zeros(2, 2, 2, 32, 16, device="cuda")
-    assert mlp.use_op(X1, x["k"][:, :, :16].unflatten(2, (1, 16)))
+    assert mlp_chunk.use_op(X1, x["k"][:, :, :16].unflatten(2, (1, 16)))
     ts = [x[n] for n in NAMES]
     outs = {}
     for impl in ("chunk", "token"):

@@ -1,0 +1,88 @@
+r"""The MLP memory's definition: Titans' 2-layer residual MLP written token by token.
+
+Titans (Behrouz, Zhong & Mirrokni, 2024), "long-term memory" (surprise = gradient of an
+associative loss, with momentum and forgetting) and "parallelizing the long-term memory
+training" (gradients of a chunk taken at the chunk-start weights). Every batch row b and head h
+has its own memory
+
+    M_θ(x) = x + W2 σ(W1 x),    θ = (W1: (h_dim, d), W2: (d, h_dim)),    σ = SiLU,
+
+and inner loss ℓ_t(θ) = ½‖M_θ(k_t) − v_t‖². The sequence is cut into chunks of `chunk` tokens
+(the last one may be shorter; the chunk size is part of the definition). Within a chunk starting
+from (θ_0, S_0), for t = 1..C:
+
+    ∇_t = ∇_θ ℓ_t(θ_0)                       (all gradients at the chunk-start weights)
+    S_t = β_t S_{t-1} − η_t ∇_t              (no momentum, beta=None: S_t = −η_t ∇_t)
+    θ_t = α_t θ_{t-1} + S_t                  (same scalar gates for W1 and W2)
+    y_t = M_{θ_t}(q_t)                       (read after the write)
+
+With an anchor θ_a (retention toward it instead of toward zero) the write is
+θ_t = α_t θ_{t-1} + (1 − α_t) θ_a + S_t, i.e. θ_t − θ_a follows the recurrence above.
+
+The gradients are explicit (first-order: formulas, not `torch.autograd.grad`): with z = W1 k,
+a = σ(z), e = M(k) − v,
+
+    ∇W2 = e aᵀ,    δ = (W2ᵀ e) ⊙ σ'(z),    ∇W1 = δ kᵀ.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def silu_grad(z: Tensor) -> Tensor:
+    """σ'(z) for σ(z) = z sigmoid(z): s (1 + z (1 − s)), s = sigmoid(z)."""
+    s = torch.sigmoid(z)
+    return s * (1.0 + z * (1.0 - s))
+
+
+def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Rank-1 factors of the inner loss's gradient at θ = (W1, W2) for C tokens,
+    ∇W2_s = e_s a_sᵀ, ∇W1_s = δ_s k_sᵀ. W1 (..., h, d), W2 (..., d, h), k, kv = k − v (..., C, d)
+    -> e (..., C, d), a (..., C, h), δ (..., C, h)."""
+    z = k @ W1.mT  # z = W1 k: (..., C, h)
+    a = F.silu(z)  # a = σ(z)
+    e = a @ W2.mT + kv  # e = M(k) − v = W2 a + (k − v): (..., C, d)
+    delta = (e @ W2) * silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., C, h)
+    return e, a, delta
+
+
+def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
+    """One chunk, token by token: q, k, v (B, H, C, d); gates (B, H, C) (beta None: no momentum);
+    W1 (B, H, h, d), W2 (B, H, d, h) and momenta S1, S2 like them; anchor (W1a, W2a) or None.
+    Returns (y (B, H, C, d), W1, W2, S1, S2) at the chunk's end."""
+    e, a, delta = factors(W1, W2, k, k - v)  # the gradients' factors at θ_0 (chunk start)
+    ys = []
+    for t in range(q.shape[-2]):
+        eta_t = eta[..., t, None, None]  # (B, H, 1, 1)
+        U1 = -eta_t * (delta[..., t, :, None] * k[..., t, None, :])  # −η ∇W1 = −η δ kᵀ: (B, H, h, d)
+        U2 = -eta_t * (e[..., t, :, None] * a[..., t, None, :])  # −η ∇W2 = −η e aᵀ: (B, H, d, h)
+        if beta is not None:
+            b_t = beta[..., t, None, None]
+            S1, S2 = b_t * S1 + U1, b_t * S2 + U2  # S_t = β_t S_{t-1} + U_t
+            U1, U2 = S1, S2
+        a_t = alpha[..., t, None, None]
+        W1, W2 = a_t * W1 + U1, a_t * W2 + U2  # θ_t = α_t θ_{t-1} + S_t
+        if anchor is not None:  # retention toward the anchor: + (1 − α_t) θ_anchor
+            W1, W2 = W1 + (1 - a_t) * anchor[0], W2 + (1 - a_t) * anchor[1]
+        q_t = q[..., t, :, None]  # (B, H, d, 1)
+        y_t = q_t + W2 @ F.silu(W1 @ q_t)  # M_{θ_t}(q_t): (B, H, d, 1)
+        ys.append(y_t.squeeze(-1))
+    return torch.stack(ys, dim=-2), W1, W2, S1, S2
+
+
+def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int):
+    """The whole sequence, chunk after chunk of `chunk` tokens (the last may be shorter), each by
+    `token_chunk`: q, k, v (B, H, T, d), the rest as there. Returns (y (B, H, T, d), W1, W2, S1, S2)."""
+    T, ys = q.shape[2], []
+    sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
+    parts = [x.split(sizes, dim=2) for x in (q, k, v)]
+    gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
+    for n in range(len(sizes)):
+        y, W1, W2, S1, S2 = token_chunk(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
+                                        None if beta is None else gates[2][n], W1, W2, S1, S2, anchor)
+        ys.append(y)
+    y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
+    return y, W1, W2, S1, S2
