@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="default: results/<stem> (full) or build/smoke/results/<stem>")
     e.add_argument("--configs", nargs="+", default=None, help="run only these configuration labels now")
     e.add_argument("--aggregate-only", action="store_true",
-                   help="rebuild runs.csv/summary.json/meta.json from the finished run directories")
+                   help="rebuild runs.csv, summary.json and meta.json from the finished run directories")
     e.set_defaults(func=_experiment)
 
     r = sub.add_parser("recall", help="associative-memory recall against load (Hebbian, GD, delta rules, least squares)")

@@ -12,7 +12,14 @@ from nlcore.experiments.grid import (
            parse_config_arg,
            run_grid,
 )
-from nlcore.experiments.registry import EXPERIMENTS, Experiment, run_experiment
+from nlcore.experiments.registry import (
+           EXPERIMENTS,
+           Experiment,
+           Levers,
+           Mode,
+           ModelSize,
+           run_experiment,
+)
 
-__all__ = ["EXPERIMENTS", "METRICS", "Experiment", "GridConfig", "aggregate", "collect", "parse_config_arg",
-           "run_experiment", "run_grid"]
+__all__ = ["EXPERIMENTS", "METRICS", "Experiment", "GridConfig", "Levers", "Mode", "ModelSize", "aggregate", "collect",
+           "parse_config_arg", "run_experiment", "run_grid"]
