@@ -9,7 +9,7 @@ import pytest
 
 from nlcore.config import apply_overrides, preset
 from nlcore.experiments import EXPERIMENTS, Experiment, GridConfig, Mode, parse_config_arg, run_grid
-from nlcore.experiments.registry import config
+from nlcore.experiments.experiment import config
 
 TINY = ("steps=6", "log_every=3", "eval_every=0", "ckpt_every=0", "data.synth_chars=20000",
         "data.batch_size=4", "data.seq_len=16")
