@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import torch
 
-IGNORE = -100  # target id of positions that are not queries (F.cross_entropy's ignore_index)
+IGNORE = -100  # target of positions that are not queries: F.cross_entropy's default ignore_index, so the loss skips them
 SPLITS = ("train", "test")
 _SEED_BASE = 0x6D716172  # "mqar": keeps the data streams apart from torch.manual_seed(seed)
 

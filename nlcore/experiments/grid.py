@@ -2,10 +2,12 @@
 
 Each (configuration, seed) is one `python -m nlcore train` run in its own directory
 ``<out>/runs/<config>/seed<k>/`` (its own meta.json, metrics.jsonl, summary.json), started as a
-subprocess so several small runs can share one GPU. A run whose summary.json exists is not
-run again, and an interrupted one resumes from its checkpoint, so nothing is lost on a crash.
+subprocess so several small runs can share one GPU. A finished run is not run again, an
+interrupted one resumes from its checkpoint (one stopped before its first checkpoint starts
+over), so nothing is lost on a crash.
 The experiment is then aggregated into ``<out>/runs.csv`` (tidy), ``<out>/summary.json``
-(mean and bootstrap 95 % CI across seeds per configuration and metric) and ``<out>/meta.json``.
+(mean and interval across seeds per configuration and metric, `nlcore.stats.summarize`) and
+``<out>/meta.json``.
 """
 
 from __future__ import annotations
@@ -64,12 +66,11 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
             todo.append((gc.label, seed, run_dir, cmd))
     t0 = time.time()
     if jobs == 0:  # in-process, sequential (smoke mode: no interpreter start-up per run)
-        from nlcore.config import apply_overrides as _apply
         from nlcore.training.trainer import Trainer
 
         for label, seed, run_dir, cmd in todo:
             gc = next(g for g in configs if g.label == label)
-            cfg = _apply(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
+            cfg = apply_overrides(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
             resume = _resume_flag(run_dir) == "--resume"
             s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(
                 resume=resume, overwrite=not resume)

@@ -4,17 +4,27 @@ The task (`nlcore.data.mqar`, after Zoology, Arora et al. ICLR 2024, §3): P key
 then each key queried once; the model must emit the paired value at the query. Every
 training batch is fresh and every row starts from the zero state (`model.init_state`), so
 a model can only answer from what it stored within the row. Training minimises the
-cross-entropy at the query positions only,
+cross-entropy at the query positions Q only,
 
     \mathcal{L} = -\frac{1}{|Q|} \sum_{(b,t) \in Q} \log p_\theta(y_{b,t} \mid x_{b,\le t}),
 
-with AdamW under a linear warm-up and cosine decay (`nlcore.training.schedule`), and the test metric is
-the query accuracy on a fixed held-out set, (1/|Q|) Σ_Q [argmax_v logits_{b,t,v} = y_{b,t}]
-(chance: 1/n_values).
+and the test metric is the query accuracy on a fixed held-out set,
+(1/|Q|) Σ_Q [argmax_v logits_{b,t,v} = y_{b,t}] (chance: 1/n_values).
+
+A step (`train_step`) is built from the trainer's parts: its autocast and float32 loss
+(`nlcore.accel.precision`; targets outside Q are `IGNORE`, that cross-entropy's ignore index),
+its learning-rate schedule (`nlcore.training.schedule`, warm-up then cosine) and the CMS's
+global-norm clip (`nlcore.optim.sliced.clip_grad_norm`). The `Trainer` class does not fit the
+task: it reads a character corpus as carried windows (`CharStream`, `StateCarrier`), steps the
+model's CMS levels and scores bits per character, whereas MQAR draws fresh rows from a seeded
+generator, resets every row and scores query accuracy. Nor does a CMS level fit the optimizer:
+a level decays all its parameters alike, and MQAR's AdamW decays only the matrices. HOPE's
+in-forward writes learn from each row's next tokens (no `targets` are passed): the query labels
+exist only at Q.
 
 `run_mqar(cfg)` is one run (summary.json + meta.json when given a folder); `run_mqar_grid`
-runs models x sequence lengths x seeds, skipping finished runs, and writes the tidy
-runs.csv / summary.json (bootstrap CIs over seeds) / meta.json of `nlcore.results`.
+runs models x sequence lengths x seeds, skipping finished runs, and writes the runs.csv,
+summary.json and meta.json of `nlcore.results`.
 """
 
 from __future__ import annotations
@@ -28,14 +38,14 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from nlcore import repro
-from nlcore.accel.precision import autocast_ctx, loss_precision
+from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
 from nlcore.config import ModelConfig, override
 from nlcore.data.mqar import IGNORE, MQARSpec, generate, held_out, split_generator
 from nlcore.models import build_model
+from nlcore.optim.sliced import clip_grad_norm
 from nlcore.training.schedule import lr_multiplier
 
 GRID_METRICS = ("accuracy", "train_loss", "train_accuracy", "chars_per_s", "wall_time_s", "params")
@@ -52,6 +62,8 @@ def _small_model(kind: str = "lstm_lm") -> ModelConfig:
 
 @dataclass(frozen=True)
 class MQARConfig:
+    """One MQAR run: the model, the task's shape, the optimizer's numbers, the seed and the device."""
+
     model: ModelConfig = field(default_factory=_small_model)
     seq_len: int = 256  # L
     n_pairs: int = 16  # P pairs per row, each queried once
@@ -141,11 +153,32 @@ def query_accuracy(logits: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def _optimizer(model: torch.nn.Module, cfg: MQARConfig) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on the matrices only."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]  # matrices and embeddings
     rest = [p for p in params if p.ndim < 2]  # biases, norm gains
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.98))
+
+
+def train_step(model, opt: torch.optim.Optimizer, params: list[torch.nn.Parameter], x: torch.Tensor,
+               y: torch.Tensor, *, lr: float, grad_clip: float, device: torch.device,
+               amp: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step on the rows x, y (B, L): forward from the zero state under autocast, the trainer's
+    float32 cross-entropy over the query positions, backward, then AdamW at learning rate `lr`
+    on the gradients clipped to global norm `grad_clip` (0: unclipped). Returns (loss, logits
+    (B, L, V)); the gradients are dropped for the next step."""
+    with autocast_ctx(device, amp):
+        logits, _ = model(x, model.init_state(x.shape[0], device))  # (B, L, V)
+    loss = fp32_cross_entropy(logits, y)  # IGNORE is its ignore index: the mean over Q
+    loss.backward()
+    for group in opt.param_groups:
+        group["lr"] = lr
+    if grad_clip > 0:
+        clip_grad_norm(params, grad_clip)  # the CMS's clip: torch's total 2-norm rule
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss, logits
 
 
 @torch.no_grad()  # not inference_mode: memory models may differentiate inside their forward
@@ -196,17 +229,9 @@ def run_mqar(cfg: MQARConfig, out_dir: str | Path | None = None, progress: bool 
     step = 0
     while step < cfg.steps:
         step += 1
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * mult(step)
         x, y = generate(spec, cfg.batch_size, g_train)  # (B, L) each, fresh every step
-        with autocast_ctx(device, amp):
-            logits, _ = model(x, model.init_state(cfg.batch_size, device))  # (B, L, V)
-        loss = F.cross_entropy(loss_precision(logits).flatten(0, 1), y.flatten(), ignore_index=IGNORE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
+        loss, logits = train_step(model, opt, params, x, y, lr=cfg.lr * mult(step), grad_clip=cfg.grad_clip,
+                                  device=device, amp=amp)
         loss_sum += loss.detach().float()
         c, n = query_hits(logits.detach(), y)
         hits += c
@@ -265,9 +290,9 @@ def pairs_for(seq_len: int, n_pairs: int | str | None, base: int) -> int:
 def run_mqar_grid(models: Mapping[str, ModelConfig], lengths: Sequence[int], seeds: Sequence[int],
                   out_root: str | Path, *, base: MQARConfig | None = None, n_pairs: int | str | None = None,
                   progress: bool = False, command: str | None = None, echo: bool = True) -> pd.DataFrame:
-    """Every (model label, seq_len, seed) into `out_root/runs/<label>/L<seq_len>/seed<k>/`, skipping
-    runs whose summary.json exists; then `out_root/runs.csv` (tidy: config = the model label,
-    seq_len, n_pairs, seed, metric, value), summary.json and meta.json. Returns the runs table."""
+    """Every (model label, seq_len, seed) into `<out_root>/runs/<label>/L<seq_len>/seed<k>/`, skipping
+    runs whose summary.json exists; then runs.csv (tidy: config = the model label, seq_len,
+    n_pairs, seed, metric, value), summary.json and meta.json in `out_root`. Returns the runs table."""
     from nlcore.results import jsonable, read_json, write_experiment
 
     base = base or full()

@@ -2,9 +2,9 @@
 
 Nested Learning (Behrouz et al., NeurIPS 2025) §2.3, Eqs. 26–29: the dot-product objective
 (Hebbian write) "ignores the dependencies of data samples", the L2 objective (delta rule) does
-not. paper-notes §5, experiment 1: a stream of key→value pairs with CORRELATED keys and
-OVERWRITES; a linear memory W (d_v, d_k) starts at 0 and is written once per pair in stream order;
-we measure recall of the latest value of every stored key as a function of load = n_keys / d_k.
+not. The benchmark: a stream of key→value pairs with CORRELATED keys and OVERWRITES; a linear
+memory W (d_v, d_k) starts at 0 and is written once per pair in stream order; the score is the
+recall of the latest value of every stored key as a function of load = n_keys / d_k.
 
 Keys: k = normalize(√c · U z + √(1−c) · ε), U (d_k, r) a random orthonormal basis shared by all
 keys, z ~ N(0, I_r/r), ε ~ N(0, I/d_k); c = `correlation` is the share of a key's energy in the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from nlcore.config import apply_overrides, preset
-from nlcore.experiments import EXPERIMENTS, GridConfig, parse_config_arg, run_grid
+from nlcore.experiments import EXPERIMENTS, Experiment, GridConfig, Mode, parse_config_arg, run_grid
+from nlcore.experiments.experiment import config
 
 TINY = ("steps=6", "log_every=3", "eval_every=0", "ckpt_every=0", "data.synth_chars=20000",
         "data.batch_size=4", "data.seq_len=16")
@@ -44,3 +46,57 @@ def test_every_registered_configuration_validates(stem, mode):
     assert gcs and seeds
     for gc in gcs:
         apply_overrides(preset(gc.preset), [*common, *gc.overrides])
+
+
+# The numbers a mode holds (`Mode`, `ModelSize`): the only keys in which smoke and full may differ.
+NUMBERS = {"steps", "warmup", "data.seq_len", "data.batch_size", "data.synth_chars", "model.mem_chunk",
+           "model.d_model", "model.d_ff", "model.n_layers", "model.n_heads", "model.cms_chunks"}
+
+
+@pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
+def test_smoke_and_full_share_every_lever_and_differ_only_in_numbers(stem):
+    exp = EXPERIMENTS[stem]
+    (full, _, full_common), (smoke, _, smoke_common) = exp.grid("full"), exp.grid("smoke")
+    by_label = {gc.label: gc for gc in full}
+    assert [gc.label for gc in smoke] == [label for label in exp.labels
+                                          if exp.smoke.labels is None or label in exp.smoke.labels]
+    for gc in smoke:
+        f = dict(o.split("=", 1) for o in (*full_common, *by_label[gc.label].overrides))
+        s = dict(o.split("=", 1) for o in (*smoke_common, *gc.overrides))
+        differ = {k for k in f.keys() | s.keys() if f.get(k) != s.get(k)}
+        assert differ <= NUMBERS, (gc.label, sorted(differ - NUMBERS))
+
+
+def test_a_mode_renders_its_numbers_and_a_model_its_size():
+    from nlcore.experiments import ModelSize
+
+    sizes = {"full": ModelSize(64, 128, n_layers=2, cms_chunks=(8, 16)), "smoke": ModelSize(16, 32)}
+    exp = Experiment("x", (config("a", "state.reset=never", model="m"), config("b", long_window=True)),
+                     full=Mode("seed", seeds=(0, 1), steps=100, seq_len=128, long_seq_len=256,
+                               sizes={"m": sizes["full"]}),
+                     smoke=Mode("smoke", seeds=(0,), steps=5, long_seq_len=64, sizes={"m": sizes["smoke"]}),
+                     common=("eval_every=0",), models={"m": ("model.kind=hope",)}).validate()
+    gcs, seeds, common = exp.grid("full")
+    assert seeds == [0, 1] and common == ("steps=100", "data.seq_len=128", "eval_every=0")
+    assert gcs[0].overrides == ("model.kind=hope", "model.d_model=64", "model.d_ff=128", "model.n_layers=2",
+                                "model.cms_chunks=8,16", "state.reset=never")
+    assert gcs[1].overrides == ("data.seq_len=256",)  # after the common window: the long one wins
+    gcs, _, common = exp.grid("smoke")
+    assert common == ("steps=5", "eval_every=0")
+    assert [g.overrides for g in gcs] == [("model.kind=hope", "model.d_model=16", "model.d_ff=32",
+                                           "state.reset=never"), ("data.seq_len=64",)]
+    with pytest.raises(ValueError, match="^mode:"):
+        exp.grid("medium")
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(smoke=Mode("smoke", seeds=(0,), labels=("nope",))), "x.smoke.labels"),
+    (dict(full=Mode("seed", seeds=())), "x.full.seeds"),
+    (dict(configs=(config("a"), config("a"))), "x.configs"),
+    (dict(configs=(config("a", model="m"),)), "x.configs.a.model"),
+    (dict(configs=(config("a", model="m"),), models={"m": ()}), "x.smoke.sizes"),
+    (dict(configs=(config("a", long_window=True),)), "x.smoke.long_seq_len"),
+])
+def test_experiment_validation_names_the_field(change, field):
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)}:"):
+        Experiment(**{**dict(stem="x", configs=(config("a"),)), **change}).validate()

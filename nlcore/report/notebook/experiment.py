@@ -40,7 +40,7 @@ def _registry_order(stem: str) -> list[str]:
     from nlcore.experiments import EXPERIMENTS
 
     exp = EXPERIMENTS.get(stem)
-    return [label for label, _ in exp.configs] if exp is not None else []
+    return exp.labels if exp is not None else []
 
 
 def load_experiment(ctx_or_dir, stem: str | None = None) -> ExperimentResults:

@@ -86,7 +86,7 @@ def _preset_for(stem: str, mode: str):
     if exp is None:
         return preset("seed" if mode == "full" else "smoke")
     _, _, common = exp.grid(mode)
-    return apply_overrides(preset(exp.full_preset if mode == "full" else exp.smoke_preset), list(common))
+    return apply_overrides(preset(exp.mode(mode).preset), list(common))
 
 
 def relpath(p: Path) -> str:
