@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nlcore.repro",),  # seeding, devices, provenance
     ("nlcore.results",),  # results files: runs.csv, summary.json, meta.json
     ("nlcore.config",),  # frozen dataclasses, presets, overrides
-    ("nlcore.data", "nlcore.ops"),  # corpora and streams; fast-weight memory operators
+    ("nlcore.data", "nlcore.ops"),  # corpora and streams; the memory operators of Titans and HOPE
     ("nlcore.delta",),  # the delta rule's maths (lesson 04)
     ("nlcore.models",),  # sequence models
     ("nlcore.optim",),  # per-level optimizers: the delta rule, sliced Adam

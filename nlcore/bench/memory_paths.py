@@ -4,7 +4,7 @@
 for each memory (the linear delta-rule memory, the Titans MLP memory, and a whole HOPE
 self-modifying memory layer), both computation paths on the same random inputs, after warm-up,
 device-synchronised, median over repeats, and reports the speed-up token / chunk. The two
-paths compute the same function (tests/test_memory_*.py, tests/models/test_memory_layers.py).
+paths compute the same function (tests/ops/, tests/models/test_memory_layers.py).
 
 Eager timing of small kernels measures the host's launch rate as much as the GPU. ``--graph``
 (CUDA only) also times each path replayed from a CUDA graph, as the training step runs
