@@ -11,11 +11,17 @@ STAMP := $(VENV)/.stamp
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
 # torch first, then the package: pip then finds torch satisfied and pulls nothing more.
-# No NVIDIA GPU on Linux: the CPU build only (a +cpu pin fails loudly if that build is not to be
-# had, instead of silently downloading several GB of CUDA packages). GPU: whatever pip gives.
-# Override as needed, e.g. make env TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cpu"
-HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
-TORCH_SPEC ?= $(if $(HAS_GPU),torch,$(if $(filter Linux,$(shell uname -s)),torch==2.13.0+cpu,torch==2.13.0))
+# - an NVIDIA GPU: whatever pip gives (the CUDA build);
+# - Linux without one: the CPU build, pinned +cpu so that pip fails loudly rather than download
+#   several GB of CUDA packages; PyTorch's CPU index serves it, and a machine without network
+#   access finds it in a local wheel folder of pip's configuration (find-links);
+# - elsewhere (macOS, Windows): the default build, which is the CPU one there.
+# `make torch-spec` prints the choice; override it with make env TORCH_SPEC="...".
+TORCH_VERSION ?= 2.13.0
+CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+HAS_GPU ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo 1)
+UNAME_S ?= $(shell uname -s)
+TORCH_SPEC ?= $(if $(HAS_GPU),torch,$(if $(filter Linux,$(UNAME_S)),torch==$(TORCH_VERSION)+cpu --extra-index-url $(CPU_INDEX),torch==$(TORCH_VERSION)))
 
 # Data: ../shared/data (absolute) when it exists; otherwise empty, and loaders fall back.
 NLCORE_DATA ?= ../shared/data
@@ -31,7 +37,7 @@ NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.py notebooks/[0-9][0-9]_*.ipynb)
 # contend and slow down 30-40x; see the environment notes).
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help env test test-fast smoke figures docs lint clean
+.PHONY: help env torch-spec test test-fast smoke figures docs lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,8 +50,11 @@ $(STAMP): pyproject.toml | $(PY)
 
 env: $(STAMP) ## create .venv and install torch + nlcore[notebooks,dev] (instant when done)
 
+torch-spec: ## print the torch requirement `make env` installs on this machine
+	@echo "$(TORCH_SPEC)"
+
 test: env ## the full test suite: unit tests, then every notebook in smoke mode (2 workers)
-	$(PY) -m pytest -m "not notebooks" && { rc=0; $(PY) -m pytest -q --collect-only -m notebooks >/dev/null 2>&1 || rc=$$?; if [ $$rc -eq 5 ]; then echo "no notebook tests yet: notebook stage skipped"; else $(ONE_THREAD) $(PY) -m pytest -m notebooks -n 2; fi; }
+	$(ONE_THREAD) $(PY) -m pytest -m "not notebooks" -n 2 && { rc=0; $(PY) -m pytest -q --collect-only -m notebooks >/dev/null 2>&1 || rc=$$?; if [ $$rc -eq 5 ]; then echo "no notebook tests yet: notebook stage skipped"; else $(ONE_THREAD) $(PY) -m pytest -m notebooks -n 2; fi; }
 
 test-fast: env ## unit tests only, without those marked slow
 	$(PY) -m pytest -m "not notebooks and not slow" -q

@@ -144,7 +144,7 @@ def _summarize(args: argparse.Namespace) -> int:
 def _notebooks(args: argparse.Namespace) -> int:
     from nlcore.report.runner import run_notebooks
 
-    return run_notebooks(mode=args.mode, only=args.only, reuse=args.reuse)
+    return run_notebooks(mode=args.mode, only=args.only, reuse=args.reuse, verbose=args.verbose)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -240,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--reuse", action="store_true",
                    help="pass REUSE_RESULTS=True: re-plot the committed results without training "
                         "(make figures on a machine without a GPU)")
+    n.add_argument("--verbose", action="store_true", help="print every cell as it runs (default: one line per notebook)")
     n.set_defaults(func=_notebooks)
 
     b = command("bench", help="throughput benchmark (characters/s, step time, memory)")

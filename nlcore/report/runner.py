@@ -284,7 +284,7 @@ def _setup_logging(verbose: bool) -> None:
 
 def run_notebooks(mode: str, only: str | None = None, *, reuse: bool = False,
                   parameters: Mapping | None = None, notebooks_dir: str | os.PathLike | None = None,
-                  verbose: bool = True) -> int:
+                  verbose: bool = False) -> int:
     """Run every notebook (or `only` one) in `mode`; 0 if all succeeded, else 1 (2: bad request).
 
     `reuse` passes REUSE_RESULTS=True (re-plot committed results, no training). `parameters`
