@@ -37,7 +37,7 @@ NOTEBOOKS := $(wildcard notebooks/[0-9][0-9]_*.py notebooks/[0-9][0-9]_*.ipynb)
 # contend and slow down 30-40x; see the environment notes).
 ONE_THREAD := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
-.PHONY: help env torch-spec test test-fast smoke figures docs lint clean
+.PHONY: help env torch-spec test test-fast smoke figures notebooks docs lint clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_.-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,14 +59,14 @@ test: env ## the full test suite: unit tests, then every notebook in smoke mode 
 test-fast: env ## unit tests only, without those marked slow
 	$(PY) -m pytest -m "not notebooks and not slow" -q
 
-smoke: env ## the main job in smoke mode, offline, on any CPU (build/smoke/)
-	$(if $(NOTEBOOKS),$(PY) -m nlcore notebooks --mode smoke,$(PY) -m nlcore train --preset smoke --out build/smoke/train)
+smoke: env ## every notebook in the smoke view: the whole pipeline small, offline, on any CPU (build/smoke/)
+	$(ONE_THREAD) $(PY) -m nlcore notebooks --view smoke
 
-# Without a GPU, `make figures` re-plots the committed full results (REUSE=1); REUSE= forces training.
-REUSE ?= $(if $(HAS_GPU),,1)
+figures: env ## redraw figures/ from the committed results (the committed view), on any CPU
+	$(ONE_THREAD) $(PY) -m nlcore notebooks --view committed --publish $(if $(ONLY),--only $(ONLY))
 
-figures: env ## FULL mode: every notebook (or ONLY=NN) -> figures/, results/; REUSE=1 re-plots committed results
-	$(PY) -m nlcore notebooks --mode full $(if $(ONLY),--only $(ONLY)) $(if $(REUSE),--reuse)
+notebooks: env ## re-execute every notebook in the committed view into notebooks/NN_name.ipynb, and figures/
+	$(ONE_THREAD) $(PY) -m nlcore notebooks --view committed --publish --write-ipynb $(if $(ONLY),--only $(ONLY))
 
 docs: env ## regenerate the generated tables of README.md and docs/*.md from results/
 	$(PY) scripts/readme_tables.py

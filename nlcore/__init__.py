@@ -8,7 +8,7 @@ effects (nothing seeds, touches the disk or picks a device).
 - data and models: `prepare`, `load_corpus`, `CharTokenizer`, `CharStream`, `build_model`
 - training and evaluation: `Trainer`, `train`, `evaluate`
 - experiments and results: `run_experiment`, `EXPERIMENTS`, `read_experiment`, `summarize`
-- notebooks: `notebook` (setup and helpers), `figures`
+- notebooks: `notebook` (setup, experiments, quoted numbers), `figures`, `widgets`
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _NAMES = {
 }
 # public module shortcuts -> the module
 _MODULES = {
-    "notebook": "nlcore.report.notebook", "figures": "nlcore.report.figures",
+    "notebook": "nlcore.report.notebook", "figures": "nlcore.report.figures", "widgets": "nlcore.report.widgets",
     "test_time": "nlcore.report.test_time", "delta": "nlcore.delta", "recall": "nlcore.experiments.recall",
 }
 # every subpackage and top-level module, reachable as an attribute once imported

@@ -144,7 +144,8 @@ def _summarize(args: argparse.Namespace) -> int:
 def _notebooks(args: argparse.Namespace) -> int:
     from nlcore.report.runner import run_notebooks
 
-    return run_notebooks(mode=args.mode, only=args.only, reuse=args.reuse, verbose=args.verbose)
+    return run_notebooks(view=args.view, only=args.only, verbose=args.verbose, publish=args.publish,
+                         write_ipynb=args.write_ipynb)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -234,12 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("dirs", nargs="+", help="experiment folders holding runs.csv")
     m.set_defaults(func=_summarize)
 
-    n = command("notebooks", help="execute the notebooks with papermill (smoke or full)")
-    n.add_argument("--mode", choices=("smoke", "full"), default="smoke")
-    n.add_argument("--only", default=None, help="a notebook number, e.g. 01")
-    n.add_argument("--reuse", action="store_true",
-                   help="pass REUSE_RESULTS=True: re-plot the committed results without training "
-                        "(make figures on a machine without a GPU)")
+    n = command("notebooks", help="execute the notebooks with papermill in a view (committed, smoke, full)")
+    n.add_argument("--view", choices=("committed", "smoke", "full"), default="committed",
+                   help="committed: re-plot the committed results (default); smoke: run small on a CPU; "
+                        "full: train on a GPU into results/ and figures/")
+    n.add_argument("--only", default=None, help="a notebook number, e.g. 01 or A1")
+    n.add_argument("--publish", action="store_true", help="committed view: draw the figures into figures/")
+    n.add_argument("--write-ipynb", action="store_true",
+                   help="committed view: write the executed notebooks to notebooks/NN_name.ipynb")
     n.add_argument("--verbose", action="store_true", help="print every cell as it runs (default: one line per notebook)")
     n.set_defaults(func=_notebooks)
 

@@ -1,8 +1,10 @@
-"""Absolute repository paths and the mode → output-root rule.
+"""Absolute repository paths, and where each mode and notebook view reads and writes.
 
-Only `results`, `plotting` and the checkpoint code write to disk, and always below the roots
-named here: FULL mode writes the committed `figures/` and `results/`, SMOKE mode writes under
-`build/smoke/`, so a smoke run (CI included) can never overwrite a committed artefact.
+Experiments run in a mode: FULL writes the committed `results/` and `figures/`, SMOKE writes
+under `build/smoke/`, so a smoke run (CI included) can never overwrite a committed artefact.
+Notebooks run in a view: "committed" reads the committed `results/` and draws its figures into
+`build/committed/figures/` (into `figures/` only when $NLCORE_PUBLISH=1: `make figures`),
+"smoke" and "full" are the modes.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ NOTEBOOKS = REPO_ROOT / "notebooks"
 BUILD = Path(os.environ["NLCORE_BUILD"]).resolve() if os.environ.get("NLCORE_BUILD") else REPO_ROOT / "build"
 
 MODES = ("smoke", "full")
+VIEWS = ("committed", "smoke", "full")
 
 
 def check_mode(mode: str) -> str:
@@ -33,6 +36,24 @@ def figures_root(mode: str) -> Path:
 def results_root(mode: str) -> Path:
     """Where tidy results of `mode` go: `results/` (full) or `build/smoke/results/` (smoke)."""
     return REPO_ROOT / "results" if check_mode(mode) == "full" else BUILD / "smoke" / "results"
+
+
+def check_view(view: str) -> str:
+    if view not in VIEWS:
+        raise ValueError(f"VIEW must be one of {VIEWS}, got {view!r}")
+    return view
+
+
+def publishing() -> bool:
+    """Whether the committed view writes its figures into the tracked `figures/` ($NLCORE_PUBLISH=1)."""
+    return os.environ.get("NLCORE_PUBLISH", "").strip() not in ("", "0")
+
+
+def view_roots(view: str) -> tuple[Path, Path]:
+    """(results root, figures root) of a notebook view."""
+    if check_view(view) == "committed":
+        return REPO_ROOT / "results", (REPO_ROOT / "figures" if publishing() else BUILD / "committed" / "figures")
+    return results_root(view), figures_root(view)
 
 
 def data_root(explicit: str | os.PathLike | None = None) -> Path | None:

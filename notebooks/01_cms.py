@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,15 +45,14 @@
 # `nlcore.results`, `nlcore.stats` (bootstrap CIs), `nlcore.report.notebook` (setup).
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
 
-ctx = nl.notebook.setup("01_cms", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("01_cms", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The update schedule
@@ -63,7 +64,7 @@ ctx = nl.notebook.setup("01_cms", mode=MODE, seed=SEED, device=DEVICE, reuse_res
 # %%
 levels = {lv.name: lv.chunk for lv in ctx.config.cms.levels}
 fig = nl.figures.cms_timeline(levels, steps=ctx.config.steps, partial=ctx.config.cms.partial)
-ctx.save(fig, "update_timeline")
+ctx.show(fig, "update_timeline")
 
 # %% [markdown]
 # Move the sliders to change the chunk sizes (in a live kernel; an executed notebook shows the
@@ -103,7 +104,7 @@ exp.configs
 # %%
 unigram = nl.notebook.unigram_bpc(exp.run_dirs(exp.configs[0])[0])
 fig = nl.figures.ci_bars(exp.summary, "valid_bpc", reference=unigram, reference_label="unigram model")
-ctx.save(fig, "ci_valid_bpc")
+ctx.show(fig, "ci_valid_bpc")
 
 # %% [markdown]
 # ## Training curves
@@ -112,7 +113,7 @@ ctx.save(fig, "ci_valid_bpc")
 
 # %%
 fig = nl.figures.training_curves(exp.exp_dir, exp.configs, metric="train_bpc")
-ctx.save(fig, "training_curves")
+ctx.show(fig, "training_curves")
 
 # %% [markdown]
 # ## Effective learning per level
@@ -124,7 +125,7 @@ ctx.save(fig, "training_curves")
 # %%
 pair = [c for c in ("default", "adam_lr_div_chunk") if c in exp.configs]
 fig = nl.figures.effective_learning({c: exp.run_dirs(c)[0] for c in pair})
-ctx.save(fig, "effective_learning")
+ctx.show(fig, "effective_learning")
 
 # %% [markdown]
 # ## Results table
@@ -147,7 +148,7 @@ nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc"), order=exp.confi
 # %%
 scaling = nl.figures.bench_report("scaling")
 fig = nl.figures.plot_scaling(scaling)
-ctx.save(fig, "throughput_scaling")
+ctx.show(fig, "throughput_scaling")
 
 # %% [markdown]
 # ## Checks

@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,15 +49,14 @@
 # `nlcore.results`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
 
-ctx = nl.notebook.setup("02_surprise", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("02_surprise", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The experiment
@@ -89,7 +90,7 @@ exp.configs
 # %%
 shown = next(c for c in exp.configs if c.endswith("w0.05_0.01"))
 fig = nl.figures.surprise_telemetry(exp.run_dirs(shown)[0])
-ctx.save(fig, "surprise_telemetry")
+ctx.show(fig, "surprise_telemetry")
 
 # %% [markdown]
 # ## How big is the surprise signal?
@@ -121,7 +122,7 @@ scales.groupby(["config", "level"])[cols].max().map("{:.3g}".format)
 # %%
 panels = nl.notebook.corpus_panels(exp, {"wikitext2_": "WikiText-2", "synthetic_": "synthetic corpus"})
 fig = nl.figures.ci_panels(exp.summary, "valid_bpc", panels)
-ctx.save(fig, "ci_valid_bpc")
+ctx.show(fig, "ci_valid_bpc")
 
 # %% [markdown]
 # ## Does surprise help? Paired differences against `none`
@@ -134,7 +135,7 @@ ctx.save(fig, "ci_valid_bpc")
 # %%
 diffs = nl.notebook.paired_differences(exp.runs, {c: c.split("_")[0] + "_none" for c in exp.configs})
 fig = nl.figures.paired_diff_bars(diffs, "valid_bpc")
-ctx.save(fig, "paired_diff_valid_bpc")
+ctx.show(fig, "paired_diff_valid_bpc")
 diffs.round(4)
 
 # %% [markdown]
@@ -151,7 +152,7 @@ diffs.round(4)
 bench = nl.figures.bench_overheads(nl.figures.bench_report("seed"), [
     "seed_persistent", "seed_surprise_hooks", "seed_surprise_reference", "seed_persistent_eager", "seed_surprise_hooks_eager"])
 fig = nl.figures.bench_figure(bench)
-ctx.save(fig, "step_time")
+ctx.show(fig, "step_time")
 bench.drop(columns=["overrides"]).round(3)
 
 # %% [markdown]

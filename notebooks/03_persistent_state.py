@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -43,15 +45,14 @@
 # `nlcore.experiments`, `nlcore.report.figures`, `nlcore.results`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
 
-ctx = nl.notebook.setup("03_persistent_state", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("03_persistent_state", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The experiment
@@ -93,7 +94,7 @@ nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc", "train_ppl_last1
 unigram = nl.notebook.unigram_bpc(exp.run_dirs(exp.configs[0])[0])
 fig = nl.figures.ci_bars(exp.summary, "valid_bpc", reference=unigram, reference_label="unigram model",
                          group_prefix=("prototype_", "the prototype's settings"))
-ctx.save(fig, "ci_valid_bpc")
+ctx.show(fig, "ci_valid_bpc")
 
 # %% [markdown]
 # ## Where in the window does carried state help?
@@ -105,7 +106,7 @@ ctx.save(fig, "ci_valid_bpc")
 # %%
 rows = [c for c in ("reset_every_batch", "persistent", "persistent_doc_resets") if c in exp.configs]
 fig = nl.figures.bpc_by_position(exp.exp_dir, rows)
-ctx.save(fig, "bpc_by_position")
+ctx.show(fig, "bpc_by_position")
 
 # %% [markdown]
 # ## Training curves
@@ -117,7 +118,7 @@ ctx.save(fig, "bpc_by_position")
 # %%
 ours = [c for c in exp.configs if not c.startswith("prototype_")]
 fig = nl.figures.training_curves(exp.exp_dir, ours, metric="train_bpc")
-ctx.save(fig, "training_curves")
+ctx.show(fig, "training_curves")
 
 # %% [markdown]
 # ## Checks

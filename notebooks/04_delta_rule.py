@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,17 +49,16 @@
 # (the rule as an optimizer), `nlcore.experiments`, `nlcore.report.figures`, `nlcore.stats`, `nlcore.report.notebook`.
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (GPU, writes figures/ and results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import pandas as pd
 
 import nlcore as nl
 
-ctx = nl.notebook.setup("04_delta_rule", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("04_delta_rule", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## Associative recall, live
@@ -73,7 +74,7 @@ ctx = nl.notebook.setup("04_delta_rule", mode=MODE, seed=SEED, device=DEVICE, re
 demo = pd.concat([nl.recall.run_recall_benchmark(d=32, seeds=(0, 1, 2), eta=1.0, key_norm_spread=s)
                   .assign(key_norm_spread=s) for s in (0.0, 0.5)], ignore_index=True)
 fig = nl.figures.recall_curves(demo, cols=("key_norm_spread",))
-ctx.save(fig, "recall_demo")
+ctx.show(fig, "recall_demo")
 
 # %% [markdown]
 # The identity in the title cell, checked on the same streams (they are seeded by seed and size
@@ -97,7 +98,7 @@ print(f"unit-norm keys: max |delta_exact - delta_normalized| = {(unit['delta_exa
 # %%
 recall, _, recall_meta = nl.results.read_experiment(nl.paths.results_root("full") / "04_delta_rule" / "recall")
 fig = nl.figures.recall_curves(recall, cols=("key_norm_spread", "eta"), rows=("d",))
-ctx.save(fig, "recall_full")
+ctx.show(fig, "recall_full")
 print(f"made by `{recall_meta['command']}` on {recall_meta['environment'].get('gpu_name') or recall_meta['device']}")
 table = recall.groupby(["d", "key_norm_spread", "eta", "config", "load"])["value"].mean().unstack("load")
 table[[0.5, 1.0, 2.0]].map("{:.3g}".format)
@@ -156,7 +157,7 @@ exp.configs
 # %%
 unigram = nl.notebook.unigram_bpc(exp.run_dirs(exp.configs[0])[0])
 fig = nl.figures.ci_bars(exp.summary, "valid_bpc", reference=unigram, reference_label="unigram model")
-ctx.save(fig, "ci_valid_bpc")
+ctx.show(fig, "ci_valid_bpc")
 
 # %% [markdown]
 # ## Paired differences against `sgd_default`
@@ -166,7 +167,7 @@ ctx.save(fig, "ci_valid_bpc")
 # %%
 diffs = nl.notebook.paired_differences(exp.runs, "sgd_default")
 fig = nl.figures.paired_diff_bars(diffs, "valid_bpc")
-ctx.save(fig, "paired_diff_valid_bpc")
+ctx.show(fig, "paired_diff_valid_bpc")
 diffs.round(4)
 
 # %% [markdown]
@@ -176,7 +177,7 @@ diffs.round(4)
 
 # %%
 fig = nl.figures.training_curves(exp.exp_dir, exp.configs, metric="train_bpc")
-ctx.save(fig, "training_curves")
+ctx.show(fig, "training_curves")
 nl.figures.summary_table(exp.summary, ("valid_bpc", "test_bpc"), order=exp.configs, failed=exp.failed)
 
 # %% [markdown]

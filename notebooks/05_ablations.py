@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -42,15 +44,14 @@
 # `nlcore.experiments` (the registry), `nlcore.report.figures`, `nlcore.stats`, `nlcore.results`.
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (reads the committed results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; this notebook trains nothing itself
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
 
-ctx = nl.notebook.setup("05_ablations", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("05_ablations", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The experiments, collected
@@ -93,7 +94,7 @@ table.groupby(["steps", "batch_size", "seq_len", "chars_ratio"]).agg(rows=("labe
 
 # %%
 fig = nl.figures.ablation_ranking(table)
-ctx.save(fig, "ablation_ranking")
+ctx.show(fig, "ablation_ranking")
 
 # %% [markdown]
 # ## Paired differences against the baseline

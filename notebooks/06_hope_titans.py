@@ -1,5 +1,7 @@
 # ---
 # jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -54,16 +56,15 @@
 # ![](../figures/06_hope_titans/bpc.png)
 
 # %% tags=["parameters"]
-MODE = "smoke"  # "smoke" (CPU, seconds) | "full" (re-plots the committed results/)
+VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
 SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
-REUSE_RESULTS = False  # True: re-plot the committed results, train nothing
 
 # %%
 import nlcore as nl
 from nlcore.report.figures import hope
 
-ctx = nl.notebook.setup("06_hope_titans", mode=MODE, seed=SEED, device=DEVICE, reuse_results=REUSE_RESULTS)
+ctx = nl.notebook.setup("06_hope_titans", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The experiment
@@ -96,7 +97,7 @@ table.round(4)
 
 # %%
 fig = hope.plot_bpc(out_dir)
-ctx.save(fig, "bpc")
+ctx.show(fig, "bpc")
 
 # %% [markdown]
 # ## Every model learning at test time
@@ -111,7 +112,7 @@ ctx.save(fig, "bpc")
 # %%
 fair = nl.test_time.test_time_table()
 fig = nl.test_time.plot_test_time()
-ctx.save(fig, "test_time")
+ctx.show(fig, "test_time")
 fair.drop(columns=["test_mean"])
 
 # %% [markdown]
@@ -127,7 +128,7 @@ fair.drop(columns=["test_mean"])
 # %%
 fig = hope.plot_bpc_by_position(out_dir, configs=("nested_lstm", "transformer", "titans", "titans_linear", "hope",
                                                   "hope_static"))
-ctx.save(fig, "bpc_by_position")
+ctx.show(fig, "bpc_by_position")
 
 # %% [markdown]
 # ## Throughput
@@ -139,7 +140,7 @@ ctx.save(fig, "bpc_by_position")
 # %%
 bench = nl.figures.bench_report("models_06")
 fig = hope.plot_throughput(bench)
-ctx.save(fig, "throughput")
+ctx.show(fig, "throughput")
 hope.throughput_table(bench).round(3)
 
 # %% [markdown]
@@ -150,7 +151,7 @@ hope.throughput_table(bench).round(3)
 
 # %%
 bench64 = nl.figures.bench_report("models_06_b64")
-ctx.save(hope.plot_throughput(bench64), "throughput_b64")
+ctx.show(hope.plot_throughput(bench64), "throughput_b64")
 assert set(bench64["configs"]) == {f"{m}_b64" for m in ("transformer", "nested_lstm", "titans", "titans_linear",
                                                          "hope_outer", "hope")}
 hope.throughput_table(bench64).round(3)
@@ -164,7 +165,7 @@ hope.throughput_table(bench64).round(3)
 # %%
 paths_report = nl.figures.bench_report("memory_paths")
 fig = hope.plot_memory_speed(paths_report)
-ctx.save(fig, "memory_speed")
+ctx.show(fig, "memory_speed")
 hope.memory_speed_table(paths_report).round(4)
 
 # %% [markdown]
@@ -181,7 +182,7 @@ hope.memory_speed_table(paths_report).round(4)
 # %%
 mqar = hope.mqar_table()
 fig = hope.plot_mqar()
-ctx.save(fig, "mqar")
+ctx.show(fig, "mqar")
 mqar.pivot_table(index="model", columns="seq_len", values="accuracy", sort=False).round(4)
 
 # %% [markdown]

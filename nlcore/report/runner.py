@@ -1,27 +1,27 @@
-"""The one caller of papermill: execute the numbered notebooks headless, in smoke or full mode.
+"""The one caller of papermill: execute the notebooks headless, in a view.
 
-`python -m nlcore notebooks --mode smoke|full [--only NN] [--reuse]` (and `make smoke`,
-`make figures`) end here. The notebooks are committed only as jupytext `py:percent` files
-`notebooks/NN_name.py`; for each one, in order, the runner
+`python -m nlcore notebooks --view committed|smoke|full [--only NN] [--publish] [--write-ipynb]`
+(and `make notebooks`, `make figures`, `make smoke`) end here. For each notebook
+`notebooks/NN_name.py` (py:percent, the reviewed source), in order, the runner
 
-1. converts it with `jupytext.read()` and sets the kernelspec (`python3`);
-2. checks the parameters it passes against the notebook's one `parameters`-tagged cell: an
-   unknown name (or a value of another type than the default) is an error, not papermill's
-   warning;
-3. clears the notebook's figure folder for the mode (and, in smoke mode without `--reuse`, its
-   smoke results, so a smoke run always exercises the current code instead of old runs);
+1. reads it with jupytext and sets the kernelspec (`python3`);
+2. checks the parameters it passes against the notebook's one `parameters`-tagged cell (an
+   unknown name, or a value of another type than the default, is an error); the committed view
+   passes none (it is every notebook's default), so no cell is injected;
+3. clears the notebook's figure folder for the view (and, in smoke, its smoke results, so a
+   smoke run always exercises the current code);
 4. sets the environment before the kernel starts (`MPLBACKEND=Agg`, `PYTHONHASHSEED=0`,
-   `CUBLAS_WORKSPACE_CONFIG=:4096:8`, one OpenMP thread in smoke, and `NLCORE_BUILD` so the
-   kernel writes below the same build root as this process);
-5. runs `papermill.execute_notebook(..., parameters={"MODE": mode}, kernel_name="python3",
-   cwd=<repo root>)` into `build/executed/<mode>/<stem>.ipynb`;
-6. records its duration in `build/<mode>/timings.json`.
+   `CUBLAS_WORKSPACE_CONFIG=:4096:8`, one OpenMP thread on a CPU, `NLCORE_BUILD` so the kernel
+   writes below the same build root, `NLCORE_PUBLISH` with `--publish`);
+5. executes it into `build/executed/<view>/<stem>.ipynb` and records its duration in
+   `build/<view>/timings.json`;
+6. with `--write-ipynb`, writes the executed notebook, normalised (`normalise`: no timings or
+   run metadata, execution counts 1, 2, ..., widget ids numbered in order), to
+   `notebooks/<stem>.ipynb`: the rendered copy a reader opens, paired with the `.py` by jupytext.
 
 A failure stops the run with a non-zero exit and a message naming the notebook and the cell
 (its index in the `.py` notebook, its `In [n]` and first source line); the failed notebook stays
-in `build/executed/<mode>/` for inspection. FULL mode passes `MODE="full"` only; the notebook then
-trains whatever is missing from `results/`. `--reuse` adds `REUSE_RESULTS=True`: the notebook
-re-plots the committed results without training (`make figures` on a machine without a GPU).
+in `build/executed/<view>/` for inspection.
 """
 
 from __future__ import annotations
@@ -40,12 +40,13 @@ from pathlib import Path
 
 from nlcore import paths
 
-NOTEBOOK_GLOB = "[0-9][0-9]_*.py"
-STEM = re.compile(r"[0-9]{2}_[a-z0-9_]+")
+NOTEBOOK_GLOB = "[0-9A-Z][0-9]_*.py"  # 00_orientation ... 06_hope_titans, then appendices A1_...
+STEM = re.compile(r"[0-9A-Z][0-9]_[a-z0-9_]+")
 PARAMETERS_TAG = "parameters"
 KERNEL_NAME = "python3"
 KERNELSPEC = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
-CELL_TIMEOUT_S = {"smoke": 600, "full": None}  # per cell; None: no limit
+CELL_TIMEOUT_S = {"committed": 300, "smoke": 600, "full": None}  # per cell; None: no limit
+JUPYTEXT_FORMATS = "ipynb,py:percent"
 
 log = logging.getLogger("nlcore.report.runner")
 
@@ -65,7 +66,7 @@ class NotebookError(RuntimeError):
 @dataclass(frozen=True)
 class NotebookRun:
     stem: str
-    mode: str
+    view: str
     seconds: float
     output: Path
     parameters: dict
@@ -75,13 +76,13 @@ class NotebookRun:
 
 
 def discover(only: str | None = None, notebooks_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The notebooks `notebooks/NN_name.py`, in order; `only` ("01" or "01_cms") selects one."""
+    """The notebooks `notebooks/NN_name.py`, in order; `only` ("01", "A1" or "01_cms") selects one."""
     folder = Path(notebooks_dir) if notebooks_dir is not None else paths.NOTEBOOKS
     found = sorted(p for p in folder.glob(NOTEBOOK_GLOB) if STEM.fullmatch(p.stem))
     if only is None:
         return found
     key = str(only).strip()
-    picked = [p for p in found if p.stem == key or p.stem.split("_", 1)[0] == key.zfill(2)]
+    picked = [p for p in found if p.stem == key or p.stem.split("_", 1)[0] == key.zfill(2).upper()]
     if not picked:
         names = ", ".join(p.stem for p in found) or "none"
         raise NotebookError(f"--only {only}: no notebook matches in {folder} (have: {names})",
@@ -160,15 +161,16 @@ def check_parameters(nb, parameters: Mapping, name: str = "notebook") -> dict:
 # ---------------------------------------------------------------------------- environment
 
 
-def kernel_env(mode: str) -> dict[str, str]:
+def kernel_env(view: str, publish: bool = False) -> dict[str, str]:
     """Variables set before the kernel starts (it inherits this process's environment)."""
     env = {
         "MPLBACKEND": "Agg",
         "PYTHONHASHSEED": "0",
         "CUBLAS_WORKSPACE_CONFIG": ":4096:8",
         "NLCORE_BUILD": str(paths.BUILD),  # the kernel writes below this process's build root
+        "NLCORE_PUBLISH": "1" if publish else "0",
     }
-    if mode == "smoke":  # one thread per kernel: two 2-thread processes on 2 cores crawl
+    if view != "full":  # one thread per kernel: two 2-thread processes on 2 cores crawl
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
         env.update({k: os.environ.get(k, "1") for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")})
     return env
@@ -189,13 +191,15 @@ def _environ(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def clear_outputs(stem: str, mode: str, results: bool = True) -> None:
-    """Remove the notebook's figure folder for `mode`, and in smoke mode (with `results`) its
-    smoke results; the committed results/ are never removed."""
+def clear_outputs(stem: str, view: str, publish: bool = False) -> None:
+    """Remove the notebook's figure folder for `view`, and in smoke its smoke results; the
+    committed results/ are never removed."""
     if not STEM.fullmatch(stem):
         raise ValueError(f"not a notebook stem: {stem!r}")
-    folders = [paths.figures_root(mode) / stem]
-    if mode == "smoke" and results:  # never the committed results/
+    figures = paths.REPO_ROOT / "figures" if view == "full" or (view == "committed" and publish) else \
+        paths.view_roots(view)[1] if view == "smoke" else paths.BUILD / "committed" / "figures"
+    folders = [figures / stem]
+    if view == "smoke":  # never the committed results/
         folders.append(paths.results_root("smoke") / stem)
     for folder in folders:
         if folder.is_dir():
@@ -219,27 +223,31 @@ def _first_line(source: str) -> str:
     return next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
 
 
-def run_notebook(src: str | os.PathLike, mode: str, parameters: Mapping | None = None, *,
-                 log_output: bool = False, cell_timeout: int | None = None) -> NotebookRun:
+def run_notebook(src: str | os.PathLike, view: str, parameters: Mapping | None = None, *,
+                 log_output: bool = False, cell_timeout: int | None = None, publish: bool = False,
+                 write_ipynb: bool = False) -> NotebookRun:
     """Execute one notebook; return its timing, or raise NotebookError naming the failing cell."""
+    import nbformat
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
-    paths.check_mode(mode)
+    paths.check_view(view)
     src = Path(src)
     stem = src.stem
-    params = {"MODE": mode, **dict(parameters or {})}
+    params = dict(parameters or {})
+    if view != "committed":
+        params = {"VIEW": view, **params}
     nb = read_notebook(src)
     check_parameters(nb, params, name=str(src.name))
     p_index, _ = parameters_cell(nb, str(src.name))
-    out = paths.BUILD / "executed" / mode / f"{stem}.ipynb"
+    out = paths.BUILD / "executed" / view / f"{stem}.ipynb"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.unlink(missing_ok=True)
-    clear_outputs(stem, mode, results=not params.get("REUSE_RESULTS", False))
-    timeout = cell_timeout if cell_timeout is not None else CELL_TIMEOUT_S[mode]
+    clear_outputs(stem, view, publish)
+    timeout = cell_timeout if cell_timeout is not None else CELL_TIMEOUT_S[view]
     t0 = time.perf_counter()
     try:
-        with _environ(kernel_env(mode)):
+        with _environ(kernel_env(view, publish)):
             executed = pm.execute_notebook(
                 nb, str(out), parameters=params, kernel_name=KERNEL_NAME, language="python",
                 cwd=str(paths.REPO_ROOT), log_output=log_output, progress_bar=False,
@@ -247,26 +255,88 @@ def run_notebook(src: str | os.PathLike, mode: str, parameters: Mapping | None =
             )
     except PapermillExecutionError as e:
         # papermill inserted its injected-parameters cell right after the parameters cell
-        index = e.cell_index - 1 if e.cell_index > p_index else e.cell_index
+        index = e.cell_index - 1 if params and e.cell_index > p_index else e.cell_index
         first = _first_line(e.source)
         line = _cell_line(src, len(nb.cells), index)
         where = f"{src.name}:{line}" if line else src.name
         raise NotebookError(
             f"notebook {src.name} failed in cell {index} (counted from 0, markdown included; {where}; "
-            f"In [{e.exec_count}]) starting {first!r}:\n  {e.ename}: {e.evalue}\n"
-            f"  executed notebook kept at {out}",
+            f"In [{e.exec_count}]) starting {first!r}: {e.ename}: {e.evalue} "
+            f"(executed notebook kept at {out})",
             notebook=stem, cell_index=index, first_line=first, output=out) from None
     except Exception as e:  # kernel died, timed out, could not start, ...
-        raise NotebookError(f"notebook {src.name} did not run: {type(e).__name__}: {e}\n"
-                            f"  partial notebook (if any) at {out}", notebook=stem, output=out) from e
+        raise NotebookError(f"notebook {src.name} did not run: {type(e).__name__}: {e} "
+                            f"(partial notebook, if any, at {out})", notebook=stem, output=out) from e
     seconds = executed.metadata.get("papermill", {}).get("duration") or (time.perf_counter() - t0)
-    return NotebookRun(stem, mode, float(seconds), out, params)
+    if write_ipynb:
+        nbformat.write(normalise(executed, stem), paths.NOTEBOOKS / f"{stem}.ipynb")
+    return NotebookRun(stem, view, float(seconds), out, params)
 
 
-def _record_timing(mode: str, stem: str, entry: dict) -> None:
+_UUID = re.compile(r"[0-9a-f]{32}")
+
+
+def _widget_order(nb) -> list[str]:
+    """Widget model ids in an order that does not depend on the ids themselves: the widgets the
+    outputs display, in cell order, then the models each references (its state's keys sorted,
+    lists in order), breadth first; any left over by their name and state."""
+    import json
+
+    state = (nb.metadata.get("widgets") or {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    order: list[str] = []
+    for cell in nb.cells:
+        for o in cell.get("outputs", []):
+            view = o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if view and view.get("model_id") not in order:
+                order.append(view["model_id"])
+    i = 0
+    while i < len(order):
+        refs = _UUID.findall(json.dumps(state.get(order[i], {}).get("state", {}), sort_keys=True))
+        order += [r for r in refs if r not in order]
+        i += 1
+    rest = sorted((m for m in state if m not in order),
+                  key=lambda m: (state[m].get("model_name", ""), _UUID.sub("", json.dumps(state[m], sort_keys=True))))
+    return order + rest
+
+
+def normalise(nb, stem: str):
+    """The executed notebook as committed: its sources and outputs only, byte-stable across runs
+    on unchanged results (no timings or run metadata; execution counts 1, 2, ...; cell ids from
+    the stem and position; widget model ids numbered in order of appearance)."""
+    import json
+
+    import nbformat
+
+    state = nb.metadata.get("widgets")
+    nb.metadata = nbformat.from_dict({"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"},
+                                      "jupytext": {"formats": JUPYTEXT_FORMATS}})
+    if state:
+        nb.metadata["widgets"] = state
+    count = 0
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{stem.replace('_', '-')}-{i:02d}"
+        tags = cell.get("metadata", {}).get("tags")
+        cell["metadata"] = nbformat.from_dict({"tags": tags} if tags else {})
+        if cell.cell_type == "code":
+            count += 1
+            cell["execution_count"] = count
+            for o in cell.get("outputs", []):
+                if "execution_count" in o:
+                    o["execution_count"] = count
+                o.get("metadata", {}).pop("papermill", None)
+    text = nbformat.writes(nb)
+    ids: dict[str, str] = {}
+    for uid in _widget_order(nb):  # widget model ids: random per run; number them in a fixed order
+        ids.setdefault(uid, f"{len(ids) + 1:032x}")
+    for uid, new in ids.items():
+        text = text.replace(uid, new)
+    return nbformat.reads(json.dumps(json.loads(text)), as_version=4)
+
+
+def _record_timing(view: str, stem: str, entry: dict) -> None:
     from nlcore import results
 
-    path = paths.BUILD / mode / "timings.json"
+    path = paths.BUILD / view / "timings.json"
     data = results.read_json(path) if path.exists() else {}
     data[stem] = entry
     results.write_json(path, data)
@@ -282,17 +352,20 @@ def _setup_logging(verbose: bool) -> None:
         pm_log.propagate = False
 
 
-def run_notebooks(mode: str, only: str | None = None, *, reuse: bool = False,
-                  parameters: Mapping | None = None, notebooks_dir: str | os.PathLike | None = None,
-                  verbose: bool = False) -> int:
-    """Run every notebook (or `only` one) in `mode`; 0 if all succeeded, else 1 (2: bad request).
+def run_notebooks(view: str = "committed", only: str | None = None, *, parameters: Mapping | None = None,
+                  notebooks_dir: str | os.PathLike | None = None, verbose: bool = False, publish: bool = False,
+                  write_ipynb: bool = False) -> int:
+    """Run every notebook (or `only` one) in `view`; 0 if all succeeded, else 1 (2: bad request).
 
-    `reuse` passes REUSE_RESULTS=True (re-plot committed results, no training). `parameters`
-    adds more (each must be declared by every selected notebook).
-    """
+    `publish` (committed view): write the figures into the tracked figures/; `write_ipynb`
+    (committed view): write the normalised executed notebooks to notebooks/; `parameters` adds
+    parameters (each must be declared by every selected notebook)."""
     from nlcore.repro import utc_now
 
-    paths.check_mode(mode)
+    paths.check_view(view)
+    if (publish or write_ipynb) and view != "committed":
+        print("error: --publish and --write-ipynb apply to the committed view only", file=sys.stderr)
+        return 2
     try:
         notebooks = discover(only, notebooks_dir)
     except NotebookError as e:
@@ -302,30 +375,24 @@ def run_notebooks(mode: str, only: str | None = None, *, reuse: bool = False,
         print(f"error: no notebooks matching {NOTEBOOK_GLOB} in {notebooks_dir or paths.NOTEBOOKS}",
               file=sys.stderr)
         return 2
-    params = dict(parameters or {})
-    if reuse:
-        params["REUSE_RESULTS"] = True
-    if mode == "full" and not reuse:
+    if view == "full":
         import torch
 
         if not torch.cuda.is_available():
-            print("note: full mode without --reuse on a machine without CUDA trains whatever is missing "
-                  "from results/ on the CPU; pass --reuse to re-plot the committed results only", flush=True)
+            print("note: the full view trains whatever is missing from results/, here on the CPU; "
+                  "the committed view re-plots the committed results", flush=True)
     _setup_logging(verbose)
     total = time.perf_counter()
     for src in notebooks:
-        print(f"[notebooks:{mode}] {src.stem} ...", flush=True)
         t0 = time.perf_counter()
         try:
-            run = run_notebook(src, mode, params, log_output=verbose)
+            run = run_notebook(src, view, parameters, log_output=verbose, publish=publish, write_ipynb=write_ipynb)
         except NotebookError as e:
-            _record_timing(mode, src.stem, {"seconds": round(time.perf_counter() - t0, 1), "status": "failed",
-                                            "reuse": reuse, "utc_time": utc_now()})
-            print(f"FAILED: {e}", file=sys.stderr, flush=True)
+            _record_timing(view, src.stem, {"seconds": round(time.perf_counter() - t0, 1), "status": "failed",
+                                            "utc_time": utc_now()})
+            print(f"error: {e}", file=sys.stderr, flush=True)
             return 1
-        _record_timing(mode, run.stem, {"seconds": round(run.seconds, 1), "status": "ok", "reuse": reuse,
-                                        "utc_time": utc_now()})
-        print(f"[notebooks:{mode}] {run.stem} ok in {run.seconds:.1f} s -> {run.output}", flush=True)
-    print(f"[notebooks:{mode}] {len(notebooks)} notebook(s) ok in {time.perf_counter() - total:.1f} s "
-          f"(timings: {paths.BUILD / mode / 'timings.json'})", flush=True)
+        _record_timing(view, run.stem, {"seconds": round(run.seconds, 1), "status": "ok", "utc_time": utc_now()})
+        print(f"[notebooks:{view}] {run.stem} ok in {run.seconds:.1f} s", flush=True)
+    print(f"[notebooks:{view}] {len(notebooks)} notebook(s) ok in {time.perf_counter() - total:.1f} s", flush=True)
     return 0

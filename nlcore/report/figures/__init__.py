@@ -29,7 +29,7 @@ from nlcore.report.figures.cms import (
     update_steps,
 )
 from nlcore.report.figures.common import LEVEL_COLORS, METRIC_LABELS, metric_label
-from nlcore.report.figures.curves import bpc_by_position, seed_dirs, training_curves
+from nlcore.report.figures.curves import bpc_by_position, paired_curves, seed_dirs, training_curves
 from nlcore.report.figures.recall import RECALL_STYLE, recall_curves
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
@@ -37,6 +37,6 @@ __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE",
     "ablation_ranking", "bench_figure", "bench_overheads", "bench_report", "plot_scaling", "bpc_by_position", "ci_bars", "ci_panels",
     "cms_timeline", "cms_timeline_widget", "cumulative_change", "effective_learning", "metric_label",
-    "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
+    "paired_curves", "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
     "training_curves", "update_steps",
 ]

@@ -94,3 +94,33 @@ def bpc_by_position(exp_dir: str | Path, configs: Sequence[str], log_x: bool = T
     ax.set_title("Where in the window carried state helps (mean, 95 % CI band)", fontsize=11, loc="left")
     ax.legend(fontsize=9)
     return fig
+
+
+def paired_curves(exp_dir: str | Path, configs: Sequence[str], baseline: str, metric: str = "train_bpc",
+                  smooth: int = 1) -> Figure:
+    """`metric` of each configuration minus the baseline's, seed by seed (same seed, same data
+    order), against training step: mean and 95 % t band over the paired seeds. The noise the runs
+    share (which windows are hard) cancels, so the gap a configuration opens or closes shows.
+    `smooth`: average over that many consecutive logged points first."""
+    base = {run.name: run for run in _need_runs(exp_dir, baseline)}
+    fig, (ax,) = new_figure(7.5, 4.2)
+    for i, config in enumerate(c for c in configs if c != baseline):
+        curves = []
+        for run in _need_runs(exp_dir, config):
+            if run.name not in base:
+                continue
+            a = pd.Series({r["step"]: r[metric] for r in read_metrics(run) if r.get(metric) is not None}, dtype=float)
+            b = pd.Series({r["step"]: r[metric] for r in read_metrics(base[run.name]) if r.get(metric) is not None},
+                          dtype=float)
+            d = (a - b).dropna().rolling(smooth, min_periods=1).mean()
+            curves.append(d.rename(run.name))
+        if curves:
+            x, mean, lo, hi, n = _seed_curves(curves)
+            band(ax, x, mean, lo, hi, label=config, n=n, color=CYCLE[(i + 1) % len(CYCLE)])
+    ax.axhline(0.0, color="grey", lw=1, ls="--", label=baseline)
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{metric_label(metric)} minus {baseline}")
+    ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.suptitle(f"{metric_label(metric).capitalize()} against {baseline}, paired by seed "
+                 f"(mean and 95 % t band; below zero is better)", fontsize=11)
+    return fig

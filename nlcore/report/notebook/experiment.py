@@ -53,7 +53,7 @@ def load_experiment(ctx_or_dir, stem: str | None = None) -> ExperimentResults:
     if not (exp_dir / "summary.json").exists():
         raise FileNotFoundError(
             f"no results in {exp_dir}: run `python -m nlcore experiment {stem} --mode {mode}` first "
-            f"(full: on a GPU), or run the notebook with REUSE_RESULTS=False")
+            f"(full: on a GPU), or run the notebook with VIEW = 'smoke'")
     runs, summary, meta = read_experiment(exp_dir)
     present = set(runs["config"].astype(str))
     order = [c for c in _registry_order(stem) if c in present]
@@ -64,16 +64,16 @@ def load_experiment(ctx_or_dir, stem: str | None = None) -> ExperimentResults:
 def experiment(ctx: Context, *, jobs: int = 0) -> ExperimentResults:
     """The notebook's registered experiment (`nlcore.experiments.EXPERIMENTS[ctx.stem]`).
 
-    `ctx.reuse_results`: read the committed results back, train nothing. Otherwise run the grid
-    of `ctx.mode` one configuration at a time into `ctx.results_dir` (runs already finished are
-    kept, see `experiments.run_grid`), then aggregate the configurations that succeeded.
+    The committed view reads the committed results back and trains nothing. The smoke and full
+    views run the grid of their mode one configuration at a time into `ctx.results_dir` (runs
+    already finished are kept, see `experiments.run_grid`), then aggregate the configurations
+    that succeeded.
     """
     from nlcore import experiments, results
 
-    if ctx.reuse_results:
+    if not ctx.trains:
         res = load_experiment(ctx)
-        print(f"re-read {relpath(res.exp_dir)}: {len(res.configs)} configuration(s), "
-              f"seeds {res.meta.get('seeds')} (no training)")
+        print(f"{relpath(res.exp_dir)}: {len(res.configs)} configuration(s) x seeds {res.meta.get('seeds')}")
         _report_failed(res.failed)
         return res
     exp = experiments.EXPERIMENTS[ctx.stem]
@@ -93,7 +93,7 @@ def experiment(ctx: Context, *, jobs: int = 0) -> ExperimentResults:
         raise RuntimeError(f"{ctx.stem}: every configuration failed: {failed}")
     experiments.aggregate(ctx.stem, ok, seeds, out)
     meta = results.read_json(out / "meta.json")
-    meta.update(command=f"notebook {ctx.stem} (MODE={ctx.mode!r})", mode=ctx.mode, failed=failed,
+    meta.update(command=f"notebook {ctx.stem} (VIEW={ctx.view!r})", mode=ctx.mode, failed=failed,
                 wall_time_s=time.perf_counter() - t0)
     results.write_json(out / "meta.json", meta)
     res = load_experiment(ctx)

@@ -1,4 +1,14 @@
-"""The notebook's context: `setup()` seeds, sets determinism and plot style, and returns a `Context`."""
+"""A notebook's context: `setup()` seeds, sets determinism and plot style, and returns a `Context`.
+
+Every notebook has one parameter that decides what it runs, ``VIEW``:
+
+- ``"committed"`` (the default): re-plot the committed full results on any CPU in seconds;
+  nothing tracked is written (figures go to ``build/committed/``);
+- ``"smoke"``: run the whole pipeline small on a CPU (synthetic corpus) into ``build/smoke/``;
+- ``"full"``: train on a GPU and write ``results/`` and ``figures/``.
+
+`Context.show(fig, slug)` saves a figure and displays exactly the bytes it saved, once.
+"""
 
 from __future__ import annotations
 
@@ -10,33 +20,49 @@ from nlcore import paths
 
 @dataclass(frozen=True)
 class Context:
-    """Where one notebook's outputs go, and the parameters it ran with."""
+    """Where one notebook's results come from and its figures go, and what it ran with."""
 
     stem: str
-    mode: str
+    view: str
     seed: int
     device: str
     fig_dir: Path
     results_dir: Path
-    reuse_results: bool = False
-    config: object = None  # the TrainConfig preset this mode's experiment starts from
+    config: object = None  # the TrainConfig this view's experiment starts from
 
-    def save(self, fig, slug: str):
-        """Write `fig` as `<fig_dir>/<slug>.png` and `.pdf`; return `fig` (so a cell shows it)."""
+    @property
+    def mode(self) -> str:
+        """The experiment mode whose results this view shows: committed and full show full runs."""
+        return "smoke" if self.view == "smoke" else "full"
+
+    @property
+    def trains(self) -> bool:
+        """Whether this view runs experiments (smoke, full) or only reads committed results."""
+        return self.view != "committed"
+
+    @property
+    def reuse_results(self) -> bool:
+        return not self.trains
+
+    def show(self, fig, slug: str) -> None:
+        """Save `fig` as `<fig_dir>/<slug>.png` (+ .pdf) and display that PNG: what a reader sees is
+        byte for byte the saved figure, shown once."""
+        from IPython.display import Image, display
+
         from nlcore.report.plotting import save_figure
 
-        save_figure(fig, slug, self.fig_dir)
-        return fig
+        saved = save_figure(fig, slug, self.fig_dir)
+        png = next(p for p in saved if p.suffix == ".png")
+        display(Image(data=png.read_bytes(), format="png"))
 
 
 def _notebook_stems() -> list[str]:
-    return sorted({p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.py")}
-                  | {p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")})
+    return sorted({p.stem for p in paths.NOTEBOOKS.glob("[0-9A-Z][0-9]_*.py")})
 
 
 def _inline_figures() -> None:
-    """Inside a Jupyter kernel, render figures inline (the runner's MPLBACKEND=Agg would
-    otherwise leave the executed notebook without images)."""
+    """Inside a Jupyter kernel, render pyplot figures inline (the runner's MPLBACKEND=Agg would
+    otherwise leave the executed notebook without images), without a software version in the PNG."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -44,36 +70,39 @@ def _inline_figures() -> None:
     shell = get_ipython()
     if shell is not None and getattr(shell, "kernel", None) is not None:
         shell.run_line_magic("matplotlib", "inline")
+        shell.run_line_magic("config", "InlineBackend.print_figure_kwargs = {'bbox_inches': 'tight', "
+                                       "'metadata': {'Software': None}}")
 
 
-def setup(stem: str, mode: str = "smoke", seed: int = 0, device: str = "auto",
-          reuse_results: bool = False) -> Context:
-    """Seed, set determinism and plot style, print a header; return the notebook's Context."""
-    import torch
-
+def setup(stem: str, view: str = "committed", seed: int = 0, device: str = "auto") -> Context:
+    """Seed, set determinism and plot style, print where results come from; return the Context."""
     from nlcore import repro
     from nlcore.report import plotting
+    from nlcore.report.notebook import cite
 
-    paths.check_mode(mode)
+    paths.check_view(view)
     stems = _notebook_stems()
     if stem not in stems:
         raise ValueError(f"setup({stem!r}): no notebook notebooks/{stem}.py; notebooks are {stems}")
-    if not isinstance(reuse_results, bool):
-        raise TypeError(f"reuse_results must be True or False, got {reuse_results!r}")
-    dev = repro.pick_device(device)  # informational: each run takes its device from its config
-    cfg = _preset_for(stem, mode)
-    repro.set_determinism(True, warn_only=(mode == "full"))
+    dev = repro.pick_device(device if view != "committed" else "cpu")
+    cite.reset(stem)
+    repro.set_determinism(True, warn_only=(view == "full"))
     repro.seed_everything(seed)
     plotting.apply_style()
     _inline_figures()
-    ctx = Context(stem=stem, mode=mode, seed=int(seed), device=str(dev),
-                  fig_dir=paths.figures_root(mode) / stem, results_dir=paths.results_root(mode) / stem,
-                  reuse_results=reuse_results, config=cfg)
-    git = repro.git_info()
-    sha = (git["revision"] or "unknown")[:10] + ("+dirty" if git["dirty"] else "")
-    print(f"nlcore notebook {stem} | mode {mode}{' (re-plotting committed results)' if reuse_results else ''}"
-          f" | device {dev} | torch {torch.__version__} | git {sha} | seed {seed}")
-    print(f"  figures -> {relpath(ctx.fig_dir)}   results -> {relpath(ctx.results_dir)}")
+    results_root, figures_root = paths.view_roots(view)
+    ctx = Context(stem=stem, view=view, seed=int(seed), device=str(dev), fig_dir=figures_root / stem,
+                  results_dir=results_root / stem, config=_preset_for(stem, "smoke" if view == "smoke" else "full"))
+    if view == "committed":  # nothing that changes between runs: the executed notebook is committed
+        print(f"nlcore notebook {stem}: VIEW = 'committed', re-plotting the committed results in results/ "
+              f"(set VIEW = 'smoke' to run it small on this CPU, 'full' to train on a GPU)")
+    else:
+        import torch
+
+        git = repro.git_info()
+        sha = (git["revision"] or "unknown")[:10] + ("+dirty" if git["dirty"] else "")
+        print(f"nlcore notebook {stem} | VIEW {view!r} | device {dev} | torch {torch.__version__} | git {sha} "
+              f"| seed {seed}\n  figures -> {relpath(ctx.fig_dir)}   results -> {relpath(ctx.results_dir)}")
     return ctx
 
 
