@@ -25,7 +25,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from nlcore import paths, runner
+from nlcore import paths
+from nlcore.report import runner
 
 NOTEBOOKS = runner.discover()
 BUDGET_S = {"committed": 30, "smoke": 120}

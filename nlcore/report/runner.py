@@ -299,6 +299,20 @@ def _widget_order(nb) -> list[str]:
     return order + rest
 
 
+def _merge_streams(outputs: list) -> list:
+    """Consecutive outputs on one stream as one output: how a kernel splits printed text into
+    messages depends on timing, what a reader sees does not."""
+    merged: list = []
+    for o in outputs:
+        prev = merged[-1] if merged else None
+        if (o.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == o.get("name")):
+            prev["text"] = prev["text"] + o["text"]
+        else:
+            merged.append(o)
+    return merged
+
+
 def normalise(nb, stem: str):
     """The executed notebook as committed: its sources and outputs only, byte-stable across runs
     on unchanged results (no timings or run metadata; execution counts 1, 2, ...; cell ids from
@@ -320,6 +334,7 @@ def normalise(nb, stem: str):
         if cell.cell_type == "code":
             count += 1
             cell["execution_count"] = count
+            cell["outputs"] = _merge_streams(cell.get("outputs", []))
             for o in cell.get("outputs", []):
                 if "execution_count" in o:
                     o["execution_count"] = count

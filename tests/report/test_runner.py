@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import textwrap
 
 import pytest
@@ -259,3 +258,17 @@ def test_readme_tables_regenerates_and_checks(tmp_path, capsys):
     (tmp_path / "build" / "smoke" / "timings.json").unlink()
     assert mod.main(["--readme", str(readme), "--build", str(tmp_path / "build")]) == 0
     assert "| 19 s |" in readme.read_text(), "a measured runtime survives a regeneration without timings"
+
+
+def test_normalise_merges_split_stream_outputs():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print('a'); print('b')")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+                    nbformat.v4.new_output("stream", name="stderr", text="w\n"),
+                    nbformat.v4.new_output("stream", name="stdout", text="c\n")]
+    nb.cells = [cell]
+    out = runner.normalise(nb, "01_x").cells[0].outputs
+    assert [(o.name, o.text) for o in out] == [("stdout", "a\nb\n"), ("stderr", "w\n"), ("stdout", "c\n")]
