@@ -26,6 +26,7 @@ _NAMES = {
     "prepare": "nlcore.data", "load_corpus": "nlcore.data", "CharTokenizer": "nlcore.data",
     "CharStream": "nlcore.data", "build_model": "nlcore.models", "SequenceModel": "nlcore.models",
     "Trainer": "nlcore.training", "train": "nlcore.training", "evaluate": "nlcore.training",
+    "sample": "nlcore.training",
     "run_experiment": "nlcore.experiments", "EXPERIMENTS": "nlcore.experiments",
     "read_experiment": "nlcore.results", "summarize": "nlcore.stats",
 }

@@ -1,4 +1,5 @@
-"""`python -m nlcore <command>`: train, grid, experiment, recall, mqar, data, summarize, notebooks, bench.
+"""`python -m nlcore <command>`: train, grid, experiment, recall, mqar, data, summarize, notebooks, sample,
+bench.
 
 Each sub-command parses its arguments here and calls one function of the package; nothing
 heavy is imported until a command runs, so `--help` is instant. Every failure prints one line,
@@ -148,6 +149,16 @@ def _notebooks(args: argparse.Namespace) -> int:
                          write_ipynb=args.write_ipynb)
 
 
+def _sample(args: argparse.Namespace) -> int:
+    from nlcore import repro
+    from nlcore.training.sampling import sample
+
+    s = sample(args.run, prompt=args.prompt, chars=args.chars, temperature=args.temperature, top_k=args.top_k,
+               seed=args.seed, write=not args.freeze, device=repro.pick_device(args.device))
+    print(s.prompt + s.text)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from nlcore.bench.step import main as bench_main
 
@@ -245,6 +256,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="committed view: write the executed notebooks to notebooks/NN_name.ipynb")
     n.add_argument("--verbose", action="store_true", help="print every cell as it runs (default: one line per notebook)")
     n.set_defaults(func=_notebooks)
+
+    s = command("sample", help="text from a trained run: its model continues a prompt")
+    s.add_argument("--run", required=True, help="a run directory holding checkpoint.pt (or the file itself)")
+    s.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
+    s.add_argument("--chars", type=int, default=200, help="characters to write (default: 200)")
+    s.add_argument("--temperature", type=float, default=1.0, help="0 takes the most likely character (default: 1)")
+    s.add_argument("--top-k", type=int, default=None, help="draw only among the k most likely characters")
+    s.add_argument("--seed", type=int, default=0, help="the same seed writes the same text")
+    s.add_argument("--freeze", action="store_true",
+                   help="the generated text writes nothing into the carried state or HOPE's chain")
+    s.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    s.set_defaults(func=_sample)
 
     b = command("bench", help="throughput benchmark (characters/s, step time, memory)")
     from nlcore.bench.step import (

@@ -71,6 +71,15 @@ def resolve_compat(cfg: TrainConfig) -> TrainConfig:
                    model=replace(cfg.model, embed_level="untrained", head_level="untrained")).validate()
 
 
+def model_for(cfg: TrainConfig, vocab_size: int):
+    """The model `cfg` trains: its CMS chunks set the nested LSTM's summary timescales, and its
+    non-fast levels own HOPE's chain MLPs under cms_mode=outer."""
+    chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
+                   for n in ("medium", "slow"))
+    chain = tuple(lv.name for lv in cfg.cms.levels if lv.name != "fast")
+    return build_model(cfg.model, vocab_size, chunks, chain_levels=chain)
+
+
 def load_data(cfg: TrainConfig):
     from nlcore.data import prepare
 
@@ -114,10 +123,7 @@ class Trainer:
             ("on" if self.device.type == "cuda" and not delta else "off")
         self.corpus = load_data(cfg)
         self.vocab_size = self.corpus.tokenizer.vocab_size
-        chunks = tuple(cfg.cms.level(n).chunk if n in {lv.name for lv in cfg.cms.levels} else 1
-                       for n in ("medium", "slow"))
-        chain = tuple(lv.name for lv in cfg.cms.levels if lv.name != "fast")  # HOPE, cms_mode=outer
-        self.model = build_model(cfg.model, self.vocab_size, chunks, chain_levels=chain).to(self.device)
+        self.model = model_for(cfg, self.vocab_size).to(self.device)
         self.loss_fn = fp32_cross_entropy
         # a torch.compile backend, or None ("auto" leaves the delta optimizers' module hooks uncompiled)
         self.compile = compiling.resolve("off" if delta and cfg.compile == "auto" else cfg.compile, self.device)

@@ -1,0 +1,160 @@
+"""Text from a trained run: load its checkpoint, read a prompt, write characters one at a time.
+
+Generation runs the model exactly as evaluation does, so what it writes is what the model's
+held-out bits per character measure. The text is cut into windows of the run's length T and the
+recurrent state (LSTM state, Titans and HOPE memories, HOPE's chain offsets) is carried from one
+window to the next. The next character after position p of the current window comes from the
+logits at p of that window run from the window's starting state, padded to length T; causality
+(tests/models/test_causality.py) makes the padding invisible to positions up to p. When a window
+is full and the character after it is known, the window runs once more with every target (HOPE's
+in-forward writes read the next characters) and its final state starts the next window. So the
+state after the prompt and the generated text equals the state from running the model over that
+text window by window, and the logits behind each character are evaluation's logits.
+
+`write=False` freezes what the generated text writes into the model: windows after the prompt
+start from the state the prompt's whole windows left, and a window that holds generated text takes
+no HOPE chain writes. Writes of the Titans and HOPE memories inside one window are part of the
+forward pass and still happen.
+
+    s = nl.sample("results/06_hope_titans/runs/hope/seed0", prompt="The ", chars=200, temperature=0.8)
+    print(s.text)
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from nlcore.config import from_dict
+from nlcore.data.tokenizer import CharTokenizer
+from nlcore.errors import CheckpointError
+from nlcore.training import checkpoint as ckpt
+
+IGNORE = -100  # a target nobody reads (cross_entropy's ignore_index)
+
+
+@dataclass
+class Loaded:
+    """A trained model ready to sample: the model (eval mode), its tokenizer, window length, config."""
+
+    model: torch.nn.Module
+    tokenizer: CharTokenizer
+    seq_len: int
+    config: object
+    path: Path
+
+
+@dataclass
+class Sample:
+    """A prompt and what followed it. `state` is the carried state at character `start` (a window
+    boundary), `logits` the (N, V) logits each generated character was drawn from."""
+
+    prompt: str
+    text: str
+    ids: list[int]
+    state: dict
+    start: int
+    logits: torch.Tensor
+
+
+def load(run: str | Path, device: str | torch.device = "cpu") -> Loaded:
+    """The model of run directory `run` (or of a checkpoint file), on `device`, in eval mode."""
+    from nlcore.training.trainer import model_for, resolve_compat
+
+    path = Path(run)
+    if path.is_dir():
+        path = path / ckpt.CHECKPOINT_NAME
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: sample from a run directory that finished "
+                              f"training (it holds {ckpt.CHECKPOINT_NAME})")
+    payload = ckpt.load(path, map_location=device)
+    try:
+        cfg = resolve_compat(from_dict(payload["config"]))
+        tok = CharTokenizer.from_dict(payload["tokenizer"])
+        model = model_for(cfg, tok.vocab_size)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} does not describe a model nlcore can build ({first}): "
+                              f"it is damaged or from an incompatible version") from e
+    model.to(device).eval()
+    return Loaded(model, tok, cfg.data.seq_len, cfg, path)
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torch.Generator) -> int:
+    """One id from (V,) logits: the argmax at temperature 0, else a draw from softmax(logits / T)
+    restricted to the top_k largest."""
+    if temperature == 0:
+        return int(logits.argmax())
+    z = logits.double() / temperature
+    if top_k is not None and top_k < z.numel():
+        kth = torch.topk(z, top_k).values[-1]
+        z = z.masked_fill(z < kth, float("-inf"))
+    return int(torch.multinomial(torch.softmax(z, dim=-1).cpu(), 1, generator=gen))
+
+
+@contextlib.contextmanager
+def _no_chain_writes(model):
+    lr = getattr(model, "lr", None)
+    if lr is not None and getattr(model, "mode", None) == "in_forward":
+        model.lr = 0.0
+    try:
+        yield
+    finally:
+        if lr is not None:
+            model.lr = lr
+
+
+def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.0, top_k: int | None = None,
+           seed: int = 0, write: bool = True, device: str | torch.device = "cpu") -> Sample:
+    """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result)."""
+    if not prompt:
+        raise ValueError("sample: the prompt must hold at least one character")
+    if chars < 0 or temperature < 0 or (top_k is not None and top_k < 1):
+        raise ValueError(f"sample: need chars >= 0, temperature >= 0 and top_k >= 1 "
+                         f"(got {chars}, {temperature}, {top_k})")
+    run = run if isinstance(run, Loaded) else load(run, device)
+    model, tok, T = run.model, run.tokenizer, run.seq_len
+    dev = next(model.parameters()).device
+    reset = run.config.state.reset
+    every = run.config.state.reset_every if reset == "every_n" else (1 if reset == "every_batch" else 0)
+    gen = torch.Generator().manual_seed(seed)
+    ids = tok.encode(prompt).tolist()
+    n_prompt = len(ids)
+    uses_targets = getattr(model, "uses_targets", False)
+
+    def window(start: int, state: dict):
+        """Logits and final state of the window at `start`, padded to T (unknown targets ignored)."""
+        x = torch.zeros(1, T, dtype=torch.long, device=dev)
+        part = ids[start:start + T]
+        x[0, :len(part)] = torch.tensor(part, device=dev)
+        kw = {}
+        if uses_targets:
+            y = torch.full((1, T), IGNORE, dtype=torch.long, device=dev)
+            nxt = ids[start + 1:start + T + 1]
+            y[0, :len(nxt)] = torch.tensor(nxt, device=dev)
+            kw["targets"] = y
+        frozen = not write and start + T >= n_prompt  # the window reads generated text
+        with torch.no_grad(), _no_chain_writes(model) if frozen else contextlib.nullcontext():
+            return model(x, state, None, **kw)
+
+    state, start, windows = model.init_state(1, dev), 0, 0
+    drawn = []
+    while True:
+        while len(ids) - start > T:  # a full window with the character after it: advance
+            if write or start + T < n_prompt:  # frozen: only windows of prompt alone move the state
+                _, state = window(start, state)
+            start, windows = start + T, windows + 1
+            if every and windows % every == 0:
+                state = model.init_state(1, dev)
+        if len(ids) - n_prompt == chars:
+            break
+        logits, _ = window(start, state)
+        row = logits[0, len(ids) - start - 1].float()
+        drawn.append(row.cpu())
+        ids.append(_pick(row, temperature, top_k, gen))
+    logits = torch.stack(drawn) if drawn else torch.zeros(0, tok.vocab_size)
+    return Sample(prompt=prompt, text=tok.decode(ids[n_prompt:]), ids=ids, state=state, start=start, logits=logits)
