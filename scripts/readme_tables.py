@@ -137,7 +137,9 @@ def notebook_info(path: Path) -> tuple[str, str]:
 
 
 def notebook_paths() -> list[Path]:
-    return sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
+    """The lessons `NN_name.py` in order, then the appendices `A1_name.py`."""
+    found = (REPO / "notebooks").glob("[0-9A-Z][0-9]_*.py")
+    return sorted(found, key=lambda p: (not p.stem[0].isdigit(), p.stem))
 
 
 def _duration(seconds: float) -> str:
@@ -165,7 +167,8 @@ def measured_runtimes(build: Path) -> dict[str, dict[str, str]]:
 def existing_runtimes(text: str) -> dict[str, dict[str, str]]:
     """The runtime cells of the notebook table currently in the file, by notebook stem."""
     out: dict[str, dict[str, str]] = {}
-    for m in re.finditer(r"^\| \[[^\]]*\]\((?:\.\./)*notebooks/([0-9]{2}_[a-z0-9_]+)\.py\) \|.*\| ([^|]*) \| ([^|]*) \|$",
+    for m in re.finditer(r"^\| \[[^\]]*\]\((?:\.\./)*notebooks/([0-9A-Z][0-9]_[a-z0-9_]+)\.(?:py|ipynb)\) \|.*"
+                         r"\| ([^|]*) \| ([^|]*) \|$",
                          text, re.M):
         out[m.group(1)] = {"smoke": m.group(2).strip(), "full": m.group(3).strip()}
     return out
@@ -180,7 +183,8 @@ def notebooks_block(page: Page) -> str:
         times = {m: measured.get(path.stem, {}).get(m) or kept.get(path.stem, {}).get(m) or "—"
                  for m in ("smoke", "full")}
         q = question.replace("|", "\\|")
-        rows.append(f"| [{title}]({page.link('notebooks/' + path.name)}) | {q} | {times['smoke']} | {times['full']} |")
+        rows.append(f"| [{title}]({page.link('notebooks/' + path.stem + '.ipynb')}) | {q} | {times['smoke']} "
+                    f"| {times['full']} |")
     if len(rows) == 2:
         return "_No notebooks yet._"
     note = ("Runtimes are measured by `python -m nlcore notebooks` (smoke: 2 CPU cores; "
@@ -213,7 +217,8 @@ def index_block(page: Page) -> str:
     items = []
     for path in notebook_paths():
         title, question = notebook_info(path)
-        items.append(f"- **[{title}]({page.link('notebooks/' + path.name)})**. *{question}* "
+        items.append(f"- **[{title}]({page.link('notebooks/' + path.stem + '.ipynb')})** "
+                     f"([source]({page.link('notebooks/' + path.name)})). *{question}* "
                      f"{FINDINGS.get(path.stem, '')}".rstrip())
     return "\n".join(items) if items else "_No notebooks yet._"
 
@@ -221,16 +226,46 @@ def index_block(page: Page) -> str:
 # ---------------------------------------------------------------------------- gallery
 
 
+def figure_captions(stem: str) -> dict[str, str]:
+    """{figure file name: caption} for the figures the committed notebook displays: the caption is
+    the heading of the section that shows it (the figure's own title states its finding)."""
+    import base64
+
+    nb_path, folder = REPO / "notebooks" / f"{stem}.ipynb", REPO / "figures" / stem
+    if not nb_path.exists() or not folder.is_dir():
+        return {}
+    by_bytes = {p.read_bytes(): p.name for p in sorted(folder.glob("*.png"))}
+    out, heading = {}, stem
+    for cell in _json(nb_path)["cells"]:
+        src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+        if cell["cell_type"] == "markdown":
+            heads = [ln.lstrip("#").strip() for ln in src.splitlines() if ln.startswith("## ")]
+            heading = heads[-1] if heads else heading
+            continue
+        for o in cell.get("outputs", []):
+            png = o.get("data", {}).get("image/png")
+            name = by_bytes.get(base64.b64decode(png)) if isinstance(png, str) else None
+            if name is not None and "application/vnd.jupyter.widget-view+json" not in o.get("data", {}):
+                out.setdefault(name, heading)
+    return out
+
+
 def gallery_block(page: Page) -> str:
+    """Every committed figure at full width, captioned by the notebook section that shows it."""
     parts = []
-    for folder in sorted(p for p in (REPO / "figures").glob("*") if p.is_dir()):
-        pngs = sorted(folder.glob("*.png"))
+    for path in notebook_paths():
+        folder = REPO / "figures" / path.stem
+        pngs = sorted(folder.glob("*.png")) if folder.is_dir() else []
         if not pngs:
             continue
-        imgs = " ".join(f'<img src="{page.link(f"figures/{folder.name}/{p.name}")}" alt="{folder.name}/{p.stem}" '
-                        f'width="360">' for p in pngs)
-        parts.append(f"**{folder.name}**\n\n{imgs}")
-    return "\n\n".join(parts) if parts else "_No FULL figures committed yet: run `make figures` on a GPU._"
+        title, _ = notebook_info(path)
+        captions = figure_captions(path.stem)
+        shown = sorted(pngs, key=lambda p: (p.name not in captions, list(captions).index(p.name)
+                                            if p.name in captions else 0, p.name))
+        figs = [f"![{captions.get(p.name, p.stem)}]({page.link(f'figures/{path.stem}/{p.name}')})\n"
+                f"*{captions.get(p.name, p.stem)}* (`{p.name}`)" for p in shown]
+        parts.append(f"### [{title}]({page.link('notebooks/' + path.stem + '.ipynb')})\n\n" + "\n\n".join(figs))
+    return "\n\n".join(parts) if parts else "_No figures committed yet: run `make figures`._"
 
 
 # ---------------------------------------------------------------------------- results
