@@ -253,7 +253,7 @@ def test_readme_tables_regenerates_and_checks(tmp_path, capsys):
     assert mod.main(["--readme", str(readme), "--check"]) == 1
     assert mod.main(["--readme", str(readme), "--build", str(tmp_path / "build")]) == 0
     text = readme.read_text()
-    assert "stale" not in text and f"(notebooks/{NOTEBOOKS[0].name})" in text and "| 19 s |" in text
+    assert "stale" not in text and f"(notebooks/{NOTEBOOKS[0].stem}.ipynb)" in text and "| 19 s |" in text
     assert mod.main(["--readme", str(readme), "--check"]) == 0  # runtimes kept from the README itself
     (tmp_path / "build" / "smoke" / "timings.json").unlink()
     assert mod.main(["--readme", str(readme), "--build", str(tmp_path / "build")]) == 0
