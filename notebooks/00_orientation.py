@@ -21,7 +21,7 @@
 # $$
 # \text{bpc} = -\frac{1}{N}\sum_{t=1}^{N} \log_2 p_\theta\big(x_t \mid x_{<t}\big),
 # \qquad
-# \bar x \pm t_{0.975,\,n-1}\,\frac{s}{\sqrt n}\ \text{ over } n \text{ seeds.}
+# \bar x \pm t_{n-1}\,\frac{s}{\sqrt n}\ \text{ over } n \text{ seeds}\ (t_{n-1}\text{: the Student-t quantile for a 95 \% interval).}
 # $$
 #
 # **What you'll see**

@@ -220,6 +220,10 @@ nl.notebook.takeaways(ctx, f"""
   Its slow level barely moves (effective-learning figure).
 - **The summed-gradient SGD step edges out AdamW, by little.** `all_adamw` − `zero_init_ffn` =
   {q.diff("all_adamw", "zero_init_ffn")}: separated, and small next to the levers above.
+""")
+
+# %%
+nl.notebook.takeaways(ctx, f"""
 - **Not separated** (the paired interval contains zero): shorter chunks 1/4/16 against the default,
   {q.diff("chunks_1_4_16", "default")}; the zero initialisation against the default's random one,
   {q.diff("zero_init_ffn", "default")}; and chunks 1/2/4 against `zero_init_ffn`, the configuration
