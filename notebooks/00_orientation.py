@@ -122,7 +122,7 @@ nl.notebook.takeaways(ctx, f"""
 #
 # - a uniform guess over the vocabulary costs $\log_2 V$ bits for every character;
 # - the unigram model (character frequencies, no context) is the level any trained model must beat;
-# - the best model of these lessons shows how far context takes a small LSTM in a GPU minute.
+# - the trained nested LSTM shows how far context takes a small model in about a minute of GPU training.
 #
 # Every value on this ladder is computed from committed files (`results/data/wikitext2/`,
 # `results/prototype_match/`, `results/01_cms/`).

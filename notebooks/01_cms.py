@@ -41,7 +41,7 @@
 # | view | what runs | runtime |
 # |---|---|---|
 # | committed (default) | nothing trains: re-plots the committed full results (8 configurations × 3 seeds) | seconds on any CPU |
-# | smoke | every configuration × 1 seed, smoke preset, synthetic corpus, CPU, plus the exercise's run | about a minute on 2 CPU cores |
+# | smoke | every configuration × 1 seed, smoke preset, synthetic corpus, CPU, plus the exercise's run | under a minute on 2 CPU cores |
 # | full | every configuration × 3 seeds, `seed` preset, WikiText-2 | GPU: see `docs/reproduce.md` |
 #
 # Modules: `nlcore.cms` (the schedule and the per-level update), `nlcore.experiments` (the grid),
