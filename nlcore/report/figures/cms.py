@@ -129,3 +129,53 @@ def effective_learning(run_dirs: Mapping[str, str | Path] | Sequence[str | Path]
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncols=min(4, len(handles)))
     fig.suptitle("Effective learning per CMS level", fontsize=12)
     return fig
+
+
+# ---------------------------------------------------------------------------- the registered grid
+
+
+def _level_text(lv, lr_policy: str) -> str:
+    lr = lv.lr / lv.chunk if lr_policy == "divide_by_chunk" else lv.lr
+    extra = f", momentum {lv.momentum:g}" if lv.optimizer == "sgd" and lv.momentum else ""
+    scaled = f" (= {lv.lr:g}/{lv.chunk})" if lr_policy == "divide_by_chunk" and lv.chunk > 1 else ""
+    return f"C={lv.chunk}: {lv.optimizer}, lr {lr:.3g}{scaled}{extra}"
+
+
+def config_table(stem: str, mode: str = "full") -> pd.DataFrame:
+    """One row per configuration registered in `nlcore.experiments.EXPERIMENTS[stem]`: its CMS
+    levels (chunk, optimizer, effective learning rate), aggregation and gradient clip, the FFN
+    levels' initialisation and LayerNorm + residual, and the overrides that make it, all resolved
+    from the registry in `mode` (nothing typed by hand)."""
+    from nlcore.config import apply_overrides, preset
+    from nlcore.experiments import EXPERIMENTS
+
+    exp = EXPERIMENTS[stem]
+    grid, _, common = exp.grid(mode)
+    rows = {}
+    for gc in grid:
+        cfg = apply_overrides(preset(gc.preset), [*common, *gc.overrides])
+        row = {lv.name: _level_text(lv, cfg.cms.lr_policy) for lv in cfg.cms.levels}
+        row.update({"aggregation": cfg.cms.aggregation, "grad clip": cfg.cms.grad_clip,
+                    "FFN output init": "zero" if cfg.model.zero_init_ffn_out else "random",
+                    "LayerNorm + residual": "yes" if cfg.model.norm_residual else "no",
+                    "overrides": " ".join(o for o in gc.overrides if not o.startswith("model.zero_init")) or "—"})
+        rows[gc.label] = row
+    df = pd.DataFrame.from_dict(rows, orient="index")
+    df.index.name = "configuration"
+    return df
+
+
+def paired_finding(diffs: pd.DataFrame) -> str:
+    """A title that states what `diffs` (`nlcore.report.notebook.paired_differences`) shows, one
+    line per baseline: which configurations are below it, above it, or not separated from it
+    (paired 95 % t interval containing 0, or a single seed)."""
+    lines = []
+    for base in dict.fromkeys(diffs["baseline"]):
+        d = diffs[diffs["baseline"] == base].sort_values("mean")
+        lower = list(d[d["ci_high"] < 0]["config"])
+        higher = list(d[d["ci_low"] > 0]["config"])
+        rest = [c for c in d["config"] if c not in lower and c not in higher]
+        parts = [f"{label} {', '.join(cs)}" for label, cs in
+                 (("below:", lower), ("above:", higher), ("not separated:", rest)) if cs]
+        lines.append(f"vs {base}: " + "; ".join(parts))
+    return "\n".join(lines)

@@ -32,9 +32,14 @@ from nlcore.report.notebook.experiment import (
 )
 from nlcore.report.notebook.setup import Context, setup
 
+# isort: split
+# notebooks 00_orientation and 01_cms
+from nlcore.report.notebook.checks import corpus_summary, corpus_unigram_bpc, unigram_reference
+
 __all__ = [
     "ABLATION_STEMS", "Context", "ExperimentResults", "Quote", "takeaways",
     "ablation_lever", "ablation_runs", "ablation_table", "all_finite", "collect_experiments",
     "committed_results", "corpus_panels", "expected_updates", "experiment", "load_experiment",
     "paired_differences", "setup", "summary_field", "surprise_scales", "unigram_bpc", "updates_check",
+    "corpus_summary", "corpus_unigram_bpc", "unigram_reference",
 ]

@@ -71,3 +71,33 @@ def all_finite(res: ExperimentResults) -> bool:
                 if not all(v is not None and math.isfinite(v) for v in losses):
                     return False
     return True
+
+
+def corpus_summary(corpus: str = "wikitext2") -> dict:
+    """A prepared corpus' committed `results/data/<corpus>/summary.json` (written by `python -m
+    nlcore data --out`): split sizes, vocabulary, unigram bpc; no data files needed."""
+    from nlcore import paths
+    from nlcore.results import read_json
+
+    path = paths.REPO_ROOT / "results" / "data" / corpus / "summary.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no committed corpus summary at {path}: run `python -m nlcore data --out` for it")
+    return read_json(path)
+
+
+def corpus_unigram_bpc(corpus: str = "wikitext2", split: str = "valid") -> float:
+    """The unigram level of a prepared corpus, from its committed summary (`corpus_summary`)."""
+    return float(corpus_summary(corpus)["unigram_bpc"][split])
+
+
+def unigram_reference(res: ExperimentResults, split: str = "valid") -> float:
+    """The unigram level of the corpus `res`'s first run used: the committed corpus summary where
+    there is one (a CPU without the data re-plots committed results), else computed from the corpus."""
+    from nlcore import paths
+    from nlcore.results import read_json
+
+    run = res.run_dirs(res.configs[0])[0]
+    corpus = read_json(run / "meta.json")["config"]["data"]["corpus"]
+    if (paths.REPO_ROOT / "results" / "data" / corpus / "summary.json").is_file():
+        return corpus_unigram_bpc(corpus, split)
+    return unigram_bpc(run, split)
