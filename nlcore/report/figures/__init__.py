@@ -33,10 +33,29 @@ from nlcore.report.figures.curves import bpc_by_position, paired_curves, seed_di
 from nlcore.report.figures.recall import RECALL_STYLE, recall_curves
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
+# isort: split
+# notebooks 06_hope_titans and A1_performance
+from nlcore.report.figures.bench import (
+    BenchQuote,
+    batch_ratios,
+    floor_table,
+    graph_pairs,
+    history_reports,
+    plot_batch_ratios,
+    plot_floor,
+    plot_graph_vs_eager,
+    report_at,
+    report_revision,
+)
+from nlcore.report.figures.hope import char_delta_text, ngram_losses
+
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE",
     "ablation_ranking", "bench_figure", "bench_overheads", "bench_report", "plot_scaling", "bpc_by_position", "ci_bars", "ci_panels",
     "cms_timeline", "cms_timeline_widget", "cumulative_change", "effective_learning", "metric_label",
     "paired_curves", "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
     "training_curves", "update_steps",
+    # notebooks 06_hope_titans and A1_performance
+    "BenchQuote", "batch_ratios", "char_delta_text", "floor_table", "graph_pairs", "history_reports", "ngram_losses",
+    "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager", "report_at", "report_revision",
 ]
