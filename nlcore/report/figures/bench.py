@@ -278,7 +278,10 @@ class BenchQuote(Quote):
         return self._cite(f"{v * scale:.{digits}f}{suffix}", "/".join(map(str, path)), str(path[-1]), "bench", v,
                           {"path": list(path), "scale": scale})
 
-    def ratio(self, num: Sequence, den: Sequence, what: str, digits: int = 1, suffix: str = "×") -> str:
-        """The quotient of the values at two paths (`what` says what it is)."""
+    def ratio(self, num: Sequence, den: Sequence, what: str, digits: int = 1, scale: float = 1.0,
+              suffix: str = "×") -> str:
+        """The quotient of the values at two paths times `scale` (`what` says what it is), e.g. a
+        share in per cent with `scale=100, suffix=" %"`."""
         v = self.get(*num) / self.get(*den)
-        return self._cite(f"{v:.{digits}f}{suffix}", what, "", "derived", v, {"path": [list(num), list(den)]})
+        return self._cite(f"{v * scale:.{digits}f}{suffix}", what, "", "derived", v,
+                          {"path": [list(num), list(den)], "scale": scale})
