@@ -52,8 +52,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | re-plots the committed `results/06_hope_titans/` (3 seeds, WikiText-2) | about 10 s |
-# | smoke | every model shrunk to a few thousand parameters × 1 seed × 20 steps, synthetic corpus | about a minute |
+# | committed (default) | re-plots the committed `results/06_hope_titans/` (3 seeds, WikiText-2) | about 15 s |
+# | smoke | the four models shrunk to a few thousand parameters × 1 seed × 20 steps, synthetic corpus | about 20 s |
 # | full | `python -m nlcore experiment 06_hope_titans --mode full`: 3 seeds on WikiText-2 | about an hour on one H100 |
 #
 # Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.ops` (linear and MLP
