@@ -33,7 +33,7 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | re-plots `results/bench/`, measures nothing | a few seconds |
+# | committed (default) | re-plots `results/bench/`, measures nothing | about 15 s |
 # | smoke | as committed, plus a tiny step-time bench of the seed model on this CPU | about 10 s |
 # | full | as committed, plus the same bench at full size on this machine's GPU | about a minute on a GPU |
 #

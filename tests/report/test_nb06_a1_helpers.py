@@ -131,3 +131,14 @@ def _at(data, path):
     for k in path:
         data = data[k]
     return data
+
+
+def test_char_losses_of_a_tiny_run_match_its_scale(tmp_path):
+    from nlcore.config import apply_overrides, preset
+    from nlcore.training.trainer import train
+
+    cfg = apply_overrides(preset("smoke"), ["model.kind=transformer", "steps=3", "model.n_layers=1"])
+    train(cfg, tmp_path / "run", progress=False)
+    text, bits = hope.char_losses(tmp_path / "run", n_chars=2 * cfg.data.seq_len + 5)
+    assert len(bits) == 2 * cfg.data.seq_len and len(text) == len(bits) + 1  # whole windows only
+    assert np.isfinite(bits).all() and 1.0 < bits.mean() < 10.0  # an untrained model over a small alphabet

@@ -401,3 +401,41 @@ def char_delta_text(text: str, loss_a, loss_b, label_a: str = "a", label_b: str 
            f"<span style='background:rgba(213,94,0,0.6)'>vermillion</span>: {label_b} lower "
            f"(full colour at {scale:g} bits)</p>")
     return HTML(key + "<pre style='white-space: pre-wrap; line-height: 1.5'>" + "".join(spans) + "</pre>")
+
+
+def char_losses(run_dir: str | Path, n_chars: int = 512, split: str = "valid") -> tuple[str, np.ndarray]:
+    """(text, bits): the first n + 1 characters of `split` of the corpus a run trained on, and the
+    run's loss in bits on each of the last n of them (n: `n_chars` rounded down to whole windows,
+    at least one), read from its `checkpoint.pt` as one row, window by window (the run's window
+    length) with the state carried, as in evaluation. HOPE's in-forward writes happen here too. Needs the run's corpus (for a full run,
+    the data) and its checkpoint."""
+    import torch
+    import torch.nn.functional as F
+
+    from nlcore.config import from_dict
+    from nlcore.models import build_model
+    from nlcore.training.checkpoint import load
+    from nlcore.training.trainer import load_data
+
+    run_dir = Path(run_dir)
+    cfg = from_dict(_read(run_dir / "meta.json")["config"])
+    payload = load(run_dir / "checkpoint.pt")
+    corpus = load_data(cfg)
+    names = {lv.name: lv.chunk for lv in cfg.cms.levels}
+    chain = tuple(n for n in names if n != "fast")
+    model = build_model(cfg.model, corpus.tokenizer.vocab_size, tuple(names.get(n, 1) for n in ("medium", "slow")),
+                        chain_levels=chain)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    T = cfg.data.seq_len
+    n_chars = max(T, n_chars // T * T)
+    ids = corpus.ids[split][: n_chars + 1].long()
+    state, out = model.init_state(1, "cpu"), []
+    with torch.no_grad():
+        for a in range(0, n_chars, T):
+            x, y = ids[a:a + T][None], ids[a + 1:a + T + 1][None]  # (1, T)
+            kw = {"targets": y} if model.uses_targets else {}
+            logits, state = model(x, state, None, **kw)
+            out.append(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"))
+    text = "".join(corpus.tokenizer.chars[i] for i in ids.tolist())
+    return text, (torch.cat(out) / math.log(2)).numpy()
