@@ -22,11 +22,13 @@
 # $$
 # M_t = \alpha_t\,M_{t-1} + S_t,\qquad
 # S_t = \beta_t\,S_{t-1} - \eta_t\,\nabla_M \ell(M_{t-1}; k_t, v_t),\qquad
-# \ell(M; k, v) = \tfrac12\,\lVert M k - v\rVert^2 .
+# \ell(M; k, v) = \tfrac12\,\lVert M k - v\rVert^2 ,\qquad y_t = M_t\,q_t .
 # $$
 #
-# HOPE's CMS chain writes level $\ell$'s MLP weights $D_\ell$ inside the forward pass, once per
-# chunk of $C_\ell$ tokens, with the gradient of the next-character loss over that chunk:
+# With a matrix memory, $\nabla_M \ell = (M k - v)\,k^\top$: the delta rule of notebook 04 with a
+# gate and momentum. HOPE's CMS chain writes level $\ell$'s MLP weights $D_\ell$ inside the
+# forward pass, once per chunk of $C_\ell$ tokens, with the gradient of the next-character loss
+# over that chunk:
 #
 # $$
 # D_\ell \leftarrow D_\ell - \mathrm{lr}\sum_{t\in\text{chunk}} \nabla_{D_\ell}\,\mathrm{CE}_t .
@@ -34,26 +36,29 @@
 #
 # Ablations: `titans_linear` (a matrix memory instead of the MLP), `titans_alpha0.999` (the MLP
 # memory retained longer), `hope_outer` (the chain updated by the outer CMS engine, every 16 and
-# 256 steps, instead of in the forward pass) and `hope_static` (no in-forward writes, no CMS).
+# 256 steps, instead of in the forward pass; `_adamw`, `_no_momentum` variants), `hope_static`
+# (no in-forward writes, no CMS) and `hope_no_momentum`.
 #
 # **What you'll see**
-# 1. held-out bits per character per model (table and figure, every seed, n stated);
-# 2. bits per character against the position inside the window: does loss keep falling with context?
-# 3. throughput of each model and the speed of the chunked memory against token-by-token
-#    (GPU measurements, read from the committed benchmark reports in both modes);
-# 4. multi-query associative recall (MQAR) against the sequence length, with chance.
+# 1. held-out bits per character per model, zoomed to the models that learned;
+# 2. one chunk of the memory write computed by hand, equal to nlcore's chunk-parallel path;
+# 3. every model learning at test time (the baselines with dynamic evaluation);
+# 4. bits per character against the position in the window, with a picker over models;
+# 5. multi-query associative recall (MQAR) against the sequence length, with chance;
+# 6. a viewer that colours characters by how much one model's loss is below another's.
 #
-# | mode | what runs | runtime |
+# How fast each model trains, and what the chunked memory kernels buy, is in the appendix
+# `A1_performance`.
+#
+# | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | smoke (default) | 4 tiny models × 1 seed × 20 steps on the synthetic corpus, CPU | ~20 s on 2 CPU cores |
-# | full, or `REUSE_RESULTS=True` | re-plots the committed `results/06_hope_titans/`, trains nothing | seconds, any machine |
+# | committed (default) | re-plots the committed `results/06_hope_titans/` (3 seeds, WikiText-2) | about 15 s |
+# | smoke | the four models shrunk to a few thousand parameters × 1 seed × 20 steps, synthetic corpus | about 20 s |
+# | full | `python -m nlcore experiment 06_hope_titans --mode full`: 3 seeds on WikiText-2 | about an hour on one H100 |
 #
-# The committed results come from `python -m nlcore experiment 06_hope_titans --mode full` on one
-# H100 (3 seeds). Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.ops`
-# (linear and MLP memories, chunked and token-by-token), `nlcore.experiments` (the registry),
-# `nlcore.bench.step`, `nlcore.experiments.mqar`, `nlcore.report.figures.hope` (this notebook's tables and figures).
-#
-# ![](../figures/06_hope_titans/bpc.png)
+# Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.ops` (linear and MLP
+# memories, chunked and token by token), `nlcore.experiments`, `nlcore.training.dynamic_eval`,
+# `nlcore.test_time`, `nlcore.report.figures.hope` (this notebook's tables and figures).
 
 # %% tags=["parameters"]
 VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
@@ -61,6 +66,8 @@ SEED = 0  # seeds the notebook; each run seeds itself from its configuration
 DEVICE = "auto"  # "auto" | "cpu" | "cuda"
 
 # %%
+import torch
+
 import nlcore as nl
 from nlcore.report.figures import hope
 
@@ -68,193 +75,221 @@ ctx = nl.notebook.setup("06_hope_titans", view=VIEW, seed=SEED, device=DEVICE)
 
 # %% [markdown]
 # ## The experiment
-# Smoke mode runs the registered grid's smoke preset (the four models shrunk to a few thousand
-# parameters, 20 steps each, synthetic corpus) into `build/smoke/`: it shows the pipeline runs,
-# not which model is better. Full mode and `REUSE_RESULTS=True` read the committed FULL results
-# (3 seeds, WikiText-2); training them takes a GPU (`scripts/reproduce/hope_titans.sh`).
+# The committed view reads the full results (3 seeds, WikiText-2); smoke runs the registered grid
+# shrunk (20 steps, synthetic corpus) into `build/smoke/`: it shows the pipeline runs, not which
+# model is better. The text below describes the committed results.
 
 # %%
-train = ctx.mode == "smoke" and not ctx.reuse_results
-smoke_runs = nl.experiments.run_experiment(ctx.stem, "smoke", out=ctx.results_dir, echo=False) if train else None
-out_dir = ctx.results_dir if train else nl.paths.results_root("full") / ctx.stem
-print(f"plotting the results in {out_dir}")
-
-# %% [markdown]
-# ## Held-out bits per character
-# One row per configuration: seeds run and finished, validation bpc (mean and percentile-bootstrap
-# 95 % interval over the finished seeds), test bpc, parameters and training characters per second
-# (in full mode measured during the runs, alongside evaluation, so lower than the benchmark below).
-# A configuration with no finished seed keeps its row with n = 0 and a status from its log
-# (`diverged`: a non-finite loss stopped every seed).
-
-# %%
-table = hope.bpc_table(out_dir)
+exp = nl.notebook.experiment(ctx)
+table = hope.bpc_table(exp.exp_dir)
 table.round(4)
 
 # %% [markdown]
-# The same validation numbers, best on top: every seed a dot, the mean and its interval a diamond.
-# A wide interval with one far dot is a seed that broke, not a model that is uniformly worse.
+# ## Held-out bits per character
+# Validation bpc, best on top: every seed a dot, the mean and its 95 % Student-t interval a
+# diamond. The axis ends half a bit above the best model so that the models that learned are
+# told apart; a model or seed beyond it is written at the right edge with its value (an arrow:
+# off-scale). A configuration with no finished seed is named under the axis (`diverged`: a
+# non-finite loss stopped every seed).
 
 # %%
-fig = hope.plot_bpc(out_dir)
-ctx.show(fig, "bpc")
+ctx.show(hope.plot_bpc(exp.exp_dir), "bpc")
+
+# %% [markdown]
+# ## From scratch: one chunk of the memory write
+# The chunk-parallel path (`nlcore.ops.linear_memory`, used by Titans' linear memory) does not
+# loop over tokens: it solves one triangular system per chunk for all the prediction errors at
+# once. Below, the recurrence above is written token by token in plain torch over one chunk of
+# 8 tokens, from a random start state, and compared with nlcore's chunked path.
+
+# %%
+from nlcore.ops.linear_memory import linear_memory
+
+B, H, C, d = 1, 1, 8, 4  # one chunk of C tokens, one head, key and value width d
+q, k, v = torch.randn(3, B, H, C, d, dtype=torch.float64).unbind(0)
+k = k / k.norm(dim=-1, keepdim=True)  # unit keys
+eta, alpha, beta = torch.rand(3, B, H, C, dtype=torch.float64).unbind(0)  # gates in (0, 1)
+M0 = 0.1 * torch.randn(B, H, d, d, dtype=torch.float64)
+M, S, ys = M0, torch.zeros_like(M0), []
+for t in range(C):
+    G = M @ k[:, :, t, :, None] - v[:, :, t, :, None]  # prediction error M_{t-1} k_t − v_t
+    S = beta[:, :, t, None, None] * S - eta[:, :, t, None, None] * G @ k[:, :, t, None, :]  # momentum
+    M = alpha[:, :, t, None, None] * M + S  # retention gate, write
+    ys.append(M @ q[:, :, t, :, None])  # read after the write: y_t = M_t q_t
+y_chunk, M_chunk, S_chunk = linear_memory(q, k, v, eta, alpha, beta, M0, chunk=C, impl="chunk")
+assert torch.allclose(torch.cat(ys, -1).transpose(-1, -2), y_chunk) and torch.allclose(M, M_chunk) and torch.allclose(S, S_chunk)
+print("token by token == chunked: outputs, memory and momentum agree;", f"max |ΔM| = {(M - M_chunk).abs().max():.1e}")
 
 # %% [markdown]
 # ## Every model learning at test time
 # HOPE's writes happen inside the forward pass, also while it is scored: its bpc above includes
 # learning from the text it has just read, which the baselines' static bpc does not. Here each
-# baseline gets dynamic evaluation (`nlcore.training.dynamic_eval`: score a window, then one SGD step on
-# its loss), retrained exactly as above, its lr chosen on the first 32 windows of valid only
-# (`scripts/reproduce/dynamic_eval_06.py`, committed FULL results in `results/06_dynamic_eval/`: the
-# same in both modes). Intervals are 95 % bootstrap over 3 seeds; "test gain" is the paired
-# per-seed drop from static to dynamic test bpc.
+# baseline gets dynamic evaluation (`nlcore.training.dynamic_eval`: score a window, then one SGD
+# step on its loss), retrained exactly as above, its lr chosen on the first 32 windows of valid
+# only (committed full results in `results/06_dynamic_eval/`, the same in every view). The table
+# gives each mean with its 95 % t interval over 3 seeds; "test gain" is the paired per-seed drop
+# from static to dynamic test bpc.
 
 # %%
-fair = nl.test_time.test_time_table()
-fig = nl.test_time.plot_test_time()
-ctx.show(fig, "test_time")
-fair.drop(columns=["test_mean"])
+ctx.show(nl.test_time.plot_test_time(), "test_time")
+nl.test_time.test_time_table().drop(columns=["test_mean"])
 
 # %% [markdown]
 # ## Does loss keep falling with context?
 # Validation bpc at each position of the 512-character window (smoke: 32), averaged over
-# log-spaced bins of positions, mean over seeds with the min–max band. The recurrent models and the
-# memories carry their state across windows, so their first positions already have context; the
-# Transformer sees only its window, so its first positions pay for the missing context. A curve
-# that keeps falling to the right uses long context; a flat one has already used what it can.
-# `hope_outer` is left out here: one of its three seeds diverged (the table above has `n_run` and
-# `n`, the seeds run and the seeds finished).
+# log-spaced bins of positions, mean over seeds with the min–max band. The recurrent models and
+# the memories carry their state across windows, so their first positions already have context;
+# the Transformer sees only its window, so its first positions pay for the missing context.
+# `hope_outer` is left out (one of its three seeds diverged), and so are the two configurations
+# off-scale above.
 
 # %%
-fig = hope.plot_bpc_by_position(out_dir, configs=("nested_lstm", "transformer", "titans", "titans_linear", "hope",
-                                                  "hope_static"))
-ctx.show(fig, "bpc_by_position")
+shown = [c for c in ("nested_lstm", "transformer", "titans_linear", "hope", "hope_static") if c in hope.runs(exp.exp_dir)]
+title = "The Transformer pays at its first positions; the models with carried state are flat"
+ctx.show(hope.plot_bpc_by_position(exp.exp_dir, configs=shown, title=title), "bpc_by_position")
 
 # %% [markdown]
-# ## Throughput
-# Step time of each model at the FULL size (16 × 512) on one H100, from `python -m nlcore bench`
-# (`results/bench/models_06.json`): the same in both modes, since these are GPU measurements that a
-# CPU smoke run cannot reproduce. Each bar is labelled with its step time relative to the
-# Transformer's; `_eager` rows ran without CUDA graphs (what the graphed fast path buys).
+# Pick the models to compare (every configuration with a finished seed, in a live kernel; the
+# executed copy shows the default choice).
 
 # %%
-bench = nl.figures.bench_report("models_06")
-fig = hope.plot_throughput(bench)
-ctx.show(fig, "throughput")
-hope.throughput_table(bench).round(3)
-
-# %% [markdown]
-# Is the gap launch latency, which a larger batch would hide? The same bench at 64 rows per step
-# (`results/bench/models_06_b64.json`, 4x the characters per step): the ratios barely move, so the
-# memories' extra cost is work that grows with the batch (float32 matmuls on CUDA cores and
-# elementwise kernels over the chunk tensors).
-
-# %%
-bench64 = nl.figures.bench_report("models_06_b64")
-ctx.show(hope.plot_throughput(bench64), "throughput_b64")
-assert set(bench64["configs"]) == {f"{m}_b64" for m in ("transformer", "nested_lstm", "titans", "titans_linear",
-                                                         "hope_outer", "hope")}
-hope.throughput_table(bench64).round(3)
-
-# %% [markdown]
-# Most of the memory models' cost is the memory itself. `results/bench/memory_paths.json` (one
-# H100) times forward + backward of one 2048-token window through each memory, token by token
-# (the recurrence as written above) and chunked (the gradients within a chunk taken at the
-# chunk's start state, so a chunk is a few matrix products).
-
-# %%
-paths_report = nl.figures.bench_report("memory_paths")
-fig = hope.plot_memory_speed(paths_report)
-ctx.show(fig, "memory_speed")
-hope.memory_speed_table(paths_report).round(4)
+finished = [c for c, seeds in hope.runs(exp.exp_dir).items() if any(seeds.values())]
+nl.widgets.explore(lambda models: hope.plot_bpc_by_position(exp.exp_dir, configs=models),
+                   models=nl.widgets.many(finished, value=shown, description="models"))
 
 # %% [markdown]
 # ## Multi-query associative recall
-# Small models (about 0.4–0.6 M parameters) trained on MQAR, `nlcore.experiments.mqar`: a sequence of
-# key–value pairs, then queries whose answer is the value stored with the key. Accuracy on held-out
-# queries against the sequence length (the number of pairs grows with it); chance is one over
-# the number of values. Committed results (`results/06_mqar/`, its NOTE.md): three seeds at
-# L = 256 and 1024 for the nested LSTM, the Transformer and Titans (linear memory), one seed at
-# L = 4096 (16 rows per step there, the characters per step of L = 1024), HOPE at L = 256 only; a
-# model missing at a length did not finish that run. Every model was trained for 1000 steps: at
-# L = 4096 none is above chance, at L = 1024 Titans recalls more than the Transformer in every seed.
+# Small models (about 0.4–0.6 M parameters) trained on MQAR (`nlcore.experiments.mqar`): a sequence of
+# key–value pairs, then queries whose answer is the value stored with the key. Accuracy on
+# held-out queries against the sequence length (the number of pairs grows with it); chance is
+# one over the number of values. Committed results (`results/06_mqar/`, its NOTE.md), the same in
+# every view: three seeds at L = 256 and 1024 for the nested LSTM, the Transformer and Titans
+# (linear memory), one seed at L = 4096, HOPE at L = 256 only. Every model was trained for
+# 1000 steps: these rank under-trained models.
 
 # %%
 mqar = hope.mqar_table()
-fig = hope.plot_mqar()
-ctx.show(fig, "mqar")
-mqar.pivot_table(index="model", columns="seq_len", values="accuracy", sort=False).round(4)
-
-# %% [markdown]
-# Mean recall over seeds with 95 % bootstrap intervals (NaN for one seed) ...
-
-# %%
+title = "Recall falls towards chance as L grows; the nested LSTM stays at chance"
+ctx.show(hope.plot_mqar(title=title), "mqar")
 hope.mqar_summary(mqar).round(4)
 
 # %% [markdown]
-# ... and Titans (linear memory) minus the Transformer, paired by seed, at the lengths where both
-# ran the same seeds (more than one).
+# Titans (linear memory) minus the Transformer, paired by seed, where both ran the same seeds:
+# at L = 1024 Titans is ahead in every seed, but with three seeds the paired interval includes
+# zero: not separated.
 
 # %%
 hope.mqar_summary(mqar, versus=("titans_linear", "transformer")).round(4)
 
 # %% [markdown]
+# ## Where did memory help? A per-character viewer
+# `nl.figures.char_delta_text(text, loss_a, loss_b)` colours each character by how many bits
+# model a saves on it against model b. The question to ask of it is where HOPE's memory lowered
+# the loss against the Transformer's. That needs both models' per-character losses on held-out
+# text, which the committed results do not hold (they keep bpc per position, averaged over the
+# text): `hope.char_losses(run_dir)` recomputes them from a run's checkpoint, and the committed
+# full runs keep no checkpoints. So in the smoke and full views the next cell shows HOPE against
+# the Transformer of this view's runs (smoke: tiny models after 20 steps on the synthetic
+# corpus, the mechanism, not a result); in the committed view it says so and shows nothing.
+
+# %%
+from IPython.display import display
+
+if ctx.trains:
+    (text, hope_bits), (_, tf_bits) = (hope.char_losses(exp.run_dirs(c)[0], n_chars=512) for c in ("hope", "transformer"))
+    display(nl.figures.char_delta_text(text, hope_bits, tf_bits, label_a="hope", label_b="transformer"))
+else:
+    print("VIEW = 'committed': no checkpoints to score; set VIEW = 'smoke' to see HOPE against the Transformer here")
+
+# %% [markdown]
+# In every view, the viewer on a stand-in pair that is exact and cheap: a **bigram** and a
+# **unigram** character model counted on the synthetic corpus's training split
+# (`nlcore.data.synthetic`: episodes `[k] body {k}` whose body is a Markov chain), scored on its
+# validation split.
+
+# %%
+spec = nl.data.synthetic.SyntheticSpec()
+train, valid = (nl.data.synthetic.generate(spec, split) for split in ("train", "valid"))
+text = valid[:400]
+bigram, unigram = hope.ngram_losses(train, text, order=1), hope.ngram_losses(train, text, order=0)[1:]
+nl.figures.char_delta_text(text, bigram, unigram, label_a="bigram", label_b="unigram")
+
+# %% [markdown]
+# Mostly blue: one character of context helps on most body letters (the body is a Markov
+# chain), and vermillion marks a rare transition that costs the bigram more than the letter's
+# overall frequency costs the unigram. At the closing key the bigram knows that a digit follows
+# `{` (blue), but it still pays for *which* digit, $\log_2 8 = 3$ bits; only a memory of the
+# opening `[k]`, the job Titans' and HOPE's memories have, removes that cost (exercise 3).
+#
+# ## Exercises
+# 1. *Predict, then check:* does the chunk size change what the chunked path computes? Change
+#    `chunk` in the cell below (any size from 1 to 8), predict, then run it.
+#
+# <details><summary>Solution</summary>
+#
+# No: `chunk` only changes the computation (how many tokens share one triangular solve), not
+# the result. Every chunk size gives the token-by-token outputs to float64 precision; what
+# changes is the speed (appendix A1: the chunked path is many times faster on a GPU).
+# </details>
+
+# %%
+y_other, M_other, _ = linear_memory(q, k, v, eta, alpha, beta, M0, chunk=3, impl="chunk")
+print("chunk 3 == chunk 8:", torch.allclose(y_other, y_chunk) and torch.allclose(M_other, M_chunk))
+
+# %% [markdown]
+# 2. Titans' MLP memory sits at the same bpc on all three seeds. Its carried state's norm equals
+#    its initial weights' (see the registry comment in `nlcore.experiments`). What does that say
+#    about the retention gate $\alpha_t$, and why could retaining it longer make training diverge?
+#
+# <details><summary>Solution</summary>
+#
+# If the carried state stays at its initial norm, the writes $S_t$ are negligible next to
+# $\alpha_t M_{t-1}$: the memory is effectively not written and the layer acts as a fixed map,
+# hence identical seeds. Pushing $\alpha_t$ towards one (`titans_alpha0.999`) lets any write
+# accumulate over the whole stream instead of decaying; with momentum, accumulated writes can
+# grow without bound, which is what the diverged runs show.
+# </details>
+#
+# 3. In the viewer, which characters would you expect a model with a key memory (an oracle that
+#    remembers `[k]`) to colour blue against the bigram model? Check your answer by pointing the
+#    viewer at `valid[:400]` with `bigram` and a copy of `bigram` in which the closing keys cost
+#    nothing (`np.where(...)`).
+#
+# <details><summary>Solution</summary>
+#
+# Only the closing key after each `{`: there the bigram pays about $\log_2 8 = 3$ bits (eight
+# keys, none predictable from `{`), the oracle nothing. Every other character costs both the same.
+# </details>
+
+# %% [markdown]
 # ## Checks
-# These hold in both modes: the table has rows, every finished run has a finite held-out bpc,
-# every model with a finished run was trained with a parameter count in the table, every chunked
-# memory is faster than its token-by-token reference, MQAR accuracies are probabilities, and every
-# baseline has its dynamic-evaluation runs.
+# These hold in every view: the table has rows, every finished run has a finite held-out bpc and
+# a parameter count, MQAR accuracies are probabilities, every baseline has its dynamic-evaluation
+# runs, and the viewer's losses are finite.
 
 # %%
 done = table[table["n"] > 0]
-assert len(done) > 0, f"no finished run under {out_dir}"
+assert len(done) > 0, f"no finished run under {exp.exp_dir}"
 assert done[["valid_bpc", "test_bpc"]].abs().lt(float("inf")).all().all(), done  # finite, no NaN
 assert (done["params"] > 0).all() and set(table["status"]) <= {"ok", "diverged", "failed", "unfinished", "missing"}
-speed = hope.memory_speed_table(paths_report)
-assert (speed["speedup"] > 1).all() and (speed["token_s"] > speed["chunk_s"]).all(), speed
 assert len(mqar) > 0 and mqar["accuracy"].between(0, 1).all() and (mqar["chance"] < 1).all(), mqar
 dyn = nl.test_time.dynamic_runs()
 assert set(nl.test_time.BASELINES) <= set(dyn["model"]) and (dyn["dynamic_lr"] > 0).all(), dyn
+assert torch.isfinite(torch.as_tensor(bigram)).all() and bigram.mean() < unigram.mean()
 table[["config", "n", "status"]]
 
 # %% [markdown]
 # ## Takeaways
-# From the FULL results (3 seeds, WikiText-2, the same characters for every model); read the
-# numbers off the table and figures above.
-# - **HOPE has the lowest held-out bpc** of the four models, ahead of Titans with a linear memory,
-#   the nested LSTM and the Transformer, with intervals that do not overlap. Without its
-#   in-forward writes and without CMS (`hope_static`) it falls behind the nested LSTM, so the
-#   gain comes from the writes, not from the architecture alone. The writes are test-time
-#   learning (each row's MLPs take a gradient step on the characters it has just read, also
-#   during evaluation, like dynamic evaluation); the baselines were given none, so this compares
-#   HOPE's architecture *plus* test-time learning with the others' architectures alone.
-#   **Given dynamic evaluation, the baselines gain 0.03–0.04 bpc and HOPE still leads**: on test,
-#   Titans with a linear memory reaches 1.699 [1.691, 1.710] against HOPE's 1.614 [1.608, 1.622]
-#   (the table above), so at this scale HOPE's in-forward writes beat SGD at test time.
-# - **Where the chain is written matters:** updated by the outer CMS engine instead
-#   (`hope_outer`), one seed of three diverged and the other two are far worse than in-forward writing;
-#   with AdamW for those levels (`hope_outer_adamw`) two seeds of three degraded during training.
-#   In every failed run the memories' carried state blew up; without momentum in the
-#   memories (`hope_outer_no_momentum`) all three seeds train, still far behind in-forward writing.
-# - **Titans' MLP memory did not learn here:** every seed sits at the same high level, and
-#   retaining it longer (`titans_alpha0.999`) diverged on every seed; the linear memory works.
-# - **Context:** the models with carried state are flat across the window, and the Transformer
-#   pays at its first positions and catches up within a few dozen characters.
-# - **Cost:** at this size HOPE with in-forward writes steps many times slower than the
-#   Transformer; HOPE's outer reading and both Titans memories stay within 3x of it (see the
-#   throughput figure). The chunked memories are much faster than token-by-token, the HOPE layer
-#   least so.
-# - **MQAR:** the attention and linear-memory models recall above chance at the short length and
-#   fall towards it at the long one; the nested LSTM stays at chance; HOPE has only the short length.
-# - Smoke numbers only show that the pipeline runs; `REUSE_RESULTS=True` re-plots the FULL results.
-#
-# ## Exercises
-# 1. Which of the models could use context beyond the 512-character window, and why does the
-#    position figure not show it? Design a measurement that would.
-# 2. Titans' MLP memory stays at one bpc level on every seed. Its carried state's norm equals its
-#    initial weights' (see the registry comment in `nlcore.experiments`). What does that say about
-#    the retention gate $\alpha_t$, and why could retaining it longer make training diverge?
-# 3. The throughput figure compares step times at equal batch and window. Recompute the bpc
-#    comparison at equal *wall-clock* time instead: which model would you train, for how long?
-# 4. Run `hope_outer` with other chunk sizes (`cms.levels.medium.chunk`, `cms.levels.slow.chunk`)
-#    in smoke mode with `python -m nlcore experiment`, and compare its position curve with `hope`.
+# From the committed full results (3 seeds, WikiText-2, the same characters and seeds for every
+# model, so differences are paired by seed).
+
+# %%
+q = nl.notebook.Quote(ctx, "06_hope_titans")
+nl.notebook.takeaways(ctx, f"""
+- **HOPE has the lowest held-out bpc:** {q.ci("hope")} valid bpc, against Titans with a linear memory {q.ci("titans_linear")}, the nested LSTM {q.ci("nested_lstm")} and the Transformer {q.ci("transformer")}. Paired by seed, HOPE − Titans linear is {q.diff("hope", "titans_linear")} and HOPE − nested LSTM {q.diff("hope", "nested_lstm")}: both intervals clear zero.
+- **The gain comes from the in-forward writes:** without them and without CMS (`hope_static`, {q.ci("hope_static")}) the architecture alone is not separated from the nested LSTM ({q.diff("hope_static", "nested_lstm")}). Those writes are test-time learning; given dynamic evaluation (the table above), every baseline gains and HOPE still has the lowest test bpc.
+- **Where the chain is written matters:** updated by the outer CMS engine (`hope_outer`) one seed of three diverged and the other two reach {q.ci("hope_outer")}; without momentum in the memories (`hope_outer_no_momentum`) all three train, at {q.ci("hope_outer_no_momentum")}, still behind in-forward writing by {q.diff("hope_outer_no_momentum", "hope")}.
+- **Titans' MLP memory stalled:** all three seeds at {q.ci("titans")}, off-scale in the figure; retaining it longer (`titans_alpha0.999`) diverged on every seed. The linear memory works.
+- **Context:** the models with carried state are flat across the window; the Transformer pays at its first positions and is close to its own level after about twenty characters, above the others.
+- **MQAR:** the attention and linear-memory models recall well above chance on average at L = 256 (the Transformer's seeds spread widely) and fall to chance by L = 4096 (one seed); the nested LSTM stays at chance; Titans' lead over the Transformer at L = 1024 is not separated with three seeds.
+""")

@@ -42,6 +42,20 @@ from nlcore.report.figures.intervals import (
     level_parts,
     t_interval_figure,
 )
+# notebooks 06_hope_titans and A1_performance
+from nlcore.report.figures.bench import (
+    BenchQuote,
+    batch_ratios,
+    floor_table,
+    graph_pairs,
+    history_reports,
+    plot_batch_ratios,
+    plot_floor,
+    plot_graph_vs_eager,
+    report_at,
+    report_revision,
+)
+from nlcore.report.figures.hope import char_delta_text, ngram_losses
 
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE",
@@ -50,4 +64,7 @@ __all__ = [
     "paired_curves", "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
     "training_curves", "update_steps",
     "bpc_ladder", "config_table", "level_diagram", "level_parts", "paired_finding", "t_interval_figure",
+    # notebooks 06_hope_titans and A1_performance
+    "BenchQuote", "batch_ratios", "char_delta_text", "floor_table", "graph_pairs", "history_reports", "ngram_losses",
+    "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager", "report_at", "report_revision",
 ]

@@ -105,29 +105,59 @@ def bpc_table(out_dir: str | Path | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols).astype({"n_run": int, "n": int, "params": "Int64"})
 
 
-def plot_bpc(out_dir: str | Path | None = None) -> Figure:
+def plot_bpc(out_dir: str | Path | None = None, zoom: float | None = 0.5, reference: float | None = None) -> Figure:
     """Validation bpc per configuration (best on top): one dot per seed, the mean with its 95 %
-    t interval; configurations without a finished seed are named under the axis."""
+    t interval; configurations without a finished seed are named under the axis.
+
+    `zoom` (bpc): the axis ends `zoom` above the best mean, so the models that learned are not
+    squeezed together; a seed or mean beyond it is written at the right edge with its value
+    (an arrow: off-scale). None shows every value. `reference` (e.g. the unigram bpc) is drawn
+    dashed, or named in the axis label when it is off-scale."""
     table = bpc_table(out_dir)
     ok = table[table["n"] > 0].sort_values("valid_bpc").reset_index(drop=True)
     found = runs(out_dir)
-    fig = Figure(figsize=(7.0, 1.2 + 0.45 * max(len(ok), 1)), layout="constrained")
+    fig = Figure(figsize=(7.4, 1.4 + 0.45 * max(len(ok), 1)), layout="constrained")
     ax = fig.add_subplot()
+    seeds = {c: [s["valid_bpc"] for s in found[c].values() if s is not None] for c in ok["config"]}
+    edge = ok["valid_bpc"].min() + zoom if zoom is not None and len(ok) else math.inf
+    low = min((v for vs in seeds.values() for v in vs), default=0.0)
     for y, r in ok.iterrows():
-        vals = [s["valid_bpc"] for s in found[r["config"]].values() if s is not None]
-        ax.plot(vals, [y] * len(vals), "o", color=color(r["config"]), alpha=0.45, markersize=5)
+        vals, c = seeds[r["config"]], color(r["config"])
+        inside = [v for v in vals if v <= edge]
+        ax.plot(inside, [y] * len(inside), "o", color=c, alpha=0.45, markersize=5)
         lo, hi = r["ci_low"], r["ci_high"]
-        err = [[r["valid_bpc"] - lo], [hi - r["valid_bpc"]]] if math.isfinite(lo) and math.isfinite(hi) else None
-        ax.errorbar(r["valid_bpc"], y, xerr=err, fmt="D", color=color(r["config"]), capsize=4, markersize=7)
+        if r["valid_bpc"] <= edge:
+            err = [[r["valid_bpc"] - lo], [min(hi, edge) - r["valid_bpc"]]] if math.isfinite(lo) and math.isfinite(hi) else None
+            ax.errorbar(r["valid_bpc"], y, xerr=err, fmt="D", color=c, capsize=4, markersize=7)
+        off = [v for v in vals if v > edge]
+        if off:
+            if len(off) == len(vals) and max(off) - min(off) < 0.005:
+                what = f"all {len(off)} seeds at {r['valid_bpc']:.2f} bpc"
+            else:
+                what = (f"mean {r['valid_bpc']:.2f}; " if r["valid_bpc"] > edge else "") + \
+                       ("seeds at " if len(off) > 1 else "a seed at ") + ", ".join(f"{v:.2f}" for v in sorted(off)) + " bpc"
+            ax.annotate(f"{what}: off-scale", xy=(edge, y), xytext=(-10, 0), textcoords="offset points",
+                        ha="right", va="center", fontsize=8.5, color=c,
+                        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "edgecolor": "none", "alpha": 0.9})
+            ax.plot([edge], [y], ">", color=c, markersize=8, clip_on=False)
     ax.set_yticks(range(len(ok)), [f"{c} (n={n})" if n == r else f"{c} (n={n} of {r} run)"  # a seed lost: say so
                                    for c, n, r in zip(ok["config"], ok["n"], ok["n_run"])])
     ax.set_ylim(len(ok) - 0.5, -0.5)
+    if math.isfinite(edge):
+        ax.set_xlim(low - 0.03, edge)
     ax.grid(axis="y", visible=False)
     failed = table[table["n"] == 0]
-    note = "; ".join(f"{c}: {s} ({n} run{'s' if n != 1 else ''})" for c, s, n in
-                     zip(failed["config"], failed["status"], failed["n_run"]))
-    ax.set_xlabel("validation bits per character (lower is better)" + (f"\nnot shown: {note}" if note else ""))
-    ax.set_title("Held-out bpc: seeds (dots), mean and 95 % t interval (diamond)", fontsize=11, loc="left")
+    notes = [f"{c}: {s} ({n} run{'s' if n != 1 else ''})" for c, s, n in
+             zip(failed["config"], failed["status"], failed["n_run"])]
+    if reference is not None and reference <= edge:
+        ax.axvline(reference, color=GREY, linestyle="--", linewidth=1.2)
+    elif reference is not None:
+        notes.append(f"unigram model {reference:.2f} bpc (off-scale)")
+    ax.set_xlabel("validation bits per character (lower is better)" + ("\nnot shown: " + "; ".join(notes) if notes else ""))
+    best = ok.iloc[0] if len(ok) else None
+    title = "Held-out bpc per model" if best is None else \
+        f"{best['config']} predicts held-out text best ({best['valid_bpc']:.3f} bpc, n={best['n']})"
+    ax.set_title(title + "\nseeds (dots), mean and 95 % t interval (diamond)", fontsize=11, loc="left")
     return fig
 
 
@@ -139,7 +169,7 @@ def position_bins(length: int, n_bins: int = 40) -> list[np.ndarray]:
 
 
 def plot_bpc_by_position(out_dir: str | Path | None = None, configs: Sequence[str] | None = None,
-                         n_bins: int = 40) -> Figure:
+                         n_bins: int = 40, title: str | None = None) -> Figure:
     """Validation bpc against the position in the window (log x; positions averaged in
     `position_bins`), mean over the finished seeds with the min–max band over seeds; configurations
     without a finished seed (or not in `configs`) are skipped."""
@@ -160,7 +190,7 @@ def plot_bpc_by_position(out_dir: str | Path | None = None, configs: Sequence[st
     ax.set_xscale("log")
     ax.set_xlabel("position inside the window (characters of context)")
     ax.set_ylabel("validation bits per character")
-    ax.set_title("Does loss keep falling with context? (mean over seeds, band min–max)", fontsize=11, loc="left")
+    ax.set_title(title or "Does loss keep falling with context? (mean over seeds, band min–max)", fontsize=11, loc="left")
     ax.legend(fontsize=9, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 
@@ -207,8 +237,9 @@ def plot_throughput(report: Mapping | None = None) -> Figure:
     ax.set_xlabel(f"training characters per second (log; median of n={windows} timed windows;\n"
                   "hatched: eager, without CUDA graphs)")
     b, s = t["batch_size"].iloc[0], t["seq_len"].iloc[0]
-    ax.set_title(f"Throughput at B × T = {b} × {s}, {report.get('device_name', report.get('device'))}",
-                 fontsize=11, loc="left")
+    slow = t[t["config"] != base].sort_values("ratio_to_baseline").iloc[-1]
+    ax.set_title(f"A {slow['config']} step takes {slow['ratio_to_baseline']:.1f}× the {base}'s time\n"
+                 f"B × T = {b} × {s}, {report.get('device_name', report.get('device'))}", fontsize=11, loc="left")
     return fig
 
 
@@ -243,15 +274,15 @@ def plot_memory_speed(report: Mapping | None = None) -> Figure:
     for i, r in t.iterrows():
         ax.text(i, r["token_s"] * 1.6, f"{r['speedup']:.0f}× faster", ha="center", fontsize=9)
     ax.set_yscale("log")
-    ax.set_ylim(t["chunk_s"].min() / 3, t["token_s"].max() * 5)
     ax.set_xticks(x, list(t["memory"]))
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("seconds per window (forward + backward)")
     gpu = report.get("environment", {}).get("gpu_name") or report.get("environment", {}).get("device")
-    ax.set_title(f"Memory paths on {gpu}: window {t['window'].iloc[0]}, batch {t['batch'].iloc[0]}, "
-                 f"chunk {t['chunk'].iloc[0]}\n(median, whiskers min–max over n={t['repeats'].iloc[0]} repeats)",
-                 fontsize=10, loc="left")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title(f"Chunked memories run {t['speedup'].min():.0f}–{t['speedup'].max():.0f}× faster than token by "
+                 f"token\n{gpu}, window {t['window'].iloc[0]}, batch {t['batch'].iloc[0]}, chunk {t['chunk'].iloc[0]}; "
+                 f"\nmedian, whiskers min–max over n={t['repeats'].iloc[0]} repeats", fontsize=10, loc="left")
+    ax.set_ylim(t["chunk_s"].min() / 3, t["token_s"].max() * 40)
+    ax.legend(loc="upper left", ncols=2)
     return fig
 
 
@@ -298,7 +329,7 @@ def mqar_summary(table: pd.DataFrame | None = None, *, versus: tuple[str, str] |
     return pd.DataFrame(rows, columns=["seq_len", "n", "diff", "ci_low", "ci_high"])
 
 
-def plot_mqar(root: str | Path | None = None) -> Figure:
+def plot_mqar(root: str | Path | None = None, title: str | None = None) -> Figure:
     """MQAR recall accuracy against the sequence length per model (mean over seeds, each seed a
     dot), with the chance level dashed; the number of key–value pairs is named at each length."""
     t = mqar_table(root)
@@ -319,6 +350,92 @@ def plot_mqar(root: str | Path | None = None) -> Figure:
     ax.set_ylim(bottom=0)
     ax.set_xlabel("sequence length L")
     ax.set_ylabel("recall accuracy on held-out queries")
-    ax.set_title("MQAR: associative recall vs length", fontsize=11, loc="left")
+    ax.set_title(title or "MQAR: associative recall vs length", fontsize=11, loc="left")
     ax.legend(fontsize=9)
     return fig
+
+
+# ---------------------------------------------------------------------------- per-character loss
+
+
+def ngram_losses(train: str, text: str, order: int = 1) -> np.ndarray:
+    """Bits of each character of `text` (from its `order`-th character on) under an add-one
+    smoothed character n-gram model counted on `train`: order 0 is the unigram, 1 the bigram.
+    A cheap pair of per-character losses for `char_delta_text`. Returns (len(text) - order,)."""
+    vocab = sorted(set(train) | set(text))
+    idx = {c: i for i, c in enumerate(vocab)}
+    V, counts = len(vocab), {}
+    for i in range(order, len(train)):
+        ctx = train[i - order:i]
+        counts.setdefault(ctx, np.zeros(V))[idx[train[i]]] += 1
+    out = []
+    for i in range(order, len(text)):
+        row = counts.get(text[i - order:i], np.zeros(V))
+        out.append(-math.log2((row[idx[text[i]]] + 1) / (row.sum() + V)))
+    return np.asarray(out)
+
+
+def char_delta_text(text: str, loss_a, loss_b, label_a: str = "a", label_b: str = "b", scale: float = 2.0):
+    """`text` as HTML, each character's background coloured by loss_b − loss_a (bits): blue where
+    model a has the lower loss (a's gain), vermillion where b has; white at zero, full colour at
+    ±`scale` bits. The losses align with the last len(loss) characters (earlier ones uncoloured).
+    Returns an `IPython.display.HTML` (a notebook displays it; `.data` is the markup)."""
+    import html
+
+    from IPython.display import HTML
+
+    a, b = np.asarray(loss_a, dtype=float), np.asarray(loss_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) > len(text):
+        raise ValueError(f"loss_a {a.shape} and loss_b {b.shape} must be 1-D, equal, at most len(text) = {len(text)}")
+    start, gain = len(text) - len(a), b - a
+    spans = []
+    for i, ch in enumerate(text):
+        g = gain[i - start] if i >= start else 0.0
+        rgb = (0, 114, 178) if g > 0 else (213, 94, 0)  # Okabe–Ito blue / vermillion
+        alpha = min(abs(g) / scale, 1.0)
+        shown = "⏎<br>" if ch == "\n" else html.escape(ch)
+        spans.append(f'<span title="{g:+.2f} bits" style="background: rgba({rgb[0]},{rgb[1]},{rgb[2]},{alpha:.2f})">'
+                     f"{shown}</span>")
+    key = (f"<p style='font-size:90%'>mean over the coloured characters: {label_a} {a.mean():.3f}, {label_b} "
+           f"{b.mean():.3f} bits; <span style='background:rgba(0,114,178,0.6)'>blue</span>: {label_a} lower, "
+           f"<span style='background:rgba(213,94,0,0.6)'>vermillion</span>: {label_b} lower "
+           f"(full colour at {scale:g} bits)</p>")
+    return HTML(key + "<pre style='white-space: pre-wrap; line-height: 1.5'>" + "".join(spans) + "</pre>")
+
+
+def char_losses(run_dir: str | Path, n_chars: int = 512, split: str = "valid") -> tuple[str, np.ndarray]:
+    """(text, bits): the first n + 1 characters of `split` of the corpus a run trained on, and the
+    run's loss in bits on each of the last n of them (n: `n_chars` rounded down to whole windows,
+    at least one), read from its `checkpoint.pt` as one row, window by window (the run's window
+    length) with the state carried, as in evaluation. HOPE's in-forward writes happen here too. Needs the run's corpus (for a full run,
+    the data) and its checkpoint."""
+    import torch
+    import torch.nn.functional as F
+
+    from nlcore.config import from_dict
+    from nlcore.models import build_model
+    from nlcore.training.checkpoint import load
+    from nlcore.training.trainer import load_data
+
+    run_dir = Path(run_dir)
+    cfg = from_dict(_read(run_dir / "meta.json")["config"])
+    payload = load(run_dir / "checkpoint.pt")
+    corpus = load_data(cfg)
+    names = {lv.name: lv.chunk for lv in cfg.cms.levels}
+    chain = tuple(n for n in names if n != "fast")
+    model = build_model(cfg.model, corpus.tokenizer.vocab_size, tuple(names.get(n, 1) for n in ("medium", "slow")),
+                        chain_levels=chain)
+    model.load_state_dict(payload["model"])
+    model.eval()
+    T = cfg.data.seq_len
+    n_chars = max(T, n_chars // T * T)
+    ids = corpus.ids[split][: n_chars + 1].long()
+    state, out = model.init_state(1, "cpu"), []
+    with torch.no_grad():
+        for a in range(0, n_chars, T):
+            x, y = ids[a:a + T][None], ids[a + 1:a + T + 1][None]  # (1, T)
+            kw = {"targets": y} if model.uses_targets else {}
+            logits, state = model(x, state, None, **kw)
+            out.append(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"))
+    text = "".join(corpus.tokenizer.chars[i] for i in ids.tolist())
+    return text, (torch.cat(out) / math.log(2)).numpy()
