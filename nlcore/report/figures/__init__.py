@@ -30,7 +30,9 @@ from nlcore.report.figures.cms import (
 )
 from nlcore.report.figures.common import LEVEL_COLORS, METRIC_LABELS, metric_label
 from nlcore.report.figures.curves import bpc_by_position, paired_curves, seed_dirs, training_curves
-from nlcore.report.figures.recall import RECALL_STYLE, recall_curves
+
+# notebooks 04 and 05
+from nlcore.report.figures.recall import RECALL_STYLE, recall_curves, recall_explorer
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
 __all__ = [
@@ -39,4 +41,5 @@ __all__ = [
     "cms_timeline", "cms_timeline_widget", "cumulative_change", "effective_learning", "metric_label",
     "paired_curves", "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
     "training_curves", "update_steps",
+    "recall_explorer",
 ]
