@@ -122,7 +122,7 @@ nl.widgets.explore(
 # One row of the committed results, `03_persistent_doc_resets` against the baseline: the three
 # per-seed differences, their mean and sample standard deviation, and the t quantile. With
 # $n = 3$ seeds (2 degrees of freedom) the t distribution's CDF is $\tfrac12 + \tfrac{t}{2\sqrt{2+t^2}}$,
-# so its 0.975 quantile has a closed form. The result equals `nlcore.stats.paired_diff_ci`.
+# so its $0.975$ quantile has a closed form. The result equals `nlcore.stats.paired_diff_ci`.
 
 # %%
 full = nl.notebook.committed_results("05_ablations")
