@@ -173,8 +173,8 @@ else:
 # ## Checks
 # These hold in every view: every experiment contributed; the baselines of 01–04 are one and the
 # same set of runs; every row has the same steps and rows; only `persistent_512` read more
-# characters (twice as many); every mean is finite and inside its interval. In the committed and
-# full views, the rows re-derived from 01–04 equal the committed `results/05_ablations/`.
+# characters (twice as many); every mean is finite and inside its interval. In the committed view,
+# the rows re-derived from 01–04 equal the committed `results/05_ablations/`.
 
 # %%
 assert set(table["experiment"]) == set(nl.notebook.ABLATION_STEMS), set(table["experiment"])
@@ -186,7 +186,7 @@ assert set(table.loc[table["chars_ratio"] != 1, "config"]) <= {"persistent_512",
 assert (table.loc[table["config"].str.endswith("persistent_512"), "chars_ratio"] == 2).all()
 ok = table[["ci_low", "ci_high"]].isna().all(axis=1) | table["mean"].between(table["ci_low"], table["ci_high"])
 assert table["mean"].notna().all() and ok.all(), table
-if ctx.mode == "full":
+if ctx.view == "committed":
     committed = {r["config"]: r["mean"] for r in full.summary if r["metric"] == "valid_bpc"}
     assert all(math.isclose(committed[r.label], r.mean, rel_tol=1e-12) for r in table.itertuples()), "results/05 is stale"
 print(f"{len(table)} distinct configurations from {len(frame.groupby(['experiment', 'config']))} registered ones")
@@ -197,7 +197,7 @@ print(f"{len(table)} distinct configurations from {len(frame.groupby(['experimen
 # drawn from the paired intervals, so a row is called separated only when its interval excludes zero.
 
 # %%
-q = nl.notebook.Quote(ctx, "05_ablations")
+q, full = nl.notebook.Quote(ctx, "05_ablations"), nl.notebook.committed_results("05_ablations")  # as written above
 fd = nl.notebook.paired_differences(full.runs, full.meta["baseline"]).merge(
     full.runs[["config", "lever"]].drop_duplicates(), on="config").sort_values("mean")
 fd["verdict"] = nl.notebook.separation(fd)
