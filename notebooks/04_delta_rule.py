@@ -43,8 +43,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | live recall demo ($d$ = 32); re-plots the committed `results/04_delta_rule/` | ~10 s |
-# | smoke | live recall demo + 5 configurations × 1 seed, smoke preset, synthetic corpus, CPU | ~40 s |
+# | committed (default) | live recall demo ($d$ = 32); re-plots the committed `results/04_delta_rule/` | ~15 s |
+# | smoke | live recall demo + 5 configurations (and the exercise's sixth) × 1 seed, smoke preset, synthetic corpus, CPU | ~25 s |
 # | full | live recall demo + 5 configurations × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
 # Modules: `nlcore.delta` (the rules), `nlcore.experiments.recall` (the benchmark), `nlcore.optim.delta_rule`
@@ -168,7 +168,7 @@ print(f"made by `{recall_meta['command']}` on {recall_meta['environment'].get('g
 # ## The delta rule as an optimizer of the FFN levels
 # `nlcore.optim.delta_rule.DeltaRule` applies the normalised rule per token to the Linear weights of
 # a CMS level, with $k$ the layer input and the target $-\nabla_y \ell$, all tokens of a chunk
-# evaluated at the frozen $M$ and summed (Eq. 31). The configurations of
+# evaluated at the frozen $M$ and averaged (Eq. 31; $\eta'$ is the step on the chunk's mean objective). The configurations of
 # `EXPERIMENTS["04_delta_rule"]`, all with zero-initialised FFN outputs:
 #
 # | configuration | medium and slow (FFN) levels |
@@ -313,7 +313,34 @@ ex2.pivot_table(index="load", columns="method", values="value").round(3)
 # erase-before-write wins.
 # </details>
 #
-# 3. In the widget, set the keys to spread norms and lower $\eta$ until GD stops diverging at load 1.
+# 3. Add a configuration: the delta rule at $\eta' = 1$ on the FFN levels (an exact step on each
+#    chunk's mean objective). Predict where it lands against `delta` ($\eta'$ = 0.5) and
+#    `delta_lr0.1`. In the smoke view the next cell trains it (one seed, seconds on a CPU); the
+#    committed view trains nothing.
+
+# %%
+if ctx.view == "smoke":
+    grid, seeds, common = nl.EXPERIMENTS["04_delta_rule"].grid("smoke")
+    base = next(g for g in grid if g.label == "delta")
+    extra = nl.experiments.GridConfig("delta_lr1.0", base.preset, (*base.overrides, "cms.levels.medium.lr=1.0", "cms.levels.slow.lr=1.0"))
+    ran = nl.experiments.run_grid(ctx.stem, [extra], seeds, ctx.results_dir / "exercise", jobs=0, common=common, echo=False)
+    v = ran.loc[ran["metric"] == "valid_bpc", "value"].mean()
+    print(f"smoke, 1 seed, valid bpc: delta_lr1.0 {v:.4f}; delta {exp.value('delta', 'valid_bpc'):.4f}; "
+          f"delta_lr0.1 {exp.value('delta_lr0.1', 'valid_bpc'):.4f}; sgd_default {exp.value('sgd_default', 'valid_bpc'):.4f}")
+else:
+    print("set VIEW = 'smoke' to train delta_lr1.0 here (the committed view trains nothing)")
+
+# %% [markdown]
+# <details><summary>Solution</summary>
+#
+# With `aggregation="mean"` (the optimizer's default) $\eta'$ divides by the chunk's token count,
+# so $\eta' = 1$ is a stable step, not a divergence. In the committed full results $\eta'$ = 0.1
+# and 0.5 are not separated from each other, so the step hardly matters there; expect $\eta' = 1$
+# close to them. One smoke seed separates nothing: to settle it, add the configuration to
+# `EXPERIMENTS["04_delta_rule"]` and run the full view (3 seeds).
+# </details>
+#
+# 4. In the widget, set the keys to spread norms and lower $\eta$ until GD stops diverging at load 1.
 #    Is GD then better or worse than the delta rules? Raise $d$: does the answer change?
 #
 # <details><summary>Solution</summary>

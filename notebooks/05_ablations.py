@@ -20,10 +20,11 @@
 # $i$, $\delta_i = x_i - b_i$, and its Student-t 95 % interval
 #
 # $$
-# \bar\delta \pm t_{0.975,\,n-1}\,\frac{s_\delta}{\sqrt n},\qquad
-# s_\delta^2 = \frac{1}{n-1}\sum_{i=1}^n (\delta_i - \bar\delta)^2 .
+# \bar\delta \pm t_{n-1}\,\frac{s_\delta}{\sqrt n},\qquad
+# s_\delta^2 = \frac{1}{n-1}\sum_{i=1}^n (\delta_i - \bar\delta)^2 ,
 # $$
 #
+# with $t_{n-1}$ the 97.5 % quantile of Student's t distribution with $n - 1$ degrees of freedom.
 # An ablation is **separated** from the baseline when that interval excludes zero. Several
 # experiments share runs: the baseline of 02, 03 and 04 *is* `zero_init_ffn` of 01 (the same
 # configuration, bit-identical numbers), and 04 `adamw` is 01 `all_adamw`. Such runs appear once.
@@ -38,8 +39,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | reads the committed `results/0[1-4]_*`; trains and writes nothing | ~10 s |
-# | smoke | reads `build/smoke/results/0[1-4]_*`, running the smoke grid of any that is missing; writes `build/smoke/results/05_ablations/` | ~15 s, ~60 s when all are missing |
+# | committed (default) | reads the committed `results/0[1-4]_*`; trains and writes nothing | ~15 s |
+# | smoke | reads `build/smoke/results/0[1-4]_*`, running the smoke grid of any that is missing; writes `build/smoke/results/05_ablations/` | ~25 s, training the smoke grids of 01–03 if missing |
 # | full | reads the committed `results/0[1-4]_*`, trains nothing, writes `results/05_ablations/` | seconds |
 #
 # Modules: `nlcore.report.notebook` (`collect_experiments`, `ablation_table`, `paired_differences`,
