@@ -30,7 +30,9 @@ from nlcore.report.figures.cms import (
 )
 from nlcore.report.figures.common import LEVEL_COLORS, METRIC_LABELS, metric_label
 from nlcore.report.figures.curves import bpc_by_position, paired_curves, seed_dirs, training_curves
-from nlcore.report.figures.recall import RECALL_STYLE, recall_curves
+
+# notebooks 04 and 05
+from nlcore.report.figures.recall import RECALL_STYLE, recall_curves, recall_explorer
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
 # isort: split
@@ -67,4 +69,5 @@ __all__ = [
     # notebooks 06_hope_titans and A1_performance
     "BenchQuote", "batch_ratios", "char_delta_text", "floor_table", "graph_pairs", "history_reports", "ngram_losses",
     "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager", "report_at", "report_revision",
+    "recall_explorer",
 ]

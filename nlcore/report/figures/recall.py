@@ -84,3 +84,50 @@ def recall_curves(runs: pd.DataFrame, cols: Sequence[str] = (), rows: Sequence[s
     fig.suptitle("Associative recall of the latest value per key (correlated keys, with overwrites): "
                  "mean and 95 % t band over seeds", fontsize=11)
     return fig
+
+
+def recall_explorer(d: int = 32, eta: float = 1.0, load: float = 1.0, key_norm_spread: float = 0.0,
+                    seeds: Sequence[int] = (0, 1, 2), ylim: tuple[float, float] = (1e-3, 30.0)) -> Figure:
+    """The recall benchmark run live at dimension `d`, step `eta` and key-norm spread, for the
+    standard loads and `load`: left, recall error against load (mean over seeds, the chosen load
+    marked); right, each rule's error at `load`, one bar per rule. Loads above 1 store more keys
+    than the memory has dimensions, so even least squares must interfere there. Off-scale means
+    (a diverged GD) sit on the ceiling, as in `recall_curves`. Cheap on a CPU (d ≤ 128: under a
+    second), so a widget can redraw it as its sliders move."""
+    from nlcore.experiments.recall import DEFAULT_LOADS, run_recall_benchmark
+
+    loads = sorted(set(DEFAULT_LOADS) | {round(float(load), 4)})
+    runs = run_recall_benchmark(d=int(d), loads=loads, seeds=tuple(seeds), eta=float(eta),
+                                key_norm_spread=float(key_norm_spread))
+    mean = runs.groupby(["method", "load"])["value"].mean().unstack("method")  # (loads, methods)
+    lo_y, hi_y = ylim
+    fig = Figure(figsize=(10.0, 3.9), layout="constrained")
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    methods = [m for m in RECALL_STYLE if m in mean.columns]
+    for m in methods:
+        color, ls, label = RECALL_STYLE[m]
+        y = mean[m].to_numpy(dtype=float)
+        ax.plot(mean.index, np.clip(np.nan_to_num(y, nan=np.inf), lo_y, hi_y), color=color, linestyle=ls,
+                marker="o", ms=3, label=label)
+    ax.axvline(load, color=GREY, linewidth=1.0)
+    ax.axvline(1.0, color=GREY, linewidth=0.8, linestyle=":")
+    ax.text(1.0, hi_y, " n = d", fontsize=8, color=GREY, va="top")
+    ax.set(xscale="linear", yscale="log", ylim=(lo_y * 0.7, hi_y * 1.4),
+           xlabel="load n/d (stored keys per dimension)", ylabel="recall error ‖Wk − v‖² / ‖v‖²")
+    ax.legend(fontsize=8, loc="lower right")
+    at = mean.loc[round(float(load), 4), methods].to_numpy(dtype=float)  # (methods,)
+    shown = np.clip(np.nan_to_num(at, nan=np.inf), lo_y, hi_y)
+    bx.bar(range(len(methods)), shown, color=[RECALL_STYLE[m][0] for m in methods])
+    for i, v in enumerate(at):
+        bx.text(i, shown[i] * 1.15, f"{v:.2g}" if np.isfinite(v) else "diverged", ha="center", fontsize=8)
+    bx.set_xticks(range(len(methods)), [m.replace("delta_", "delta\n") for m in methods], fontsize=8)
+    bx.set(yscale="log", ylim=(lo_y * 0.7, hi_y * 4), ylabel="recall error at the chosen load")
+    bx.grid(axis="x", visible=False)
+    online = {m: v for m, v in zip(methods, at) if m != "lstsq"}
+    best = min(online, key=lambda m: online[m] if np.isfinite(online[m]) else np.inf)
+    n = max(1, round(load * d))
+    fig.suptitle(f"d = {int(d)}, η = {eta:.3g}, {n} keys (load {load:g}, "
+                 f"{'unit-norm keys' if key_norm_spread == 0 else f'key-norm spread {key_norm_spread:g}'}): "
+                 f"the best online write is {best} ({online[best]:.2g}; least squares {mean.loc[round(float(load), 4), 'lstsq']:.2g})"
+                 f"\nmean over {len(seeds)} seeds; correlated keys with 20 % overwrites", fontsize=10)
+    return fig

@@ -13,12 +13,15 @@
 
 from __future__ import annotations
 
+# notebooks 04 and 05
 from nlcore.report.notebook.ablations import (
     ABLATION_STEMS,
     ablation_lever,
     ablation_runs,
     ablation_table,
     collect_experiments,
+    select_levers,
+    separation,
 )
 from nlcore.report.notebook.checks import all_finite, expected_updates, unigram_bpc, updates_check
 from nlcore.report.notebook.cite import Quote, takeaways
@@ -42,4 +45,5 @@ __all__ = [
     "committed_results", "corpus_panels", "expected_updates", "experiment", "load_experiment",
     "paired_differences", "setup", "summary_field", "surprise_scales", "unigram_bpc", "updates_check",
     "corpus_summary", "corpus_unigram_bpc", "unigram_reference",
+    "select_levers", "separation",
 ]

@@ -117,3 +117,21 @@ def ablation_runs(frame: pd.DataFrame, table: pd.DataFrame, metrics=("valid_bpc"
     keep = table.set_index(["experiment", "config"])
     d = frame[frame["metric"].isin(metrics)].merge(keep[["label", "lever"]].reset_index(), on=["experiment", "config"])
     return d.assign(config=d["label"])[["config", "lever", "seed", "metric", "value"]]
+
+
+def select_levers(table: pd.DataFrame, levers) -> pd.DataFrame:
+    """The rows of an `ablation_table` whose lever is in `levers`, plus the baseline row always
+    (the reference every other row is read against)."""
+    keep = set(levers) | {"baseline"}
+    return table[table["lever"].isin(keep)].reset_index(drop=True)
+
+
+def separation(diffs: pd.DataFrame) -> pd.Series:
+    """Per row of a `paired_differences` frame: "lower" when the whole paired 95 % t interval
+    lies below zero, "higher" when it lies above, else "not separated" (the interval holds zero,
+    or there is none: one seed)."""
+    lo, hi = diffs["ci_low"].astype(float), diffs["ci_high"].astype(float)
+    verdict = pd.Series("not separated", index=diffs.index)
+    verdict[hi < 0] = "lower"
+    verdict[lo > 0] = "higher"
+    return verdict
