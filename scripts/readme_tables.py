@@ -194,9 +194,9 @@ def notebooks_block(page: Page) -> str:
 
 # What each notebook found, in words (the numbers are in its takeaways and in docs/results.md).
 FINDINGS = {
-    "01_cms": "At this budget, slow levels cost held-out bits: CMS off is best and the shortest chunks beat "
-              "the default. The prototype's lr/C is the worst policy; AdamW and the paper's summed-gradient step "
-              "on the slow levels are not separated by their paired intervals.",
+    "01_cms": "At this budget, slow levels cost held-out bits: CMS off is best, clear of every CMS policy by its "
+              "paired interval. The prototype's lr/C is the worst policy; shorter chunks are not separated from "
+              "their matched control.",
     "02_surprise": "On WikiText-2 every setting lowers the mean, but most paired intervals include zero, and the "
                    "objective acts as an activation penalty: the surprise target is a tiny fraction of the output.",
     "03_persistent_state": "Carried state helps, mostly in a window's first characters. Run with the "
