@@ -33,10 +33,16 @@ from nlcore.report.figures.curves import bpc_by_position, paired_curves, seed_di
 from nlcore.report.figures.recall import RECALL_STYLE, recall_curves
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
+# isort: split
+# notebooks 02_surprise and 03_persistent_state
+from nlcore.report.figures.ci import paired_seeds
+from nlcore.report.figures.curves import position_differences
+
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE",
     "ablation_ranking", "bench_figure", "bench_overheads", "bench_report", "plot_scaling", "bpc_by_position", "ci_bars", "ci_panels",
     "cms_timeline", "cms_timeline_widget", "cumulative_change", "effective_learning", "metric_label",
     "paired_curves", "paired_diff_bars", "recall_curves", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
     "training_curves", "update_steps",
+    "paired_seeds", "position_differences",  # notebooks 02_surprise and 03_persistent_state
 ]
