@@ -244,6 +244,10 @@ nl.notebook.takeaways(ctx, f"""
   (Δ = {q.diff("wikitext2_cheap_0.05_every4", "wikitext2_none", digits=4)}); the prototype's weights give
   Δ = {q.diff("wikitext2_w0.05_0.01", "wikitext2_none", digits=4)}, not separated. Beside `none` at
   {q.ci("wikitext2_none")}, the effect is about a hundredth of a bit at most.
+""")
+
+# %%
+nl.notebook.takeaways(ctx, f"""
 - **On the synthetic corpus nothing is separated**: {count["synthetic intervals clearing zero"]} of
   {count["synthetic settings"]} paired intervals clear zero. `fast_only_0.3` gives
   Δ = {q.diff("synthetic_fast_only_0.3", "synthetic_none", digits=4)} with a wide interval (its seeds spread:

@@ -210,6 +210,13 @@ nl.notebook.takeaways(ctx, f"""
 - **Longer windows help more than any state policy**: `persistent_512` gives
   {q.diff("persistent_512", "persistent")} against `persistent` (it also reads twice as many
   characters per step, so part of that is more training text).
+""")
+
+# %% [markdown]
+# And the number this lesson exists to show: what the prototype's own settings score on held-out text.
+
+# %%
+nl.notebook.takeaways(ctx, f"""
 - **The prototype's settings do not learn the text.** With them, `persistent` scores
   {q.ci("prototype_persistent", digits=2)} validation bpc, **worse than the unigram model's {uni}**, a model that
   knows only character frequencies, and far from this repository's {q.mean("persistent")}. Neither
