@@ -91,3 +91,14 @@ def test_titles_state_the_finding_above_the_default_description(tmp_path):
     assert "± half-width of x_a's own 95 % CI" in fig.axes[0].get_title(loc="left")
     _positions(tmp_path, "p", np.full(4, 1.7))
     assert figures.bpc_by_position(tmp_path, ["p"], title="flat").axes[0].get_title(loc="left") == "flat"
+
+
+def test_unpaired_separated_needs_intervals_that_do_not_overlap():
+    from nlcore.report.notebook import unpaired_separated
+
+    recs = [{"config": c, "metric": "valid_bpc", "mean": m, "ci_low": lo, "ci_high": hi, "n_seeds": 3}
+            for c, m, lo, hi in (("none", 1.7, 1.68, 1.72), ("close", 1.69, 1.67, 1.71), ("far", 1.6, 1.58, 1.62),
+                                 ("one_seed", 1.0, None, None))]
+    base = {"none": "none", "close": "none", "far": "none", "one_seed": "none"}
+    assert unpaired_separated(recs, base) == ["far"]
+    assert unpaired_separated(recs, base, metric="test_bpc") == []

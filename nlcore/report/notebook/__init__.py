@@ -32,9 +32,14 @@ from nlcore.report.notebook.experiment import (
 )
 from nlcore.report.notebook.setup import Context, setup
 
+# isort: split
+# notebooks 02_surprise and 03_persistent_state
+from nlcore.report.notebook.compare import unpaired_separated
+
 __all__ = [
     "ABLATION_STEMS", "Context", "ExperimentResults", "Quote", "takeaways",
     "ablation_lever", "ablation_runs", "ablation_table", "all_finite", "collect_experiments",
     "committed_results", "corpus_panels", "expected_updates", "experiment", "load_experiment",
     "paired_differences", "setup", "summary_field", "surprise_scales", "unigram_bpc", "updates_check",
+    "unpaired_separated",  # notebooks 02_surprise and 03_persistent_state
 ]
