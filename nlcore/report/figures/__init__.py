@@ -58,6 +58,9 @@ from nlcore.report.figures.bench import (
     report_revision,
 )
 from nlcore.report.figures.hope import char_delta_text, ngram_losses
+# notebooks 02_surprise and 03_persistent_state
+from nlcore.report.figures.ci import paired_seeds
+from nlcore.report.figures.curves import position_differences
 
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE",
@@ -70,4 +73,5 @@ __all__ = [
     "BenchQuote", "batch_ratios", "char_delta_text", "floor_table", "graph_pairs", "history_reports", "ngram_losses",
     "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager", "report_at", "report_revision",
     "recall_explorer",
+    "paired_seeds", "position_differences",  # notebooks 02_surprise and 03_persistent_state
 ]

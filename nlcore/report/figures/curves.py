@@ -1,4 +1,5 @@
-"""Curves across seeds from the per-run files: training curves and bits per character by position."""
+"""Curves across seeds from the per-run files: training curves, bits per character by position and
+its paired difference between two configurations."""
 
 from __future__ import annotations
 
@@ -73,25 +74,55 @@ def training_curves(exp_dir: str | Path, configs: Sequence[str], metric: str = "
     return fig
 
 
-def bpc_by_position(exp_dir: str | Path, configs: Sequence[str], log_x: bool = True) -> Figure:
+def _positions(exp_dir: str | Path, config: str) -> dict[str, pd.Series]:
+    """Seed folder name -> valid bpc at each position 1..T of the window (summary.json)."""
+    out = {}
+    for run in _need_runs(exp_dir, config):
+        by_pos = read_json(run / "summary.json").get("valid_bpc_by_position")
+        if not by_pos:
+            raise ValueError(f"{run}/summary.json has no valid_bpc_by_position")
+        out[run.name] = pd.Series(by_pos, index=np.arange(1, len(by_pos) + 1), name=run.name, dtype=float)
+    return out
+
+
+def bpc_by_position(exp_dir: str | Path, configs: Sequence[str], log_x: bool = True,
+                    title: str | None = None) -> Figure:
     """Validation bits per character against the position inside the window (from each run's
     summary `valid_bpc_by_position`), mean across seeds with a 95 % band. Carried state should
-    help most at the first positions, where a reset model has no context at all."""
+    help most at the first positions, where a reset model has no context at all. `title`
+    states the finding."""
     fig, (ax,) = new_figure(6.8, 4.2)
     for i, config in enumerate(configs):
-        curves = []
-        for run in _need_runs(exp_dir, config):
-            by_pos = read_json(run / "summary.json").get("valid_bpc_by_position")
-            if not by_pos:
-                raise ValueError(f"{run}/summary.json has no valid_bpc_by_position")
-            curves.append(pd.Series(by_pos, index=np.arange(1, len(by_pos) + 1), name=run.name, dtype=float))
-        x, mean, lo, hi, n = _seed_curves(curves)
+        x, mean, lo, hi, n = _seed_curves(list(_positions(exp_dir, config).values()))
         band(ax, x, mean, lo, hi, label=config, n=n, color=CYCLE[i % len(CYCLE)])
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel("position inside the window (characters since the window start)")
     ax.set_ylabel(metric_label("valid_bpc"))
-    ax.set_title("Where in the window carried state helps (mean, 95 % CI band)", fontsize=11, loc="left")
+    ax.set_title(title or "Where in the window carried state helps (mean, 95 % CI band)", fontsize=11, loc="left")
+    ax.legend(fontsize=9)
+    return fig
+
+
+def position_differences(exp_dir: str | Path, config: str, baseline: str, log_x: bool = True,
+                         title: str | None = None) -> Figure:
+    """Valid bpc of `config` minus `baseline` at each position inside the window, seed by seed
+    (same seed, same data order; windows of equal length), mean and 95 % t band over the paired
+    seeds: where in the window the two differ, with the noise the runs share cancelled."""
+    a, b = _positions(exp_dir, config), _positions(exp_dir, baseline)
+    seeds = sorted(set(a) & set(b))
+    if not seeds or any(len(a[s]) != len(b[s]) for s in seeds):
+        raise ValueError(f"position_differences: {config!r} and {baseline!r} share no seed with windows of one length")
+    x, mean, lo, hi, n = _seed_curves([(a[s] - b[s]).rename(s) for s in seeds])
+    fig, (ax,) = new_figure(6.8, 4.0)
+    band(ax, x, mean, lo, hi, label=f"{config} − {baseline}", n=n, color=CYCLE[1])
+    ax.axhline(0.0, color="grey", lw=1, ls="--")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel("position inside the window (characters since the window start)")
+    ax.set_ylabel(f"Δ {metric_label('valid_bpc')}")
+    ax.set_title(title or f"{config} − {baseline} by position, paired by seed (mean, 95 % t band)",
+                 fontsize=11, loc="left")
     ax.legend(fontsize=9)
     return fig
 

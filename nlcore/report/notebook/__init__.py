@@ -38,6 +38,8 @@ from nlcore.report.notebook.setup import Context, setup
 # isort: split
 # notebooks 00_orientation and 01_cms
 from nlcore.report.notebook.checks import corpus_summary, corpus_unigram_bpc, unigram_reference
+# notebooks 02_surprise and 03_persistent_state
+from nlcore.report.notebook.compare import unpaired_separated
 
 __all__ = [
     "ABLATION_STEMS", "Context", "ExperimentResults", "Quote", "takeaways",
@@ -46,4 +48,5 @@ __all__ = [
     "paired_differences", "setup", "summary_field", "surprise_scales", "unigram_bpc", "updates_check",
     "corpus_summary", "corpus_unigram_bpc", "unigram_reference",
     "select_levers", "separation",
+    "unpaired_separated",  # notebooks 02_surprise and 03_persistent_state
 ]

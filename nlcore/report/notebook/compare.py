@@ -1,4 +1,4 @@
-"""Paired comparisons across seeds, per-corpus reference panels and surprise signal scales."""
+"""Paired and unpaired comparisons across seeds, per-corpus reference panels and surprise signal scales."""
 
 from __future__ import annotations
 
@@ -34,6 +34,21 @@ def paired_differences(runs: pd.DataFrame, baselines, metric: str = "valid_bpc")
                      "seeds_lower": int((a < b).sum()), "baseline_half_width": (bhi - blo) / 2})
     cols = ["config", "baseline", "n", "mean", "ci_low", "ci_high", "seeds_lower", "baseline_half_width"]
     return pd.DataFrame(rows, columns=cols)
+
+
+def unpaired_separated(summary: list[dict], baselines: dict[str, str], metric: str = "valid_bpc") -> list[str]:
+    """The configurations (keys of `baselines`, config -> its baseline) whose 95 % interval across
+    seeds does not overlap their baseline's: what a reader of unpaired intervals could call
+    different. A configuration or baseline without a finite interval (one seed) is never separated."""
+    import math
+
+    ci = {r["config"]: (r.get("ci_low"), r.get("ci_high")) for r in summary if r["metric"] == metric}
+
+    def finite(c: str) -> bool:
+        return c in ci and all(v is not None and math.isfinite(v) for v in ci[c])
+
+    return [c for c, b in baselines.items() if c != b and finite(c) and finite(b)
+            and (ci[c][0] > ci[b][1] or ci[c][1] < ci[b][0])]
 
 
 def corpus_panels(res: ExperimentResults, prefixes: dict[str, str]) -> list[tuple[str, str, float, str]]:
