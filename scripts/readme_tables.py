@@ -583,7 +583,7 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("03_persistent_state", "S:run_experiments.sh `REV 0 16 03_persistent_state`", run_times),
     ("04_delta_rule", "S:run_experiments.sh `REV 0 16 04_delta_rule`", run_times),
     ("04_delta_rule/recall", "`python -m nlcore recall`, arguments in its `meta.json`", None),
-    ("05_ablations", "`make figures ONLY=05` (reads 01–04; trains nothing)", None),
+    ("05_ablations", "`python -m nlcore notebooks --view full --only 05` (reads 01–04; trains nothing)", None),
     ("prototype_match", "S:run_experiments.sh `REV 0 6 prototype_match`", run_times),
     ("06_hope_titans", "S:hope_titans.sh `REV 0 OUT 06_hope_titans`; the retraining commands are in its `NOTE.md`",
      run_times),

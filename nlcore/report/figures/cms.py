@@ -61,23 +61,6 @@ def cms_timeline(levels: Mapping[str, int], steps: int, partial: str = "flush") 
     return fig
 
 
-def _timeline_for(fast: int, medium: int, slow: int, steps: int) -> Figure:
-    return cms_timeline({"fast": fast, "medium": medium, "slow": slow}, steps)
-
-
-def cms_timeline_widget(steps: int = 64, fast: int = 1, medium: int = 4, slow: int = 16, max_chunk: int = 64):
-    """Sliders for the three chunk sizes and the number of steps that redraw `cms_timeline`
-    (an `ipywidgets.interactive`; headless runs just render its first figure)."""
-    from ipywidgets import IntSlider, interactive
-
-    def slider(value: int, lo: int, hi: int, desc: str) -> IntSlider:
-        return IntSlider(value=value, min=lo, max=hi, step=1, description=desc, continuous_update=False)
-
-    return interactive(_timeline_for, fast=slider(fast, 1, max_chunk, "fast C"),
-                       medium=slider(medium, 1, max_chunk, "medium C"), slow=slider(slow, 1, max_chunk, "slow C"),
-                       steps=slider(steps, 8, 256, "steps"))
-
-
 # ---------------------------------------------------------------------------- per-run telemetry
 
 

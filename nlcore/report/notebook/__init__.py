@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-# notebooks 04 and 05
 from nlcore.report.notebook.ablations import (
     ABLATION_STEMS,
     ablation_lever,
@@ -23,9 +22,22 @@ from nlcore.report.notebook.ablations import (
     select_levers,
     separation,
 )
-from nlcore.report.notebook.checks import all_finite, expected_updates, unigram_bpc, updates_check
+from nlcore.report.notebook.checks import (
+    all_finite,
+    corpus_summary,
+    corpus_unigram_bpc,
+    expected_updates,
+    unigram_bpc,
+    unigram_reference,
+    updates_check,
+)
 from nlcore.report.notebook.cite import Quote, takeaways
-from nlcore.report.notebook.compare import corpus_panels, paired_differences, surprise_scales
+from nlcore.report.notebook.compare import (
+    corpus_panels,
+    paired_differences,
+    surprise_scales,
+    unpaired_separated,
+)
 from nlcore.report.notebook.experiment import (
     ExperimentResults,
     committed_results,
@@ -35,18 +47,10 @@ from nlcore.report.notebook.experiment import (
 )
 from nlcore.report.notebook.setup import Context, setup
 
-# isort: split
-# notebooks 00_orientation and 01_cms
-from nlcore.report.notebook.checks import corpus_summary, corpus_unigram_bpc, unigram_reference
-# notebooks 02_surprise and 03_persistent_state
-from nlcore.report.notebook.compare import unpaired_separated
-
 __all__ = [
-    "ABLATION_STEMS", "Context", "ExperimentResults", "Quote", "takeaways",
-    "ablation_lever", "ablation_runs", "ablation_table", "all_finite", "collect_experiments",
-    "committed_results", "corpus_panels", "expected_updates", "experiment", "load_experiment",
-    "paired_differences", "setup", "summary_field", "surprise_scales", "unigram_bpc", "updates_check",
-    "corpus_summary", "corpus_unigram_bpc", "unigram_reference",
-    "select_levers", "separation",
-    "unpaired_separated",  # notebooks 02_surprise and 03_persistent_state
+    "ABLATION_STEMS", "ablation_lever", "ablation_runs", "ablation_table", "all_finite",
+    "collect_experiments", "committed_results", "Context", "corpus_panels", "corpus_summary",
+    "corpus_unigram_bpc", "expected_updates", "experiment", "ExperimentResults", "load_experiment",
+    "paired_differences", "Quote", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
+    "takeaways", "unigram_bpc", "unigram_reference", "unpaired_separated", "updates_check",
 ]
