@@ -121,8 +121,9 @@ def budget(run_dir: Path) -> str:
 
 
 def notebook_info(path: Path) -> tuple[str, str]:
-    """(title, question) from the title cell: the `# NN · Title` line and its first blockquote."""
-    title, question = path.stem, ""
+    """(title, question) from the title cell: the `# NN · Title` line and its first blockquote
+    (all its lines)."""
+    title, question, quoting = path.stem, "", None
     for line in path.read_text(encoding="utf-8").splitlines():
         text = line[2:] if line.startswith("# ") else ("" if line.strip() == "#" else None)
         if text is None:
@@ -131,8 +132,10 @@ def notebook_info(path: Path) -> tuple[str, str]:
             continue
         if text.startswith("# ") and title == path.stem:
             title = text[2:].strip()
-        elif text.startswith("> ") and not question:
-            question = text[2:].strip()
+        elif text.startswith("> ") and quoting is not False:
+            question, quoting = (question + " " + text[2:].strip()).strip(), True
+        elif quoting:
+            quoting = False
     return title, question
 
 
@@ -203,10 +206,12 @@ FINDINGS = {
                            "prototype's settings (embedding and head untrained), the model is worse on held-out "
                            "text than a unigram model, whatever its state policy: its reported perplexity was a "
                            "training loss.",
+    "00_orientation": "Start here.",
     "04_delta_rule": "As a memory write the delta rule is the stable choice; as the optimizer of the FFN "
                      "levels it is worse than a plain gradient step.",
     "05_ablations": "The prototype's settings and removing LayerNorm + residual dwarf every other lever; "
                     "the best rows are not CMS rows.",
+    "A1_performance": "The engineering behind the lessons, each model against the Transformer's step.",
     "06_hope_titans": "HOPE has the lowest held-out bpc, also against baselines given test-time learning; "
                       "its gain comes from the in-forward writes, and Titans works with a linear memory only.",
 }
@@ -217,8 +222,7 @@ def index_block(page: Page) -> str:
     items = []
     for path in notebook_paths():
         title, question = notebook_info(path)
-        items.append(f"- **[{title}]({page.link('notebooks/' + path.stem + '.ipynb')})** "
-                     f"([source]({page.link('notebooks/' + path.name)})). *{question}* "
+        items.append(f"- **[{title}]({page.link('notebooks/' + path.stem + '.ipynb')})**. *{question}* "
                      f"{FINDINGS.get(path.stem, '')}".rstrip())
     return "\n".join(items) if items else "_No notebooks yet._"
 
