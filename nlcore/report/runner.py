@@ -223,6 +223,11 @@ def _first_line(source: str) -> str:
     return next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
 
 
+# the kernel logs errors only: its start-up warning about unencrypted local TCP says nothing about
+# the notebook and would be the only line besides the runner's own
+KERNEL_ARGS = ["--IPKernelApp.log_level=ERROR"]
+
+
 def run_notebook(src: str | os.PathLike, view: str, parameters: Mapping | None = None, *,
                  log_output: bool = False, cell_timeout: int | None = None, publish: bool = False,
                  write_ipynb: bool = False) -> NotebookRun:
@@ -251,7 +256,7 @@ def run_notebook(src: str | os.PathLike, view: str, parameters: Mapping | None =
             executed = pm.execute_notebook(
                 nb, str(out), parameters=params, kernel_name=KERNEL_NAME, language="python",
                 cwd=str(paths.REPO_ROOT), log_output=log_output, progress_bar=False,
-                execution_timeout=timeout,
+                execution_timeout=timeout, extra_arguments=KERNEL_ARGS,
             )
     except PapermillExecutionError as e:
         # papermill inserted its injected-parameters cell right after the parameters cell
