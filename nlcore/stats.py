@@ -72,6 +72,19 @@ def t_quantile(p: float, df: int) -> float:
     return (lo + hi) / 2
 
 
+def _degenerate(x: np.ndarray) -> tuple[float, float, float] | None:
+    """The interval where no spread can be estimated: a NaN interval (and non-finite mean) for any
+    non-finite value, a NaN interval for one value, a zero-width one for identical values."""
+    if not np.all(np.isfinite(x)):
+        return float(np.mean(x)), float("nan"), float("nan")
+    if x.size == 1:
+        return float(x[0]), float("nan"), float("nan")
+    if np.all(x == x[0]):
+        v = float(x[0])
+        return v, v, v
+    return None
+
+
 def t_ci(values, level: float = 0.95) -> tuple[float, float, float]:
     """`(mean, lo, hi)`: the mean of `values` and its Student-t interval (module docstring).
 
@@ -83,13 +96,9 @@ def t_ci(values, level: float = 0.95) -> tuple[float, float, float]:
         raise ValueError(f"level must be in (0, 1), got {level}")
     x = _as_1d(values)  # (n,)
     n = x.size
-    if not np.all(np.isfinite(x)):
-        return float(np.mean(x)), float("nan"), float("nan")
-    if n == 1:
-        return float(x[0]), float("nan"), float("nan")
-    if np.all(x == x[0]):
-        v = float(x[0])
-        return v, v, v
+    edge = _degenerate(x)
+    if edge is not None:
+        return edge
     mean = float(x.mean())
     half = t_quantile(0.5 + level / 2, n - 1) * float(np.std(x, ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half
@@ -108,13 +117,9 @@ def bootstrap_ci(
     _check(n_boot, level)
     x = _as_1d(values)  # (n,)
     n = x.size
-    if not np.all(np.isfinite(x)):
-        return float(np.mean(x)), float("nan"), float("nan")
-    if n == 1:
-        return float(x[0]), float("nan"), float("nan")
-    if np.all(x == x[0]):
-        v = float(x[0])
-        return v, v, v
+    edge = _degenerate(x)
+    if edge is not None:
+        return edge
     rng = np.random.default_rng(seed)
     rows = max(1, _CHUNK // n)  # resamples per batch
     means = np.empty(int(n_boot), dtype=np.float64)  # (n_boot,) bootstrap means
