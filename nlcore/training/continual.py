@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from nlcore import repro
+from nlcore.accel import ddp
 from nlcore.config import TrainConfig, apply_overrides, to_dict
 from nlcore.data import joint_tokenizer
 from nlcore.errors import NonFiniteError, RunDirError
@@ -122,6 +123,8 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
                   command: str | None = None, progress: bool = True) -> dict:
     """Run the probe (the module docstring) into `out_dir` and return its summary."""
     out = Path(out_dir)
+    if ddp.env_world_size() > 1:
+        raise ValueError("continual: the probe runs in one process: start it without torchrun")
     cfg_a = cfg_a.validate()
     cfg_b = phase_b_config(cfg_a, corpus_b, steps_b, set_b)
     steps = eval_steps(steps_b, eval_points)

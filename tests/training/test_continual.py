@@ -5,6 +5,7 @@ the recorded numbers, the CLI's one-line errors."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -116,6 +117,14 @@ def test_points_forgetting_and_learning_are_the_recorded_numbers(probe):
     assert changes(list(made)) == {"forgetting_bpc": 0.5, "learning_bpc": 2.0}
 
 
+def test_evaluation_points_do_not_change_training(probe, tmp_path):
+    out, cfg_a, _, _, summary = probe
+    one = run_continual(cfg_a, 8, tmp_path / "one", corpus_b="synthetic", eval_points=1, set_b=SET_B, progress=False)
+    assert [p["step_b"] for p in one["points"]] == [0, 8]
+    for key in ("a_valid_bpc", "b_valid_bpc", "a_test_bpc", "b_test_bpc"):
+        assert one["points"][-1][key] == summary["points"][-1][key], key
+
+
 def test_a_probe_is_never_silently_overwritten(probe):
     out, cfg_a, *_ = probe
     with pytest.raises(RunDirError, match="already holds a run"):
@@ -124,6 +133,19 @@ def test_a_probe_is_never_silently_overwritten(probe):
     assert run_continual(cfg_a, 8, out, corpus_b="synthetic", eval_points=4, set_b=SET_B, resume=True,
                          progress=False)["status"] == "finished"
     assert (out / "summary.json").read_text() == before
+
+
+def test_resume_keeps_phase_a_and_runs_phase_b_again(probe, tmp_path):
+    out, cfg_a, _, _, summary = probe
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    (copy / "summary.json").unlink()  # as a run stopped during phase B leaves it
+    shutil.rmtree(copy / "phase_b")
+    kept = (copy / "phase_a" / "summary.json").read_text()
+    again = run_continual(cfg_a, 8, copy, corpus_b="synthetic", eval_points=4, set_b=SET_B, resume=True,
+                          progress=False)
+    assert (copy / "phase_a" / "summary.json").read_text() == kept
+    assert again["points"] == summary["points"]
 
 
 def one_line(err: str) -> str:
