@@ -1,5 +1,5 @@
-"""`python -m nlcore <command>`: train, grid, experiment, recall, mqar, data, summarize, notebooks, sample,
-bench.
+"""`python -m nlcore <command>`: train, continual, grid, experiment, recall, mqar, data, summarize, notebooks,
+sample, bench.
 
 Each sub-command parses its arguments here and calls one function of the package; nothing
 heavy is imported until a command runs, so `--help` is instant. Every failure prints one line,
@@ -39,6 +39,21 @@ def _train(args: argparse.Namespace) -> int:
             "updates_by_level", "params_by_level")
     if trainer.is_main:  # one process prints
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+    return 0
+
+
+def _continual(args: argparse.Namespace) -> int:
+    from nlcore.config import apply_overrides, preset
+    from nlcore.training.continual import run_continual
+
+    cfg = apply_overrides(preset(args.preset), args.set or [])
+    command = "python -m nlcore " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = run_continual(cfg, args.steps_b, args.out, corpus_b=args.corpus_b, eval_points=args.eval_points,
+                            set_b=tuple(args.set_b or ()), resume=args.resume, overwrite=args.overwrite,
+                            command=command, progress=not args.no_progress)
+    keys = ("a_valid_bpc_after_a", "a_valid_bpc_end", "b_valid_bpc_after_a", "b_valid_bpc_end", "forgetting_bpc",
+            "learning_bpc")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     return 0
 
 
@@ -189,6 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=_train)
+
+    c = command("continual", help="continual-learning probe: train on the preset's corpus (A), continue on "
+                                  "--corpus-b (B); held-out bpc on both at K points")
+    c.add_argument("--preset", default="smoke", help="phase A: seed | seed_prototype | smoke (default: smoke)")
+    c.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a field of phase A (and so of B)")
+    c.add_argument("--corpus-b", required=True, help="wikitext2 | tinyshakespeare | synthetic | a folder")
+    c.add_argument("--steps-b", type=int, required=True, help="phase B's training steps")
+    c.add_argument("--eval-points", type=int, default=4, help="evaluation points during phase B (default: 4)")
+    c.add_argument("--set-b", action="append", metavar="KEY=VALUE",
+                   help="override a field of phase B only, e.g. data.synth_seed=1")
+    c.add_argument("--out", required=True, help="run directory (meta.json, phase_a/, phase_b/, continual.jsonl, "
+                                                "summary.json)")
+    c.add_argument("--resume", action="store_true", help="continue phase A from its checkpoint, then run phase B again")
+    c.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.set_defaults(func=_continual)
 
     g = command("grid", help="configurations x seeds, aggregated with Student-t intervals")
     g.add_argument("--name", required=True)

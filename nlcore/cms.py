@@ -303,6 +303,13 @@ class CMS:
                       for n, ps in self.params.items()},
         }
 
+    def load_optimizer_states(self, sd: dict) -> None:
+        """Only the optimizers' states of `sd` (a `state_dict`): moments and their step counts carry
+        over into a new run while its counters and pending gradients start at zero."""
+        for n, o in self.optimizers.items():
+            if o is not None and sd["optimizers"].get(n) is not None:
+                o.load_state_dict(sd["optimizers"][n])
+
     def load_state_dict(self, sd: dict) -> None:
         for n, o in self.optimizers.items():
             if o is not None and sd["optimizers"].get(n) is not None:

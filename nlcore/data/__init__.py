@@ -2,7 +2,8 @@
 
 - :mod:`~nlcore.data.tokenizer`: :class:`CharTokenizer` (train-split vocabulary + unk id);
 - :mod:`~nlcore.data.corpora`: :func:`load_corpus`, :func:`prepare` (WikiText-2, Tiny
-  Shakespeare, local folders, the synthetic corpus) with document starts;
+  Shakespeare, local folders, the synthetic corpus) with document starts; :func:`joint_tokenizer`,
+  one vocabulary for several corpora;
 - :mod:`~nlcore.data.streams`: :class:`CharStream`, B contiguous rows read in windows of T
   so persistent state carries across windows;
 - :mod:`~nlcore.data.synthetic`: a corpus with a known entropy rate and a long-range key.
@@ -18,6 +19,7 @@ from nlcore.data.corpora import (
     CorpusNotFoundError,
     TokenizedCorpus,
     clear_cache,
+    joint_tokenizer,
     load_corpus,
     prepare,
     tokenize_corpus,
@@ -44,6 +46,7 @@ __all__ = [
     "clear_cache",
     "forgetful_log_loss_bits",
     "generate",
+    "joint_tokenizer",
     "load_corpus",
     "optimal_log_loss_bits",
     "prepare",

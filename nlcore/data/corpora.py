@@ -23,6 +23,7 @@ import importlib.util
 import os
 import re
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -279,9 +280,20 @@ def _freeze(v: Any) -> Any:
     return tuple(_freeze(x) for x in v) if isinstance(v, (list, tuple)) else v
 
 
-def tokenize_corpus(corpus: Corpus) -> TokenizedCorpus:
-    """Build the tokenizer from train, encode all splits, count unknowns and documents."""
-    tok = CharTokenizer.from_text(corpus.texts["train"])
+def joint_tokenizer(corpora: Iterable[Corpus | TokenizedCorpus]) -> CharTokenizer:
+    """One vocabulary for several corpora: the sorted union of their train splits' characters
+    (a TokenizedCorpus built by :func:`tokenize_corpus` without a tokenizer holds exactly its train
+    characters), so a model trained on one corpus and continued on another reads both with the
+    same ids; held-out characters outside every train split stay ``unk_id``."""
+    chars: set[str] = set()
+    for c in corpora:
+        chars |= set(c.tokenizer.chars) if isinstance(c, TokenizedCorpus) else set(c.texts["train"])
+    return CharTokenizer(sorted(chars))
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer: CharTokenizer | None = None) -> TokenizedCorpus:
+    """Encode all splits with `tokenizer` (default: the train split's own), count unknowns and documents."""
+    tok = tokenizer if tokenizer is not None else CharTokenizer.from_text(corpus.texts["train"])
     ids, docs, stats = {}, {}, {"vocab_size": tok.vocab_size}
     for s in SPLITS:
         text = corpus.texts[s]
@@ -301,15 +313,18 @@ def tokenize_corpus(corpus: Corpus) -> TokenizedCorpus:
                            corpus.source, corpus.split_note, corpus.files)
 
 
-def prepare(name: str, data_root: str | os.PathLike | None = None, **kw: Any) -> TokenizedCorpus:
-    """:func:`load_corpus` + :func:`tokenize_corpus`, cached in-process (LRU of 8)."""
+def prepare(name: str, data_root: str | os.PathLike | None = None, *, tokenizer: CharTokenizer | None = None,
+            **kw: Any) -> TokenizedCorpus:
+    """:func:`load_corpus` + :func:`tokenize_corpus` (with `tokenizer`, else the train split's
+    own), cached in-process (LRU of 8)."""
     root = data_root or os.environ.get("NLCORE_DATA") or ""
     root = str(Path(root).expanduser().resolve()) if root else ""
-    key = (name, root, tuple(sorted((k, _freeze(v)) for k, v in kw.items())))
+    key = (name, root, tuple(sorted((k, _freeze(v)) for k, v in kw.items())),
+           None if tokenizer is None else tokenizer.chars)
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
-    result = tokenize_corpus(load_corpus(name, data_root, **kw))
+    result = tokenize_corpus(load_corpus(name, data_root, **kw), tokenizer)
     _CACHE[key] = result
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)

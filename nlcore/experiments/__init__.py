@@ -8,6 +8,7 @@ from nlcore.experiments.experiment import Experiment, Levers, Mode, ModelSize
 from nlcore.experiments.grid import (
            METRICS,
            GridConfig,
+           PhaseB,
            aggregate,
            collect,
            parse_config_arg,
@@ -15,5 +16,5 @@ from nlcore.experiments.grid import (
 )
 from nlcore.experiments.registry import EXPERIMENTS, run_experiment
 
-__all__ = ["EXPERIMENTS", "METRICS", "Experiment", "GridConfig", "Levers", "Mode", "ModelSize", "aggregate", "collect",
+__all__ = ["EXPERIMENTS", "METRICS", "Experiment", "GridConfig", "Levers", "Mode", "ModelSize", "PhaseB", "aggregate", "collect",
            "parse_config_arg", "run_experiment", "run_grid"]

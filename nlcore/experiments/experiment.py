@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nlcore.experiments.grid import GridConfig
+from nlcore.experiments.grid import GridConfig, PhaseB
 from nlcore.paths import MODES
 
 
@@ -55,6 +55,7 @@ class Mode:
     mem_chunk: int | None = None  # model.mem_chunk, the memories' chunk in tokens
     long_seq_len: int | None = None  # data.seq_len of the configurations with Levers.long_window
     sizes: dict[str, ModelSize] = field(default_factory=dict)  # per model of Experiment.models
+    phase_b: PhaseB | None = None  # every run is a continual-learning probe continuing on this corpus
 
     def overrides(self) -> tuple[str, ...]:
         """The numbers every run of this mode sets, as `key=value`."""
@@ -118,6 +119,8 @@ class Experiment:
                     _check(lv.model in self.models, f"{self.stem}.configs.{label}.model",
                            f"unknown model {lv.model!r}; models are {sorted(self.models)}")
                     _check(lv.model in m.sizes, f"{self.stem}.{name}.sizes", f"no size for model {lv.model!r}")
+                _check((m.phase_b is None) == (self.smoke.phase_b is None), f"{self.stem}.{name}.phase_b",
+                       "set it in both modes or in neither")
                 _check(not lv.long_window or m.long_seq_len is not None, f"{self.stem}.{name}.long_seq_len",
                        f"configuration {label!r} trains on the long window: set it")
         return self

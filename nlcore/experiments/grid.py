@@ -5,6 +5,9 @@ Each (configuration, seed) is one `python -m nlcore train` run in its own direct
 subprocess so several small runs can share one GPU. A finished run is not run again, an
 interrupted one resumes from its checkpoint (one stopped before its first checkpoint starts
 over), so nothing is lost on a crash.
+With a `PhaseB`, each run is instead a continual-learning probe (nlcore.training.continual,
+`python -m nlcore continual`): the configuration trains on its corpus, then continues on corpus B;
+its directory holds phase_a/, phase_b/ and the probe's summary.
 The experiment is then aggregated into ``<out>/runs.csv`` (tidy), ``<out>/summary.json``
 (mean and interval across seeds per configuration and metric, `nlcore.stats.summarize`) and
 ``<out>/meta.json``.
@@ -30,6 +33,11 @@ from nlcore.training.checkpoint import CHECKPOINT_NAME
 
 METRICS = ("valid_bpc", "test_bpc", "train_loss_last100", "train_ppl_last100", "chars_per_s",
            "valid_bpc_dynamic", "test_bpc_dynamic")  # the last two only where dynamic_eval_lr > 0
+# A probe's numbers (nlcore.training.continual): corpora a and b after phase A and at the end,
+# forgetting and learning; each evaluation point adds a_valid_bpc_step<s> and b_valid_bpc_step<s>.
+PROBE_METRICS = tuple(f"{c}_{split}_bpc_{when}" for c in "ab" for split in ("valid", "test")
+                      for when in ("after_a", "end")) + ("forgetting_bpc", "learning_bpc",
+                                                         "forgetting_test_bpc", "learning_test_bpc")
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,21 @@ class GridConfig:
     label: str
     preset: str
     overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PhaseB:
+    """A probe's second phase: `steps` steps on `corpus` (then `overrides` on phase B only),
+    evaluated at `eval_points` points."""
+
+    corpus: str
+    steps: int
+    eval_points: int
+    overrides: tuple[str, ...] = ()
+
+    def cli_args(self) -> list[str]:
+        return ["--corpus-b", self.corpus, "--steps-b", str(self.steps), "--eval-points", str(self.eval_points),
+                *[a for o in self.overrides for a in ("--set-b", o)]]
 
 
 def parse_config_arg(arg: str, default_preset: str) -> GridConfig:
@@ -51,7 +74,8 @@ def parse_config_arg(arg: str, default_preset: str) -> GridConfig:
 
 
 def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, *, jobs: int = 1,
-             common: tuple[str, ...] = (), python: str = sys.executable, echo: bool = True) -> pd.DataFrame:
+             common: tuple[str, ...] = (), python: str = sys.executable, echo: bool = True,
+             phase_b: PhaseB | None = None) -> pd.DataFrame:
     out.mkdir(parents=True, exist_ok=True)
     todo = []
     for gc in configs:
@@ -61,8 +85,9 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                 continue
             # continue from a checkpoint; a run that stopped before its first one starts over
             sets = [*common, *gc.overrides, f"seed={seed}"]
-            cmd = [python, "-m", "nlcore", "train", "--preset", gc.preset, "--out", str(run_dir),
-                   _resume_flag(run_dir), "--no-progress", *[a for s in sets for a in ("--set", s)]]
+            cmd = [python, "-m", "nlcore", "train" if phase_b is None else "continual", "--preset", gc.preset,
+                   "--out", str(run_dir), _resume_flag(run_dir, phase_b), "--no-progress",
+                   *[a for s in sets for a in ("--set", s)], *(phase_b.cli_args() if phase_b else ())]
             todo.append((gc.label, seed, run_dir, cmd))
     t0 = time.time()
     if jobs == 0:  # in-process, sequential (smoke mode: no interpreter start-up per run)
@@ -71,9 +96,19 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
         for label, seed, run_dir, cmd in todo:
             gc = next(g for g in configs if g.label == label)
             cfg = apply_overrides(preset(gc.preset), [*common, *gc.overrides, f"seed={seed}"])
-            resume = _resume_flag(run_dir) == "--resume"
-            s = Trainer(cfg, run_dir, command=" ".join(shlex.quote(a) for a in cmd[1:]), progress=False).run(
-                resume=resume, overwrite=not resume)
+            resume = _resume_flag(run_dir, phase_b) == "--resume"
+            command = " ".join(shlex.quote(a) for a in cmd[1:])
+            if phase_b is not None:
+                from nlcore.training.continual import run_continual
+
+                s = run_continual(cfg, phase_b.steps, run_dir, corpus_b=phase_b.corpus,
+                                  eval_points=phase_b.eval_points, set_b=phase_b.overrides, resume=resume,
+                                  overwrite=not resume, command=command, progress=False)
+                if echo:
+                    print(f"[{name}] done {label} seed {seed}: forgetting {s['forgetting_bpc']:+.4f} learning "
+                          f"{s['learning_bpc']:+.4f} bpc ({time.time() - t0:.0f} s)", flush=True)
+                continue
+            s = Trainer(cfg, run_dir, command=command, progress=False).run(resume=resume, overwrite=not resume)
             if echo:
                 print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} bpc ({time.time() - t0:.0f} s)",
                       flush=True)
@@ -99,6 +134,8 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                 failures.append((label, seed, run_dir))
                 tail = (run_dir / "train.log").read_text()[-2000:]
                 print(f"[{name}] FAILED {label} seed {seed} (exit {proc.returncode})\n{tail}", flush=True)
+            elif echo and phase_b is not None:
+                print(f"[{name}] done {label} seed {seed} ({time.time() - t0:.0f} s)", flush=True)
             elif echo:
                 s = json.loads((run_dir / "summary.json").read_text())
                 print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} test {s['test_bpc']:.4f} "
@@ -108,9 +145,11 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
     return aggregate(name, configs, seeds, out)
 
 
-def _resume_flag(run_dir: Path) -> str:
-    """--resume where a checkpoint is left to continue from, else --overwrite (nothing to keep)."""
-    return "--resume" if (run_dir / CHECKPOINT_NAME).is_file() else "--overwrite"
+def _resume_flag(run_dir: Path, phase_b: PhaseB | None = None) -> str:
+    """--resume where a checkpoint is left to continue from (a probe: phase A's), else --overwrite
+    (nothing to keep)."""
+    where = run_dir if phase_b is None else run_dir / "phase_a"
+    return "--resume" if (where / CHECKPOINT_NAME).is_file() else "--overwrite"
 
 
 def collect(out: Path, labels: list[str] | None = None) -> pd.DataFrame:
@@ -123,9 +162,10 @@ def collect(out: Path, labels: list[str] | None = None) -> pd.DataFrame:
         s = json.loads(summ.read_text())
         if s.get("status", "finished") != "finished":  # a diverged or stopped run has no held-out numbers
             continue
-        for m in METRICS:
-            if s.get(m) is not None:
-                rows.append({"config": label, "seed": seed, "metric": m, "value": float(s[m])})
+        points = {f"{c}_valid_bpc_step{p['step_b']}": p[f"{c}_valid_bpc"] for p in s.get("points", []) for c in "ab"}
+        for m, v in ({m: s.get(m) for m in (*METRICS, *PROBE_METRICS)} | points).items():
+            if v is not None:
+                rows.append({"config": label, "seed": seed, "metric": m, "value": float(v)})
     return pd.DataFrame(rows, columns=["config", "seed", "metric", "value"])
 
 

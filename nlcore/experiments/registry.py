@@ -8,12 +8,13 @@ SMOKE runs the same levers with smaller numbers, in-process on a CPU.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from nlcore.experiments.experiment import Experiment, Levers, Mode, ModelSize, config
-from nlcore.experiments.grid import aggregate, run_grid
+from nlcore.experiments.grid import PhaseB, aggregate, run_grid
 
 # Levers shared by several configurations.
 _ADAMW_FFN = ("cms.levels.medium.optimizer=adamw", "cms.levels.slow.optimizer=adamw",
@@ -157,6 +158,25 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
                sizes=SIZES_06["smoke"]),
     common=("eval_every=0",), models=MODELS_06)
 
+# 08: the continual-learning probe. Phase A is 06's full run (the same models, sizes, learning rates,
+# 1000 steps of 16 x 512 characters of WikiText-2); phase B continues on Tiny Shakespeare for 500
+# steps (4.1 M characters, about four passes over its train split), evaluated every 50 steps. In
+# smoke both corpora are synthetic: corpus B is another transition matrix (synth_seed 1).
+_CMS_OFF = (*_ADAMW_FFN, *_chunks(1, 1))
+EXPERIMENTS["08_continual"] = Experiment("08_continual", (
+    config("nested_lstm", *_chunks(16, 256), *_lr("nested_lstm"), model="nested_lstm"),
+    config("nested_lstm_cms_off", *_CMS_OFF, *_lr("nested_lstm"), model="nested_lstm"),
+    config("hope", *_lr("hope"), model="hope"),
+    config("hope_outer", *_OUTER, *_lr("hope"), model="hope"),
+    config("hope_static", "model.cms_mode=outer", *_chunks(1, 1), *_FFN_ADAMW_2E3, *_lr("hope"), model="hope"),
+    config("transformer", *_lr("transformer"), model="transformer"),
+    config("titans_linear", "model.memory=linear", *_lr("titans"), model="titans"),
+), full=replace(EXPERIMENTS["06_hope_titans"].full, labels=None,
+                phase_b=PhaseB("tinyshakespeare", steps=500, eval_points=10)),
+    smoke=replace(EXPERIMENTS["06_hope_titans"].smoke, labels=None,
+                  phase_b=PhaseB("synthetic", steps=10, eval_points=2, overrides=("data.synth_seed=1",))),
+    common=("eval_every=0",), models=MODELS_06)
+
 for _exp in EXPERIMENTS.values():
     _exp.validate()
 
@@ -172,6 +192,7 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
     if stem not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
     gcs, seeds, common = EXPERIMENTS[stem].grid(mode)
+    phase_b = EXPERIMENTS[stem].mode(mode).phase_b
     out = out or results_root(mode) / stem
     if aggregate_only:
         return aggregate(stem, gcs, seeds, out)
@@ -179,7 +200,8 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
         unknown = sorted(set(only) - {g.label for g in gcs})
         if unknown:
             raise KeyError(f"experiment {stem}: unknown configurations {unknown}")
-        run_grid(stem, [g for g in gcs if g.label in only], seeds, out, jobs=jobs, common=common, echo=echo)
+        run_grid(stem, [g for g in gcs if g.label in only], seeds, out, jobs=jobs, common=common, echo=echo,
+                 phase_b=phase_b)
         present = {p.parent.parent.name for p in (out / "runs").glob("*/seed*/summary.json")}
         return aggregate(stem, [g for g in gcs if g.label in present], seeds, out)
-    return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo)
+    return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)

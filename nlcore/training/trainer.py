@@ -80,7 +80,8 @@ def model_for(cfg: TrainConfig, vocab_size: int):
     return build_model(cfg.model, vocab_size, chunks, chain_levels=chain)
 
 
-def load_data(cfg: TrainConfig):
+def load_data(cfg: TrainConfig, tokenizer=None):
+    """The corpus `cfg.data` names, encoded with `tokenizer` (a CharTokenizer; default: its train split's own)."""
     from nlcore.data import prepare
 
     d = cfg.data
@@ -88,7 +89,7 @@ def load_data(cfg: TrainConfig):
     if d.corpus == "synthetic":
         kw = dict(seed=d.synth_seed, n_chars=(d.synth_chars, d.synth_chars // 10, d.synth_chars // 10),
                   gap_min=d.synth_gap_min, gap_max=d.synth_gap_max)
-    return prepare(d.corpus, data_root=d.data_root, **kw)
+    return prepare(d.corpus, data_root=d.data_root, tokenizer=tokenizer, **kw)
 
 
 def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_last: bool = True,
@@ -105,10 +106,15 @@ def make_stream(corpus, split: str, batch_size: int, seq_len: int, device, drop_
 
 
 class Trainer:
-    """Builds data, model, CMS and state from a config; `run()` trains and evaluates."""
+    """Builds data, model, CMS and state from a config; `run()` trains and evaluates.
+
+    `tokenizer`: encode the corpus with this CharTokenizer instead of its train split's own (a
+    vocabulary shared with another corpus, nlcore.data.joint_tokenizer). `after_step`: called as
+    ``after_step(trainer)`` after every training step (its logging and checkpoint included), with
+    ``trainer.step`` the step just taken; it may evaluate the model but must not change it."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, command: str | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, tokenizer=None, after_step=None) -> None:
         self.cfg = cfg = resolve_compat(cfg.validate())
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.command = command if command is not None else " ".join(sys.argv)
@@ -121,7 +127,8 @@ class Trainer:
         delta = any(lv.optimizer in ("delta", "delta_batch_mean") for lv in cfg.cms.levels)
         self.cuda_graph = cfg.cuda_graph if cfg.cuda_graph != "auto" else \
             ("on" if self.device.type == "cuda" and not delta else "off")
-        self.corpus = load_data(cfg)
+        self.corpus = load_data(cfg, tokenizer)
+        self.after_step = after_step
         self.vocab_size = self.corpus.tokenizer.vocab_size
         self.model = model_for(cfg, self.vocab_size).to(self.device)
         self.loss_fn = fp32_cross_entropy
@@ -199,6 +206,24 @@ class Trainer:
         self.world.load_checkpoint(p, cms=self.cms, carrier=self.carrier, batch_size=self.cfg.data.batch_size,
                                    seed=self.cfg.seed)  # this process's share, from any number of ranks
         self.step, self.wall_train = int(p["step"]), float(p["wall_train"])
+
+    def start_from(self, path: str | Path) -> None:
+        """Start this run from another run's final checkpoint at `path`: its model weights and every
+        CMS level's optimizer state (moments and their step counts) are taken over; this run's step,
+        data position, recurrent state (zero), RNG and update counters start fresh. The model
+        configuration and the tokenizer must be the checkpoint's (one-line errors otherwise)."""
+        p = ckpt.load(path, map_location=self.device)
+        saved, now = from_dict(p["config"]), self.cfg
+        for what, a, b in (("model", saved.model, now.model),
+                           ("cms.levels", [lv.name for lv in saved.cms.levels], [lv.name for lv in now.cms.levels])):
+            if a != b:
+                raise CheckpointError(f"checkpoint {path} holds another {what} configuration than this run's: "
+                                      f"start from a checkpoint of the same model")
+        if p.get("tokenizer") != self.corpus.tokenizer.to_dict():
+            raise DataError(f"checkpoint {path} was written with another vocabulary than this run's "
+                            f"({self.corpus.name}): encode both corpora with one tokenizer (nlcore.data.joint_tokenizer)")
+        self.model.load_state_dict(p["model"])
+        self.cms.load_optimizer_states(p["cms"])
 
     # -------------------------------------------------------------- one step
     def train_step(self, step: int) -> torch.Tensor:
@@ -381,6 +406,10 @@ class Trainer:
                         last = s
                     losses = []
                     t0 = time.perf_counter()
+                if self.after_step is not None:
+                    t_hook = time.perf_counter()
+                    self.after_step(self)
+                    t0 += time.perf_counter() - t_hook  # the hook's time is no training time
         finally:
             bar.close()
         return False
