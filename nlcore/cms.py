@@ -311,9 +311,7 @@ class CMS:
                 o.load_state_dict(sd["optimizers"][n])
 
     def load_state_dict(self, sd: dict) -> None:
-        for n, o in self.optimizers.items():
-            if o is not None and sd["optimizers"].get(n) is not None:
-                o.load_state_dict(sd["optimizers"][n])
+        self.load_optimizer_states(sd)
         self.updates = dict(sd["updates"])
         self.last_update = dict(sd["last_update"])
         self.pending = dict(sd["pending"])
