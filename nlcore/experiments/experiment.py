@@ -1,9 +1,10 @@
 """A registered experiment as data: configurations x seeds, per mode, as `run_grid` runs them.
 
 An experiment's configurations name the levers they move (`Levers`: `key=value` overrides of
-the lever itself, the model whose size they take, the long window); each mode (`Mode`: smoke,
+the lever itself, the model whose size they take, the long window, the training budget); each mode (`Mode`: smoke,
 full) holds the base preset, the seeds and every number that differs between the modes (steps,
-warm-up, window, batch, corpus size, each model's size, `ModelSize`). Both modes render their
+warm-up, window, batch, corpus size, each model's size, `ModelSize`, each budget's steps, the
+corpus where smoke reads the synthetic one in its place). Both modes render their
 numbers and the levers through the same code (`Experiment.grid`), so smoke is the full
 experiment with smaller numbers. The `key=value` form is what `run_grid` hands to each run
 (`python -m nlcore train --set ...` when runs are subprocesses).
@@ -56,12 +57,14 @@ class Mode:
     long_seq_len: int | None = None  # data.seq_len of the configurations with Levers.long_window
     sizes: dict[str, ModelSize] = field(default_factory=dict)  # per model of Experiment.models
     phase_b: PhaseB | None = None  # every run is a continual-learning probe continuing on this corpus
+    budgets: dict[str, int] = field(default_factory=dict)  # budget name -> steps (Levers.budget)
+    corpus: str | None = None  # data.corpus of every run (smoke: the synthetic stand-in)
 
     def overrides(self) -> tuple[str, ...]:
         """The numbers every run of this mode sets, as `key=value`."""
         values = (("steps", self.steps), ("warmup", self.warmup), ("data.seq_len", self.seq_len),
                   ("data.batch_size", self.batch_size), ("data.synth_chars", self.synth_chars),
-                  ("model.mem_chunk", self.mem_chunk))
+                  ("model.mem_chunk", self.mem_chunk), ("data.corpus", self.corpus))
         return tuple(f"{k}={v}" for k, v in values if v is not None)
 
 
@@ -72,11 +75,13 @@ class Levers:
     overrides: tuple[str, ...] = ()  # `key=value` on the preset (nlcore.config.apply_overrides)
     model: str | None = None  # a key of Experiment.models: that model, at the mode's size of it
     long_window: bool = False  # train on windows of the mode's long_seq_len
+    budget: str | None = None  # a key of Mode.budgets: train for that many steps (its own schedule)
 
 
-def config(label: str, *overrides: str, model: str | None = None, long_window: bool = False) -> tuple[str, Levers]:
+def config(label: str, *overrides: str, model: str | None = None, long_window: bool = False,
+           budget: str | None = None) -> tuple[str, Levers]:
     """A named configuration: (label, its levers)."""
-    return label, Levers(tuple(overrides), model, long_window)
+    return label, Levers(tuple(overrides), model, long_window, budget)
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Experiment:
 
     A run's overrides are, in order: the mode's numbers and the experiment's `common` levers,
     then the configuration's model (identity from `models`, size from the mode), its own
-    overrides and its long window; a later override of the same key wins.
+    overrides, its long window and its budget's steps; a later override of the same key wins.
     """
 
     stem: str
@@ -123,6 +128,8 @@ class Experiment:
                        "set it in both modes or in neither")
                 _check(not lv.long_window or m.long_seq_len is not None, f"{self.stem}.{name}.long_seq_len",
                        f"configuration {label!r} trains on the long window: set it")
+                _check(lv.budget is None or lv.budget in m.budgets, f"{self.stem}.{name}.budgets",
+                       f"configuration {label!r} trains for budget {lv.budget!r}: set its steps")
         return self
 
     def overrides(self, levers: Levers, mode: str) -> tuple[str, ...]:
@@ -130,7 +137,8 @@ class Experiment:
         m = self.mode(mode)
         model = (*self.models[levers.model], *m.sizes[levers.model].overrides()) if levers.model else ()
         window = (f"data.seq_len={m.long_seq_len}",) if levers.long_window else ()
-        return (*model, *levers.overrides, *window)
+        budget = (f"steps={m.budgets[levers.budget]}",) if levers.budget else ()
+        return (*model, *levers.overrides, *window, *budget)
 
     def grid(self, mode: str) -> tuple[list[GridConfig], list[int], tuple[str, ...]]:
         """(configurations, seeds, common overrides) of `mode`, as `run_grid` takes them."""

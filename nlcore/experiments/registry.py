@@ -177,6 +177,81 @@ EXPERIMENTS["08_continual"] = Experiment("08_continual", (
                   phase_b=PhaseB("synthetic", steps=10, eval_points=2, overrides=("data.synth_seed=1",))),
     common=("eval_every=0",), models=MODELS_06)
 
+# 07: does HOPE's lead over the 06 models hold with more characters, more width and another corpus?
+# The six models below at 06's shape (windows of 16 x 512 characters, warm-up 100 steps); every
+# configuration of a model is 06's configuration of the same label (identity, size, levers).
+MODELS_07 = ("nested_lstm", "transformer", "titans", "titans_linear", "hope", "hope_outer")
+_LEVERS_07 = {"nested_lstm": ("nested_lstm", ()), "transformer": ("transformer", ()), "titans": ("titans", ()),
+              "titans_linear": ("titans", ("model.memory=linear",)), "hope": ("hope", ()),
+              "hope_outer": ("hope", _OUTER)}
+# Training budgets in steps of 16 x 512 characters: 8.2 M, 33 M and 131 M characters (1, 4 and 16
+# times 06's). Each budget is its own run whose cosine schedule ends at its last step.
+BUDGETS_07 = {"8.2M": 1000, "33M": 4000, "131M": 16000}
+_SMOKE_BUDGETS_07 = {"8.2M": 20, "33M": 40, "131M": 80}
+# The fast level's AdamW learning rates of the sweep: 06's rate times 1/4 .. 4 (the nested LSTM's
+# CMS levels and hope_outer's chain levels keep the seed preset's optimizers, as in 06).
+LR_MULTIPLIERS_07 = (0.25, 0.5, 1.0, 2.0, 4.0)
+# The learning rate 07_scaling, 07_width and 07_shakespeare train each model with: the lowest
+# valid bpc of 07_lr_sweep (`nlcore.experiments.scaling.best_lrs`). Until the sweep has run these
+# are 06's rates (LR_06, untuned); replace them with the sweep's choice and re-snapshot the registry
+# (tests/experiments/registry_snapshot.py).
+LR_07 = {"nested_lstm": LR_06["nested_lstm"], "transformer": LR_06["transformer"], "titans": LR_06["titans"],
+         "titans_linear": LR_06["titans"], "hope": LR_06["hope"], "hope_outer": LR_06["hope"]}
+# About four times 06's parameters (d_model doubled, head dimension 64 kept, d_ff chosen to match the
+# transformer's count): 12.5 M to 12.9 M parameters on WikiText-2, from 3.1 M to 3.3 M in 06
+# (a CPU build of each model, tests/experiments/test_scaling.py).
+SIZES_07_WIDE = {
+    "full": {"nested_lstm": ModelSize(d_model=832, d_ff=2048),
+             "transformer": ModelSize(d_model=512, d_ff=2048, n_layers=4, n_heads=8),
+             "titans": ModelSize(d_model=512, d_ff=1664, n_layers=4, n_heads=8),
+             "hope": ModelSize(d_model=512, d_ff=960, n_layers=4, n_heads=8, cms_chunks=(64, 256))},
+    "smoke": {"nested_lstm": ModelSize(d_model=64, d_ff=128),
+              "transformer": ModelSize(d_model=64, d_ff=128, n_layers=1, n_heads=4),
+              "titans": ModelSize(d_model=64, d_ff=128, n_layers=1, n_heads=4),
+              "hope": ModelSize(d_model=64, d_ff=128, n_layers=1, n_heads=4, cms_chunks=(16, 32))},
+}
+
+
+def _config_07(m: str, lr: float, budget: str | None = None, label: str | None = None) -> tuple[str, Levers]:
+    """Model `m` of MODELS_07 with fast-level learning rate `lr` (and a budget of BUDGETS_07), named
+    `label` (default: the model, then the budget)."""
+    model, levers = _LEVERS_07[m]
+    label = label or (m if budget is None else f"{m}_{budget}")
+    return config(label, *levers, f"cms.levels.fast.lr={lr:g}", model=model, budget=budget)
+
+
+def _sweep_lrs(m: str) -> tuple[float, ...]:
+    """The rates 07_lr_sweep tries for model `m`: its 06 rate times LR_MULTIPLIERS_07."""
+    return tuple(LR_06[_LEVERS_07[m][0]] * k for k in LR_MULTIPLIERS_07)
+
+
+_FULL_07 = replace(EXPERIMENTS["06_hope_titans"].full, labels=None)
+_SMOKE_07 = replace(EXPERIMENTS["06_hope_titans"].smoke, labels=None)
+
+# The sweep: every model at every multiple of its 06 rate, 8.2 M characters, one seed.
+EXPERIMENTS["07_lr_sweep"] = Experiment("07_lr_sweep", tuple(
+    _config_07(m, lr, label=f"{m}_lr{lr:g}") for m in MODELS_07 for lr in _sweep_lrs(m)),
+    full=replace(_FULL_07, seeds=(0,)), smoke=replace(_SMOKE_07, labels=("nested_lstm_lr0.005", "hope_lr0.002")),
+    common=("eval_every=0",), models=MODELS_06)
+# The budgets: every model at every budget with its chosen rate, three seeds.
+EXPERIMENTS["07_scaling"] = Experiment("07_scaling", tuple(
+    _config_07(m, LR_07[m], budget) for budget in BUDGETS_07 for m in MODELS_07),
+    full=replace(_FULL_07, steps=None, budgets=BUDGETS_07),
+    smoke=replace(_SMOKE_07, steps=None, budgets=_SMOKE_BUDGETS_07, labels=("hope_8.2M", "hope_33M")),
+    common=("eval_every=0",), models=MODELS_06)
+# Four times the parameters at 33 M characters, three seeds, the rates chosen at 06's width.
+EXPERIMENTS["07_width"] = Experiment("07_width", tuple(_config_07(m, LR_07[m]) for m in MODELS_07),
+    full=replace(_FULL_07, steps=BUDGETS_07["33M"], sizes=SIZES_07_WIDE["full"]),
+    smoke=replace(_SMOKE_07, steps=_SMOKE_BUDGETS_07["33M"], sizes=SIZES_07_WIDE["smoke"],
+                  labels=("nested_lstm", "hope")),
+    common=("eval_every=0",), models=MODELS_06)
+# Tiny Shakespeare at 8.2 M characters (about eight passes over its train split), three seeds, the
+# rates chosen on WikiText-2; smoke reads the synthetic corpus in its place.
+EXPERIMENTS["07_shakespeare"] = Experiment("07_shakespeare", tuple(_config_07(m, LR_07[m]) for m in MODELS_07),
+    full=replace(_FULL_07, corpus="tinyshakespeare"),
+    smoke=replace(_SMOKE_07, corpus="synthetic", labels=("nested_lstm", "hope")),
+    common=("eval_every=0",), models=MODELS_06)
+
 for _exp in EXPERIMENTS.values():
     _exp.validate()
 
