@@ -174,6 +174,17 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_context(args: argparse.Namespace) -> int:
+    from nlcore.experiments.scaling import context_of_run
+
+    for run in args.run:
+        r = context_of_run(run, args.split, device=args.device, rows=args.rows, overwrite=args.overwrite)
+        bins = " ".join(f"{e}:{b:.3f}" for e, b in zip(r["edges"], r["bpc"]) if b is not None)
+        print(f"{run}: {r['bpc_mean']:.4f} bpc over {r['targets']} targets of {r['documents']} documents; "
+              f"by context from (characters read) {bins}", flush=True)
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     from nlcore.bench.step import main as bench_main
 
@@ -299,6 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the generated text writes nothing into the carried state or HOPE's chain")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     s.set_defaults(func=_sample)
+
+    x = command("evaluate-context", help="held-out bpc against the characters read since the document start "
+                                         "(each document read from its start, state carried)")
+    x.add_argument("--run", nargs="+", required=True, help="run directories holding checkpoint.pt")
+    x.add_argument("--split", default="test", choices=("valid", "test"), help="(default: test)")
+    x.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
+    x.add_argument("--rows", type=int, default=64, help="documents read side by side (default: 64)")
+    x.add_argument("--overwrite", action="store_true", help="replace a run's bpc_by_context_<split>.json")
+    x.set_defaults(func=_evaluate_context)
 
     b = command("bench", help="throughput benchmark (characters/s, step time, memory)")
     from nlcore.bench.step import (

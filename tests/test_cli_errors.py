@@ -124,3 +124,14 @@ def test_cpu_threads_are_capped(flag, env, want, monkeypatch):
     cli._cap_threads(flag)
     assert torch.get_num_threads() == want
     torch.set_num_threads(before)
+
+
+def test_evaluate_context_errors(capsys, tmp_path):
+    rc, err = run(capsys, "evaluate-context", "--run", str(tmp_path / "nothing"), "--device", "cpu")
+    assert rc == 1 and "no checkpoint.pt in" in one_line(err) and "finished training" in err
+    assert cli.main([*SMOKE, "--out", str(tmp_path / "r")]) == 0
+    capsys.readouterr()
+    assert cli.main(["evaluate-context", "--run", str(tmp_path / "r"), "--device", "cpu", "--split", "valid"]) == 0
+    assert "bpc over" in capsys.readouterr().out and (tmp_path / "r" / "bpc_by_context_valid.json").is_file()
+    rc, err = run(capsys, "evaluate-context", "--run", str(tmp_path / "r"), "--device", "cpu", "--split", "valid")
+    assert rc == 1 and "--overwrite" in one_line(err)

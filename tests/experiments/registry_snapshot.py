@@ -7,10 +7,12 @@ It is the contract `test_registry_snapshot.py` holds the registry to.
 
     PYTHONPATH=. python tests/experiments/registry_snapshot.py            # snapshot the registry
     PYTHONPATH=. python tests/experiments/registry_snapshot.py --refresh  # re-resolve the stored inputs
+    PYTHONPATH=. python tests/experiments/registry_snapshot.py --stems 07_scaling 07_width  # only these
 
 `--refresh` keeps the stored presets and overrides and only resolves them again, for when the
 config schema itself changes (a field renamed or added); the registry is never consulted, so
-the contract stays the one that was snapshotted.
+the contract stays the one that was snapshotted. `--stems` snapshots the named experiments from the
+registry again (added, or changed on purpose) and keeps every other stored entry as it is.
 """
 
 from __future__ import annotations
@@ -50,7 +52,15 @@ def snapshot(inputs: dict[str, dict]) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    inputs = json.loads(FIXTURE.read_text()) if "--refresh" in sys.argv[1:] else registry_inputs()
+    args = sys.argv[1:]
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
+    if "--stems" in args:
+        stems = set(args[args.index("--stems") + 1:])
+        kept = {k: v for k, v in json.loads(FIXTURE.read_text()).items() if k.split("/")[0] not in stems}
+        fresh = {k: v for k, v in registry_inputs().items() if k.split("/")[0] in stems}
+        FIXTURE.write_text(json.dumps({**kept, **snapshot(fresh)}, indent=1, sort_keys=True) + "\n")
+        print(f"wrote {FIXTURE} ({len(kept) + len(fresh)} runs, {len(fresh)} of {sorted(stems)} snapshotted again)")
+        sys.exit(0)
+    inputs = json.loads(FIXTURE.read_text()) if "--refresh" in args else registry_inputs()
     FIXTURE.write_text(json.dumps(snapshot(inputs), indent=1, sort_keys=True) + "\n")
     print(f"wrote {FIXTURE} ({len(inputs)} runs)")

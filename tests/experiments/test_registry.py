@@ -48,9 +48,10 @@ def test_every_registered_configuration_validates(stem, mode):
         apply_overrides(preset(gc.preset), [*common, *gc.overrides])
 
 
-# The numbers a mode holds (`Mode`, `ModelSize`): the only keys in which smoke and full may differ.
+# The numbers a mode holds (`Mode`, `ModelSize`): the only keys in which smoke and full may differ,
+# with the corpus a mode names (smoke reads the synthetic one in its place).
 NUMBERS = {"steps", "warmup", "data.seq_len", "data.batch_size", "data.synth_chars", "model.mem_chunk",
-           "model.d_model", "model.d_ff", "model.n_layers", "model.n_heads", "model.cms_chunks"}
+           "model.d_model", "model.d_ff", "model.n_layers", "model.n_heads", "model.cms_chunks", "data.corpus"}
 
 
 @pytest.mark.parametrize("stem", sorted(EXPERIMENTS))
@@ -96,6 +97,7 @@ def test_a_mode_renders_its_numbers_and_a_model_its_size():
     (dict(configs=(config("a", model="m"),)), "x.configs.a.model"),
     (dict(configs=(config("a", model="m"),), models={"m": ()}), "x.smoke.sizes"),
     (dict(configs=(config("a", long_window=True),)), "x.smoke.long_seq_len"),
+    (dict(configs=(config("a", budget="big"),)), "x.smoke.budgets"),
 ])
 def test_experiment_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=rf"^{re.escape(field)}:"):

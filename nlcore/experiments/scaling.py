@@ -1,0 +1,93 @@
+"""The scaling study's steps between runs: choose each model's learning rate from the sweep, and
+measure held-out bpc against context on trained runs.
+
+    best_lrs("results/07_lr_sweep")           # {model: lr} with the lowest valid bpc, for LR_07
+    context_of_run(run_dir, split="test")     # bpc per log-spaced bin of characters read since the
+                                              # document start, written beside the run
+    context_table("results/07_scaling")       # every run's bins as tidy rows (context.csv)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from nlcore.errors import CheckpointError, RunDirError
+from nlcore.training.checkpoint import CHECKPOINT_NAME
+
+CONTEXT_FILE = "bpc_by_context_{split}.json"  # written into the run directory
+
+
+def best_lrs(sweep: str | Path, metric: str = "valid_bpc") -> dict[str, float]:
+    """{model: lr} with the lowest mean `metric` over seeds among the sweep's finished runs; labels
+    are `<model>_lr<lr>` (07_lr_sweep). A model whose best rate is the lowest or highest tried is
+    reported on stderr: its optimum may lie outside the sweep."""
+    import sys
+
+    path = Path(sweep) / "runs.csv"
+    if not path.is_file():
+        raise RunDirError(f"no runs.csv in {sweep}: run the sweep first (python -m nlcore experiment 07_lr_sweep)")
+    df = pd.read_csv(path)
+    df = df[(df.metric == metric) & df.config.str.contains("_lr")]
+    if df.empty:
+        raise RunDirError(f"{path} holds no {metric} of a configuration named <model>_lr<lr>")
+    parts = df.config.str.rsplit("_lr", n=1, expand=True)
+    df = df.assign(model=parts[0], lr=parts[1].astype(float))
+    means = df.groupby(["model", "lr"]).value.mean().reset_index()
+    out = {}
+    for model, g in means.groupby("model", sort=False):
+        best = g.loc[g.value.idxmin()]
+        out[str(model)] = float(best.lr)
+        tried = sorted(df[df.model == model].lr.unique())
+        if best.lr in (tried[0], tried[-1]):
+            print(f"{model}: the best rate {best.lr:g} is at the edge of the sweep {tried}", file=sys.stderr)
+    return out
+
+
+def context_of_run(run: str | Path, split: str = "test", *, device="cpu", rows: int = 64,
+                   overwrite: bool = False) -> dict:
+    """`bpc_by_context` of a finished run's model on `split` of its corpus, read with the run's window
+    and precision, written to ``<run>/bpc_by_context_<split>.json`` (never silently replaced)."""
+    import torch
+
+    from nlcore import repro
+    from nlcore.training.evaluate import bpc_by_context
+    from nlcore.training.sampling import load
+    from nlcore.training.trainer import load_data
+
+    run = Path(run)
+    if not (run / CHECKPOINT_NAME).is_file():
+        raise CheckpointError(f"no {CHECKPOINT_NAME} in {run}: evaluate a run directory that finished training")
+    dest = run / CONTEXT_FILE.format(split=split)
+    if dest.exists() and not overwrite:
+        raise RunDirError(f"{dest} exists: pass --overwrite to measure again")
+    device = repro.pick_device(device) if isinstance(device, str) else device
+    loaded = load(run, device)
+    cfg = loaded.config
+    corpus = load_data(cfg, loaded.tokenizer)
+    amp = cfg.amp == "bf16" or (cfg.amp == "auto" and torch.device(device).type == "cuda")
+    out = bpc_by_context(loaded.model, corpus, split, device=device, seq_len=loaded.seq_len, rows=rows, amp=amp)
+    out |= {"run": str(run), "split": split, "corpus": cfg.data.corpus, "amp": amp}
+    dest.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
+def context_table(out: str | Path, split: str = "test") -> pd.DataFrame:
+    """Tidy rows (config, seed, bin_lo, bin_hi, count, bpc) from every run's context file under
+    `out`/runs, written to `out`/context_<split>.csv (bin_hi is empty for the open last bin)."""
+    rows = []
+    for f in sorted(Path(out).glob(f"runs/*/seed*/{CONTEXT_FILE.format(split=split)}")):
+        r = json.loads(f.read_text())
+        edges = r["edges"]
+        for k, (n, b) in enumerate(zip(r["count"], r["bpc"])):
+            rows.append({"config": f.parent.parent.name, "seed": int(f.parent.name[4:]), "bin_lo": edges[k],
+                         "bin_hi": edges[k + 1] if k + 1 < len(edges) else math.nan, "count": n, "bpc": b})
+    df = pd.DataFrame(rows, columns=["config", "seed", "bin_lo", "bin_hi", "count", "bpc"])
+    if df.empty:
+        raise RunDirError(f"no {CONTEXT_FILE.format(split=split)} under {out}/runs: run "
+                          f"python -m nlcore evaluate-context --run <run> ... first")
+    df.to_csv(Path(out) / f"context_{split}.csv", index=False)
+    return df
