@@ -175,10 +175,17 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _evaluate_context(args: argparse.Namespace) -> int:
+    from nlcore.errors import NlcoreError
     from nlcore.experiments.scaling import context_of_run
 
     for run in args.run:
-        r = context_of_run(run, args.split, device=args.device, rows=args.rows, overwrite=args.overwrite)
+        try:
+            r = context_of_run(run, args.split, device=args.device, rows=args.rows, overwrite=args.overwrite)
+        except NlcoreError as e:
+            if not args.skip:
+                raise
+            print(f"skipped: {e}", flush=True)
+            continue
         bins = " ".join(f"{e}:{b:.3f}" for e, b in zip(r["edges"], r["bpc"]) if b is not None)
         print(f"{run}: {r['bpc_mean']:.4f} bpc over {r['targets']} targets of {r['documents']} documents; "
               f"by context from (characters read) {bins}", flush=True)
@@ -318,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--device", default="auto", help="cpu | cuda | auto (default: auto)")
     x.add_argument("--rows", type=int, default=64, help="documents read side by side (default: 64)")
     x.add_argument("--overwrite", action="store_true", help="replace a run's bpc_by_context_<split>.json")
+    x.add_argument("--skip", action="store_true", help="skip a run that cannot be measured (not finished, no "
+                                                       "checkpoint, measured already), saying why, and go on")
     x.set_defaults(func=_evaluate_context)
 
     b = command("bench", help="throughput benchmark (characters/s, step time, memory)")

@@ -135,3 +135,7 @@ def test_evaluate_context_errors(capsys, tmp_path):
     assert "bpc over" in capsys.readouterr().out and (tmp_path / "r" / "bpc_by_context_valid.json").is_file()
     rc, err = run(capsys, "evaluate-context", "--run", str(tmp_path / "r"), "--device", "cpu", "--split", "valid")
     assert rc == 1 and "--overwrite" in one_line(err)
+    rc = cli.main(["evaluate-context", "--skip", "--run", str(tmp_path / "nothing"), str(tmp_path / "r"),
+                   "--device", "cpu", "--split", "valid"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("skipped: ") == 2 and "nothing" in out and "--overwrite" in out

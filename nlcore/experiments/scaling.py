@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from nlcore.errors import CheckpointError, RunDirError
+from nlcore.training import rundir
 from nlcore.training.checkpoint import CHECKPOINT_NAME
 
 CONTEXT_FILE = "bpc_by_context_{split}.json"  # written into the run directory
@@ -50,7 +51,8 @@ def best_lrs(sweep: str | Path, metric: str = "valid_bpc") -> dict[str, float]:
 def context_of_run(run: str | Path, split: str = "test", *, device="cpu", rows: int = 64,
                    overwrite: bool = False) -> dict:
     """`bpc_by_context` of a finished run's model on `split` of its corpus, read with the run's window
-    and precision, written to ``<run>/bpc_by_context_<split>.json`` (never silently replaced)."""
+    and precision, written to ``<run>/bpc_by_context_<split>.json`` (never silently replaced). A run
+    that diverged or stopped is refused: its checkpoint holds the model of a step before its end."""
     import torch
 
     from nlcore import repro
@@ -61,6 +63,9 @@ def context_of_run(run: str | Path, split: str = "test", *, device="cpu", rows: 
     run = Path(run)
     if not (run / CHECKPOINT_NAME).is_file():
         raise CheckpointError(f"no {CHECKPOINT_NAME} in {run}: evaluate a run directory that finished training")
+    if (st := rundir.status(run)) != "finished":
+        raise RunDirError(f"{run} has not finished training (status {st}): its checkpoint is not the trained "
+                          f"model; finish it with --resume or leave it out")
     dest = run / CONTEXT_FILE.format(split=split)
     if dest.exists() and not overwrite:
         raise RunDirError(f"{dest} exists: pass --overwrite to measure again")

@@ -127,6 +127,10 @@ def test_one_smoke_configuration_of_each_runs_on_a_cpu(stem, tmp_path):
         assert (tmp_path / "context_valid.csv").is_file()
         with pytest.raises(CheckpointError, match="finished training"):
             context_of_run(tmp_path / "nothing", "valid")
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "status": "diverged"}))
+        with pytest.raises(RunDirError, match="has not finished training"):
+            context_of_run(run, "valid", overwrite=True)
 
 
 def test_best_lrs_picks_the_lowest_mean_valid_bpc(tmp_path, capsys):
