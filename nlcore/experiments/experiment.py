@@ -1,11 +1,11 @@
 """A registered experiment as data: configurations x seeds, per mode, as `run_grid` runs them.
 
 An experiment's configurations name the levers they move (`Levers`: `key=value` overrides of
-the lever itself, the model whose size they take, the long window, the training budget); each mode (`Mode`: smoke,
-full) holds the base preset, the seeds and every number that differs between the modes (steps,
-warm-up, window, batch, corpus size, each model's size, `ModelSize`, each budget's steps, the
-corpus where smoke reads the synthetic one in its place). Both modes render their
-numbers and the levers through the same code (`Experiment.grid`), so smoke is the full
+the lever itself, the model whose size they take, the long window, the training budget); each
+mode (`Mode`: smoke, full) holds the base preset, the seeds and every number that differs between
+the modes (steps, warm-up, window, batch, corpus size, each model's size, `ModelSize`, each
+budget's steps, the corpus where smoke reads the synthetic one in its place). Both modes render
+their numbers and the levers through the same code (`Experiment.grid`), so smoke is the full
 experiment with smaller numbers. The `key=value` form is what `run_grid` hands to each run
 (`python -m nlcore train --set ...` when runs are subprocesses).
 """
