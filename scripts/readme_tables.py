@@ -17,6 +17,8 @@ relative to the file that holds it.
 - `bench`, `memory_paths`: the committed speed reports (`results/bench/*.json`).
 - `reproduce`: every committed results folder, the command that writes it, and its GPU time as its
   files record it (run `meta.json` wall times, dynamic-evaluation JSONs, report `wall_s`).
+- `series_time`: the whole series' runtime in the committed and smoke views, from the same timing
+  files (summed over the notebooks; kept from the file where they are missing).
 - `notebooks`: one row per notebook with its smoke and full runtimes, measured by the notebook
   runner (`build/{smoke,full}/timings.json`; runs that trained, not `--reuse` re-plots). Where no
   timing file has a measurement, the value already in the file is kept, so a runtime measured once
@@ -193,6 +195,26 @@ def notebooks_block(page: Page) -> str:
     note = ("Runtimes are measured by `python -m nlcore notebooks` (smoke: 2 CPU cores; "
             "full: one GPU, training included).")
     return "\n".join(rows) + "\n\n" + note
+
+
+SERIES_TIME = re.compile(r"runs in (?P<committed>[^*]+?) in the committed view .* and "
+                         r"(?P<smoke>[^*]+?) in the smoke view", re.S)
+
+
+def series_time_block(page: Page) -> str:
+    """How long the whole series takes in the committed and smoke views, summed from the runner's
+    last timings of every notebook (`build/{committed,smoke}/timings.json`); without them, the
+    values already in the file."""
+    kept = SERIES_TIME.search(page.text)
+    times = {v: (kept.group(v) if kept else "—") for v in ("committed", "smoke")}
+    stems = {p.stem for p in notebook_paths()}
+    for view in times if page.build is not None else ():
+        path = page.build / view / "timings.json"
+        entries = _json(path) if path.exists() else {}
+        if stems and stems <= set(entries) and all(entries[s].get("status") == "ok" for s in stems):
+            times[view] = _duration(sum(float(entries[s]["seconds"]) for s in stems))
+    return (f"On a 2-core CPU the whole series runs in {times['committed']} in the committed view "
+            f"(`make figures`) and {times['smoke']} in the smoke view (`make smoke`).")
 
 
 # What each notebook found, in words (the numbers are in its takeaways and in docs/results.md).
@@ -651,7 +673,7 @@ BLOCKS: dict[str, Callable[[Page], str]] = {
     "index": index_block, "models": models_block, "main_number": main_number_block,
     "headline": headline_block, "hope": hope_block, "results": results_block, "gallery": gallery_block,
     "bench": bench_block, "memory_paths": memory_paths_block, "reproduce": reproduce_block,
-    "notebooks": notebooks_block,
+    "notebooks": notebooks_block, "series_time": series_time_block,
 }
 
 

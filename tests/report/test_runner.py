@@ -260,6 +260,30 @@ def test_readme_tables_regenerates_and_checks(tmp_path, capsys):
     assert "| 19 s |" in readme.read_text(), "a measured runtime survives a regeneration without timings"
 
 
+def test_series_time_sums_every_notebook_and_keeps_the_file_value_without_timings(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("readme_tables", paths.REPO_ROOT / "scripts" / "readme_tables.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- series_time:start -->\nstale\n<!-- series_time:end -->\n")
+    build = tmp_path / "build"
+    for view, each in (("committed", 5.0), ("smoke", 12.0)):
+        (build / view).mkdir(parents=True)
+        (build / view / "timings.json").write_text(json.dumps(
+            {p.stem: {"seconds": each, "status": "ok"} for p in NOTEBOOKS}))
+    assert mod.main(["--readme", str(readme), "--build", str(build)]) == 0
+    n = len(NOTEBOOKS)
+    want = (f"runs in {mod._duration(5.0 * n)} in the committed view (`make figures`) and "
+            f"{mod._duration(12.0 * n)} in the smoke view")
+    assert want in readme.read_text()
+    (build / "smoke" / "timings.json").write_text(json.dumps({NOTEBOOKS[0].stem: {"seconds": 1.0, "status": "ok"}}))
+    assert mod.main(["--readme", str(readme), "--build", str(build)]) == 0  # a partial run measures nothing
+    assert want in readme.read_text()
+    assert mod.main(["--readme", str(readme), "--check"]) == 0
+
+
 def test_normalise_merges_split_stream_outputs():
     import nbformat
 
