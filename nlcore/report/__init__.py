@@ -1,0 +1,1 @@
+"""Reporting: figures and tables drawn from results files, the notebooks' helpers and widgets, the notebook runner."""
