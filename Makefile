@@ -53,7 +53,7 @@ env: $(STAMP) ## create .venv and install torch + nlcore[notebooks,dev] (instant
 torch-spec: ## print the torch requirement `make env` installs on this machine
 	@echo "$(TORCH_SPEC)"
 
-test: env ## the full test suite: unit tests, then every notebook in smoke mode (2 workers)
+test: env ## the full test suite: unit tests, then every notebook in the committed and smoke views (2 workers)
 	$(ONE_THREAD) $(PY) -m pytest -m "not notebooks" -n 2 && { rc=0; $(PY) -m pytest -q --collect-only -m notebooks >/dev/null 2>&1 || rc=$$?; if [ $$rc -eq 5 ]; then echo "no notebook tests yet: notebook stage skipped"; else $(ONE_THREAD) $(PY) -m pytest -m notebooks -n 2; fi; }
 
 test-fast: env ## unit tests only, without those marked slow
