@@ -39,6 +39,9 @@ def _train(args: argparse.Namespace) -> int:
             "updates_by_level", "params_by_level")
     if trainer.is_main:  # one process prints
         print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
+        if summary.get("non_finite_evaluation"):
+            print(f"warning: training finished, but {', '.join(summary['non_finite_evaluation'])} is not finite: "
+                  f"the model diverges on held-out text (see {args.out}/summary.json)", file=sys.stderr)
     return 0
 
 

@@ -447,6 +447,11 @@ class Trainer:
         }
         if dynamic is not None:  # dynamic evaluation, beside the static numbers
             out.update(valid_bpc_dynamic=dynamic["valid"]["bpc"], test_bpc_dynamic=dynamic["test"]["bpc"])
+        # training ended normally, yet the model may still blow up on held-out text (a carried state
+        # that grows over a long split): say so beside the numbers, which stay non-finite (null)
+        bad = [k for k in ("valid_bpc", "test_bpc", "valid_bpc_dynamic", "test_bpc_dynamic")
+               if k in out and not math.isfinite(out[k])]
+        out["non_finite_evaluation"] = bad
         return out
 
 

@@ -164,3 +164,22 @@ def test_a_wrong_data_root_is_an_error_not_a_fallback(tmp_path, monkeypatch):
     clear_cache()
     with pytest.raises(CorpusNotFoundError, match=f"looked in: {tmp_path / 'nowhere'}/wikitext-2; "):
         load_corpus("wikitext2")
+
+
+def test_a_non_finite_evaluation_is_named_in_the_summary_and_warned(tmp_path, monkeypatch, capsys):
+    from nlcore.cli import main
+
+    real = Trainer.evaluate
+
+    def diverging(self, split, *a, **kw):  # the model blows up on held-out text
+        out = real(self, split, *a, **kw)
+        return {**out, "bpc": float("nan")} if split == "test" else out
+
+    monkeypatch.setattr(Trainer, "evaluate", diverging)
+    s = Trainer(small(), tmp_path / "a", progress=False).run()
+    assert s["status"] == "finished" and s["non_finite_evaluation"] == ["test_bpc"]
+    assert read(tmp_path / "a" / "summary.json")["test_bpc"] is None
+    args = ["train", "--preset", "smoke", "--out", str(tmp_path / "b"), "--no-progress"]
+    assert main(args + [x for f in FAST for x in ("--set", f)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: training finished, but test_bpc is not finite" in err
