@@ -13,7 +13,7 @@ text window by window, and the logits behind each character are evaluation's log
 
 `write=False` freezes what the generated text writes into the model: windows after the prompt
 start from the state the prompt's whole windows left, and a window that holds generated text takes
-no HOPE chain writes. Writes of the Titans and HOPE memories inside one window are part of the
+no HOPE chain writes (its targets are all ignored, so the chain's chunk gradients are zero). Writes of the Titans and HOPE memories inside one window are part of the
 forward pass and still happen.
 
     s = nl.sample("results/06_hope_titans/runs/hope/seed0", prompt="The ", chars=200, temperature=0.8)
@@ -22,7 +22,6 @@ forward pass and still happen.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,18 +95,6 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
     return int(torch.multinomial(torch.softmax(z, dim=-1).cpu(), 1, generator=gen))
 
 
-@contextlib.contextmanager
-def _no_chain_writes(model):
-    lr = getattr(model, "lr", None)
-    if lr is not None and getattr(model, "mode", None) == "in_forward":
-        model.lr = 0.0
-    try:
-        yield
-    finally:
-        if lr is not None:
-            model.lr = lr
-
-
 def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.0, top_k: int | None = None,
            seed: int = 0, write: bool = True, device: str | torch.device = "cpu") -> Sample:
     """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result)."""
@@ -132,13 +119,12 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
         part = ids[start:start + T]
         x[0, :len(part)] = torch.tensor(part, device=dev)
         kw = {}
-        if uses_targets:
+        if uses_targets:  # frozen: a window that reads generated text has no targets, so no writes
             y = torch.full((1, T), IGNORE, dtype=torch.long, device=dev)
-            nxt = ids[start + 1:start + T + 1]
+            nxt = ids[start + 1:start + T + 1] if write or start + T < n_prompt else []
             y[0, :len(nxt)] = torch.tensor(nxt, device=dev)
             kw["targets"] = y
-        frozen = not write and start + T >= n_prompt  # the window reads generated text
-        with torch.no_grad(), _no_chain_writes(model) if frozen else contextlib.nullcontext():
+        with torch.no_grad():
             return model(x, state, None, **kw)
 
     state, start, windows = model.init_state(1, dev), 0, 0
