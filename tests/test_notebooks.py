@@ -17,6 +17,7 @@ The unmarked tests check without a kernel that each `.py` and its `.ipynb` hold 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import warnings
@@ -71,6 +72,12 @@ def check_quotes(stem: str) -> None:
             want = rec["mean"] if e["field"] == "mean" else [rec["mean"], rec["ci_low"], rec["ci_high"], rec["n_seeds"]]
             got = e["value"]
             assert json.dumps(got) == json.dumps(want), f"{e['text']} does not match {e['file']}"
+        elif e["field"] in ("bench", "derived") and "path" in e["keys"]:  # a benchmark report's value
+            report = json.loads((paths.REPO_ROOT / e["file"]).read_text())
+            path = e["keys"]["path"]
+            at = (lambda p: functools.reduce(lambda v, k: v[k], p, report))
+            want = at(path) if e["field"] == "bench" else at(path[0]) / at(path[1])
+            assert e["value"] == want, f"{e['text']} does not match {e['file']} at {path}"
     for md in ledger["markdown"]:
         for num in RESULT_NUMBER.findall(md):
             assert num in texts, f"{stem}: the takeaway number {num} was typed, not quoted from results"
@@ -96,8 +103,7 @@ def test_notebook_runs_and_shows_what_it_saves(src, view, capsys):
     fig_dir = paths.view_roots(view)[1] / stem
     assert fig_dir.is_relative_to(paths.BUILD)  # never the tracked figures/
     check_display(nb, fig_dir)
-    if stem[:2].isdigit() and stem[:2] != "00":
-        check_quotes(stem)
+    check_quotes(stem)
     if view == "committed":
         committed = nbformat.read(paths.NOTEBOOKS / f"{stem}.ipynb", as_version=4)
         again = runner.normalise(nb, stem)
