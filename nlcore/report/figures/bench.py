@@ -7,7 +7,6 @@ import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -96,7 +95,7 @@ def bench_report(name: str) -> dict:
 def plot_scaling(report: dict, ax_row=None):
     """Characters/s against batch, width and window from a `--scaling` report (one panel each),
     with the throughput the LSTM alone would allow (its floor, `nlcore.bench.floor`) where measured."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4)) if ax_row is None else (None, ax_row)
+    fig, axes = new_figure(11, 3.4, ncols=3) if ax_row is None else (None, ax_row)
     labels = {"batch": "batch size B (rows)", "width": "d_model (d_ff = 2 d_model)",
               "window": "window T (characters)"}
     for ax, (knob, pairs) in zip(axes, SCALING.items()):
@@ -118,7 +117,6 @@ def plot_scaling(report: dict, ax_row=None):
     if fig is not None:
         fig.suptitle(f"{report['device_name']}: seed model, CMS 1/16/256, bf16, cuda_graph=auto "
                      f"(median of {report['settings']['windows']} windows)", fontsize=9)
-        fig.tight_layout()
     return fig
 
 
