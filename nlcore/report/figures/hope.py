@@ -412,22 +412,12 @@ def char_losses(run_dir: str | Path, n_chars: int = 512, split: str = "valid") -
     import torch
     import torch.nn.functional as F
 
-    from nlcore.config import from_dict
-    from nlcore.models import build_model
-    from nlcore.training.checkpoint import load
+    from nlcore.training.sampling import load
     from nlcore.training.trainer import load_data
 
-    run_dir = Path(run_dir)
-    cfg = from_dict(_read(run_dir / "meta.json")["config"])
-    payload = load(run_dir / "checkpoint.pt")
-    corpus = load_data(cfg)
-    names = {lv.name: lv.chunk for lv in cfg.cms.levels}
-    chain = tuple(n for n in names if n != "fast")
-    model = build_model(cfg.model, corpus.tokenizer.vocab_size, tuple(names.get(n, 1) for n in ("medium", "slow")),
-                        chain_levels=chain)
-    model.load_state_dict(payload["model"])
-    model.eval()
-    T = cfg.data.seq_len
+    run = load(run_dir)  # the model its checkpoint holds, built from its config (eval mode)
+    model, T = run.model, run.seq_len
+    corpus = load_data(run.config, run.tokenizer)
     n_chars = max(T, n_chars // T * T)
     ids = corpus.ids[split][: n_chars + 1].long()
     state, out = model.init_state(1, "cpu"), []
@@ -437,5 +427,5 @@ def char_losses(run_dir: str | Path, n_chars: int = 512, split: str = "valid") -
             kw = {"targets": y} if model.uses_targets else {}
             logits, state = model(x, state, None, **kw)
             out.append(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="none"))
-    text = "".join(corpus.tokenizer.chars[i] for i in ids.tolist())
+    text = run.tokenizer.decode(ids)
     return text, (torch.cat(out) / math.log(2)).numpy()
