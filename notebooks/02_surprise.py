@@ -39,8 +39,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | nothing: re-plots the committed full results in `results/02_surprise/` | ~15 s |
-# | smoke | 3 weight settings × 1 seed on the synthetic corpus, smoke preset, CPU | ~15 s |
+# | committed (default) | nothing: re-plots the committed full results in `results/02_surprise/` | seconds on any CPU |
+# | smoke | 3 weight settings × 1 seed on the synthetic corpus, smoke preset, CPU | under a minute on 2 CPU cores |
 # | full | 6 weight settings × {WikiText-2, synthetic} × 3 seeds, `seed` preset | GPU, see the README |
 #
 # Modules: `nlcore.surprise` (the objective), `nlcore.models` (the nested LSTM and its taps),

@@ -44,8 +44,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | nothing: re-plots the committed full results in `results/03_persistent_state/` | ~15 s |
-# | smoke | 12 rows × 1 seed, smoke preset, synthetic corpus, CPU | ~30 s |
+# | committed (default) | nothing: re-plots the committed full results in `results/03_persistent_state/` | seconds on any CPU |
+# | smoke | 12 rows × 1 seed, smoke preset, synthetic corpus, CPU | under a minute on 2 CPU cores |
 # | full | 12 rows × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
 # Modules: `nlcore.state` (carry and reset), `nlcore.models`, `nlcore.training.evaluate` (streaming

@@ -43,8 +43,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | live recall demo ($d$ = 32); re-plots the committed `results/04_delta_rule/` | ~15 s |
-# | smoke | live recall demo + 5 configurations (and the exercise's sixth) × 1 seed, smoke preset, synthetic corpus, CPU | ~25 s |
+# | committed (default) | live recall demo ($d$ = 32); re-plots the committed `results/04_delta_rule/` | seconds on any CPU |
+# | smoke | live recall demo + 5 configurations (and the exercise's sixth) × 1 seed, smoke preset, synthetic corpus, CPU | under a minute on 2 CPU cores |
 # | full | live recall demo + 5 configurations × 3 seeds, `seed` preset, WikiText-2 | GPU, see the README |
 #
 # Modules: `nlcore.delta` (the rules), `nlcore.experiments.recall` (the benchmark), `nlcore.optim.delta_rule`

@@ -39,8 +39,8 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | reads the committed `results/0[1-4]_*`; trains and writes nothing | ~15 s |
-# | smoke | reads `build/smoke/results/0[1-4]_*`, running the smoke grid of any that is missing; writes `build/smoke/results/05_ablations/` | ~25 s, training the smoke grids of 01–03 if missing |
+# | committed (default) | reads the committed `results/0[1-4]_*`; trains and writes nothing | seconds on any CPU |
+# | smoke | reads `build/smoke/results/0[1-4]_*`, running the smoke grid of any that is missing; writes `build/smoke/results/05_ablations/` | under a minute on 2 CPU cores |
 # | full | reads the committed `results/0[1-4]_*`, trains nothing, writes `results/05_ablations/` | seconds |
 #
 # Modules: `nlcore.report.notebook` (`collect_experiments`, `ablation_table`, `paired_differences`,

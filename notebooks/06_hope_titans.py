@@ -52,9 +52,9 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | re-plots the committed `results/06_hope_titans/` (3 seeds, WikiText-2) | about 15 s |
-# | smoke | the four models shrunk to a few thousand parameters × 1 seed × 20 steps, synthetic corpus | about 20 s |
-# | full | `python -m nlcore experiment 06_hope_titans --mode full`: 3 seeds on WikiText-2 | about an hour on one H100 |
+# | committed (default) | re-plots the committed `results/06_hope_titans/` (3 seeds, WikiText-2) | seconds on any CPU |
+# | smoke | the four models shrunk to a few thousand parameters × 1 seed × 20 steps, synthetic corpus | under a minute on 2 CPU cores |
+# | full | `python -m nlcore experiment 06_hope_titans --mode full`: 3 seeds on WikiText-2 | GPU: see `docs/reproduce.md` |
 #
 # Modules: `nlcore.models` (`transformer`, `titans`, `hope`), `nlcore.ops` (linear and MLP
 # memories, chunked and token by token), `nlcore.experiments`, `nlcore.training.dynamic_eval`,

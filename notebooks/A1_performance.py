@@ -33,9 +33,9 @@
 #
 # | view | what runs | runtime (2 CPU cores) |
 # |---|---|---|
-# | committed (default) | re-plots `results/bench/`, measures nothing | about 15 s |
-# | smoke | as committed, plus a tiny step-time bench of the seed model on this CPU | about 10 s |
-# | full | as committed, plus the same bench at full size on this machine's GPU | about a minute on a GPU |
+# | committed (default) | re-plots `results/bench/`, measures nothing | seconds on any CPU |
+# | smoke | as committed, plus a tiny step-time bench of the seed model on this CPU | under a minute on 2 CPU cores |
+# | full | as committed, plus the same bench at full size on this machine's GPU | minutes on a GPU |
 #
 # Modules: `nlcore.bench` (`step`: the step-time bench behind `python -m nlcore bench`; `floor`: the
 # cuDNN floor; `memory_paths`), `nlcore.report.figures` (`bench`, `hope`).
