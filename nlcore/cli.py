@@ -80,7 +80,7 @@ def _experiment(args: argparse.Namespace) -> int:
     from nlcore.experiments import run_experiment
 
     run_experiment(args.stem, args.mode, out=Path(args.out) if args.out else None, jobs=args.jobs,
-                   only=args.configs, aggregate_only=args.aggregate_only)
+                   only=args.configs, only_seeds=args.seeds, aggregate_only=args.aggregate_only)
     return 0
 
 
@@ -169,11 +169,22 @@ def _notebooks(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from nlcore import repro
-    from nlcore.training.sampling import sample
+    from nlcore.results import write_json
+    from nlcore.training.sampling import sample, sample_table
 
-    s = sample(args.run, prompt=args.prompt, chars=args.chars, temperature=args.temperature, top_k=args.top_k,
-               seed=args.seed, write=not args.freeze, device=repro.pick_device(args.device))
-    print(s.prompt + s.text)
+    prompts, device = args.prompt or ["\n"], repro.pick_device(args.device)
+    if args.out is None and len(args.run) == 1 and len(prompts) == 1:
+        s = sample(args.run[0], prompt=prompts[0], chars=args.chars, temperature=args.temperature,
+                   top_k=args.top_k, seed=args.seed, write=not args.freeze, device=device)
+        print(s.prompt + s.text)
+        return 0
+    table = sample_table(args.run, prompts, chars=args.chars, temperature=args.temperature, top_k=args.top_k,
+                         seeds=(args.seed,), write=not args.freeze, device=device)
+    for row in table["samples"]:
+        print(f"--- {row['run']} (test bpc {row['test_bpc']}), seed {row['seed']}\n{row['prompt']}{row['text']}")
+    if args.out:
+        write_json(args.out, table)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -258,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--jobs", type=int, default=0, help="parallel runs as subprocesses (0: in-process, sequential)")
     e.add_argument("--out", default=None, help="default: results/<stem> (full) or build/smoke/results/<stem>")
     e.add_argument("--configs", nargs="+", default=None, help="run only these configuration labels now")
+    e.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="run (and aggregate) only these of the mode's seeds, e.g. 0")
     e.add_argument("--aggregate-only", action="store_true",
                    help="rebuild runs.csv, summary.json and meta.json from the finished run directories")
     e.set_defaults(func=_experiment)
@@ -310,8 +323,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=_notebooks)
 
     s = command("sample", help="text from a trained run: its model continues a prompt")
-    s.add_argument("--run", required=True, help="a run directory holding checkpoint.pt (or the file itself)")
-    s.add_argument("--prompt", default="\n", help="the text to continue (default: a newline)")
+    s.add_argument("--run", nargs="+", required=True,
+                   help="run directories holding checkpoint.pt (or the files themselves)")
+    s.add_argument("--prompt", action="append", default=None,
+                   help="the text to continue (default: a newline); repeat for several prompts")
     s.add_argument("--chars", type=int, default=200, help="characters to write (default: 200)")
     s.add_argument("--temperature", type=float, default=1.0, help="0 takes the most likely character (default: 1)")
     s.add_argument("--top-k", type=int, default=None, help="draw only among the k most likely characters")
@@ -319,6 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--freeze", action="store_true",
                    help="the generated text writes nothing into the carried state or HOPE's chain")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
+    s.add_argument("--out", default=None, help="write every run's texts, their settings and bpc to this JSON file")
     s.set_defaults(func=_sample)
 
     x = command("evaluate-context", help="held-out bpc against the characters read since the document start "

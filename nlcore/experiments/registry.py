@@ -257,16 +257,22 @@ for _exp in EXPERIMENTS.values():
 
 
 def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, jobs: int = 0,
-                   echo: bool = True, only: list[str] | None = None,
+                   echo: bool = True, only: list[str] | None = None, only_seeds: list[int] | None = None,
                    aggregate_only: bool = False) -> pd.DataFrame:
     """Run (or finish) a registered experiment and aggregate it into results/<stem>/.
 
-    `only`: run just these configuration labels now (the others are aggregated if present)."""
+    `only`: run just these configuration labels now (the others are aggregated if present).
+    `only_seeds`: run and aggregate just these of the mode's seeds (a partial study, say so)."""
     from nlcore.paths import results_root
 
     if stem not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
     gcs, seeds, common = EXPERIMENTS[stem].grid(mode)
+    if only_seeds:
+        unknown = sorted(set(only_seeds) - set(seeds))
+        if unknown:
+            raise KeyError(f"experiment {stem}: seeds {unknown} are not among its {mode} seeds {list(seeds)}")
+        seeds = [s for s in seeds if s in only_seeds]
     phase_b = EXPERIMENTS[stem].mode(mode).phase_b
     out = out or results_root(mode) / stem
     if aggregate_only:

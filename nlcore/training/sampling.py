@@ -144,3 +144,28 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
         ids.append(_pick(row, temperature, top_k, gen))
     logits = torch.stack(drawn) if drawn else torch.zeros(0, tok.vocab_size)
     return Sample(prompt=prompt, text=tok.decode(ids[n_prompt:]), ids=ids, state=state, start=start, logits=logits)
+
+
+def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, top_k: int | None = None,
+                 seeds=(0,), write: bool = True, device: str | torch.device = "cpu") -> dict:
+    """Every run continues every prompt under every seed, the same settings for all: a record with
+    the settings, each run's held-out bpc (its summary.json, when there is one) and the texts."""
+    from nlcore import repro
+    from nlcore.results import read_json
+
+    rows = []
+    for run in runs:
+        loaded = load(run, device)
+        folder = loaded.path.parent
+        summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
+        label = "/".join(folder.parts[-2:])
+        for prompt in prompts:
+            for seed in seeds:
+                s = sample(loaded, prompt, chars, temperature=temperature, top_k=top_k, seed=seed, write=write)
+                rows.append({"run": label, "model": loaded.config.model.kind, "test_bpc": summary.get("test_bpc"),
+                             "valid_bpc": summary.get("valid_bpc"), "prompt": prompt, "seed": seed, "text": s.text})
+    return {"schema": "nlcore.samples/1", "command": repro.command_line(), "git": repro.git_info(),
+            "device": str(device), "utc_time": repro.utc_now(),
+            "settings": {"chars": chars, "temperature": temperature, "top_k": top_k, "seeds": list(seeds),
+                         "write": write, "prompts": list(prompts)},
+            "samples": rows}

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from nlcore.config import apply_overrides, preset
-from nlcore.experiments import EXPERIMENTS, Experiment, GridConfig, Mode, parse_config_arg, run_grid
+from nlcore.experiments import EXPERIMENTS, Experiment, GridConfig, Mode, parse_config_arg, run_experiment, run_grid
 from nlcore.experiments.experiment import config
 
 TINY = ("steps=6", "log_every=3", "eval_every=0", "ckpt_every=0", "data.synth_chars=20000",
@@ -102,3 +102,11 @@ def test_a_mode_renders_its_numbers_and_a_model_its_size():
 def test_experiment_validation_names_the_field(change, field):
     with pytest.raises(ValueError, match=rf"^{re.escape(field)}:"):
         Experiment(**{**dict(stem="x", configs=(config("a"),)), **change}).validate()
+
+
+def test_only_seeds_runs_a_subset_and_refuses_unknown_seeds(tmp_path):
+    with pytest.raises(KeyError, match=r"seeds \[7\] are not among"):
+        run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[7], echo=False)
+    runs = run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[0], echo=False)
+    assert sorted(runs["seed"].unique()) == [0]
+    assert sorted(p.name for p in (tmp_path / "runs" / "transformer").iterdir()) == ["seed0"]

@@ -9,6 +9,7 @@ import torch
 from nlcore.cli import main
 from nlcore.config import apply_overrides, preset
 from nlcore.errors import CheckpointError
+from nlcore.results import read_json
 from nlcore.training import sampling as gen
 from nlcore.training.trainer import Trainer
 
@@ -112,3 +113,20 @@ def test_a_checkpoint_of_another_shape_is_a_one_line_error(runs, tmp_path):
     torch.save(payload, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="does not describe a model"):
         gen.load(tmp_path)
+
+
+def test_sample_table_writes_every_run_prompt_and_seed_with_its_bpc(runs, tmp_path, capsys):
+    out = tmp_path / "samples.json"
+    picked = [str(runs["transformer"]), str(runs["hope"])]
+    assert main(["sample", "--run", *picked, "--prompt", "ab", "--prompt", "the ", "--chars", "6",
+                 "--temperature", "0.8", "--seed", "3", "--out", str(out)]) == 0
+    table = read_json(out)
+    kinds = [k for k in ("transformer", "hope") for _ in range(2)]
+    assert [(r["run"], r["prompt"]) for r in table["samples"]] == [
+        ("/".join(runs[k].parts[-2:]), p) for k in ("transformer", "hope") for p in ("ab", "the ")]
+    for kind, row in zip(kinds, table["samples"]):
+        one = gen.sample(runs[kind], row["prompt"], 6, temperature=0.8, seed=3)
+        assert row["text"] == one.text and row["seed"] == 3 and row["model"] == kind
+        assert row["test_bpc"] == read_json(runs[kind] / "summary.json")["test_bpc"]
+    assert table["settings"]["chars"] == 6 and table["command"] and table["git"]
+    assert f"--- {'/'.join(runs['hope'].parts[-2:])} (test bpc" in capsys.readouterr().out
