@@ -68,6 +68,7 @@ class ModelConfig:
     momentum: bool = True  # memories: Titans-style momentum S_t with a data-dependent decay
     mem_alpha0: float = 0.982  # memories: the retention gate alpha_t at initialisation (sigmoid bias)
     mem_retention: str = "zero"  # titans: retention pulls the memory toward zero | its initial weights (init)
+    mem_step_max: float = 0.0  # titans, MLP memory: ceiling of the write step eta_t (0: 1/mem_chunk)
     cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
     cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
     cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)
@@ -91,6 +92,7 @@ class ModelConfig:
         _check(self.mem_hidden >= 1, f"{prefix}.mem_hidden", f"must be >= 1, got {self.mem_hidden}")
         _check(self.mem_chunk >= 1, f"{prefix}.mem_chunk", f"must be >= 1, got {self.mem_chunk}")
         _check(0.0 < self.mem_alpha0 < 1.0, f"{prefix}.mem_alpha0", f"must be in (0, 1), got {self.mem_alpha0}")
+        _check(self.mem_step_max >= 0.0, f"{prefix}.mem_step_max", f"must be >= 0 (0: 1/mem_chunk), got {self.mem_step_max}")
         _check(self.mem_retention in ("zero", "init"), f"{prefix}.mem_retention",
                f"must be 'zero' or 'init', got {self.mem_retention!r}")
         _check(self.mem_impl in ("chunk", "token"), f"{prefix}.mem_impl", f"must be 'chunk' or 'token', got {self.mem_impl!r}")

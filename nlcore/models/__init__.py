@@ -28,7 +28,8 @@ def build_model(cfg, vocab_size: int, chunks: tuple[int, int] = (16, 256),
         from nlcore.models.titans import TitansLM
 
         return TitansLM(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, memory=cfg.memory,
-                        mem_hidden=cfg.mem_hidden, retention=cfg.mem_retention, **mem)
+                        mem_hidden=cfg.mem_hidden, retention=cfg.mem_retention,
+                        step_max=cfg.mem_step_max, **mem)
     if cfg.kind == "hope":
         from nlcore.models.hope import HOPE
 

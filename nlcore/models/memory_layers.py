@@ -17,9 +17,9 @@ with M a linear map (the gradient taken at M_{t-1}: the gated delta rule with mo
 2-layer residual MLP M(x) = x + W2 SiLU(W1 x) (gradients at the chunk-start state, Titans'
 mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally), or with
 `retention="init"` toward the memory's meta-learned initial state. For the MLP
-memory the values are L2-normalised and eta_t is divided by the chunk size C, so the C summed
-chunk-start gradients make a mean-sized step: with raw values and a sum of C full steps the
-memory's writes grow with C and training at the 06 size diverges early.
+memory the values are L2-normalised and eta_t is at most `step_max` (by default 1/C, so the C
+summed chunk-start gradients make a mean-sized step): with raw values and a sum of C full steps
+the memory's writes grow with C and training at the 06 size diverges early.
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; Nested Learning
 Eqs. 83-89, with these choices where the paper leaves them open: fixed query, scalar gates from
@@ -120,12 +120,13 @@ class TitansMemory(_Gated):
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
                  impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982,
-                 retention: str = "zero") -> None:
+                 retention: str = "zero", step_max: float = 0.0) -> None:
         super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         if retention not in ("zero", "init"):
             raise ValueError(f"model.mem_retention: must be 'zero' or 'init', got {retention!r}")
         self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
         self.to_init = retention == "init"
+        self.step_max = step_max or 1.0 / chunk  # the MLP memory's eta_t ceiling
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
         if memory == "linear":
@@ -174,8 +175,8 @@ class TitansMemory(_Gated):
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         eta, alpha, beta = self.gate_values(u)
         beta = beta if self.momentum else None
-        if self.memory == "mlp":  # the MLP memory sums C chunk-start gradients: a mean-sized step
-            eta, v = eta / self.chunk, F.normalize(v, dim=-1)
+        if self.memory == "mlp":  # C summed chunk-start gradients; by default a mean-sized step
+            eta, v = eta * self.step_max, F.normalize(v, dim=-1)
         ys, cuts = [], bounds(u.shape[1], resets)
         sizes = [e - s for s, e in zip(cuts[:-1], cuts[1:])]
         parts = zip(*(t.split(sizes, dim=2) for t in (q, k, v)), *(g.split(sizes, dim=-1) for g in

@@ -20,6 +20,7 @@ VARIANTS = {
     "titans_nomomentum": dict(kind="titans", memory="mlp", momentum=False),
     "titans_mlp_to_init": dict(kind="titans", memory="mlp", mem_retention="init"),
     "titans_linear_to_init": dict(kind="titans", memory="linear", mem_retention="init"),
+    "titans_mlp_step_cap": dict(kind="titans", memory="mlp", mem_retention="init", mem_step_max=0.01),
     "hope": dict(kind="hope"),
     "hope_nomomentum": dict(kind="hope", momentum=False),
     "hope_outer": dict(kind="hope", cms_mode="outer"),
@@ -209,3 +210,18 @@ def test_predictions_never_see_the_future(name):
         logits, _ = run(m, changed[:, :-1], st, targets=changed[:, 1:])
         assert (logits[:, :p] - base[:, :p]).abs().max() == 0
         assert (logits[:, p:] - base[:, p:]).abs().max() > 0  # and the change does reach later ones
+
+
+def test_mlp_step_max_scales_the_write_step_and_zero_means_one_over_the_chunk():
+    """eta_t = step_max * sigmoid(.): 0 is the mean-sized step 1/C, another ceiling another model."""
+    xy = data()
+    x = xy[:, :-1]
+    default = run(make("titans_mlp"), x)[0]
+    explicit = run(make("titans_mlp", mem_step_max=1 / 4), x)[0]  # mem_chunk 4: the same step
+    assert torch.equal(default, explicit)
+    smaller = run(make("titans_mlp", mem_step_max=1 / 40), x)[0]
+    assert (smaller - default).abs().max() > 1e-6
+    layer = make("titans_mlp", mem_step_max=1 / 40).mems[0]
+    assert layer.step_max == pytest.approx(1 / 40)
+    with pytest.raises(ValueError, match="mem_step_max"):
+        ModelConfig(kind="titans", mem_step_max=-1.0).validate()

@@ -14,7 +14,8 @@ This module gathers them under one name (`nl.figures.<name>`); each concept live
 module: `intervals` (notebook 00: levels, the bpc ladder, t intervals), `cms` (the schedule,
 per-level change, configuration table), `ci` (intervals across seeds, paired differences, the
 summary table), `curves` (paired curves, bpc by position), `surprise`, `recall` (04), `ablations`
-(05), `hope` (06: bpc, test-time learning, per-character viewer), `bench` (A1: throughput, floors,
+(05), `hope` (06: bpc, test-time learning, per-character viewer), `continual` (08: both corpora
+over the second phase, forgetting against learning), `bench` (A1: throughput, floors,
 graphs, batch ratios, `BenchQuote`), and `common` (labels, colours, run-file reading).
 """
 
@@ -53,6 +54,7 @@ from nlcore.report.figures.cms import (
     update_steps,
 )
 from nlcore.report.figures.common import LEVEL_COLORS, METRIC_LABELS, metric_label
+from nlcore.report.figures.continual import continual_curves, continual_points, tradeoff
 from nlcore.report.figures.curves import (
     bpc_by_position,
     paired_curves,
@@ -73,7 +75,7 @@ from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE", "ablation_ranking", "batch_ratios",
     "bench_figure", "bench_overheads", "bench_report", "BenchQuote", "bpc_by_position", "bpc_ladder",
-    "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "config_table",
+    "char_delta_text", "ci_bars", "continual_curves", "continual_points", "tradeoff", "ci_panels", "cms_timeline", "config_table",
     "cumulative_change", "effective_learning", "floor_table", "graph_pairs", "history_reports",
     "level_diagram", "level_parts", "metric_label", "ngram_losses", "paired_curves", "paired_diff_bars",
     "paired_finding", "paired_seeds", "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager",
