@@ -83,7 +83,8 @@ def experiment(ctx: Context, *, jobs: int = 0) -> ExperimentResults:
     ok, failed = [], {}
     for gc in grid:
         try:
-            experiments.run_grid(ctx.stem, [gc], seeds, out, jobs=jobs, common=common, echo=False)
+            experiments.run_grid(ctx.stem, [gc], seeds, out, jobs=jobs, common=common, echo=False,
+                                 phase_b=exp.mode(ctx.mode).phase_b)
             ok.append(gc)
         except Exception as e:  # one broken configuration must not hide the others
             failed[gc.label] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
