@@ -98,7 +98,7 @@ learning = first["b_valid_bpc"] - last["b_valid_bpc"]  # b_0 − b_K: the fall o
 summary = nl.results.read_json(run / "summary.json")
 assert math.isclose(forgetting, summary["forgetting_bpc"], rel_tol=1e-12)
 assert math.isclose(learning, summary["learning_bpc"], rel_tol=1e-12)
-print(f"{nl.notebook.relpath(run)}: {len(points)} points, phase-B steps {[p['step_b'] for p in points]}\n"
+print(f"{run.parent.name}/{run.name}: {len(points)} points, phase-B steps {[p['step_b'] for p in points]}\n"
       f"forgetting {forgetting:+.4f} bpc, learning {learning:+.4f} bpc; vocabulary of {summary['vocab_size']} "
       f"characters shared by both corpora")
 
