@@ -174,3 +174,64 @@ learned = exp.runs[exp.runs["metric"] == "learning_bpc"]
 assert (learned["value"] > 0).all(), learned
 print(f"{len(configs)} configurations, {table.groupby(['config', 'seed']).ngroups} runs, "
       f"{table['point'].max() + 1} evaluation points each")
+
+# %% [markdown]
+# ## Takeaways
+# From the committed full results (3 seeds per model, the same seeds and data order for every
+# model, so differences are paired by seed). The verdicts are read from the paired intervals: a
+# difference is called separated only when its interval excludes zero.
+
+# %%
+q = nl.notebook.Quote(ctx, "08_continual")
+full = nl.notebook.committed_results("08_continual")
+committed = {r["config"]: r["mean"] for r in full.summary if r["metric"] == "forgetting_bpc"}
+least, most = min(committed, key=committed.get), max(committed, key=committed.get)
+
+
+def verdict(a: str, b: str, metric: str) -> str:
+    """'lower', 'higher' or 'not separated': the paired interval of a − b on the committed runs."""
+    d = nl.notebook.paired_differences(full.runs, {a: b}, metric=metric)
+    return nl.notebook.separation(d).iloc[0]
+
+
+cms_forget, cms_learn = verdict("nested_lstm", "nested_lstm_cms_off", "forgetting_bpc"), verdict(
+    "nested_lstm", "nested_lstm_cms_off", "learning_bpc")
+if cms_forget == "lower":
+    answer = (f"**Yes, at this scale, for the nested LSTM:** with its levels updated every 1, 16 and 256 steps it "
+              f"forgets less than with every level updated every step, and its learning of B is "
+              f"{'also lower: part of what it keeps, it keeps by learning less' if cms_learn == 'lower' else 'not lower: the levels keep A without slowing B' if cms_learn != 'higher' else 'even higher'}.")
+elif cms_forget == "higher":
+    answer = ("**No, at this scale the opposite:** the nested LSTM with CMS forgets more than with CMS off.")
+else:
+    answer = ("**Not at this scale:** the nested LSTM with CMS and with CMS off forget amounts whose paired "
+              "difference is not separated from zero over three seeds.")
+nl.notebook.takeaways(ctx, f"""
+- **Every model forgets A while it learns B.** Over phase B the validation bpc on WikiText-2 rises least for `{least}` ({q.ci(least, "forgetting_bpc")}) and most for `{most}` ({q.ci(most, "forgetting_bpc")}); the bpc on Tiny Shakespeare falls by {q.ci(least, "learning_bpc")} and {q.ci(most, "learning_bpc")} for the same two.
+- **CMS against CMS off (nested LSTM):** forgetting {q.ci("nested_lstm", "forgetting_bpc")} against {q.ci("nested_lstm_cms_off", "forgetting_bpc")}, paired {q.diff("nested_lstm", "nested_lstm_cms_off", "forgetting_bpc")} ({cms_forget}); learning {q.diff("nested_lstm", "nested_lstm_cms_off", "learning_bpc")} ({cms_learn}).
+- **HOPE's chain, written in the forward pass or not:** `hope` forgets {q.ci("hope", "forgetting_bpc")}, `hope_outer` {q.ci("hope_outer", "forgetting_bpc")} and `hope_static` {q.ci("hope_static", "forgetting_bpc")}; `hope` − `hope_static` is {q.diff("hope", "hope_static", "forgetting_bpc")} ({verdict("hope", "hope_static", "forgetting_bpc")}).
+- **Against the Transformer** ({q.ci("transformer", "forgetting_bpc")}): HOPE {q.diff("hope", "transformer", "forgetting_bpc")} ({verdict("hope", "transformer", "forgetting_bpc")}), Titans with a linear memory {q.diff("titans_linear", "transformer", "forgetting_bpc")} ({verdict("titans_linear", "transformer", "forgetting_bpc")}).
+- {answer}
+""")
+
+# %% [markdown]
+# ## Exercises
+# 1. *Predict, then check:* a model that learns nothing in phase B forgets nothing. Which point
+#    of the trade-off figure is that model, and what does it say about reading forgetting alone?
+#
+# <details><summary>Solution</summary>
+#
+# The origin (0, 0). Forgetting alone rewards a model for not learning: a smaller rise on A is
+# only an advantage at equal or greater learning on B. That is why the figure plots both, and
+# why the answer above reports the learning difference beside the forgetting difference.
+# </details>
+#
+# 2. In the curves, the bpc on A of some models rises fast in the first 50 steps of phase B and
+#    then slowly. What in the protocol makes the first steps special? (Hint: the learning-rate
+#    schedule of phase B, `docs/continual.md`.)
+#
+# <details><summary>Solution</summary>
+#
+# Phase B runs phase A's schedule again over its own 500 steps: a warm-up, then a cosine decay
+# from the peak learning rate. The largest steps on B come early, and with them the fastest
+# movement away from A; as the rate decays, so does the drift.
+# </details>

@@ -528,6 +528,56 @@ def models_block(page: Page) -> str:
             f"Every configuration and its ablations: [docs/hope_titans.md]({page.link('docs/hope_titans.md')}).")
 
 
+SAMPLES = REPO / "results" / "06_hope_titans" / "samples" / "samples.json"
+SAMPLE_CHARS = 240  # characters of each sample shown in the README
+
+
+def _cut(text: str, n: int) -> str:
+    """The first n characters of text, ended at the last space before n (whole words)."""
+    return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " …"
+
+
+def samples_block(page: Page) -> str:
+    """Text from the best and the worst of 06's models (by their seed-0 run's test bpc), first prompt."""
+    if not SAMPLES.exists():
+        return "_No samples committed yet._"
+    data = _json(SAMPLES)
+    prompt = data["settings"]["prompts"][0]
+    rows = [r for r in data["samples"] if r["prompt"] == prompt and r["test_bpc"] is not None]
+    what = {c: w for c, _, w in HOPE_ROWS}
+    out = []
+    for r in (min(rows, key=lambda r: r["test_bpc"]), max(rows, key=lambda r: r["test_bpc"])):
+        config = r["run"].split("/")[0]
+        text = _cut(r["prompt"] + r["text"], SAMPLE_CHARS).replace("`", "'").strip("\n")
+        out.append(f"**{what.get(config, config)}** (`{config}`, {r['test_bpc']:.3f} test bpc):\n\n"
+                   f"```text\n{text}\n```")
+    s = data["settings"]
+    return ("\n\n".join(out) + f"\n\nThe best and the worst of {len({r['run'] for r in rows})} models, each run "
+            f"once more at seed 0 with its checkpoint kept: the same prompt, seed {s['seeds'][0]} and "
+            f"temperature {s['temperature']} for all; every model's text in "
+            f"[`results/06_hope_titans/samples/`]({page.link('results/06_hope_titans/samples/samples.json')}).")
+
+
+def continual_block(page: Page) -> str:
+    """Forgetting and learning per model of 08_continual (valid bpc, mean [interval] (n))."""
+    records = summary("08_continual")
+    if not records:
+        return "_No FULL results committed yet._"
+    recs = {(r["config"], r["metric"]): r for r in records}
+    configs = sorted({r["config"] for r in records}, key=lambda c: recs[(c, "forgetting_bpc")]["mean"])
+    rows = ["| model | forgetting A (rise, bpc) | learning B (fall, bpc) | A after A | B after A | n |",
+            "|---|---|---|---|---|---:|"]
+    shown = []
+    for c in configs:
+        cells = [recs.get((c, m)) for m in ("forgetting_bpc", "learning_bpc", "a_valid_bpc_after_a",
+                                             "b_valid_bpc_after_a")]
+        shown += [x for x in cells if x]
+        rows.append(f"| `{c}` | " + " | ".join(compact(x) for x in cells) + f" | {cells[0]['n_seeds']} |")
+    return ("\n".join(rows) + "\n\nValidation bits per character of WikiText-2 (A) and Tiny Shakespeare (B): "
+            f"forgetting is the rise on A over phase B, learning the fall on B; mean [{ci_label(shown)}] across "
+            f"seeds, from [`results/08_continual/summary.json`]({page.link('results/08_continual/summary.json')}).")
+
+
 # ---------------------------------------------------------------------------- reproduce
 
 
@@ -617,9 +667,11 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("06_hope_titans/rerun_hope_0b4f73c", "commands in its `NOTE.md`", every_run),
     ("06_hope_titans/rerun_hope_outer_19108e1", "command in `06_hope_titans/NOTE.md`", every_run),
     ("06_hope_titans/rerun_hope_outer_ef56c29", "commands in its `NOTE.md`", every_run),
+    ("06_hope_titans/samples", "S:samples_06.sh `REV OUT`", run_times),
     ("06_hope_titans_extra", "the `python -m nlcore grid` command in its `NOTE.md`", run_times),
     ("06_dynamic_eval", "S:dynamic_eval_06.py `OUT [LABEL ...]` (lr grids per folder in its `NOTE.md`)",
      dynamic_eval_times),
+    ("08_continual", "S:continual_08.sh `REV OUT`", run_times),
     ("06_mqar", "`python -m nlcore mqar`, commands in its `NOTE.md`", every_run),
     ("seed_tuning/round1", "the `python -m nlcore grid` command in its `meta.json`", run_times),
     ("seed_tuning/round2", "S:tune_seed.sh `OUT`", run_times),
@@ -673,7 +725,8 @@ BLOCKS: dict[str, Callable[[Page], str]] = {
     "index": index_block, "models": models_block, "main_number": main_number_block,
     "headline": headline_block, "hope": hope_block, "results": results_block, "gallery": gallery_block,
     "bench": bench_block, "memory_paths": memory_paths_block, "reproduce": reproduce_block,
-    "notebooks": notebooks_block, "series_time": series_time_block,
+    "notebooks": notebooks_block, "series_time": series_time_block, "samples": samples_block,
+    "continual": continual_block,
 }
 
 

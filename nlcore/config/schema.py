@@ -69,6 +69,7 @@ class ModelConfig:
     mem_alpha0: float = 0.982  # memories: the retention gate alpha_t at initialisation (sigmoid bias)
     mem_retention: str = "zero"  # titans: retention pulls the memory toward zero | its initial weights (init)
     mem_step_max: float = 0.0  # titans, MLP memory: ceiling of the write step eta_t (0: 1/mem_chunk)
+    mem_normalize: bool = False  # titans, MLP memory: each token's gradient divided by its curvature bound
     cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
     cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
     cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)

@@ -120,13 +120,14 @@ class TitansMemory(_Gated):
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
                  impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982,
-                 retention: str = "zero", step_max: float = 0.0) -> None:
+                 retention: str = "zero", step_max: float = 0.0, normalize: bool = False) -> None:
         super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         if retention not in ("zero", "init"):
             raise ValueError(f"model.mem_retention: must be 'zero' or 'init', got {retention!r}")
         self.memory, self.chunk, self.impl, self.momentum = memory, chunk, impl, momentum
         self.to_init = retention == "init"
         self.step_max = step_max or 1.0 / chunk  # the MLP memory's eta_t ceiling
+        self.normalize = normalize  # the MLP memory's gradients divided by their curvature bound
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
         if memory == "linear":
@@ -163,7 +164,8 @@ class TitansMemory(_Gated):
             return y, new
         anchor = (self.W1_init, self.W2_init) if self.to_init else None
         y, (W1, W2), S = mlp_memory(q, k, v, eta, alpha, beta, self.W1_init + st["W1"], self.W2_init + st["W2"],
-                                    st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl, anchor=anchor)
+                                    st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl, anchor=anchor,
+                                    normalize=self.normalize)
         new = {"W1": W1 - self.W1_init, "W2": W2 - self.W2_init}
         if self.momentum:
             new.update(SW1=S[0], SW2=S[1])

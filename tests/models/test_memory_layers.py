@@ -21,6 +21,8 @@ VARIANTS = {
     "titans_mlp_to_init": dict(kind="titans", memory="mlp", mem_retention="init"),
     "titans_linear_to_init": dict(kind="titans", memory="linear", mem_retention="init"),
     "titans_mlp_step_cap": dict(kind="titans", memory="mlp", mem_retention="init", mem_step_max=0.01),
+    "titans_mlp_normalized": dict(kind="titans", memory="mlp", mem_retention="init", mem_normalize=True,
+                                  mem_step_max=0.5),
     "hope": dict(kind="hope"),
     "hope_nomomentum": dict(kind="hope", momentum=False),
     "hope_outer": dict(kind="hope", cms_mode="outer"),

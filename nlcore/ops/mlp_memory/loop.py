@@ -75,11 +75,13 @@ def _outer(x: Tensor, u: Tensor, y: Tensor) -> Tensor:
     return ((u.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2).mT @ y).unflatten(2, (u.shape[-1], x.shape[-1]))
 
 
-def forward_torch(X1, X2, k, kv, u, mix, a1, a2):
-    """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph."""
+def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False):
+    """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph.
+    normalize: the normalised gradient factors (`naive.factors`), which only this path computes."""
     S1, S2, out = [X1], [X2], []
     for kn, kvn, un, mn in zip(*(x.unbind(2) for x in (k, kv, u, mix))):  # one backward node per input
-        e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn)  # at the start
+        e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn,
+                              normalize)  # at the start
         out.append((e, a, delta))
         X1 = _mix(mn, X1) + _outer(delta, un, kn)  # (B, H, m, h, d)
         X2 = _mix(mn, X2) + _outer(e, un, a)  # (B, H, m, d, h)

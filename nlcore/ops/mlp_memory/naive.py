@@ -38,22 +38,32 @@ def silu_grad(z: Tensor) -> Tensor:
     return s * (1.0 + z * (1.0 - s))
 
 
-def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor,
+            normalize: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """Rank-1 factors of the inner loss's gradient at θ = (W1, W2) for C tokens,
     ∇W2_s = e_s a_sᵀ, ∇W1_s = δ_s k_sᵀ. W1 (..., h, d), W2 (..., d, h), k, kv = k − v (..., C, d)
-    -> e (..., C, d), a (..., C, h), δ (..., C, h)."""
+    -> e (..., C, d), a (..., C, h), δ (..., C, h).
+
+    normalize: both gradients divided by c_s = 1 + |a_s|² + Σ_j σ'(z_sj)² |W2[:, j]|² |k_s|², a bound
+    on the curvature of ℓ_s along its own gradient (the squared Frobenius norm of the Jacobian of
+    M(k_s) in θ), so a step of η_s moves M(k_s) toward v_s by at most about η_s |e_s| (normalised LMS)."""
     z = k @ W1.mT  # z = W1 k: (..., C, h)
     a = F.silu(z)  # a = σ(z)
     e = a @ W2.mT + kv  # e = M(k) − v = W2 a + (k − v): (..., C, d)
-    delta = (e @ W2) * silu_grad(z)  # δ = (W2ᵀ e) ⊙ σ'(z): (..., C, h)
+    g = silu_grad(z)  # σ'(z)
+    delta = (e @ W2) * g  # δ = (W2ᵀ e) ⊙ σ'(z): (..., C, h)
+    if normalize:
+        c = 1.0 + (a * a).sum(-1, keepdim=True) + (g * g) @ (W2 * W2).sum(-2).unsqueeze(-1) * (k * k).sum(
+            -1, keepdim=True)  # (..., C, 1)
+        e, delta = e / c, delta / c
     return e, a, delta
 
 
-def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
+def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normalize: bool = False):
     """One chunk, token by token: q, k, v (B, H, C, d); gates (B, H, C) (beta None: no momentum);
     W1 (B, H, h, d), W2 (B, H, d, h) and momenta S1, S2 like them; anchor (W1a, W2a) or None.
     Returns (y (B, H, C, d), W1, W2, S1, S2) at the chunk's end."""
-    e, a, delta = factors(W1, W2, k, k - v)  # the gradients' factors at θ_0 (chunk start)
+    e, a, delta = factors(W1, W2, k, k - v, normalize)  # the gradients' factors at θ_0 (chunk start)
     ys = []
     for t in range(q.shape[-2]):
         eta_t = eta[..., t, None, None]  # (B, H, 1, 1)
@@ -73,7 +83,7 @@ def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None):
     return torch.stack(ys, dim=-2), W1, W2, S1, S2
 
 
-def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int):
+def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int, normalize: bool = False):
     """The whole sequence, chunk after chunk of `chunk` tokens (the last may be shorter), each by
     `token_chunk`: q, k, v (B, H, T, d), the rest as there. Returns (y (B, H, T, d), W1, W2, S1, S2)."""
     T, ys = q.shape[2], []
@@ -82,7 +92,7 @@ def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int):
     gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
     for n in range(len(sizes)):
         y, W1, W2, S1, S2 = token_chunk(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
-                                        None if beta is None else gates[2][n], W1, W2, S1, S2, anchor)
+                                        None if beta is None else gates[2][n], W1, W2, S1, S2, anchor, normalize)
         ys.append(y)
     y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
     return y, W1, W2, S1, S2

@@ -1,0 +1,48 @@
+"""The MLP memory's normalised gradient factors: c_s bounds the curvature of ℓ_s along θ."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from nlcore.ops.mlp_memory import mlp_memory
+from nlcore.ops.mlp_memory.naive import factors
+
+
+def test_normaliser_bounds_the_jacobians_largest_eigenvalue():
+    """c_s − 1 lies between the largest eigenvalue of J Jᵀ and its trace, J the Jacobian of M(k_s) in
+    θ = (W1, W2) (float64, by autograd): the normalised step is a step along the gradient divided by
+    a bound on its curvature."""
+    g = torch.Generator().manual_seed(0)
+    d, h = 5, 7
+    W1, W2 = torch.randn(h, d, generator=g, dtype=torch.float64), torch.randn(d, h, generator=g, dtype=torch.float64)
+    k = torch.randn(1, d, generator=g, dtype=torch.float64)
+    v = torch.randn(1, d, generator=g, dtype=torch.float64)
+    e, a, delta = factors(W1, W2, k, k - v)
+    en, _, dn = factors(W1, W2, k, k - v, normalize=True)
+    c = (e / en)[0, 0]
+    assert torch.allclose(e / en, c.expand_as(e)) and torch.allclose(delta / dn, c.expand_as(delta))
+
+    def M(w1, w2):
+        return k[0] + w2 @ F.silu(w1 @ k[0])
+
+    J1, J2 = torch.autograd.functional.jacobian(M, (W1, W2))  # (d, h, d), (d, d, h)
+    J = torch.cat([J1.flatten(1), J2.flatten(1)], 1)  # (d, P)
+    eig = torch.linalg.eigvalsh(J @ J.T)
+    assert eig[-1] <= c - 1 + 1e-12 and c - 1 <= eig.sum() + 1e-12
+
+
+def test_normalized_chunk_path_equals_the_token_reference_float64():
+    g = torch.Generator().manual_seed(1)
+    B, H, T, d, h, C = 2, 2, 11, 4, 8, 4
+    q, k, v = (F.normalize(torch.randn(B, H, T, d, generator=g, dtype=torch.float64), dim=-1) for _ in range(3))
+    eta, alpha, beta = (torch.rand(B, H, T, generator=g, dtype=torch.float64) for _ in range(3))
+    W1 = torch.randn(B, H, h, d, generator=g, dtype=torch.float64) / 2
+    W2 = torch.randn(B, H, d, h, generator=g, dtype=torch.float64) / 2
+    outs = [mlp_memory(q, k, v, eta, alpha, beta, W1, W2, chunk=C, impl=impl, normalize=True)
+            for impl in ("token", "chunk")]
+    plain = mlp_memory(q, k, v, eta, alpha, beta, W1, W2, chunk=C, impl="chunk")
+    (y0, (a0, b0), (s0, t0)), (y1, (a1, b1), (s1, t1)) = outs
+    for x, y in ((y0, y1), (a0, a1), (b0, b1), (s0, s1), (t0, t1)):
+        assert torch.allclose(x, y, atol=1e-12, rtol=1e-10)
+    assert (y0 - plain[0]).abs().max() > 1e-6  # normalising changes the memory
