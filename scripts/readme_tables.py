@@ -547,7 +547,7 @@ def samples_block(page: Page) -> str:
     what = {c: w for c, _, w in HOPE_ROWS}
     out = []
     for r in (min(rows, key=lambda r: r["test_bpc"]), max(rows, key=lambda r: r["test_bpc"])):
-        config = r["run"].split("/")[0]
+        config = r["config"]
         text = _cut(r["prompt"] + r["text"], SAMPLE_CHARS).replace("`", "'").strip("\n")
         out.append(f"**{what.get(config, config)}** (`{config}`, {r['test_bpc']:.3f} test bpc):\n\n"
                    f"```text\n{text}\n```")

@@ -153,16 +153,21 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
     from nlcore import repro
     from nlcore.results import read_json
 
+    import os
+
     rows = []
-    for run in runs:
+    folders = [Path(r).resolve() if Path(r).is_dir() else Path(r).resolve().parent for r in runs]
+    root = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
+    for run, folder in zip(runs, folders):
         loaded = load(run, device)
-        folder = loaded.path.parent
         summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
-        label = "/".join(folder.parts[-2:])
+        parts = folder.parts
+        config = parts[parts.index("runs") + 1] if "runs" in parts[:-1] else folder.name  # runs/<config>/...
         for prompt in prompts:
             for seed in seeds:
                 s = sample(loaded, prompt, chars, temperature=temperature, top_k=top_k, seed=seed, write=write)
-                rows.append({"run": label, "model": loaded.config.model.kind, "test_bpc": summary.get("test_bpc"),
+                rows.append({"run": folder.relative_to(root).as_posix(), "config": config,
+                             "model": loaded.config.model.kind, "test_bpc": summary.get("test_bpc"),
                              "valid_bpc": summary.get("valid_bpc"), "prompt": prompt, "seed": seed, "text": s.text})
     return {"schema": "nlcore.samples/1", "command": repro.command_line(), "git": repro.git_info(),
             "device": str(device), "utc_time": repro.utc_now(),

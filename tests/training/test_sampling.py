@@ -126,7 +126,7 @@ def test_sample_table_writes_every_run_prompt_and_seed_with_its_bpc(runs, tmp_pa
         ("/".join(runs[k].parts[-2:]), p) for k in ("transformer", "hope") for p in ("ab", "the ")]
     for kind, row in zip(kinds, table["samples"]):
         one = gen.sample(runs[kind], row["prompt"], 6, temperature=0.8, seed=3)
-        assert row["text"] == one.text and row["seed"] == 3 and row["model"] == kind
+        assert row["text"] == one.text and row["seed"] == 3 and row["model"] == kind and row["config"] == "run"
         assert row["test_bpc"] == read_json(runs[kind] / "summary.json")["test_bpc"]
     assert table["settings"]["chars"] == 6 and table["command"] and table["git"]
     assert f"--- {'/'.join(runs['hope'].parts[-2:])} (test bpc" in capsys.readouterr().out
