@@ -13,7 +13,10 @@ limit=${3:-420}
 mkdir -p "$out"
 timeout "$limit" python3 -m nlcore experiment 06_hope_titans --mode full --seeds 0 --configs titans \
   --out "$out/06_samples" > "$out/titans_06.log" 2>&1 &
-timeout "$limit" python3 -m nlcore experiment 08_continual --mode full --jobs "${JOBS:-21}" --out "$out/08_continual"
+# CONFIGS (environment): run only these configurations now, e.g. CONFIGS="transformer hope"
+# shellcheck disable=SC2086
+timeout "$limit" python3 -m nlcore experiment 08_continual --mode full --jobs "${JOBS:-21}" --out "$out/08_continual" \
+  ${CONFIGS:+--configs $CONFIGS}
 echo "08_continual: exit $?"
 wait
 runs=$(ls -d "$out"/08_continual/runs/*/seed0/phase_a "$out"/06_samples/runs/titans/seed0 2>/dev/null |
