@@ -140,3 +140,19 @@ def test_parameters_are_literal_views():
         assert params.get("VIEW") == "committed", f"{src.name}: VIEW must default to 'committed'"
         assert "MODE" not in params and "REUSE_RESULTS" not in params
 
+
+
+DRAFTS = runner.discover(notebooks_dir=paths.NOTEBOOKS / "drafts")
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("src", DRAFTS, ids=[p.stem for p in DRAFTS])
+def test_draft_runs_in_the_smoke_view(src, capsys):
+    """A draft (a notebook waiting for its full results) runs its whole pipeline small and shows
+    every figure it saves; it has no committed view until its results are committed."""
+    rc = runner.run_notebooks("smoke", only=src.stem, notebooks_dir=src.parent)
+    assert rc == 0, f"runner failed for draft {src.stem}:\n{capsys.readouterr().err[-3000:]}"
+    nb = executed(src.stem, "smoke")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, f"error output in {src.stem}: {errors[0].ename}: {errors[0].evalue}"
+    check_display(nb, paths.view_roots("smoke")[1] / src.stem)

@@ -57,7 +57,9 @@ class Context:
 
 
 def _notebook_stems() -> list[str]:
-    return sorted({p.stem for p in paths.NOTEBOOKS.glob("[0-9A-Z][0-9]_*.py")})
+    """The published notebooks and the drafts (`notebooks/drafts/`: waiting for their full results)."""
+    return sorted({p.stem for folder in (paths.NOTEBOOKS, paths.NOTEBOOKS / "drafts")
+                   for p in folder.glob("[0-9A-Z][0-9]_*.py")})
 
 
 def _inline_figures() -> None:
