@@ -181,7 +181,8 @@ def _sample(args: argparse.Namespace) -> int:
     table = sample_table(args.run, prompts, chars=args.chars, temperature=args.temperature, top_k=args.top_k,
                          seeds=(args.seed,), write=not args.freeze, device=device)
     for row in table["samples"]:
-        print(f"--- {row['run']} (test bpc {row['test_bpc']}), seed {row['seed']}\n{row['prompt']}{row['text']}")
+        bpc = "no summary" if row["test_bpc"] is None else f"test bpc {row['test_bpc']:.4f}"
+        print(f"--- {row['run']} ({bpc}), seed {row['seed']}\n{row['prompt']}{row['text']}")
     if args.out:
         write_json(args.out, table)
         print(f"wrote {args.out}")

@@ -268,21 +268,21 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
     if stem not in EXPERIMENTS:
         raise KeyError(f"unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
     gcs, seeds, common = EXPERIMENTS[stem].grid(mode)
-    if only_seeds:
-        unknown = sorted(set(only_seeds) - set(seeds))
-        if unknown:
-            raise KeyError(f"experiment {stem}: seeds {unknown} are not among its {mode} seeds {list(seeds)}")
-        seeds = [s for s in seeds if s in only_seeds]
+    unknown = sorted(set(only or ()) - {g.label for g in gcs})
+    if unknown:
+        raise KeyError(f"experiment {stem}: unknown configurations {unknown}")
+    unknown = sorted(set(only_seeds or ()) - set(seeds))
+    if unknown:
+        raise KeyError(f"experiment {stem}: seeds {unknown} are not among its {mode} seeds {list(seeds)}")
     phase_b = EXPERIMENTS[stem].mode(mode).phase_b
     out = out or results_root(mode) / stem
     if aggregate_only:
         return aggregate(stem, gcs, seeds, out)
-    if only:
-        unknown = sorted(set(only) - {g.label for g in gcs})
-        if unknown:
-            raise KeyError(f"experiment {stem}: unknown configurations {unknown}")
-        run_grid(stem, [g for g in gcs if g.label in only], seeds, out, jobs=jobs, common=common, echo=echo,
-                 phase_b=phase_b)
-        present = {p.parent.parent.name for p in (out / "runs").glob("*/seed*/summary.json")}
-        return aggregate(stem, [g for g in gcs if g.label in present], seeds, out)
-    return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
+    if not only and not only_seeds:
+        return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
+    run_grid(stem, [g for g in gcs if not only or g.label in only], [s for s in seeds if not only_seeds or s in only_seeds],
+             out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
+    # the aggregate holds every finished run in `out` (earlier calls' too), and says which they are
+    done = [p.parent for p in (out / "runs").glob("*/seed*/summary.json")]
+    labels, found = {d.parent.name for d in done}, {int(d.name[4:]) for d in done}
+    return aggregate(stem, [g for g in gcs if g.label in labels], [s for s in seeds if s in found], out)

@@ -110,3 +110,15 @@ def test_only_seeds_runs_a_subset_and_refuses_unknown_seeds(tmp_path):
     runs = run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[0], echo=False)
     assert sorted(runs["seed"].unique()) == [0]
     assert sorted(p.name for p in (tmp_path / "runs" / "transformer").iterdir()) == ["seed0"]
+
+
+def test_partial_calls_aggregate_every_finished_run_and_name_its_seeds(tmp_path):
+    """Two partial calls into one folder: the aggregate and meta.json hold both calls' runs, not only
+    the last call's."""
+    from nlcore.results import read_json
+
+    run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[0], echo=False)
+    runs = run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["hope"], only_seeds=[0], echo=False)
+    meta = read_json(tmp_path / "meta.json")
+    assert meta["seeds"] == [0] and sorted(meta["configs"]) == ["hope", "transformer"]
+    assert set(runs["config"]) == {"hope", "transformer"}

@@ -44,9 +44,10 @@ def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor,
     ∇W2_s = e_s a_sᵀ, ∇W1_s = δ_s k_sᵀ. W1 (..., h, d), W2 (..., d, h), k, kv = k − v (..., C, d)
     -> e (..., C, d), a (..., C, h), δ (..., C, h).
 
-    normalize: both gradients divided by c_s = 1 + |a_s|² + Σ_j σ'(z_sj)² |W2[:, j]|² |k_s|², a bound
-    on the curvature of ℓ_s along its own gradient (the squared Frobenius norm of the Jacobian of
-    M(k_s) in θ), so a step of η_s moves M(k_s) toward v_s by at most about η_s |e_s| (normalised LMS)."""
+    normalize: both gradients divided by c_s = 1 + |a_s|² + Σ_j σ'(z_sj)² |W2[:, j]|² |k_s|². With J
+    the Jacobian of M(k_s) in θ, J Jᵀ = |a_s|² I + |k_s|² W2 diag(σ'²) W2ᵀ, so c_s − 1 bounds its
+    largest eigenvalue (the W1 part by its trace): a step of η_s then moves M(k_s) toward v_s by at
+    most about η_s |e_s| (normalised LMS)."""
     z = k @ W1.mT  # z = W1 k: (..., C, h)
     a = F.silu(z)  # a = σ(z)
     e = a @ W2.mT + kv  # e = M(k) − v = W2 a + (k − v): (..., C, d)

@@ -75,11 +75,11 @@ from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE", "ablation_ranking", "batch_ratios",
     "bench_figure", "bench_overheads", "bench_report", "BenchQuote", "bpc_by_position", "bpc_ladder",
-    "char_delta_text", "ci_bars", "continual_curves", "continual_points", "tradeoff", "ci_panels", "cms_timeline", "config_table",
+    "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "config_table", "continual_curves", "continual_points",
     "cumulative_change", "effective_learning", "floor_table", "graph_pairs", "history_reports",
     "level_diagram", "level_parts", "metric_label", "ngram_losses", "paired_curves", "paired_diff_bars",
     "paired_finding", "paired_seeds", "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager",
     "plot_scaling", "position_differences", "recall_curves", "recall_explorer", "report_at",
     "report_revision", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
-    "t_interval_figure", "training_curves", "update_steps",
+    "t_interval_figure", "tradeoff", "training_curves", "update_steps",
 ]
