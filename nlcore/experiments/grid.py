@@ -16,6 +16,7 @@ The experiment is then aggregated into ``<out>/runs.csv`` (tidy), ``<out>/summar
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shlex
@@ -110,7 +111,7 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                 continue
             s = Trainer(cfg, run_dir, command=command, progress=False).run(resume=resume, overwrite=not resume)
             if echo:
-                print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} bpc ({time.time() - t0:.0f} s)",
+                print(f"[{name}] done {label} seed {seed}: valid {_bpc(s['valid_bpc'])} bpc ({time.time() - t0:.0f} s)",
                       flush=True)
         todo = []
     running: list[tuple[str, int, Path, subprocess.Popen]] = []
@@ -138,11 +139,16 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                 print(f"[{name}] done {label} seed {seed} ({time.time() - t0:.0f} s)", flush=True)
             elif echo:
                 s = json.loads((run_dir / "summary.json").read_text())
-                print(f"[{name}] done {label} seed {seed}: valid {s['valid_bpc']:.4f} test {s['test_bpc']:.4f} "
+                print(f"[{name}] done {label} seed {seed}: valid {_bpc(s['valid_bpc'])} test {_bpc(s['test_bpc'])} "
                       f"bpc, {s['chars_per_s'] / 1e6:.2f} M chars/s ({time.time() - t0:.0f} s)", flush=True)
     if failures:
         raise RuntimeError(f"{len(failures)} run(s) failed: {[(a, b) for a, b, _ in failures]}")
     return aggregate(name, configs, seeds, out)
+
+
+def _bpc(value: float | None) -> str:
+    """A summary's bpc for the progress line (a non-finite one is NaN in memory, null on disk)."""
+    return "non-finite" if value is None or not math.isfinite(value) else f"{value:.4f}"
 
 
 def _resume_flag(run_dir: Path, phase_b: PhaseB | None = None) -> str:

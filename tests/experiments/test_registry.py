@@ -122,3 +122,11 @@ def test_partial_calls_aggregate_every_finished_run_and_name_its_seeds(tmp_path)
     meta = read_json(tmp_path / "meta.json")
     assert meta["seeds"] == [0] and sorted(meta["configs"]) == ["hope", "transformer"]
     assert set(runs["config"]) == {"hope", "transformer"}
+
+
+def test_a_run_that_diverges_on_held_out_text_is_reported_not_a_crash(tmp_path, monkeypatch, capsys):
+    from nlcore.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "run", lambda self, **kw: {"valid_bpc": float("nan"), "test_bpc": None})
+    run_grid("t", [GridConfig("a", "smoke", TINY)], [0], tmp_path, jobs=0, echo=True)
+    assert "[t] done a seed 0: valid non-finite bpc" in capsys.readouterr().out
