@@ -46,3 +46,29 @@ def test_normalized_chunk_path_equals_the_token_reference_float64():
     for x, y in ((y0, y1), (a0, a1), (b0, b1), (s0, s1), (t0, t1)):
         assert torch.allclose(x, y, atol=1e-12, rtol=1e-10)
     assert (y0 - plain[0]).abs().max() > 1e-6  # normalising changes the memory
+
+
+def test_a_chunks_write_needs_its_step_divided_by_the_chunk_size():
+    """Within a chunk every token's gradient is taken at the chunk's first weights, so C tokens with
+    one key write C normalised steps in one direction. At step 1/C the write is one normalised step
+    and never raises that token's error; at step 1 it overshoots and raises it for most draws
+    (float64, 40 random memories, C = 16)."""
+    d, h, C = 8, 16, 16
+    lower, raised = 0, 0
+    for seed in range(40):
+        g = torch.Generator().manual_seed(seed)
+        k, v = (F.normalize(torch.randn(d, generator=g, dtype=torch.float64), dim=0) for _ in range(2))
+        W1 = torch.randn(1, 1, h, d, generator=g, dtype=torch.float64) / d ** 0.5
+        W2 = torch.randn(1, 1, d, h, generator=g, dtype=torch.float64) / h ** 0.5
+        K, V = k.expand(1, 1, C, d), v.expand(1, 1, C, d)
+        ones = torch.ones(1, 1, C, dtype=torch.float64)
+
+        def error(w1, w2):
+            return (k + w2[0, 0] @ F.silu(w1[0, 0] @ k) - v).norm()
+
+        before = error(W1, W2)
+        after = [error(*mlp_memory(K, K, V, eta * ones, ones, None, W1, W2, chunk=C, normalize=True)[1])
+                 for eta in (1.0 / C, 1.0)]
+        lower += bool(after[0] < before)
+        raised += bool(after[1] > before)
+    assert lower == 40 and raised >= 30
