@@ -221,6 +221,28 @@ nl.figures.char_delta_text(text, bigram, unigram, label_a="bigram", label_b="uni
 # `{` (blue), but it still pays for *which* digit, $\log_2 8 = 3$ bits; only a memory of the
 # opening `[k]`, the job Titans' and HOPE's memories have, removes that cost (exercise 3).
 #
+# ## What the models write
+# Held-out bpc says how well a model predicts the next character; reading what it writes shows
+# what those bits buy. Every model below continues the same prompts under the same seed and
+# temperature (`nl.sample`, `python -m nlcore sample`: the memories and HOPE's chain keep writing
+# while it generates), lowest test bpc first. The committed view shows the committed record
+# (`results/06_hope_titans/samples/samples.json`). The full runs above keep no weights, so the
+# texts come from runs trained at seed 0 with their checkpoints kept: phase A of notebook 08's
+# experiment (06's configurations, with a vocabulary that also covers Tiny Shakespeare) and 06's
+# Titans MLP configuration; each text has its own run's test bpc beside it. The smoke view samples this view's tiny models live: text shaped like
+# the synthetic corpus, the mechanism and not a result.
+
+# %%
+from IPython.display import HTML
+
+samples = nl.notebook.model_samples(ctx, exp, chars=120 if VIEW == "smoke" else None)
+if samples is None:
+    print("no samples committed yet (results/06_hope_titans/samples/); set VIEW = 'smoke' to sample the smoke models")
+else:
+    for prompt in samples["settings"]["prompts"]:
+        display(HTML(nl.notebook.samples_html(samples, prompt)))
+
+# %% [markdown]
 # ## Exercises
 # 1. *Predict, then check:* does the chunk size change what the chunked path computes? Change
 #    `chunk` in the cell below (any size from 1 to 8), predict, then run it.

@@ -7,6 +7,7 @@
   (configuration by configuration; a failure is reported and recorded, never dropped silently) or
   read back from the committed results in the committed view.
 - `Quote`, `takeaways` (`cite.py`): numbers in the text, rendered from committed results.
+- `model_samples`, `samples_html` (`samples.py`): what trained models write, side by side.
 - `checks.py` (reference levels, update counts, finiteness), `compare.py` (paired differences,
   per-corpus panels, surprise scales), `ablations.py` (several experiments at once, notebook 05).
 """
@@ -45,12 +46,13 @@ from nlcore.report.notebook.experiment import (
     load_experiment,
     summary_field,
 )
+from nlcore.report.notebook.samples import model_samples, samples_html
 from nlcore.report.notebook.setup import Context, setup
 
 __all__ = [
     "ABLATION_STEMS", "ablation_lever", "ablation_runs", "ablation_table", "all_finite",
     "collect_experiments", "committed_results", "Context", "corpus_panels", "corpus_summary",
     "corpus_unigram_bpc", "expected_updates", "experiment", "ExperimentResults", "load_experiment",
-    "paired_differences", "Quote", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
+    "model_samples", "paired_differences", "Quote", "samples_html", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
     "takeaways", "unigram_bpc", "unigram_reference", "unpaired_separated", "updates_check",
 ]
