@@ -11,6 +11,9 @@ gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): de
 models:  torch.profiler tables and timelines of the 06 models' training steps (the shapes of
          results/bench/models_06.json; MODELS=a,b picks some, LISTING=1 lists one step's kernels).
 ops:     aten operators with their input shapes by device time (MODELS, default hope_outer; no CUDA graph).
+phases:  HOPE's in-forward step split into its three passes by device time and kernel count (MODELS,
+         default hope; no CUDA graph, still compiled): the segments' forward alone (the inner
+         autograd.grad replaced by zeros), the forward with the inner gradients, the whole step.
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -124,10 +127,10 @@ def models() -> None:
 
 def ops() -> None:
     """Which operators (with their input shapes) own the device time: the MODELS steps without the
-    CUDA graph (fast_path=off; still compiled), so that each kernel is attributed to its aten op."""
+    CUDA graph (cuda_graph=off; still compiled), so that each kernel is attributed to its aten op."""
     pick = os.environ.get("MODELS", "hope_outer").split(",")
     for label in pick:
-        tr = bench.build_trainer([*bench.MODELS_06[label], "fast_path=off"], smoke=False, steps=10**6,
+        tr = bench.build_trainer([*bench.MODELS_06[label], "cuda_graph=off"], smoke=False, steps=10**6,
                                  device="cuda")
         for _ in range(10):
             bench._steps(tr, 1)
@@ -137,11 +140,59 @@ def ops() -> None:
                 bench._steps(tr, 1)
             torch.cuda.synchronize()
         ka = prof.key_averages(group_by_input_shape=True)
-        print(f"\n=== {label} (fast_path=off): aten ops by device time, 3 steps", flush=True)
+        print(f"\n=== {label} (cuda_graph=off): aten ops by device time, 3 steps", flush=True)
         print(ka.table(sort_by="cuda_time_total", row_limit=int(os.environ.get("ROWS", 40)),
                        max_name_column_width=40, max_shapes_column_width=90), flush=True)
 
 
+def _device(fn, steps: int = 5) -> tuple[float, float]:
+    """(device ms, kernels) per call of fn: the summed durations of its kernels, after warm-up."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            fn()
+        torch.cuda.synchronize()
+    ka = prof.key_averages()
+    dev = [e for e in ka if e.device_type == torch.autograd.DeviceType.CUDA]
+    return sum(e.self_device_time_total for e in dev) / steps / 1e3, sum(e.count for e in dev) / steps
+
+
+def phases() -> None:
+    """Device time and kernels of HOPE's forward, inner gradients and outer backward (MODELS)."""
+    for label in os.environ.get("MODELS", "hope").split(","):
+        tr = bench.build_trainer([*bench.MODELS_06[label], "cuda_graph=off"], smoke=False, steps=10**6,
+                                 device="cuda")
+        model, B, T = tr.model, tr.cfg.data.batch_size, tr.cfg.data.seq_len
+        x = torch.randint(0, tr.vocab_size, (B, T), device="cuda")
+        y = torch.randint(0, tr.vocab_size, (B, T), device="cuda")
+
+        def forward():
+            with torch.no_grad():
+                model(x, None, None, y) if getattr(model, "uses_targets", False) else model(x)
+
+        real_grad = torch.autograd.grad
+
+        def forward_alone():
+            torch.autograd.grad = lambda outputs, inputs, **kw: [torch.zeros_like(t) for t in inputs]
+            try:
+                forward()
+            finally:
+                torch.autograd.grad = real_grad
+
+        rows = [("segments' forward (inner gradients skipped)", _device(forward_alone)),
+                ("forward with the inner gradients", _device(forward)),
+                ("whole training step (eager, compiled parts)", _device(lambda: bench._steps(tr, 1)))]
+        print(f"\n=== {label} phases ({B} x {T}, device ms and kernels per call)", flush=True)
+        for name, (ms, n) in rows:
+            print(f"{name:48s} {ms:9.3f} ms {n:8.0f} kernels", flush=True)
+        (f, nf), (fi, nfi), (st, nst) = (r[1] for r in rows)
+        print(f"{'inner gradients (difference)':48s} {fi - f:9.3f} ms {nfi - nf:8.0f} kernels", flush=True)
+        print(f"{'outer backward + optimizer (difference)':48s} {st - fi:9.3f} ms {nst - nfi:8.0f} kernels", flush=True)
+
+
 if __name__ == "__main__":
     for part in sys.argv[1:] or ["floor", "seed", "memory"]:
-        {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps, "ops": ops}[part]()
+        {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps, "ops": ops,
+         "phases": phases}[part]()
