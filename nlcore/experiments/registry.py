@@ -237,7 +237,8 @@ EXPERIMENTS["07_lr_sweep"] = Experiment("07_lr_sweep", tuple(
 EXPERIMENTS["07_scaling"] = Experiment("07_scaling", tuple(
     _config_07(m, LR_07[m], budget) for budget in BUDGETS_07 for m in MODELS_07),
     full=replace(_FULL_07, steps=None, budgets=BUDGETS_07),
-    smoke=replace(_SMOKE_07, steps=None, budgets=_SMOKE_BUDGETS_07, labels=("hope_8.2M", "hope_33M")),
+    smoke=replace(_SMOKE_07, steps=None, budgets=_SMOKE_BUDGETS_07,
+                  labels=("transformer_8.2M", "transformer_33M", "hope_8.2M", "hope_33M")),
     common=("eval_every=0",), models=MODELS_06)
 # Four times the parameters at 33 M characters, three seeds, the rates chosen at 06's width.
 EXPERIMENTS["07_width"] = Experiment("07_width", tuple(_config_07(m, LR_07[m]) for m in MODELS_07),

@@ -14,8 +14,9 @@ This module gathers them under one name (`nl.figures.<name>`); each concept live
 module: `intervals` (notebook 00: levels, the bpc ladder, t intervals), `cms` (the schedule,
 per-level change, configuration table), `ci` (intervals across seeds, paired differences, the
 summary table), `curves` (paired curves, bpc by position), `surprise`, `recall` (04), `ablations`
-(05), `hope` (06: bpc, test-time learning, per-character viewer), `continual` (08: both corpora
-over the second phase, forgetting against learning), `bench` (A1: throughput, floors,
+(05), `hope` (06: bpc, test-time learning, per-character viewer), `scaling` (07: the rate sweep,
+bpc against characters, seconds and parameters, two corpora, bpc against context), `continual`
+(08: both corpora over the second phase, forgetting against learning), `bench` (A1: throughput, floors,
 graphs, batch ratios, `BenchQuote`), and `common` (labels, colours, run-file reading).
 """
 
@@ -70,16 +71,27 @@ from nlcore.report.figures.intervals import (
     t_interval_figure,
 )
 from nlcore.report.figures.recall import RECALL_STYLE, recall_curves, recall_explorer
+from nlcore.report.figures.scaling import (
+    compute_matched,
+    context_curves,
+    context_gain,
+    ranking_panels,
+    scaling_curves,
+    scaling_points,
+    scaling_runs,
+    sweep_curves,
+)
 from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE", "ablation_ranking", "batch_ratios",
     "bench_figure", "bench_overheads", "bench_report", "BenchQuote", "bpc_by_position", "bpc_ladder",
-    "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "config_table", "continual_curves", "continual_points",
-    "cumulative_change", "effective_learning", "floor_table", "graph_pairs", "history_reports",
-    "level_diagram", "level_parts", "metric_label", "ngram_losses", "paired_curves", "paired_diff_bars",
-    "paired_finding", "paired_seeds", "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager",
-    "plot_scaling", "position_differences", "recall_curves", "recall_explorer", "report_at",
-    "report_revision", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
-    "t_interval_figure", "tradeoff", "training_curves", "update_steps",
+    "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "compute_matched", "config_table",
+    "context_curves", "context_gain", "continual_curves", "continual_points", "cumulative_change",
+    "effective_learning", "floor_table", "graph_pairs", "history_reports", "level_diagram", "level_parts",
+    "metric_label", "ngram_losses", "paired_curves", "paired_diff_bars", "paired_finding", "paired_seeds",
+    "plot_batch_ratios", "plot_floor", "plot_graph_vs_eager", "plot_scaling", "position_differences",
+    "ranking_panels", "recall_curves", "recall_explorer", "report_at", "report_revision", "scaling_curves",
+    "scaling_points", "scaling_runs", "seed_dirs", "summary_table", "surprise_scale", "surprise_telemetry",
+    "sweep_curves", "t_interval_figure", "tradeoff", "training_curves", "update_steps",
 ]
