@@ -34,6 +34,11 @@ BUDGET_S = {"committed": 30, "smoke": 120}
 RESULT_NUMBER = re.compile(r"(?<![\w.])\d\.\d{3,}(?![\w.])")  # a bpc-like number: 1.698
 
 
+
+def _at(report: dict, path) -> object:
+    """The value of a nested report at a key path."""
+    return functools.reduce(lambda v, k: v[k], path, report)
+
 def executed(stem: str, view: str):
     return nbformat.read(paths.BUILD / "executed" / view / f"{stem}.ipynb", as_version=4)
 
@@ -75,8 +80,8 @@ def check_quotes(stem: str) -> None:
         elif e["field"] in ("bench", "derived") and "path" in e["keys"]:  # a benchmark report's value
             report = json.loads((paths.REPO_ROOT / e["file"]).read_text())
             path = e["keys"]["path"]
-            at = (lambda p: functools.reduce(lambda v, k: v[k], p, report))
-            want = at(path) if e["field"] == "bench" else at(path[0]) / at(path[1])
+            want = (_at(report, path) if e["field"] == "bench"
+                    else _at(report, path[0]) / _at(report, path[1]))
             assert e["value"] == want, f"{e['text']} does not match {e['file']} at {path}"
     for md in ledger["markdown"]:
         for num in RESULT_NUMBER.findall(md):

@@ -150,10 +150,10 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
                  seeds=(0,), write: bool = True, device: str | torch.device = "cpu") -> dict:
     """Every run continues every prompt under every seed, the same settings for all: a record with
     the settings, each run's held-out bpc (its summary.json, when there is one) and the texts."""
+    import os
+
     from nlcore import repro
     from nlcore.results import read_json
-
-    import os
 
     rows = []
     folders = [Path(r).resolve() if Path(r).is_dir() else Path(r).resolve().parent for r in runs]

@@ -20,6 +20,7 @@ ROWS=N (environment) lengthens the tables (default 25 rows).
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -159,31 +160,35 @@ def _device(fn, steps: int = 5) -> tuple[float, float]:
     return sum(e.self_device_time_total for e in dev) / steps / 1e3, sum(e.count for e in dev) / steps
 
 
+def _forwards(model, x, y):
+    """(forward, forward_alone): the model's no-grad forward over one window, and the same with
+    torch.autograd.grad (HOPE's inner gradients) replaced by zeros."""
+    def forward():
+        with torch.no_grad():
+            model(x, None, None, y) if getattr(model, "uses_targets", False) else model(x)
+
+    def forward_alone():
+        real_grad = torch.autograd.grad
+        torch.autograd.grad = lambda outputs, inputs, **kw: [torch.zeros_like(t) for t in inputs]
+        try:
+            forward()
+        finally:
+            torch.autograd.grad = real_grad
+
+    return forward, forward_alone
+
+
 def phases() -> None:
     """Device time and kernels of HOPE's forward, inner gradients and outer backward (MODELS)."""
     for label in os.environ.get("MODELS", "hope").split(","):
         tr = bench.build_trainer([*bench.MODELS_06[label], "cuda_graph=off"], smoke=False, steps=10**6,
                                  device="cuda")
-        model, B, T = tr.model, tr.cfg.data.batch_size, tr.cfg.data.seq_len
-        x = torch.randint(0, tr.vocab_size, (B, T), device="cuda")
-        y = torch.randint(0, tr.vocab_size, (B, T), device="cuda")
-
-        def forward():
-            with torch.no_grad():
-                model(x, None, None, y) if getattr(model, "uses_targets", False) else model(x)
-
-        real_grad = torch.autograd.grad
-
-        def forward_alone():
-            torch.autograd.grad = lambda outputs, inputs, **kw: [torch.zeros_like(t) for t in inputs]
-            try:
-                forward()
-            finally:
-                torch.autograd.grad = real_grad
-
+        B, T = tr.cfg.data.batch_size, tr.cfg.data.seq_len
+        x, y = (torch.randint(0, tr.vocab_size, (B, T), device="cuda") for _ in range(2))
+        forward, forward_alone = _forwards(tr.model, x, y)
         rows = [("segments' forward (inner gradients skipped)", _device(forward_alone)),
                 ("forward with the inner gradients", _device(forward)),
-                ("whole training step (eager, compiled parts)", _device(lambda: bench._steps(tr, 1)))]
+                ("whole training step (eager, compiled parts)", _device(functools.partial(bench._steps, tr, 1)))]
         print(f"\n=== {label} phases ({B} x {T}, device ms and kernels per call)", flush=True)
         for name, (ms, n) in rows:
             print(f"{name:48s} {ms:9.3f} ms {n:8.0f} kernels", flush=True)

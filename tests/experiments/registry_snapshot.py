@@ -53,6 +53,9 @@ def snapshot(inputs: dict[str, dict]) -> dict[str, dict]:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
+    unknown = [a for a in (args[:args.index("--stems")] if "--stems" in args else args) if a != "--refresh"]
+    if unknown or args[-1:] == ["--stems"]:
+        sys.exit(__doc__.split("\n\n")[2] + f"\nunknown or incomplete arguments: {' '.join(args)}")
     FIXTURE.parent.mkdir(parents=True, exist_ok=True)
     if "--stems" in args:
         stems = set(args[args.index("--stems") + 1:])

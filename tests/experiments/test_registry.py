@@ -8,7 +8,15 @@ import re
 import pytest
 
 from nlcore.config import apply_overrides, preset
-from nlcore.experiments import EXPERIMENTS, Experiment, GridConfig, Mode, parse_config_arg, run_experiment, run_grid
+from nlcore.experiments import (
+    EXPERIMENTS,
+    Experiment,
+    GridConfig,
+    Mode,
+    parse_config_arg,
+    run_experiment,
+    run_grid,
+)
 from nlcore.experiments.experiment import config
 
 TINY = ("steps=6", "log_every=3", "eval_every=0", "ckpt_every=0", "data.synth_chars=20000",

@@ -48,6 +48,11 @@ def test_normalized_chunk_path_equals_the_token_reference_float64():
     assert (y0 - plain[0]).abs().max() > 1e-6  # normalising changes the memory
 
 
+def _error(W1, W2, k, v):
+    """|M(k) − v| of the residual MLP memory M(k) = k + W2 σ(W1 k) (one row, one head)."""
+    return (k + W2[0, 0] @ F.silu(W1[0, 0] @ k) - v).norm()
+
+
 def test_a_chunks_write_needs_its_step_divided_by_the_chunk_size():
     """Within a chunk every token's gradient is taken at the chunk's first weights, so C tokens with
     one key write C normalised steps in one direction. At step 1/C the write is one normalised step
@@ -63,11 +68,8 @@ def test_a_chunks_write_needs_its_step_divided_by_the_chunk_size():
         K, V = k.expand(1, 1, C, d), v.expand(1, 1, C, d)
         ones = torch.ones(1, 1, C, dtype=torch.float64)
 
-        def error(w1, w2):
-            return (k + w2[0, 0] @ F.silu(w1[0, 0] @ k) - v).norm()
-
-        before = error(W1, W2)
-        after = [error(*mlp_memory(K, K, V, eta * ones, ones, None, W1, W2, chunk=C, normalize=True)[1])
+        before = _error(W1, W2, k, v)
+        after = [_error(*mlp_memory(K, K, V, eta * ones, ones, None, W1, W2, chunk=C, normalize=True)[1], k, v)
                  for eta in (1.0 / C, 1.0)]
         lower += bool(after[0] < before)
         raised += bool(after[1] > before)
