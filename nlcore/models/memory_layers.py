@@ -46,6 +46,7 @@ the zero state there, and every row's chunk grid restarts at the cut.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,7 @@ class TitansMemory(_Gated):
         self.to_init = retention == "init"
         self.step_max = step_max or 1.0 / chunk  # the MLP memory's eta_t ceiling
         self.normalize = normalize  # the MLP memory's gradients divided by their curvature bound
+        self.writes = True  # False: write step 0 and retention 1, the memory keeps its weights (`writes_off`)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
         if memory == "linear":
@@ -177,6 +179,8 @@ class TitansMemory(_Gated):
         q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
         eta, alpha, beta = self.gate_values(u)
         beta = beta if self.momentum else None
+        if not self.writes:
+            eta, alpha = torch.zeros_like(eta), torch.ones_like(alpha)
         if self.memory == "mlp":  # C summed chunk-start gradients; by default a mean-sized step
             eta, v = eta * self.step_max, F.normalize(v, dim=-1)
         ys, cuts = [], bounds(u.shape[1], resets)
@@ -190,6 +194,21 @@ class TitansMemory(_Gated):
                 y, st = self._run(qs, ks, vs, es, as_, bs if beta is not None else None, st)
                 ys.append(y)
         return self.finish(u, torch.cat(ys, dim=2)), st
+
+
+@contextmanager
+def writes_off(model: nn.Module):
+    """Within the block every Titans memory of `model` keeps the weights it starts from (write step
+    0, retention 1, so momentum stays zero too): the held-out bits this costs are what the memory's
+    writes are worth."""
+    mems = [m for m in model.modules() if isinstance(m, TitansMemory)]
+    for m in mems:
+        m.writes = False
+    try:
+        yield model
+    finally:
+        for m in mems:
+            m.writes = True
 
 
 class SelfModifyingMemory(_Gated):

@@ -20,7 +20,7 @@ import torch
 
 from nlcore.config import apply_overrides, preset
 from nlcore.errors import NonFiniteError
-from nlcore.models.memory_layers import TitansMemory
+from nlcore.models.memory_layers import TitansMemory, writes_off
 from nlcore.training.trainer import Trainer
 
 SIZE = ["data.seq_len=128", "data.batch_size=8", "model.mem_chunk=16", "model.d_model=64", "model.n_layers=2",
@@ -34,19 +34,6 @@ VARIANTS = {
     "mlp_init_norm_x4": ["model.memory=mlp", "model.mem_retention=init", "model.mem_normalize=true",
                          "model.mem_step_max=0.25"],
 }
-
-
-def writes_off(model):
-    """Each Titans memory keeps its initial weights: write step 0 and retention 1."""
-    for m in model.modules():
-        if isinstance(m, TitansMemory):
-            m.step_max = 0.0
-            real = m.gate_values
-
-            def frozen(u, real=real):
-                eta, alpha, beta = real(u)
-                return torch.zeros_like(eta), torch.ones_like(alpha), beta
-            m.gate_values = frozen
 
 
 def memory_ratio(tr) -> float:
@@ -79,8 +66,8 @@ def main(steps: int, seeds: int, names=None) -> None:
                 print(f"{name:18s} seed {seed}: {e}", flush=True)
                 continue
             on, ratio = tr.evaluate("valid")["bpc"], memory_ratio(tr)
-            writes_off(tr.model)
-            off = tr.evaluate("valid")["bpc"]
+            with writes_off(tr.model):
+                off = tr.evaluate("valid")["bpc"]
             print(f"{name:18s} seed {seed}: valid {on:.4f}, writes off {off:.4f} (cost {off - on:+.4f}), "
                   f"|theta|/|theta_init| {ratio:.3f}", flush=True)
 
