@@ -263,7 +263,9 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
     """Run (or finish) a registered experiment and aggregate it into results/<stem>/.
 
     `only`: run just these configuration labels now (the others are aggregated if present).
-    `only_seeds`: run and aggregate just these of the mode's seeds (a partial study, say so)."""
+    `only_seeds`: run and aggregate just these of the mode's seeds (a partial study, say so).
+    `aggregate_only`: train nothing; aggregate the finished runs in `out` (their configurations and
+    seeds are the ones meta.json names)."""
     from nlcore.paths import results_root
 
     if stem not in EXPERIMENTS:
@@ -277,13 +279,15 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
         raise KeyError(f"experiment {stem}: seeds {unknown} are not among its {mode} seeds {list(seeds)}")
     phase_b = EXPERIMENTS[stem].mode(mode).phase_b
     out = out or results_root(mode) / stem
-    if aggregate_only:
-        return aggregate(stem, gcs, seeds, out)
-    if not only and not only_seeds:
+    if not only and not only_seeds and not aggregate_only:
         return run_grid(stem, gcs, seeds, out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
-    run_grid(stem, [g for g in gcs if not only or g.label in only], [s for s in seeds if not only_seeds or s in only_seeds],
-             out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
+    if not aggregate_only:
+        run_grid(stem, [g for g in gcs if not only or g.label in only],
+                 [s for s in seeds if not only_seeds or s in only_seeds],
+                 out, jobs=jobs, common=common, echo=echo, phase_b=phase_b)
     # the aggregate holds every finished run in `out` (earlier calls' too), and says which they are
     done = [p.parent for p in (out / "runs").glob("*/seed*/summary.json")]
+    if not done:
+        raise FileNotFoundError(f"experiment {stem}: no finished runs under {out / 'runs'} to aggregate")
     labels, found = {d.parent.name for d in done}, {int(d.name[4:]) for d in done}
     return aggregate(stem, [g for g in gcs if g.label in labels], [s for s in seeds if s in found], out)

@@ -132,6 +132,20 @@ def test_partial_calls_aggregate_every_finished_run_and_name_its_seeds(tmp_path)
     assert set(runs["config"]) == {"hope", "transformer"}
 
 
+def test_aggregate_only_names_the_runs_it_finds_and_refuses_an_empty_folder(tmp_path):
+    """Runs made elsewhere and copied into one folder: --aggregate-only trains nothing and its
+    meta.json names the configurations present, not every registered one."""
+    from nlcore.results import read_json
+
+    with pytest.raises(FileNotFoundError, match="no finished runs"):
+        run_experiment("06_hope_titans", "smoke", out=tmp_path, aggregate_only=True, echo=False)
+    run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[0], echo=False)
+    (tmp_path / "summary.json").unlink()
+    runs = run_experiment("06_hope_titans", "smoke", out=tmp_path, aggregate_only=True, echo=False)
+    assert set(runs["config"]) == {"transformer"} and (tmp_path / "summary.json").is_file()
+    assert sorted(read_json(tmp_path / "meta.json")["configs"]) == ["transformer"]
+
+
 def test_a_run_that_diverges_on_held_out_text_is_reported_not_a_crash(tmp_path, monkeypatch, capsys):
     from nlcore.training.trainer import Trainer
 
