@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from nlcore.errors import RunDirError
 from nlcore.experiments.experiment import Experiment, Levers, Mode, ModelSize, config
 from nlcore.experiments.grid import PhaseB, aggregate, run_grid
 
@@ -288,6 +289,6 @@ def run_experiment(stem: str, mode: str = "smoke", *, out: Path | None = None, j
     # the aggregate holds every finished run in `out` (earlier calls' too), and says which they are
     done = [p.parent for p in (out / "runs").glob("*/seed*/summary.json")]
     if not done:
-        raise FileNotFoundError(f"experiment {stem}: no finished runs under {out / 'runs'} to aggregate")
+        raise RunDirError(f"experiment {stem}: no finished runs under {out / 'runs'} to aggregate")
     labels, found = {d.parent.name for d in done}, {int(d.name[4:]) for d in done}
     return aggregate(stem, [g for g in gcs if g.label in labels], [s for s in seeds if s in found], out)

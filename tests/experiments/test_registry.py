@@ -137,7 +137,9 @@ def test_aggregate_only_names_the_runs_it_finds_and_refuses_an_empty_folder(tmp_
     meta.json names the configurations present, not every registered one."""
     from nlcore.results import read_json
 
-    with pytest.raises(FileNotFoundError, match="no finished runs"):
+    from nlcore.errors import RunDirError
+
+    with pytest.raises(RunDirError, match="no finished runs"):
         run_experiment("06_hope_titans", "smoke", out=tmp_path, aggregate_only=True, echo=False)
     run_experiment("06_hope_titans", "smoke", out=tmp_path, only=["transformer"], only_seeds=[0], echo=False)
     (tmp_path / "summary.json").unlink()
