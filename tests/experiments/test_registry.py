@@ -135,9 +135,8 @@ def test_partial_calls_aggregate_every_finished_run_and_name_its_seeds(tmp_path)
 def test_aggregate_only_names_the_runs_it_finds_and_refuses_an_empty_folder(tmp_path):
     """Runs made elsewhere and copied into one folder: --aggregate-only trains nothing and its
     meta.json names the configurations present, not every registered one."""
-    from nlcore.results import read_json
-
     from nlcore.errors import RunDirError
+    from nlcore.results import read_json
 
     with pytest.raises(RunDirError, match="no finished runs"):
         run_experiment("06_hope_titans", "smoke", out=tmp_path, aggregate_only=True, echo=False)
