@@ -139,3 +139,9 @@ def test_evaluate_context_errors(capsys, tmp_path):
                    "--device", "cpu", "--split", "valid"])
     out = capsys.readouterr().out
     assert rc == 0 and out.count("skipped: ") == 2 and "nothing" in out and "--overwrite" in out
+
+
+def test_aggregate_only_on_a_folder_without_finished_runs(capsys, tmp_path):
+    rc, err = run(capsys, "experiment", "06_hope_titans", "--mode", "smoke", "--aggregate-only",
+                  "--out", str(tmp_path / "empty"))
+    assert rc == 1 and "no finished runs under" in one_line(err) and "unexpected" not in err
