@@ -229,8 +229,9 @@ nl.figures.char_delta_text(text, bigram, unigram, label_a="bigram", label_b="uni
 # while it generates), lowest test bpc first. The committed view shows the committed record
 # (`results/06_hope_titans/samples/samples.json`). The full runs above keep no weights, so the
 # texts come from runs trained at seed 0 with their checkpoints kept: phase A of notebook 08's
-# experiment (06's configurations, with a vocabulary that also covers Tiny Shakespeare) and 06's
-# Titans MLP configuration; each text has its own run's test bpc beside it. The smoke view samples this view's tiny models live: text shaped like
+# experiment where it trains the configuration (06's settings, with a vocabulary that also covers
+# Tiny Shakespeare), 06's own configuration otherwise; the record names each run, and each text
+# has its own run's test bpc beside it. The smoke view samples this view's tiny models live: text shaped like
 # the synthetic corpus, the mechanism and not a result.
 
 # %%
