@@ -117,8 +117,7 @@ for t in range(C):
     M = alpha[:, :, t, None, None] * M + S  # retention gate, write
     ys.append(M @ q[:, :, t, :, None])  # read after the write: y_t = M_t q_t
 y_chunk, M_chunk, S_chunk = linear_memory(q, k, v, eta, alpha, beta, M0, chunk=C, impl="chunk")
-assert torch.allclose(torch.cat(ys, -1).transpose(-1, -2), y_chunk) and torch.allclose(M, M_chunk) and torch.allclose(S, S_chunk)
-assert (M - M_chunk).abs().max() < 1e-12  # float64 rounding only
+assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in ((torch.cat(ys, -1).transpose(-1, -2), y_chunk), (M, M_chunk), (S, S_chunk)))
 print("token by token == chunked: outputs, memory and momentum agree; max |ΔM| below 1e-12 (float64 rounding)")
 
 # %% [markdown]
