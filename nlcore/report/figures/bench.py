@@ -75,13 +75,13 @@ def bench_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
-# Committed reports measured before the surprise implementation was named "hooks" label it "fast".
+# Some committed reports label the surprise objective's hooks implementation "fast": read as "hooks".
 REPORT_LABELS = {"seed_surprise_fast": "seed_surprise_hooks", "seed_surprise_fast_eager": "seed_surprise_hooks_eager"}
 
 
 def bench_report(name: str) -> dict:
     """A committed benchmark report, `results/bench/<name>.json` (e.g. "seed", "scaling"), with its
-    configurations under today's labels."""
+    configurations under the labels of `REPORT_LABELS`."""
     path = REPO_ROOT / "results" / "bench" / f"{name}.json"
     if not path.exists():
         raise FileNotFoundError(f"no benchmark report {path}: run `python -m nlcore bench` on a GPU "
