@@ -39,19 +39,24 @@ def floor() -> None:
         print(f"FLOOR B={B:4d}: LSTM fwd+bwd {f:.3f} ms -> {B * 256 / f / 1e3:.2f} M chars/s at the floor", flush=True)
 
 
-def table(fn, label: str, steps: int = 20, rows: int | None = None) -> None:
-    rows = rows or int(os.environ.get("ROWS", 25))
-    for _ in range(10):
+def profiled(fn, steps: int, warmup: int = 10, cpu: bool = True):
+    """The key averages of `steps` calls of fn after `warmup` calls, and (device ms, kernels) per call."""
+    for _ in range(warmup):
         fn()
     torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA] if cpu else [ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             fn()
         torch.cuda.synchronize()
     ka = prof.key_averages()
-    dev = sum(e.self_device_time_total for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)
-    n = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)
-    print(f"\n=== {label}: device time {dev / steps / 1e3:.3f} ms/step, {n / steps:.0f} kernels/step", flush=True)
+    dev = [e for e in ka if e.device_type == torch.autograd.DeviceType.CUDA]
+    return ka, sum(e.self_device_time_total for e in dev) / steps / 1e3, sum(e.count for e in dev) / steps
+
+
+def table(fn, label: str, steps: int = 20, rows: int | None = None) -> None:
+    rows = rows or int(os.environ.get("ROWS", 25))
+    ka, ms, n = profiled(fn, steps)
+    print(f"\n=== {label}: device time {ms:.3f} ms/step, {n:.0f} kernels/step", flush=True)
     print(ka.table(sort_by="self_cuda_time_total", row_limit=rows, max_name_column_width=70), flush=True)
 
 
@@ -146,20 +151,6 @@ def ops() -> None:
                        max_name_column_width=40, max_shapes_column_width=90), flush=True)
 
 
-def _device(fn, steps: int = 5) -> tuple[float, float]:
-    """(device ms, kernels) per call of fn: the summed durations of its kernels, after warm-up."""
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(steps):
-            fn()
-        torch.cuda.synchronize()
-    ka = prof.key_averages()
-    dev = [e for e in ka if e.device_type == torch.autograd.DeviceType.CUDA]
-    return sum(e.self_device_time_total for e in dev) / steps / 1e3, sum(e.count for e in dev) / steps
-
-
 def _forwards(model, x, y):
     """(forward, forward_alone): the model's no-grad forward over one window, and the same with
     torch.autograd.grad (HOPE's inner gradients) replaced by zeros."""
@@ -186,9 +177,10 @@ def phases() -> None:
         B, T = tr.cfg.data.batch_size, tr.cfg.data.seq_len
         x, y = (torch.randint(0, tr.vocab_size, (B, T), device="cuda") for _ in range(2))
         forward, forward_alone = _forwards(tr.model, x, y)
-        rows = [("segments' forward (inner gradients skipped)", _device(forward_alone)),
-                ("forward with the inner gradients", _device(forward)),
-                ("whole training step (eager, compiled parts)", _device(functools.partial(bench._steps, tr, 1)))]
+        rows = [(name, profiled(fn, 5, warmup=5, cpu=False)[1:]) for name, fn in (
+            ("segments' forward (inner gradients skipped)", forward_alone),
+            ("forward with the inner gradients", forward),
+            ("whole training step (eager, compiled parts)", functools.partial(bench._steps, tr, 1)))]
         print(f"\n=== {label} phases ({B} x {T}, device ms and kernels per call)", flush=True)
         for name, (ms, n) in rows:
             print(f"{name:48s} {ms:9.3f} ms {n:8.0f} kernels", flush=True)
