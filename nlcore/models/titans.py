@@ -59,6 +59,21 @@ class TitansLM(SequenceModel):
         return join_state([{k: torch.zeros(batch_size, *s, device=device, dtype=dt)
                             for k, s in m.state_shapes().items()} for m in self.mems])
 
+    @torch.no_grad()
+    def memory_ratio(self, x: torch.Tensor, seq_len: int, layer: int = 0) -> float:
+        """|θ| / |θ_init| of layer `layer`'s MLP memory (W1 and W2 together) after reading the row x
+        (1, N) window by window from the zero state: 1 where the memory keeps its initial weights,
+        0 at the fixed point θ = 0 where its inner gradient vanishes."""
+        mem = self.mems[layer]
+        if mem.memory != "mlp":
+            raise ValueError(f"memory_ratio: layer {layer} has a {mem.memory} memory, not an MLP one")
+        state = None
+        for s in range(0, x.shape[1] - seq_len + 1, seq_len):
+            _, state = self(x[:, s:s + seq_len], state)
+        W1, W2 = mem.W1_init + state[f"{layer}.W1"][0], mem.W2_init + state[f"{layer}.W2"][0]
+        now = torch.cat([W1.flatten(), W2.flatten()]).norm()
+        return float(now / torch.cat([mem.W1_init.flatten(), mem.W2_init.flatten()]).norm())
+
     compiled_parts = ("_block", "_head")  # nlcore.accel.compile; see the module docstring
 
     @staticmethod

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from nlcore.config import apply_overrides, preset
 from nlcore.errors import NonFiniteError
 from nlcore.models.memory_layers import TitansMemory, writes_off
@@ -37,20 +35,11 @@ VARIANTS = {
 
 
 def memory_ratio(tr) -> float:
-    """|θ| / |θ_init| of the first MLP memory after 4 windows of valid text read from the zero state
-    (NaN for a linear memory)."""
-    mems = [m for m in tr.model.modules() if isinstance(m, TitansMemory)]
-    if mems[0].memory != "mlp":
+    """|θ| / |θ_init| of the first MLP memory after 4 valid windows (NaN for a linear memory)."""
+    if not any(isinstance(m, TitansMemory) and m.memory == "mlp" for m in tr.model.modules()):
         return float("nan")
     T = tr.cfg.data.seq_len
-    x = tr.corpus.ids["valid"][: 4 * T].view(1, 4 * T).to(tr.device)
-    state = None
-    with torch.no_grad():
-        for w in range(4):
-            _, state = tr.model(x[:, w * T:(w + 1) * T], state)
-    init = torch.cat([mems[0].W1_init.flatten(), mems[0].W2_init.flatten()])
-    now = torch.cat([(mems[0].W1_init + state["0.W1"][0]).flatten(), (mems[0].W2_init + state["0.W2"][0]).flatten()])
-    return float(now.detach().norm() / init.detach().norm())
+    return tr.model.memory_ratio(tr.corpus.ids["valid"][: 4 * T].view(1, -1).to(tr.device), T)
 
 
 def main(steps: int, seeds: int, names=None) -> None:

@@ -8,7 +8,7 @@ import torch
 
 from nlcore.config import apply_overrides, preset
 from nlcore.models import build_model
-from nlcore.models.memory_layers import TitansMemory, writes_off
+from nlcore.models.memory_layers import writes_off
 from nlcore.training.trainer import Trainer
 
 # small Titans models on the synthetic key-recall corpus: the closing key is 48-96 characters after
@@ -21,20 +21,6 @@ NORMALISED = ("model.mem_retention=init", "model.mem_normalize=true")  # retenti
 DEFAULT = ("model.mem_retention=zero",)  # 06's titans: decays to θ = 0, where its gradient vanishes
 
 
-def _norm_ratio(tr: Trainer) -> float:
-    """|θ| / |θ_init| of the first memory after 4 valid windows read from the zero state."""
-    mem = next(m for m in tr.model.modules() if isinstance(m, TitansMemory))
-    T = tr.cfg.data.seq_len
-    x = tr.corpus.ids["valid"][: 4 * T].view(1, 4 * T)
-    state = None
-    with torch.no_grad():
-        for w in range(4):
-            _, state = tr.model(x[:, w * T:(w + 1) * T], state)
-        init = torch.cat([mem.W1_init.flatten(), mem.W2_init.flatten()])
-        now = torch.cat([(mem.W1_init + state["0.W1"][0]).flatten(), (mem.W2_init + state["0.W2"][0]).flatten()])
-    return float(now.norm() / init.norm())
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("variant, learns", [(NORMALISED, True), (DEFAULT, False)], ids=["normalised", "default"])
 def test_a_trained_mlp_memory_is_away_from_zero_and_its_writes_cost_bits(variant, learns):
@@ -43,7 +29,8 @@ def test_a_trained_mlp_memory_is_away_from_zero_and_its_writes_cost_bits(variant
     on = tr.evaluate("valid")["bpc"]
     with writes_off(tr.model):
         off = tr.evaluate("valid")["bpc"]
-    ratio = _norm_ratio(tr)
+    T = tr.cfg.data.seq_len
+    ratio = tr.model.memory_ratio(tr.corpus.ids["valid"][: 4 * T].view(1, -1), T)
     if learns:
         assert ratio > 0.8 and off - on > 0.05, (ratio, off - on)
     else:  # on its way to θ = 0, and nothing it writes is worth a bit
@@ -63,3 +50,13 @@ def test_writes_off_keeps_every_memory_at_the_weights_it_starts_from():
     assert all(float(v.abs().max()) == 0.0 for v in kept.values())  # offsets and momenta stay zero
     assert any(float(v.abs().max()) > 0.0 for v in moved.values())
     assert all(torch.equal(moved[k], again[k]) for k in moved)  # the switch is restored on exit
+    x = torch.randint(0, 20, (1, 256))
+    with writes_off(model):
+        assert model.memory_ratio(x, 64) == pytest.approx(1.0, abs=1e-6)  # |θ| / |θ_init| of a kept memory
+    with torch.no_grad():
+        W1, W2 = model.mems[0].W1_init, model.mems[0].W2_init
+        _, st = model(x[:, :64])
+        want = torch.cat([(W1 + st["0.W1"][0]).flatten(), (W2 + st["0.W2"][0]).flatten()]).norm() / \
+            torch.cat([W1.flatten(), W2.flatten()]).norm()
+    assert model.memory_ratio(x[:, :64], 64) == pytest.approx(float(want), rel=1e-6)
+    assert model.memory_ratio(x[:, :64], 64) != pytest.approx(1.0, abs=1e-4)  # writes move it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 
 from nlcore.report.notebook import model_samples, samples_html
 from nlcore.report.notebook.setup import Context
@@ -23,7 +22,6 @@ def test_the_committed_view_reads_the_committed_record_or_says_there_is_none(tmp
     (tmp_path / "results" / "samples").mkdir(parents=True)
     (tmp_path / "results" / "samples" / "samples.json").write_text(json.dumps(_record()))
     assert model_samples(ctx, res=None) == _record()
-    assert replace(ctx, view="smoke").trains  # the other views sample their own runs instead
 
 
 def test_one_prompt_per_table_lowest_bpc_first_text_escaped():

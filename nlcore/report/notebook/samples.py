@@ -25,7 +25,7 @@ def samples_path(results_dir: Path) -> Path:
 def model_samples(ctx, res, prompts=None, chars: int | None = None) -> dict | None:
     """The committed samples (committed view; None when none are committed), or a fresh record
     from the first finished run of each configuration in `res` (smoke, full). `prompts` default to
-    `PROMPTS`, cut to the characters every run's vocabulary holds (the smoke corpus has no '=')."""
+    `PROMPTS`, those whose characters the runs' vocabulary holds (the smoke corpus has no '=')."""
     if not ctx.trains:
         path = samples_path(ctx.results_dir)
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -34,7 +34,7 @@ def model_samples(ctx, res, prompts=None, chars: int | None = None) -> dict | No
     runs = [dirs[0] for dirs in (res.run_dirs(c) for c in res.configs) if dirs]
     if not runs:
         return None
-    known = set.intersection(*(set(load(r).tokenizer.chars) for r in runs))
+    known = set(load(runs[0]).tokenizer.chars)  # one experiment's runs share its corpus's vocabulary
     prompts = [p for p in (prompts or PROMPTS) if set(p) <= known] or ["".join(sorted(known))[:8]]
     device = "cuda" if ctx.device == "cuda" else "cpu"
     return sample_table(runs, prompts, chars=chars or SETTINGS["chars"], temperature=SETTINGS["temperature"],
