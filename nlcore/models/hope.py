@@ -31,7 +31,14 @@ with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's f
 
 The forward pass then runs in segments of C_1 tokens through the whole stack, with one
 first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
-chain's offsets only), also under `torch.no_grad()` evaluation.
+chain's offsets only, the parameters `frozen` so that it computes no parameter gradients), also
+under `torch.no_grad()` evaluation. In training the segments only find the offsets: since no
+gradient passes through a write, the outer graph is a function of the parameters with every
+segment's offsets fixed, so the forward then runs once more over the whole window, each chain MLP
+reading one offset per block of C_l tokens (`offset_matmul`), and the outer backward runs once
+through it instead of once per segment (`outer_pass = "window"`; `"segments"` keeps each
+segment's graph, the reference the tests compare it with). Windows with a document start inside
+keep the segments' graphs.
 
 Compiled parts (`SequenceModel.compile_parts`, nlcore.accel.compile): a whole block (`_block`: the
 self-modifying memory with its norm, projections, gates and chunk loop, then the chain MLPs with
@@ -44,6 +51,8 @@ window to window. The model has no taps, so no tensor hook sits inside compiled 
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -66,12 +75,36 @@ class ChainMLP(nn.Module):
         u = self.norm(h)  # (B, S, d)
         z = self.fc1(u)
         if D1 is not None:
-            z = z + torch.bmm(u, D1.transpose(1, 2).to(u.dtype))  # (B, S, d_ff): u (W1 + D1)^T
+            z = z + offset_matmul(u, D1)  # (B, S, d_ff): u (W1 + D1)^T
         a = F.gelu(z)
         y = self.fc2(a)
         if D2 is not None:
-            y = y + torch.bmm(a, D2.transpose(1, 2).to(a.dtype))  # (B, S, d)
+            y = y + offset_matmul(a, D2)  # (B, S, d)
         return h + y
+
+
+def offset_matmul(u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
+    """u D^T row by row: u (B, S, n); D (B, m, n), one offset for all S positions, or (B, k, m, n),
+    one offset per block of S/k consecutive positions. Returns (B, S, m)."""
+    if D.dim() == 3:
+        return torch.bmm(u, D.transpose(1, 2).to(u.dtype))
+    B, k, m, n = D.shape
+    blocks = u.reshape(B * k, u.shape[1] // k, n)
+    return torch.bmm(blocks, D.flatten(0, 1).transpose(1, 2).to(u.dtype)).reshape(B, -1, m)
+
+
+@contextlib.contextmanager
+def frozen(module: nn.Module):
+    """The module's trainable parameters stop requiring gradients inside the block, so a backward
+    taken there (the in-forward writes' autograd.grad) computes no parameter gradients."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 class HOPE(SequenceModel):
@@ -152,6 +185,9 @@ class HOPE(SequenceModel):
         return head(h), join_state(new)
 
     uses_targets = True  # the trainer and evaluate pass each position's next character
+    # in_forward training: "window" runs the outer forward and backward over the whole window after
+    # the segments have found their offsets; "segments" keeps each segment's graph (the reference)
+    outer_pass = "window"
 
     def forward(self, x: torch.Tensor, state: State | None = None, resets: Resets | None = None,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, State]:
@@ -170,6 +206,11 @@ class HOPE(SequenceModel):
         cuts = bounds(T, resets, grid=self.chunks[0] if in_fwd else None)
         outer = torch.is_grad_enabled()
         compiled = resets is None or not resets.cuts  # segments of one length: compiled once
+        # the outer pass over the whole window once the segments' offsets are known (see the docstring)
+        window = in_fwd and outer and compiled and self.outer_pass == "window"
+        seen: dict[str, list[torch.Tensor]] = {k: [] for k in offsets}  # each segment's offsets
+        start = mem_state
+        segment_graph = outer and not window  # the outer graph is built segment by segment
         for s, e in zip(cuts[:-1], cuts[1:]):
             if resets is not None:  # rows starting a document: zero state, offsets, sums
                 keep = keep_at(resets, s)
@@ -179,21 +220,30 @@ class HOPE(SequenceModel):
                 out, mem_state = self._stack(x[:, s:e], mem_state, {}, compiled)
                 logits.append(out)
                 continue
-            with torch.enable_grad():
+            if s == 0:
+                start = mem_state
+            for k, v in offsets.items():
+                seen[k].append(v.detach())  # no outer gradient through a write (first-order)
+            with torch.enable_grad(), (contextlib.nullcontext() if segment_graph else frozen(self)):
                 leaves = {k: v.detach().requires_grad_(True) for k, v in offsets.items()}
                 out, mem_state = self._stack(x[:, s:e], mem_state, leaves, compiled)
                 ld = torch.promote_types(out.dtype, torch.float32)
                 loss = F.cross_entropy(out.to(ld).flatten(0, 1), targets[:, s:e].flatten(),
                                        ignore_index=-100, reduction="sum")  # the segment's summed CE
-                grads = torch.autograd.grad(loss, list(leaves.values()), retain_graph=outer)
+                grads = torch.autograd.grad(loss, list(leaves.values()), retain_graph=segment_graph)
                 for k, g in zip(leaves, grads):
                     acc[k] = g if acc[k] is None else acc[k] + g
-            if not outer:
+            if not segment_graph:
                 out, mem_state = out.detach(), {k: v.detach() for k, v in mem_state.items()}
             logits.append(out)
             for k, g in acc.items():
                 if g is not None and e % self.chunks[int(k.rsplit("_", 1)[1])] == 0:  # the level's chunk is done
                     offsets[k], acc[k] = (offsets[k] - self.lr * g).detach(), None  # write
+        if window:  # level j's offsets change every C_j / C_1 segments: one per block of C_j tokens
+            blocks = {k: torch.stack(v[::self.chunks[int(k.rsplit("_", 1)[1])] // self.chunks[0]], dim=1)
+                      for k, v in seen.items()}
+            out, mem_state = self._stack(x, start, blocks, compiled)
+            logits = [out]
         new = {**mem_state, **{k: v.to(state_dtype(self)) for k, v in offsets.items()}}
         return torch.cat(logits, dim=1), new
 
