@@ -11,9 +11,10 @@ gaps:    the seed step's kernel timeline (a torch.profiler trace of 5 steps): de
 models:  torch.profiler tables and timelines of the 06 models' training steps (the shapes of
          results/bench/models_06.json; MODELS=a,b picks some, LISTING=1 lists one step's kernels).
 ops:     aten operators with their input shapes by device time (MODELS, default hope_outer; no CUDA graph).
-phases:  HOPE's in-forward step split into its three passes by device time and kernel count (MODELS,
+phases:  HOPE's in-forward step split into its passes by device time and kernel count (MODELS,
          default hope; no CUDA graph, still compiled): the segments' forward alone (the inner
-         autograd.grad replaced by zeros), the forward with the inner gradients, the whole step.
+         autograd.grad replaced by zeros), the forward with the inner gradients, the whole step
+         (its difference: the outer forward and backward over the window and the optimizer).
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -186,7 +187,7 @@ def phases() -> None:
             print(f"{name:48s} {ms:9.3f} ms {n:8.0f} kernels", flush=True)
         (f, nf), (fi, nfi), (st, nst) = (r[1] for r in rows)
         print(f"{'inner gradients (difference)':48s} {fi - f:9.3f} ms {nfi - nf:8.0f} kernels", flush=True)
-        print(f"{'outer backward + optimizer (difference)':48s} {st - fi:9.3f} ms {nst - nfi:8.0f} kernels", flush=True)
+        print(f"{'outer pass + optimizer (difference)':48s} {st - fi:9.3f} ms {nst - nfi:8.0f} kernels", flush=True)
 
 
 if __name__ == "__main__":
