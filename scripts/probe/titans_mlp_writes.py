@@ -1,10 +1,12 @@
 """Does the Titans MLP memory carry context? Train small Titans models on a CPU, then score valid with
 the memory's writes on and off (a probe for choosing a parameterisation, not a result).
 
-    PYTHONPATH=$PWD python3 scripts/probe/titans_mlp_writes.py [steps] [seeds] [variant ...]
+    PYTHONPATH=$PWD python3 scripts/probe/titans_mlp_writes.py [steps] [seeds] [variant | key=value ...]
 
-Each variant trains on the synthetic key-recall corpus (`nlcore.data.synthetic`: a key opens an
-episode and closes it 48-96 characters later, beyond one memory chunk and often beyond one window),
+seeds: a count N (seeds 0..N-1) or a comma list (2,3; one seed: 3,); key=value arguments override the probe's size
+for every variant (e.g. model.mem_chunk=64). Each variant trains on the synthetic key-recall corpus
+of the smoke preset (`nlcore.data.synthetic`: a key opens an episode and closes it 40-80 characters
+later, beyond one memory chunk and often beyond one window),
 so a model without attention can predict the closing key only through its memories. Printed per
 variant and seed: valid bpc with writes, valid bpc with writes off (write step 0, retention 1: each
 memory keeps its initial weights), their difference, and the memory's weights after the valid text
@@ -15,6 +17,7 @@ gradient vanishes).
 from __future__ import annotations
 
 import sys
+import time
 
 from nlcore.config import apply_overrides, preset
 from nlcore.errors import NonFiniteError
@@ -31,6 +34,10 @@ VARIANTS = {
     "mlp_init_norm": ["model.memory=mlp", "model.mem_retention=init", "model.mem_normalize=true"],
     "mlp_init_norm_x4": ["model.memory=mlp", "model.mem_retention=init", "model.mem_normalize=true",
                          "model.mem_step_max=0.25"],
+    **{f"norm_s{x:g}": ["model.memory=mlp", "model.mem_retention=init", "model.mem_normalize=true",
+                        f"model.mem_step_max={x:g}"] for x in (0.25, 0.5, 1.0, 2.0)},
+    "normzero_s1": ["model.memory=mlp", "model.mem_retention=zero", "model.mem_normalize=true",
+                    "model.mem_step_max=1"],
 }
 
 
@@ -42,24 +49,29 @@ def memory_ratio(tr) -> float:
     return tr.model.memory_ratio(tr.corpus.ids["valid"][: 4 * T].view(1, -1).to(tr.device), T)
 
 
-def main(steps: int, seeds: int, names=None) -> None:
+def main(steps: int, seeds: list[int], args: list[str]) -> None:
+    names, extra = [a for a in args if "=" not in a], [a for a in args if "=" in a]
     for name, ov in VARIANTS.items():
         if names and name not in names:
             continue
-        for seed in range(seeds):
-            cfg = apply_overrides(preset("smoke"), [*SIZE, *ov, f"steps={steps}", f"seed={seed}", "device=cpu"])
+        for seed in seeds:
+            t0 = time.perf_counter()
+            cfg = apply_overrides(preset("smoke"), [*SIZE, *ov, *extra, f"steps={steps}", f"seed={seed}",
+                                                    "device=cpu"])
             tr = Trainer(cfg, None, progress=False, command="probe")
             try:
                 tr.run()
             except NonFiniteError as e:
-                print(f"{name:18s} seed {seed}: {e}", flush=True)
+                print(f"{name:18s} seed {seed}: {e} [{time.perf_counter() - t0:.0f} s]", flush=True)
                 continue
             on, ratio = tr.evaluate("valid")["bpc"], memory_ratio(tr)
             with writes_off(tr.model):
                 off = tr.evaluate("valid")["bpc"]
             print(f"{name:18s} seed {seed}: valid {on:.4f}, writes off {off:.4f} (cost {off - on:+.4f}), "
-                  f"|theta|/|theta_init| {ratio:.3f}", flush=True)
+                  f"|theta|/|theta_init| {ratio:.3f} [{time.perf_counter() - t0:.0f} s]", flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 600, int(sys.argv[2]) if len(sys.argv) > 2 else 1, sys.argv[3:])
+    seeds_arg = sys.argv[2] if len(sys.argv) > 2 else "1"
+    seed_list = [int(x) for x in seeds_arg.split(",") if x] if "," in seeds_arg else list(range(int(seeds_arg)))
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 600, seed_list, sys.argv[3:])

@@ -11,7 +11,7 @@ from nlcore.models import build_model
 from nlcore.models.memory_layers import writes_off
 from nlcore.training.trainer import Trainer
 
-# small Titans models on the synthetic key-recall corpus: the closing key is 48-96 characters after
+# small Titans models on the synthetic key-recall corpus: the closing key is 40-80 characters after
 # the opening one, beyond a memory chunk, so only the memories can carry it
 SMALL = ("data.seq_len=128", "data.batch_size=8", "model.mem_chunk=16", "model.d_model=64", "model.n_layers=2",
          "model.n_heads=4", "model.d_ff=128", "model.kind=titans", "model.memory=mlp", "eval_every=0",
