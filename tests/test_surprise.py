@@ -224,7 +224,8 @@ def test_bf16_autocast_hooks_keep_the_incoming_dtype():
         sur.begin(1)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits, _ = model(batch()[0], model.init_state(B))
-        assert sur._ys["fast"].dtype == torch.bfloat16
+        # an FFN level's output is bf16 under autocast (the LSTM's, "fast", depends on the CPU build)
+        assert sur._ys["medium"].dtype == torch.bfloat16
         loss = F.cross_entropy(logits.float().flatten(0, 1), batch()[1].flatten())
         sur.total_loss(loss).backward()
         sur.end()
