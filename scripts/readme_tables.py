@@ -318,12 +318,16 @@ def _order(stem: str, records: list[dict]) -> list[dict]:
     return sorted(records, key=lambda r: rank.get(r["config"], len(rank)))
 
 
+# experiments whose records hold no valid_bpc / test_bpc: the metrics their results table shows
+RESULTS_METRICS = {"08_continual": ("forgetting_bpc", "learning_bpc", "a_valid_bpc_after_a", "b_valid_bpc_end")}
+
+
 def results_block(page: Page) -> str:
     parts = []
     for path in sorted((REPO / "results").glob("*/summary.json")):
         stem = path.parent.name
         records = _labelled(_order(stem, _json(path)))
-        metrics = [m for m in METRICS if any(r["metric"] == m for r in records)]
+        metrics = [m for m in RESULTS_METRICS.get(stem, METRICS) if any(r["metric"] == m for r in records)]
         if not metrics:
             metrics = sorted({r["metric"] for r in records})
         meta_path = path.parent / "meta.json"
@@ -609,7 +613,7 @@ def run_times(folder: str, pattern: str = "runs/**/meta.json") -> tuple[list, se
         meta = _json(path)
         if meta.get("wall_time_s") is None:
             continue
-        pairs.append((_end(meta.get("utc_time")), float(meta["wall_time_s"])))
+        pairs.append((_end(meta.get("utc_time") or meta.get("utc_end")), float(meta["wall_time_s"])))
         env = meta.get("environment") or {}
         devices.add(env.get("gpu_name") or str(meta.get("device")))
     return pairs, devices
@@ -617,6 +621,11 @@ def run_times(folder: str, pattern: str = "runs/**/meta.json") -> tuple[list, se
 
 def every_run(folder: str) -> tuple[list, set[str]]:
     return run_times(folder, "**/meta.json")
+
+
+def phased_runs(folder: str) -> tuple[list, set[str]]:
+    """A two-phase probe's runs (08): each seed's own meta.json, which spans both phases."""
+    return run_times(folder, "runs/*/seed*/meta.json")
 
 
 def folder_device(folder: str) -> set[str]:
@@ -671,6 +680,9 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("06_dynamic_eval", "S:dynamic_eval_06.py `OUT [LABEL ...]` (lr grids per folder in its `NOTE.md`)",
      dynamic_eval_times),
     ("06_mqar", "`python -m nlcore mqar`, commands in its `NOTE.md`", every_run),
+    ("08_continual", "S:continual_08.sh `REV OUT [SECONDS]`, split across calls (`docs/continual.md`; "
+     "the calls in its `NOTE.md`)", phased_runs),
+    ("08_continual_extra", "CPU investigations, commands in each `NOTE.md`", None),
     ("seed_tuning/round1", "the `python -m nlcore grid` command in its `meta.json`", run_times),
     ("seed_tuning/round2", "S:tune_seed.sh `OUT`", run_times),
     ("seed_tuning/round3", "S:tune_seed_r3.sh `OUT`", run_times),
