@@ -182,13 +182,14 @@ print(f"{len(configs)} configurations, {table.groupby(['config', 'seed']).ngroup
 # difference is called separated only when its interval excludes zero.
 
 # %%
-ready = (nl.paths.REPO_ROOT / "results" / "08_continual" / "summary.json").is_file()
-if not ready:  # this notebook waits in notebooks/drafts/ for the full runs
-    print("no committed full results of 08_continual yet: run `python -m nlcore experiment 08_continual "
-          "--mode full` on a GPU")
+have = (nl.paths.REPO_ROOT / "results" / "08_continual" / "summary.json").is_file()
+full = nl.notebook.committed_results("08_continual") if have else None
+missing = [c for c in configs if full is None or c not in {r["config"] for r in full.summary}]
+if missing:  # this notebook waits in notebooks/drafts/ for the full runs of every configuration
+    print(f"the committed full results of 08_continual lack {', '.join(missing)}: the takeaways wait for "
+          "them (`python -m nlcore experiment 08_continual --mode full --configs ...` on a GPU)")
 else:
     q = nl.notebook.Quote(ctx, "08_continual")
-    full = nl.notebook.committed_results("08_continual")
     committed = {r["config"]: r["mean"] for r in full.summary if r["metric"] == "forgetting_bpc"}
     least, most = min(committed, key=committed.get), max(committed, key=committed.get)
 
