@@ -31,12 +31,11 @@ with MLP^(l)(u) = W2_l GELU(W1_l u + b1_l) + b2_l. Two readings of the chain's f
 
 The forward pass then runs in segments of C_1 tokens through the whole stack, with one
 first-order backward per segment (`torch.autograd.grad` on the segment's loss with respect to the
-chain's offsets only, the parameters `frozen` so that it computes no parameter gradients), also
-under `torch.no_grad()` evaluation. In training the segments only find the offsets: since no
-gradient passes through a write, the outer graph is a function of the parameters with every
-segment's offsets fixed, so the forward then runs once more over the whole window, each chain MLP
-reading one offset per block of C_l tokens (`offset_matmul`), and the outer backward runs once
-through it instead of once per segment (`outer_pass = "window"`; `"segments"` keeps each
+chain's offsets only), also under `torch.no_grad()` evaluation. In training the segments only
+find the offsets: since no gradient passes through a write, the outer graph is a function of the
+parameters with every segment's offsets fixed, so the forward then runs once more over the whole
+window, each chain MLP reading one offset per block of C_l tokens (`offset_matmul`), and the outer
+backward runs once through it instead of once per segment (`outer_pass = "window"`; `"segments"` keeps each
 segment's graph, the reference the tests compare it with). Windows with a document start inside
 keep the segments' graphs.
 
@@ -51,8 +50,6 @@ window to window. The model has no taps, so no tensor hook sits inside compiled 
 """
 
 from __future__ import annotations
-
-import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -91,20 +88,6 @@ def offset_matmul(u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
     B, k, m, n = D.shape
     blocks = u.reshape(B * k, u.shape[1] // k, n)
     return torch.bmm(blocks, D.flatten(0, 1).transpose(1, 2).to(u.dtype)).reshape(B, -1, m)
-
-
-@contextlib.contextmanager
-def frozen(module: nn.Module):
-    """The module's trainable parameters stop requiring gradients inside the block, so a backward
-    taken there (the in-forward writes' autograd.grad) computes no parameter gradients."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 class HOPE(SequenceModel):
@@ -222,9 +205,10 @@ class HOPE(SequenceModel):
                 continue
             if s == 0:
                 start = mem_state
-            for k, v in offsets.items():
-                seen[k].append(v.detach())  # no outer gradient through a write (first-order)
-            with torch.enable_grad(), (contextlib.nullcontext() if segment_graph else frozen(self)):
+            if window:
+                for k, v in offsets.items():
+                    seen[k].append(v.detach())  # no outer gradient through a write (first-order)
+            with torch.enable_grad():
                 leaves = {k: v.detach().requires_grad_(True) for k, v in offsets.items()}
                 out, mem_state = self._stack(x[:, s:e], mem_state, leaves, compiled)
                 ld = torch.promote_types(out.dtype, torch.float32)

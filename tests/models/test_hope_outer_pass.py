@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from nlcore.config import ModelConfig
 from nlcore.models import build_model
 from nlcore.models.base import Resets
-from nlcore.models.hope import frozen, offset_matmul
+from nlcore.models.hope import offset_matmul
 
 V = 11
 
@@ -104,12 +104,3 @@ def test_offset_matmul_uses_one_offset_per_block_of_positions():
         for t in range(12):
             assert torch.allclose(got[b, t], D[b, t // 4] @ u[b, t], atol=1e-12)
     assert torch.allclose(offset_matmul(u, D[:, 0]), torch.einsum("bmn,bsn->bsm", D[:, 0], u), atol=1e-12)
-
-
-def test_frozen_stops_parameter_gradients_and_restores_the_flags():
-    m = make()
-    m.head.bias.requires_grad_(False)  # a parameter frozen by the user stays frozen
-    with frozen(m):
-        assert not any(p.requires_grad for p in m.parameters())
-    assert not m.head.bias.requires_grad
-    assert all(p.requires_grad for n, p in m.named_parameters() if n != "head.bias")
