@@ -3,6 +3,8 @@ segments' own graphs (the reference) in logits, carried state and every paramete
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,11 +32,30 @@ def step(model, x, y, state, resets=None):
     return logits, new, {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
+@contextlib.contextmanager
+def route(model, mode: str):
+    """outer_pass = mode inside the block; yields the widths of the windows the stack runs on."""
+    widths, stack = [], model._stack
+    model.outer_pass = mode
+    model._stack = lambda xs, *a, **k: (widths.append(xs.shape[1]), stack(xs, *a, **k))[1]
+    try:
+        yield widths
+    finally:
+        del model._stack
+
+
+def took_their_routes(widths: dict, T: int) -> bool:
+    """The window pass runs the stack once per segment and once over the whole window; without
+    that, both modes would run one path and the comparisons would prove nothing."""
+    return sum(widths["segments"]) == T and widths["window"] == [*widths["segments"], T]
+
+
 def both(model, x, y, state, resets=None):
-    out = {}
+    out, widths = {}, {}
     for mode in ("window", "segments"):
-        model.outer_pass = mode
-        out[mode] = step(model, x, y, state, resets)
+        with route(model, mode) as widths[mode]:
+            out[mode] = step(model, x, y, state, resets)
+    assert took_their_routes(widths, x.shape[1])
     return out["window"], out["segments"]
 
 
@@ -84,13 +105,14 @@ def test_window_pass_gradient_reaches_the_carried_state():
     from is the same in both passes (the window pass starts its memories from that state)."""
     m = make()
     x, y, st = inputs(m)
-    grads = {}
+    grads, widths = {}, {}
     for mode in ("window", "segments"):
-        m.outer_pass = mode
         leaves = {k: v.clone().requires_grad_(True) for k, v in st.items()}
-        logits, _ = m(x, leaves, None, targets=y)
+        with route(m, mode) as widths[mode]:
+            logits, _ = m(x, leaves, None, targets=y)
         F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").backward()
         grads[mode] = {k: v.grad for k, v in leaves.items() if v.grad is not None}
+    assert took_their_routes(widths, x.shape[1])
     assert set(grads["window"]) == set(grads["segments"]) and grads["window"]
     assert largest(grads["window"], grads["segments"]) < 1e-10
 
