@@ -75,7 +75,7 @@ def bench_figure(table: pd.DataFrame) -> Figure:
     return fig
 
 
-# Some committed reports label the surprise objective's hooks implementation "fast": read as "hooks".
+# Report configuration names read under the current ones: "fast" names the surprise objective's hooks implementation.
 REPORT_LABELS = {"seed_surprise_fast": "seed_surprise_hooks", "seed_surprise_fast_eager": "seed_surprise_hooks_eager"}
 
 
