@@ -172,6 +172,18 @@ def _sample(args: argparse.Namespace) -> int:
     from nlcore.results import write_json
     from nlcore.training.sampling import sample, sample_table
 
+    if args.merge:
+        from nlcore.results import read_json
+        from nlcore.training.sampling import merge_tables
+
+        if args.run or not args.out:
+            raise ValueError("sample --merge joins records written by --out: give the records and --out, no --run")
+        merged = merge_tables([read_json(p) for p in args.merge])
+        write_json(args.out, merged)
+        print(f"wrote {args.out}: {len(merged['samples'])} samples from {len(merged['sources'])} calls")
+        return 0
+    if not args.run:
+        raise ValueError("sample: give --run (the runs to sample) or --merge (sample records to join)")
     prompts, device = args.prompt or ["\n"], repro.pick_device(args.device)
     if args.out is None and len(args.run) == 1 and len(prompts) == 1:
         s = sample(args.run[0], prompt=prompts[0], chars=args.chars, temperature=args.temperature,
@@ -324,8 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     n.set_defaults(func=_notebooks)
 
     s = command("sample", help="text from a trained run: its model continues a prompt")
-    s.add_argument("--run", nargs="+", required=True,
+    s.add_argument("--run", nargs="+", default=None,
                    help="run directories holding checkpoint.pt (or the files themselves)")
+    s.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                   help="instead of sampling: join records written by --out with the same settings into --out")
     s.add_argument("--prompt", action="append", default=None,
                    help="the text to continue (default: a newline); repeat for several prompts")
     s.add_argument("--chars", type=int, default=200, help="characters to write (default: 200)")

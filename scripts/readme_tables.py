@@ -533,7 +533,7 @@ def models_block(page: Page) -> str:
 
 
 SAMPLES = REPO / "results" / "06_hope_titans" / "samples" / "samples.json"
-SAMPLE_CHARS = 240  # characters of each sample shown in the README
+SAMPLE_CHARS = 120  # characters of each sample shown in the README
 
 
 def _cut(text: str, n: int) -> str:
@@ -556,10 +556,9 @@ def samples_block(page: Page) -> str:
         out.append(f"**{what.get(config, config)}** (`{config}`, {r['test_bpc']:.3f} test bpc):\n\n"
                    f"```text\n{text}\n```")
     s = data["settings"]
-    return ("\n\n".join(out) + f"\n\nThe best and the worst of {len({r['run'] for r in rows})} models, each run "
-            f"once more at seed 0 with its checkpoint kept: the same prompt, seed {s['seeds'][0]} and "
-            f"temperature {s['temperature']} for all; every model's text in "
-            f"[`results/06_hope_titans/samples/`]({page.link('results/06_hope_titans/samples/samples.json')}).")
+    return ("\n\n".join(out) + f"\n\nBest and worst of {len({r['run'] for r in rows})} models (06's "
+            f"configurations, seed 0, temperature {s['temperature']}); all in "
+            f"[`results/06_hope_titans/samples/`]({page.link('results/06_hope_titans/samples/NOTE.md')}).")
 
 
 def continual_block(page: Page) -> str:

@@ -157,7 +157,12 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
 
     rows = []
     folders = [Path(r).resolve() if Path(r).is_dir() else Path(r).resolve().parent for r in runs]
-    root = Path(os.path.commonpath(folders)) if len(folders) > 1 else folders[0].parent
+    if len(folders) > 1:
+        root = Path(os.path.commonpath(folders))
+    else:  # one run: named from its experiment's folder on when it lies in one (<exp>/runs/<config>/...)
+        parts = folders[0].parts
+        i = len(parts) - 1 - parts[::-1].index("runs") if "runs" in parts[1:-1] else None
+        root = Path(*parts[:i - 1]) if i is not None else folders[0].parent
     for run, folder in zip(runs, folders):
         loaded = load(run, device)
         summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
@@ -174,3 +179,29 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
             "settings": {"chars": chars, "temperature": temperature, "top_k": top_k, "seeds": list(seeds),
                          "write": write, "prompts": list(prompts)},
             "samples": rows}
+
+
+def merge_tables(tables: list[dict]) -> dict:
+    """One samples record from several `sample_table` records (or merged ones) written with the same
+    settings, e.g. by calls that sampled different runs: their samples in order, and under
+    ``sources`` the command, revision, device and time of every call with the runs it sampled.
+    Settings that differ, or a (run, prompt, seed) sampled twice, raise ValueError."""
+    if not tables:
+        raise ValueError("merge_tables: give at least one samples record")
+    settings = tables[0]["settings"]
+    sources, rows, seen = [], [], set()
+    for i, t in enumerate(tables):
+        if t["settings"] != settings:
+            diff = sorted(k for k in {*settings, *t["settings"]} if settings.get(k) != t["settings"].get(k))
+            raise ValueError(f"merge_tables: record {i} was sampled with other settings ({', '.join(diff)}): "
+                             f"merge only records with the same prompts, characters, temperature and seeds")
+        for r in t["samples"]:
+            key = (r["run"], r["prompt"], r["seed"])
+            if key in seen:
+                raise ValueError(f"merge_tables: run {r['run']} with prompt {r['prompt']!r} and seed {r['seed']} "
+                                 f"appears twice: keep one record of it")
+            seen.add(key)
+            rows.append(r)
+        sources += t.get("sources") or [{k: t[k] for k in ("command", "git", "device", "utc_time")}
+                                        | {"runs": list(dict.fromkeys(r["run"] for r in t["samples"]))}]
+    return {"schema": "nlcore.samples/1", "settings": settings, "sources": sources, "samples": rows}

@@ -130,3 +130,36 @@ def test_sample_table_writes_every_run_prompt_and_seed_with_its_bpc(runs, tmp_pa
         assert row["test_bpc"] == read_json(runs[kind] / "summary.json")["test_bpc"]
     assert table["settings"]["chars"] == 6 and table["command"] and table["git"]
     assert f"--- {'/'.join(runs['hope'].parts[-2:])} (test bpc" in capsys.readouterr().out
+
+
+def test_merged_records_keep_every_sample_and_each_calls_provenance(runs, tmp_path, capsys):
+    import shutil
+
+    a, b, merged = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "merged.json"
+    common = ["--prompt", "ab", "--chars", "4", "--temperature", "0.8", "--seed", "1"]
+    for kind, out in (("transformer", a), ("hope", b)):  # each call samples one run of one experiment
+        d = shutil.copytree(runs[kind], tmp_path / "exp" / "runs" / kind / "seed0")
+        assert main(["sample", "--run", str(d), *common, "--out", str(out)]) == 0
+    assert main(["sample", "--merge", str(a), str(b), "--out", str(merged)]) == 0
+    ra, rb, m = read_json(a), read_json(b), read_json(merged)
+    assert m["samples"] == ra["samples"] + rb["samples"] and m["settings"] == ra["settings"]
+    assert [s["runs"] for s in m["sources"]] == [["exp/runs/transformer/seed0"], ["exp/runs/hope/seed0"]]
+    assert [s["command"] for s in m["sources"]] == [ra["command"], rb["command"]]
+    # a merged record merges again, its sources kept; other settings or a repeated sample refuse
+    assert gen.merge_tables([m])["sources"] == m["sources"]
+    with pytest.raises(ValueError, match="appears twice"):
+        gen.merge_tables([ra, m])
+    other = dict(rb, settings=dict(rb["settings"], temperature=1.0))
+    with pytest.raises(ValueError, match=r"other settings \(temperature\)"):
+        gen.merge_tables([ra, other])
+    assert main(["sample", "--merge", str(a), "--run", str(runs["hope"]), "--out", str(merged)]) == 2
+    assert "error: sample --merge joins records" in capsys.readouterr().err
+
+
+def test_one_run_in_an_experiment_is_named_from_the_experiment_folder(runs, tmp_path):
+    import shutil
+
+    d = tmp_path / "08_x" / "runs" / "hope" / "seed0" / "phase_a"
+    shutil.copytree(runs["hope"], d)
+    row = gen.sample_table([d], ["ab"], chars=2)["samples"][0]
+    assert row["run"] == "08_x/runs/hope/seed0/phase_a" and row["config"] == "hope"
