@@ -30,8 +30,12 @@ The run directory (never silently reused, as nlcore.training.rundir):
     continual.jsonl  one line per evaluation point
     summary.json     how the probe ended, every point, forgetting and learning
 
-`resume=True` continues phase A from its checkpoint (a finished phase A is kept) and runs phase B
-again from phase A's checkpoint: phase B itself does not resume, it starts over. One process only.
+Phase B writes its checkpoint at each evaluation point, right after the point is recorded (its
+own `ckpt_every` is off), and once more when it ends. `resume=True` continues phase A from its
+checkpoint (a finished phase A is kept), then phase B from its last checkpoint: the points up to
+that step are kept and the ones after it come again, and a finished phase B only takes the last
+point again. Phase B without a checkpoint, or without point 0, starts over from phase A's. One
+process only.
 """
 
 from __future__ import annotations
@@ -46,8 +50,9 @@ from nlcore.accel import ddp
 from nlcore.config import TrainConfig, apply_overrides, to_dict
 from nlcore.data import joint_tokenizer
 from nlcore.errors import NonFiniteError, RunDirError
-from nlcore.results import append_metrics, read_json
+from nlcore.results import append_metrics, read_json, read_metrics, trim_metrics
 from nlcore.training import rundir
+from nlcore.training import checkpoint as ckpt
 from nlcore.training.checkpoint import CHECKPOINT_NAME
 from nlcore.training.evaluate import evaluate
 from nlcore.training.trainer import Trainer, load_data, make_stream
@@ -58,7 +63,7 @@ PROBE_FILES = ("meta.json", "summary.json", "continual.jsonl", "phase_a", "phase
 def phase_b_config(cfg_a: TrainConfig, corpus_b: str, steps_b: int, set_b: tuple[str, ...] = ()) -> TrainConfig:
     """Phase A's configuration on corpus B for `steps_b` steps (evaluated by the probe only), then `set_b`."""
     return apply_overrides(cfg_a, [f"name={cfg_a.name}_phase_b", f"data.corpus={corpus_b}", f"steps={steps_b}",
-                                   "eval_every=0", *set_b])
+                                   "eval_every=0", "ckpt_every=0", *set_b])  # the probe checkpoints at its points
 
 
 def eval_steps(steps_b: int, k: int) -> list[int]:
@@ -101,6 +106,18 @@ class Probe:
         return rec
 
 
+def resumed_points(jsonl: Path, dir_b: Path) -> list[dict]:
+    """The points a resumed phase B keeps: those up to its checkpoint's step, rewritten into `jsonl`
+    (the ones after it come again); none, so that phase B starts over, without a checkpoint or
+    without point 0."""
+    if not (dir_b / CHECKPOINT_NAME).is_file() or not jsonl.is_file():
+        return []
+    at = int(ckpt.load(dir_b / CHECKPOINT_NAME)["step"])
+    trim_metrics(jsonl, at, step_key="step_b")
+    kept = read_metrics(jsonl)
+    return kept if kept and kept[0]["step_b"] == 0 else []
+
+
 def prepare_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
     """Check `out` before a probe starts in it; `overwrite` removes a probe already there."""
     if out.exists() and not out.is_dir():
@@ -120,8 +137,10 @@ def prepare_dir(out: Path, *, resume: bool, overwrite: bool) -> None:
 
 def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corpus_b: str = "tinyshakespeare",
                   eval_points: int = 4, set_b: tuple[str, ...] = (), resume: bool = False, overwrite: bool = False,
-                  command: str | None = None, progress: bool = True) -> dict:
-    """Run the probe (the module docstring) into `out_dir` and return its summary."""
+                  command: str | None = None, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run the probe (the module docstring) into `out_dir` and return its summary. `stop_after`:
+    stop phase B after that many steps without writing anything more, as a kill would (the tests'
+    interruption)."""
     out = Path(out_dir)
     if ddp.env_world_size() > 1:
         raise ValueError("continual: the probe runs in one process: start it without torchrun")
@@ -159,8 +178,11 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
         summary_a = Trainer(cfg_a, dir_a, command=command, progress=progress, tokenizer=tok).run(
             resume=resume_a, overwrite=not resume_a)
         phase = "b"
-        jsonl = out / "continual.jsonl"
-        jsonl.unlink(missing_ok=True)  # phase B starts over, and its points with it
+        dir_b, jsonl = out / "phase_b", out / "continual.jsonl"
+        points += resumed_points(jsonl, dir_b) if resume else []
+        resume_b = bool(points)
+        if not resume_b:
+            jsonl.unlink(missing_ok=True)  # phase B starts over, and its points with it
 
         def record(rec: dict) -> None:
             points.append(rec)
@@ -169,14 +191,22 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
         def after_step(trainer: Trainer) -> None:
             if trainer.step in steps[:-1]:
                 record(probe(steps.index(trainer.step) + 1, trainer.step))
+                trainer.save_checkpoint()  # a resume keeps every point up to here
 
-        trainer_b = Trainer(cfg_b, out / "phase_b", command=command, progress=progress, tokenizer=tok,
-                            after_step=after_step)
-        trainer_b.start_from(dir_a / CHECKPOINT_NAME)
+        trainer_b = Trainer(cfg_b, dir_b, command=command, progress=progress, tokenizer=tok, after_step=after_step)
         probe = Probe(trainer_b, corpora)
-        record(probe(0, 0, test=True))
-        summary_b = trainer_b.run(overwrite=True)
-        record(probe(len(steps), steps_b, test=True))
+        if not resume_b:
+            trainer_b.start_from(dir_a / CHECKPOINT_NAME)
+            record(probe(0, 0, test=True))
+        if resume_b and rundir.status(dir_b) == "finished":  # phase B ended: the final model, its last point
+            trainer_b.load_checkpoint(dir_b / CHECKPOINT_NAME)
+            summary_b = read_json(dir_b / "summary.json")
+        else:
+            summary_b = trainer_b.run(resume=resume_b, overwrite=not resume_b, stop_after=stop_after)
+            if "stopped_at" in summary_b:
+                return summary_b
+        if points[-1]["step_b"] != steps_b:  # not yet taken (a stop while summarising had taken it)
+            record(probe(len(steps), steps_b, test=True))
     except NonFiniteError as e:
         end("diverged", phase=phase, ended_at_step=e.step, level=e.level, message=str(e))
         raise

@@ -148,6 +148,37 @@ def test_resume_keeps_phase_a_and_runs_phase_b_again(probe, tmp_path):
     assert again["points"] == summary["points"]
 
 
+def test_a_stopped_phase_b_resumes_from_its_last_point(probe, tmp_path):
+    """Stopped after step 5 of 8 (points at 2, 4, 6, 8): the resume keeps points 0-2, drops one
+    recorded after the checkpoint of step 4, continues from that checkpoint and ends with the
+    uninterrupted run's points, bit for bit."""
+    out, cfg_a, _, _, summary = probe
+    run = tmp_path / "run"
+    args = dict(corpus_b="synthetic", eval_points=4, set_b=SET_B, progress=False)
+    assert run_continual(cfg_a, 8, run, stop_after=5, **args) == {"stopped_at": 5}
+    lines = [json.loads(x) for x in (run / "continual.jsonl").read_text().splitlines()]
+    assert [p["step_b"] for p in lines] == [0, 2, 4] and ckpt.load(run / "phase_b" / "checkpoint.pt")["step"] == 4
+    with open(run / "continual.jsonl", "a") as f:  # a point recorded after the checkpoint (a kill between them)
+        f.write(json.dumps({**lines[-1], "point": 3, "step_b": 6}) + "\n")
+    resumed = run_continual(cfg_a, 8, run, resume=True, **args)
+    assert resumed["points"] == summary["points"] and resumed["forgetting_bpc"] == summary["forgetting_bpc"]
+    assert [json.loads(x) for x in (run / "continual.jsonl").read_text().splitlines()] == summary["points"]
+
+
+def test_a_resume_after_phase_b_ended_takes_only_the_last_point(probe, tmp_path, monkeypatch):
+    out, cfg_a, _, _, summary = probe
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "summary.json").unlink()  # killed while measuring the last point
+    lines = (run / "continual.jsonl").read_text().splitlines()
+    (run / "continual.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    trained = []
+    monkeypatch.setattr(Trainer, "_loop", lambda self, *a: trained.append(self.cfg.name))  # no training step
+    again = run_continual(cfg_a, 8, run, corpus_b="synthetic", eval_points=4, set_b=SET_B, resume=True,
+                          progress=False)
+    assert trained == [] and again["points"] == summary["points"]
+
+
 def one_line(err: str) -> str:
     lines = [x for x in err.splitlines() if x.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
