@@ -51,8 +51,8 @@ from nlcore.config import TrainConfig, apply_overrides, to_dict
 from nlcore.data import joint_tokenizer
 from nlcore.errors import NonFiniteError, RunDirError
 from nlcore.results import append_metrics, read_json, read_metrics, trim_metrics
-from nlcore.training import rundir
 from nlcore.training import checkpoint as ckpt
+from nlcore.training import rundir
 from nlcore.training.checkpoint import CHECKPOINT_NAME
 from nlcore.training.evaluate import evaluate
 from nlcore.training.trainer import Trainer, load_data, make_stream
