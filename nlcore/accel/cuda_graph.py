@@ -1,5 +1,5 @@
 """The graphed training step (``TrainConfig.cuda_graph="on"``): forward + loss + backward
-replayed from a CUDA graph.
+replayed from a CUDA graph; and the graphed evaluation window (`GraphedEval`, at the end).
 
 At the seed sizes the eager step is launch-bound: a few hundred small kernels, each costing
 more Python and dispatcher time than GPU time, so the GPU idles between them. `GraphedStep` captures
@@ -272,3 +272,109 @@ class GraphedStep:
         restore()  # the emulated capture ran the body; on CUDA this is a no-op copy
         self.graphs[key] = (graph, out)
         return self.graphs[key]
+
+
+class GraphedEval:
+    """One evaluation window replayed from a CUDA graph: the forward pass from the carried state
+    and the per-position next-character losses, the way `nlcore.training.evaluate.evaluate` computes
+    them eagerly (same autocast, same fp32 loss). Evaluation is launch-bound like training (HOPE's
+    segments, the memories' chunk loops), and a split is read window after window.
+
+    Static buffers as `GraphedStep`'s: ``x``, ``y`` and ``state_in``; the graph ends by copying the
+    new state into ``state_in``, which `window` returns (read it before the next window, as the
+    carrier does). ``nll`` (B, T) is a static output: consume it before the next replay. Captured
+    at the first window of the buffers' shape, with the model in the mode it is called in (eval);
+    warm-up and capture leave ``state_in`` as it was. Windows with document resets or another shape
+    or state return None (the caller runs them eagerly), as does every window after a failed capture
+    (reported once). On CPU a replay runs the body again (`_EmulatedEval`): bit-identical to eager."""
+
+    def __init__(self, model, rows: int, seq_len: int, device, *, amp: bool, warmup: int = WARMUP) -> None:
+        self.model, self.device, self.amp, self.warmup = model, torch.device(device), amp, warmup
+        self.cuda = self.device.type == "cuda"
+        self.x = torch.zeros(rows, seq_len, dtype=torch.long, device=self.device)
+        self.y = torch.zeros_like(self.x)
+        self.state_in = {k: v.clone() for k, v in model.init_state(rows, self.device).items()}
+        self.graph = None
+        self.nll: torch.Tensor | None = None
+        self.failed: str | None = None
+        self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
+        self.graph_windows = 0
+
+    def window(self, x: torch.Tensor, y: torch.Tensor, state: dict, resets) -> tuple[torch.Tensor, dict] | None:
+        """(nll (B, T), new state) of one window from the graph, or None where it runs eagerly."""
+        if self.failed is not None or resets is not None or x.shape != self.x.shape or state.keys() != self.state_in.keys() \
+                or any(v.shape != self.state_in[k].shape or v.dtype != self.state_in[k].dtype for k, v in state.items()):
+            return None
+        with torch.no_grad():
+            self.x.copy_(x)
+            self.y.copy_(y)
+            for k, v in state.items():
+                if v.data_ptr() != self.state_in[k].data_ptr():  # else it is our own output: in place
+                    self.state_in[k].copy_(v)
+        if self.graph is None and not self._capture():
+            return None
+        self.graph.replay()
+        self.graph_windows += 1
+        return self.nll, dict(self.state_in)
+
+    @torch.no_grad()
+    def _body(self) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        from nlcore.accel.precision import autocast_ctx, loss_precision
+
+        with autocast_ctx(self.device, self.amp):
+            kw = {"targets": self.y} if getattr(self.model, "uses_targets", False) else {}
+            logits, new = self.model(self.x, self.state_in, None, **kw)
+        nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), self.y.flatten(), reduction="none")
+        for k, v in new.items():
+            self.state_in[k].copy_(v)
+        return nll.view_as(self.y)
+
+    def _capture(self) -> bool:
+        snap = {k: v.clone() for k, v in self.state_in.items()}
+
+        @torch.no_grad()
+        def restore() -> None:
+            for k, v in snap.items():
+                self.state_in[k].copy_(v)
+
+        try:
+            if self.cuda:
+                self.stream.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(self.stream):
+                    for _ in range(self.warmup):
+                        self._body()
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+                restore()
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=self.stream):
+                    self.nll = self._body()
+                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+            else:
+                graph = _EmulatedEval(self)
+        except Exception as e:  # noqa: BLE001 - any capture failure: report once, evaluate eagerly
+            if self.cuda:
+                try:
+                    torch.cuda.synchronize(self.device)
+                except Exception:  # noqa: BLE001 - the capture's own error, already caught
+                    pass
+            self.failed = f"{type(e).__name__}: {e}"
+            warnings.warn(f"cuda_graph=on: capture of the evaluation window failed; it runs eagerly: "
+                          f"{self.failed}", RuntimeWarning, stacklevel=3)
+            restore()
+            return False
+        restore()
+        self.graph = graph
+        return True
+
+
+class _EmulatedEval:
+    """CPU stand-in for the evaluation graph: a replay runs the body again (it copies the state into
+    the static buffers itself) and its losses become ``nll``."""
+
+    def __init__(self, owner: GraphedEval) -> None:
+        self.owner = owner
+
+    def replay(self) -> None:
+        self.owner.nll = self.owner._body()

@@ -102,7 +102,7 @@ class Probe:
         for (key, split), (stream, cuts) in self.streams.items():
             if split == "valid" or test:
                 rec[f"{key}_{split}_bpc"] = evaluate(t.model, stream, t.cfg.state, device=t.device, amp=t.amp,
-                                                     doc_cuts=cuts)["bpc"]
+                                                     doc_cuts=cuts, graph=t.eval_graph(stream))["bpc"]
         return rec
 
 

@@ -31,8 +31,10 @@ IGNORE = -100  # a target nobody reads (cross_entropy's ignore_index)
 @torch.no_grad()
 def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False,
              max_windows: int | None = None, doc_cuts: DocCuts | None = None,
-             by_position: bool = False) -> dict:
-    """Held-out bpc over the first `max_windows` windows of `stream` (all when None)."""
+             by_position: bool = False, graph=None) -> dict:
+    """Held-out bpc over the first `max_windows` windows of `stream` (all when None). `graph`: a
+    `nlcore.accel.cuda_graph.GraphedEval` of this model and the stream's shape that replays the
+    windows it can (the same numbers; the others run eagerly)."""
     was_training = model.training
     model.eval()
     n = len(stream) if max_windows is None else min(max_windows, len(stream))
@@ -43,11 +45,15 @@ def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False
     for i in range(n):
         batch = stream[i]
         state, resets = carrier.begin(i, batch.doc_start)
-        with autocast_ctx(device, amp):
-            kw = {"targets": batch.y} if getattr(model, "uses_targets", False) else {}
-            logits, new_state = model(batch.x, state, resets, **kw)
-        nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), batch.y.flatten(), reduction="none")
-        nll = nll.view_as(batch.y)  # (B, T)
+        replayed = graph.window(batch.x, batch.y, state, resets) if graph is not None else None
+        if replayed is not None:
+            nll, new_state = replayed  # (B, T), static: read before the next window
+        else:
+            with autocast_ctx(device, amp):
+                kw = {"targets": batch.y} if getattr(model, "uses_targets", False) else {}
+                logits, new_state = model(batch.x, state, resets, **kw)
+            nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), batch.y.flatten(), reduction="none")
+            nll = nll.view_as(batch.y)  # (B, T)
         total += nll.sum(dtype=torch.float64)
         count += batch.y.numel()
         if by_position:

@@ -24,7 +24,8 @@ Extensions, each owned by the trainer and built in its constructor:
   surprise objective's gradient scale, and the reductions of losses, evaluations and
   checkpoints; only its main process writes.
 - ``graph`` (nlcore.accel.cuda_graph, ``cfg.cuda_graph``): forward + loss + backward replayed
-  from a CUDA graph instead of `forward_backward` run eagerly.
+  from a CUDA graph instead of `forward_backward` run eagerly; ``eval_graphs`` do the same for
+  the evaluation windows (`eval_graph`).
 - ``surprise`` (nlcore.surprise, ``cfg.surprise``): the auxiliary objective around the backward.
 - compiled parts (nlcore.accel.compile, ``cfg.compile``): the loss and the model's marked parts.
 """
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 from nlcore import repro
 from nlcore.accel import compile as compiling
 from nlcore.accel import ddp
-from nlcore.accel.cuda_graph import GraphedStep
+from nlcore.accel.cuda_graph import GraphedEval, GraphedStep
 from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
 from nlcore.cms import CMS
 from nlcore.config import LevelConfig, TrainConfig, from_dict, to_dict
@@ -163,6 +164,7 @@ class Trainer:
                                      compile_fn=compiling.compiler(self.compile) if self.compile else None,
                                      grad_scale=1.0 / self.world.world_size)
         self.graph = GraphedStep(self) if self.cuda_graph == "on" else None
+        self.eval_graphs: dict[tuple[int, int], GraphedEval] = {}  # (rows, T) -> graph (`eval_graph`)
         self.world.prepare(self.model, cfg.seed)  # equal parameters, per-rank RNG
         self.is_main = self.world.is_main  # only the main process writes
         self.step = 0
@@ -260,8 +262,19 @@ class Trainer:
     def evaluate(self, split: str, max_windows: int | None = None, by_position: bool = False) -> dict:
         stream, cuts = self.eval_streams[split]
         out = evaluate(self.model, stream, self.cfg.state, device=self.device, amp=self.amp,
-                       max_windows=max_windows, doc_cuts=cuts, by_position=by_position)
+                       max_windows=max_windows, doc_cuts=cuts, by_position=by_position,
+                       graph=self.eval_graph(stream))
         return self.world.reduce_eval(out)  # sums over ranks
+
+    def eval_graph(self, stream) -> GraphedEval | None:
+        """The evaluation graph for windows of `stream`'s shape when the step is graphed
+        (cuda_graph on), one per shape, made at first use; None otherwise."""
+        if self.cuda_graph != "on":
+            return None
+        key = (stream.batch_size, stream.seq_len)
+        if key not in self.eval_graphs:
+            self.eval_graphs[key] = GraphedEval(self.model, *key, self.device, amp=self.amp)
+        return self.eval_graphs[key]
 
     def evaluate_dynamic(self, split: str, max_windows: int | None = None) -> dict:
         """Dynamic evaluation of `split` (nlcore.training.dynamic_eval) with cfg.dynamic_eval_lr / _decay,
@@ -444,6 +457,8 @@ class Trainer:
             "entropy_rate_bits": getattr(self.corpus, "entropy_rate_bits", None),
             "final_lr": last.get("lr"), "cuda_graph": self.cuda_graph,
             "cuda_graph_counts": self.graph.telemetry() if self.graph is not None else None,
+            "eval_graphs": {f"{r}x{t}": {"windows": g.graph_windows, "capture_error": g.failed}
+                            for (r, t), g in self.eval_graphs.items()},  # evaluation windows replayed
         }
         if dynamic is not None:  # dynamic evaluation, beside the static numbers
             out.update(valid_bpc_dynamic=dynamic["valid"]["bpc"], test_bpc_dynamic=dynamic["test"]["bpc"])

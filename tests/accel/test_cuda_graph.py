@@ -202,3 +202,55 @@ def test_cms_zero_grad_inplace():
     assert all(p.grad is g and not g.any() for p, g in zip(m.parameters(), held))
     with pytest.raises(ValueError, match="zero_grad"):
         CMS(CMSConfig(levels=levels), m.levels(), model=m, zero_grad="sometimes")
+
+
+@pytest.mark.parametrize("case", ["persistent", "doc", "transformer", "titans", "hope"])
+def test_graphed_evaluation_equals_eager_evaluation(case):
+    """Trained a few steps, then valid evaluated twice in a row (the second from a captured graph's
+    replays only): every number equals cuda_graph=off's bit for bit; windows with document starts
+    inside and the stream's final shorter window (if any) run eagerly."""
+    off, graphed = make(CASES[case], "off", steps=6), make(CASES[case], "on", steps=6)
+    run(off, 6), run(graphed, 6)
+    for _ in range(2):
+        a = off.evaluate("valid", by_position=True)
+        b = graphed.evaluate("valid", by_position=True)
+        assert a == b
+    stream, cuts = graphed.eval_streams["valid"]
+    (g,) = graphed.eval_graphs.values()
+    assert off.eval_graphs == {} and g.failed is None
+    if case == "doc":
+        resets = sum(bool(cuts.window(i)[0].any()) for i in range(len(stream)))
+        assert 0 < resets < len(stream) and g.graph_windows == 2 * (len(stream) - resets)
+    else:
+        assert g.graph_windows == 2 * len(stream)
+
+
+def test_a_failed_evaluation_capture_warns_once_and_evaluates_eagerly(monkeypatch):
+    def broken(owner):
+        owner._body()
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(fastpath, "_EmulatedEval", broken)
+    off, graphed = make(CASES["hope"], "off", steps=4), make(CASES["hope"], "on", steps=4)
+    run(off, 4), run(graphed, 4)
+    with pytest.warns(RuntimeWarning, match="capture of the evaluation window failed"):
+        b = graphed.evaluate("valid")
+    assert off.evaluate("valid") == b == graphed.evaluate("valid")
+    (g,) = graphed.eval_graphs.values()
+    assert g.graph_windows == 0 and "not permitted" in g.failed
+
+
+def test_the_gpu_self_check_of_graphed_evaluation_runs_and_passes_on_cpu(tmp_path):
+    """scripts/reproduce/check_eval_graph.py (run on the GPU machine) in its CPU smoke form."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "reproduce" / "check_eval_graph.py"
+    spec = importlib.util.spec_from_file_location("check_eval_graph", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "check.json"
+    assert mod.main([str(out), "--smoke", "--steps", "2", "--windows", "3", "--configs", "hope", "titans_linear"]) == 0
+    rec = json.loads(out.read_text())
+    assert [c["config"] for c in rec["checks"]] == ["hope", "titans_linear"] and rec["errors"] == {}
+    assert all(c["pass"] and c["graph_windows"] == 6 and c["diff"] == 0.0 for c in rec["checks"])
