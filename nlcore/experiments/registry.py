@@ -132,6 +132,12 @@ def _lr(model: str) -> tuple[str, ...]:
     return (f"cms.levels.fast.lr={LR_06[model]:g}",)
 
 
+# The Titans MLP memory that trains (results/06_hope_titans_extra/titans_mlp_search_422d31f/, chosen
+# on valid at one seed): each token's inner gradient divided by its curvature bound, retention toward
+# the initial weights, and a write step of at most 0.5. 06's `titans` (retention toward zero, step
+# at most 1/mem_chunk) stays at the zero fixed point.
+_TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
+
 # HOPE's chain MLPs as the CMS levels medium and slow (nlcore.cms), updated every 16 and 256 steps.
 _OUTER = ("model.cms_mode=outer", "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")
 _FFN_ADAMW_2E3 = (*_ADAMW_FFN[:2], *_ffn_lr("2e-3"))
@@ -144,6 +150,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     # The MLP memory at the default retention (mem_alpha0 0.982 per token) decays to its zero state
     # within a window (results/06_hope_titans/NOTE.md): retain it longer.
     config("titans_alpha0.999", "model.mem_alpha0=0.999", *_lr("titans"), model="titans"),
+    config("titans_norm", *_TITANS_NORM, *_lr("titans"), model="titans"),
     # HOPE without the in-forward writes and without CMS: the chain MLPs are ordinary parameters.
     config("hope_static", "model.cms_mode=outer", *_chunks(1, 1), *_FFN_ADAMW_2E3, *_lr("hope"), model="hope"),
     # The outer CMS reading with hope_static's optimizer (AdamW 2e-3) instead of the seed preset's
@@ -181,8 +188,10 @@ EXPERIMENTS["08_continual"] = Experiment("08_continual", (
 # 07: does HOPE's lead over the 06 models hold with more characters, more width and another corpus?
 # The six models below at 06's shape (windows of 16 x 512 characters, warm-up 100 steps); every
 # configuration of a model is 06's configuration of the same label (identity, size, levers).
-MODELS_07 = ("nested_lstm", "transformer", "titans", "titans_linear", "hope", "hope_outer")
-_LEVERS_07 = {"nested_lstm": ("nested_lstm", ()), "transformer": ("transformer", ()), "titans": ("titans", ()),
+# Titans' MLP memory is 06's `titans_norm`: `titans` stays at a bigram's bpc at every budget.
+MODELS_07 = ("nested_lstm", "transformer", "titans_norm", "titans_linear", "hope", "hope_outer")
+_LEVERS_07 = {"nested_lstm": ("nested_lstm", ()), "transformer": ("transformer", ()),
+              "titans_norm": ("titans", _TITANS_NORM),
               "titans_linear": ("titans", ("model.memory=linear",)), "hope": ("hope", ()),
               "hope_outer": ("hope", _OUTER)}
 # Training budgets in steps of 16 x 512 characters: 8.2 M, 33 M and 131 M characters (1, 4 and 16
@@ -196,7 +205,7 @@ LR_MULTIPLIERS_07 = (0.25, 0.5, 1.0, 2.0, 4.0)
 # valid bpc of 07_lr_sweep (`nlcore.experiments.scaling.best_lrs`). Until the sweep has run these
 # are 06's rates (LR_06, untuned); replace them with the sweep's choice and re-snapshot the registry
 # (tests/experiments/registry_snapshot.py).
-LR_07 = {"nested_lstm": LR_06["nested_lstm"], "transformer": LR_06["transformer"], "titans": LR_06["titans"],
+LR_07 = {"nested_lstm": LR_06["nested_lstm"], "transformer": LR_06["transformer"], "titans_norm": LR_06["titans"],
          "titans_linear": LR_06["titans"], "hope": LR_06["hope"], "hope_outer": LR_06["hope"]}
 # About four times 06's parameters (d_model doubled, head dimension 64 kept, d_ff chosen to match the
 # transformer's count): 12.5 M to 12.9 M parameters on WikiText-2, from 3.1 M to 3.3 M in 06

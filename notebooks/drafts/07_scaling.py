@@ -16,7 +16,7 @@
 # suit one model, to a budget at which the others have not caught up, to one corpus. This
 # lesson moves one of those things at a time, always for the same six models at lesson 06's
 # shape (windows of 16 × 512 characters, a cosine schedule with 100 warm-up steps): the nested
-# LSTM, the Transformer, Titans with an MLP memory (`titans`) and a linear one
+# LSTM, the Transformer, Titans with an MLP memory (`titans_norm`, the one that trains) and a linear one
 # (`titans_linear`), HOPE (`hope`), and HOPE's chain stepped as CMS levels (`hope_outer`).
 #
 # | experiment | what it moves | characters (steps of 16 × 512) | seeds |

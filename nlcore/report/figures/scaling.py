@@ -26,7 +26,7 @@ from nlcore.report.figures.hope import color as model_color
 from nlcore.report.plotting import PALETTE
 
 _LABEL = re.compile(r"^(?P<model>.+?)(?:_lr(?P<lr>\d[\d.e+-]*)|_(?P<budget>\d+(?:\.\d+)?M))?$")
-MARKERS = {"nested_lstm": "o", "transformer": "s", "titans": "^", "titans_linear": "v", "hope": "D",
+MARKERS = {"nested_lstm": "o", "transformer": "s", "titans": "^", "titans_norm": "^", "titans_linear": "v", "hope": "D",
            "hope_outer": "P"}
 X_LABELS = {"chars": "training characters (log scale)", "params": "parameters (log scale)",
             "lr": "learning rate of the fast level, AdamW (log scale)"}
