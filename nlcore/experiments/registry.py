@@ -136,7 +136,7 @@ def _lr(model: str) -> tuple[str, ...]:
 # on valid at one seed): each token's inner gradient divided by its curvature bound, retention toward
 # the initial weights, and a write step of at most 0.5. 06's `titans` (retention toward zero, step
 # at most 1/mem_chunk) stays at the zero fixed point.
-_TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
+TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
 
 # HOPE's chain MLPs as the CMS levels medium and slow (nlcore.cms), updated every 16 and 256 steps.
 _OUTER = ("model.cms_mode=outer", "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")
@@ -150,7 +150,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     # The MLP memory at the default retention (mem_alpha0 0.982 per token) decays to its zero state
     # within a window (results/06_hope_titans/NOTE.md): retain it longer.
     config("titans_alpha0.999", "model.mem_alpha0=0.999", *_lr("titans"), model="titans"),
-    config("titans_norm", *_TITANS_NORM, *_lr("titans"), model="titans"),
+    config("titans_norm", *TITANS_NORM, *_lr("titans"), model="titans"),
     # HOPE without the in-forward writes and without CMS: the chain MLPs are ordinary parameters.
     config("hope_static", "model.cms_mode=outer", *_chunks(1, 1), *_FFN_ADAMW_2E3, *_lr("hope"), model="hope"),
     # The outer CMS reading with hope_static's optimizer (AdamW 2e-3) instead of the seed preset's
@@ -191,7 +191,7 @@ EXPERIMENTS["08_continual"] = Experiment("08_continual", (
 # Titans' MLP memory is 06's `titans_norm`: `titans` stays at a bigram's bpc at every budget.
 MODELS_07 = ("nested_lstm", "transformer", "titans_norm", "titans_linear", "hope", "hope_outer")
 _LEVERS_07 = {"nested_lstm": ("nested_lstm", ()), "transformer": ("transformer", ()),
-              "titans_norm": ("titans", _TITANS_NORM),
+              "titans_norm": ("titans", TITANS_NORM),
               "titans_linear": ("titans", ("model.memory=linear",)), "hope": ("hope", ()),
               "hope_outer": ("hope", _OUTER)}
 # Training budgets in steps of 16 x 512 characters: 8.2 M, 33 M and 131 M characters (1, 4 and 16

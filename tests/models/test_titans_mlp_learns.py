@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from nlcore.config import apply_overrides, preset
+from nlcore.experiments.registry import TITANS_NORM
 from nlcore.models import build_model
 from nlcore.models.memory_layers import writes_off
 from nlcore.training.trainer import Trainer
@@ -18,11 +19,13 @@ SMALL = ("data.seq_len=128", "data.batch_size=8", "model.mem_chunk=16", "model.d
          "ckpt_every=0", "log_every=100", "warmup=30", "cms.levels.fast.lr=3e-3", "steps=400", "seed=0",
          "device=cpu")
 NORMALISED = ("model.mem_retention=init", "model.mem_normalize=true")  # retention to θ_init, curvature-bounded step
+REGISTERED = TITANS_NORM  # 06's titans_norm: the same with the step's ceiling at 0.5
 DEFAULT = ("model.mem_retention=zero",)  # 06's titans: decays to θ = 0, where its gradient vanishes
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("variant, learns", [(NORMALISED, True), (DEFAULT, False)], ids=["normalised", "default"])
+@pytest.mark.parametrize("variant, learns", [(NORMALISED, True), (REGISTERED, True), (DEFAULT, False)],
+                         ids=["normalised", "titans_norm", "default"])
 def test_a_trained_mlp_memory_is_away_from_zero_and_its_writes_cost_bits(variant, learns):
     tr = Trainer(apply_overrides(preset("smoke"), [*SMALL, *variant]), None, progress=False, command="test")
     tr.run()
