@@ -4,8 +4,9 @@
 # Titans MLP configuration trained once more at seed 0 beside them (SAMPLE_06 below): the same
 # prompts, seed and temperature for every model, written to OUTDIR/06_samples/samples.json.
 # Usage on the GPU machine: scripts/reproduce/continual_08.sh REVISION OUTDIR [SECONDS]
-# Runs still going after SECONDS (default 420) are stopped; a later call finishes them (finished
-# runs are skipped, the others start again).
+# Runs still going after SECONDS (default 420) are stopped; a later call on the same machine and
+# OUTDIR finishes them (finished runs are skipped, the others resume from their last checkpoint:
+# phase A's every 500 steps, phase B's at each evaluation point).
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
