@@ -254,3 +254,22 @@ def test_the_gpu_self_check_of_graphed_evaluation_runs_and_passes_on_cpu(tmp_pat
     rec = json.loads(out.read_text())
     assert [c["config"] for c in rec["checks"]] == ["hope", "titans_linear"] and rec["errors"] == {}
     assert all(c["pass"] and c["graph_windows"] == 6 and c["diff"] == 0.0 for c in rec["checks"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("case", ["persistent", "doc", "titans", "hope", "hope_kernels"])
+def test_graphed_evaluation_on_cuda_equals_the_eager_one(case):
+    """On the GPU: the same trained model evaluated from the graph and eagerly (same kernels, so
+    equal up to the order of float sums), and every window without a document start replayed."""
+    from nlcore.training.evaluate import evaluate
+
+    extra = CASES.get(case) or ["model.kind=hope", "model.d_model=128", "model.n_heads=2", "model.d_ff=96",
+                                "model.mem_chunk=64", "model.cms_chunks=64,128", "data.seq_len=128"]
+    t = make([*extra, "device=cuda"], "on", steps=6)
+    run(t, 6)
+    stream, cuts = t.eval_streams["valid"]
+    graphed = t.evaluate("valid")["bpc"]
+    eager = evaluate(t.model, stream, t.cfg.state, device=t.device, amp=t.amp, doc_cuts=cuts)["bpc"]
+    (g,) = t.eval_graphs.values()
+    assert g.failed is None and g.graph_windows > 0
+    assert abs(graphed - eager) < 1e-5, (graphed, eager)

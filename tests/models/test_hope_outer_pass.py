@@ -126,3 +126,20 @@ def test_offset_matmul_uses_one_offset_per_block_of_positions():
         for t in range(12):
             assert torch.allclose(got[b, t], D[b, t // 4] @ u[b, t], atol=1e-12)
     assert torch.allclose(offset_matmul(u, D[:, 0]), torch.einsum("bmn,bsn->bsm", D[:, 0], u), atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_window_pass_equals_segment_graphs_on_cuda_compiled():
+    """float32 on the GPU with the block and head compiled as the trainer compiles them, at a shape
+    where the memories run their Triton kernels (chunk 64, head dimension 64)."""
+    from nlcore.accel import compile as compiling
+
+    m = make(torch.float32, d_model=128, d_ff=96, n_heads=2, mem_chunk=64, cms_chunks="64,128").cuda()
+    m.compile_parts(compiling.compiler(compiling.resolve("auto", torch.device("cuda"))))
+    x, y, st = inputs(m, B=4, T=256)
+    x, y, st = x.cuda(), y.cuda(), {k: v.cuda() for k, v in st.items()}
+    (lw, sw, gw), (ls, ss, gs) = both(m, x, y, st)
+    scale = max(g.abs().max().item() for g in gs.values())
+    assert (lw - ls).abs().max() < 1e-5 * ls.abs().max()
+    assert largest(sw, ss) < 1e-5 * max(v.abs().max().item() for v in ss.values())
+    assert largest(gw, gs) < 1e-5 * scale
