@@ -219,10 +219,11 @@ class TrainConfig:
     deterministic: bool = False
     compat: str = "none"  # none | prototype (its untrained embedding/head and lr/C; never a default)
     # cuda_graph (nlcore.accel.cuda_graph): "on" replays forward + loss + backward from a CUDA graph
-    # over static input, state and .grad buffers, and each evaluation window's forward and losses; windows it cannot replay (document resets inside,
-    # another shape) run eagerly and are counted. On a CPU "on" runs the same static-buffer code with
-    # the capture emulated, bit-identical to "off". Not with the delta optimizers (their statistics
-    # come from host-side hooks). "auto": "on" on CUDA unless a level uses a delta optimizer.
+    # over static input, state and .grad buffers, and each evaluation window's forward and losses;
+    # windows it cannot replay (document resets inside, another shape) run eagerly and are counted.
+    # On a CPU "on" runs the same static-buffer code with the capture emulated, bit-identical to
+    # "off". Not with the delta optimizers (their statistics come from host-side hooks). "auto":
+    # "on" on CUDA unless a level uses a delta optimizer.
     cuda_graph: str = "auto"  # auto | off | on
     # compile (nlcore.accel.compile): torch.compile the loss and the model's marked parts (for the
     # nested LSTM, everything after the recurrence). "auto": "inductor" on CUDA, "off" elsewhere;
