@@ -4,7 +4,7 @@ Each (configuration, seed) is one `python -m nlcore train` run in its own direct
 ``<out>/runs/<config>/seed<k>/`` (its own meta.json, metrics.jsonl, summary.json), started as a
 subprocess so several small runs can share one GPU. A finished run is not run again, an
 interrupted one resumes from its checkpoint (one stopped before its first checkpoint starts
-over), so nothing is lost on a crash.
+over), so nothing is lost on a crash. A diverged run is a result too: it is kept, not run again.
 With a `PhaseB`, each run is instead a continual-learning probe (nlcore.training.continual,
 `python -m nlcore continual`): the configuration trains on its corpus, then continues on corpus B;
 its directory holds phase_a/, phase_b/ and the probe's summary.
@@ -82,7 +82,11 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
     for gc in configs:
         for seed in seeds:
             run_dir = out / "runs" / gc.label / f"seed{seed}"
-            if rundir.status(run_dir) == "finished":
+            status = rundir.status(run_dir)
+            if status == "diverged" and echo:  # an outcome like any other: a rerun could flip it unseen
+                print(f"[{name}] keep {gc.label} seed {seed}: it diverged (remove {run_dir} to run it again)",
+                      flush=True)
+            if status in ("finished", "diverged"):
                 continue
             # continue from a checkpoint; a run that stopped before its first one starts over
             sets = [*common, *gc.overrides, f"seed={seed}"]

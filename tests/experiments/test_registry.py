@@ -153,3 +153,15 @@ def test_a_run_that_diverges_on_held_out_text_is_reported_not_a_crash(tmp_path, 
     monkeypatch.setattr(Trainer, "run", lambda self, **kw: {"valid_bpc": float("nan"), "test_bpc": None})
     run_grid("t", [GridConfig("a", "smoke", TINY)], [0], tmp_path, jobs=0, echo=True)
     assert "[t] done a seed 0: valid non-finite bpc" in capsys.readouterr().out
+
+
+def test_a_diverged_run_is_kept_as_a_result_and_not_run_again(tmp_path, capsys):
+    gcs = [GridConfig("a", "smoke", TINY)]
+    run_grid("t", gcs, [0, 1], tmp_path, jobs=0, echo=False)
+    summ = tmp_path / "runs" / "a" / "seed1" / "summary.json"
+    summ.write_text(json.dumps({"status": "diverged", "ended_at_step": 4, "message": "training diverged"}))
+    before = summ.read_text()
+    df = run_grid("t", gcs, [0, 1], tmp_path, jobs=0)
+    assert summ.read_text() == before
+    assert "keep a seed 1: it diverged" in capsys.readouterr().out
+    assert set(df[df.metric == "valid_bpc"].seed) == {0}  # aggregated without it
