@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a field of phase B only, e.g. data.synth_seed=1")
     c.add_argument("--out", required=True, help="run directory (meta.json, phase_a/, phase_b/, continual.jsonl, "
                                                 "summary.json)")
-    c.add_argument("--resume", action="store_true", help="continue phase A from its checkpoint, then run phase B again")
+    c.add_argument("--resume", action="store_true", help="continue the probe in OUT: phase A, then phase B from its last evaluation point")
     c.add_argument("--overwrite", action="store_true", help="replace a run already in OUT")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.set_defaults(func=_continual)
