@@ -63,7 +63,8 @@ def capture(fn, device=None, warmup: int = WARMUP) -> torch.cuda.CUDAGraph:
     """fn captured in a CUDA graph by the standard recipe: `warmup` eager runs on a side stream
     (cuDNN/cuBLAS/autograd state, and any .grad the backward allocates, are set up outside the
     graph), then the capture on that stream. Replay with ``.replay()``. For timing harnesses
-    (nlcore.bench.floor, nlcore.bench.memory_paths); the training step's own capture is `GraphedStep`."""
+    (nlcore.bench.floor, nlcore.bench.memory_paths) and the evaluation window (`GraphedEval`); the
+    training step's own capture is `GraphedStep`."""
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
@@ -277,8 +278,8 @@ class GraphedStep:
 class GraphedEval:
     """One evaluation window replayed from a CUDA graph: the forward pass from the carried state
     and the per-position next-character losses, the way `nlcore.training.evaluate.evaluate` computes
-    them eagerly (same autocast, same fp32 loss). Evaluation is launch-bound like training (HOPE's
-    segments, the memories' chunk loops), and a split is read window after window.
+    them eagerly (same autocast, same fp32 loss). An eager evaluation window pays the launches an
+    eager training step pays (HOPE's segments, the memories' chunk loops), window after window.
 
     Static buffers as `GraphedStep`'s: ``x``, ``y`` and ``state_in``; the graph ends by copying the
     new state into ``state_in``, which `window` returns (read it before the next window, as the
@@ -297,7 +298,6 @@ class GraphedEval:
         self.graph = None
         self.nll: torch.Tensor | None = None
         self.failed: str | None = None
-        self.stream = torch.cuda.Stream(device=self.device) if self.cuda else None
         self.graph_windows = 0
 
     def window(self, x: torch.Tensor, y: torch.Tensor, state: dict, resets) -> tuple[torch.Tensor, dict] | None:
@@ -339,18 +339,12 @@ class GraphedEval:
             for k, v in snap.items():
                 self.state_in[k].copy_(v)
 
+        def body() -> None:  # the captured call's losses stay in the graph's memory: the static output
+            self.nll = self._body()
+
         try:
-            if self.cuda:
-                self.stream.wait_stream(torch.cuda.current_stream(self.device))
-                with torch.cuda.stream(self.stream):
-                    for _ in range(self.warmup):
-                        self._body()
-                torch.cuda.current_stream(self.device).wait_stream(self.stream)
-                restore()
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, stream=self.stream):
-                    self.nll = self._body()
-                torch.cuda.current_stream(self.device).wait_stream(self.stream)
+            if self.cuda:  # warm-up runs advance state_in (restored below); the capture only records
+                graph = capture(body, self.device, self.warmup)
             else:
                 graph = _EmulatedEval(self)
         except Exception as e:  # noqa: BLE001 - any capture failure: report once, evaluate eagerly

@@ -132,8 +132,8 @@ def _lr(model: str) -> tuple[str, ...]:
     return (f"cms.levels.fast.lr={LR_06[model]:g}",)
 
 
-# The Titans MLP memory that trains (results/06_hope_titans_extra/titans_mlp_search_422d31f/, chosen
-# on valid at one seed): each token's inner gradient divided by its curvature bound, retention toward
+# The Titans MLP memory that trains (results/06_hope_titans_extra/, round 2 of the Titans MLP
+# search, chosen on valid at one seed): each token's inner gradient divided by its curvature bound, retention toward
 # the initial weights, and a write step of at most 0.5. 06's `titans` (retention toward zero, step
 # at most 1/mem_chunk) stays at the zero fixed point.
 TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
