@@ -31,6 +31,7 @@ def test_points_curves_and_tradeoff(tmp_path):
     records = [{"config": c, "metric": m, "mean": v, "ci_low": v - 0.01, "ci_high": v + 0.01, "n_seeds": 2}
                for c, f, l in (("x", 0.2, 0.55), ("y", 0.05, 0.2)) for m, v in (("forgetting_bpc", f), ("learning_bpc", l))]
     ax = tradeoff(records, ["x", "y"]).axes[0]
-    assert sorted(t.get_text() for t in ax.texts) == ["x", "y"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["x (n=2)", "y (n=2)"]
+    assert not ax.texts  # the legend names the points; labels beside them overlapped
     with pytest.raises(FileNotFoundError, match="no finished continual runs"):
         continual_points(tmp_path / "nowhere")

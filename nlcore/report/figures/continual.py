@@ -78,9 +78,8 @@ def tradeoff(summary_records, configs: Sequence[str], x: str = "forgetting_bpc",
 
         ax.errorbar(rx["mean"], ry["mean"], xerr=err(rx), yerr=err(ry), fmt="o", color=c, capsize=3,
                     label=f"{config} (n={rx['n_seeds']})")
-        ax.annotate(config, (rx["mean"], ry["mean"]), textcoords="offset points", xytext=(5, 4), fontsize=8, color=c)
     ax.axvline(0.0, color=GREY, lw=0.8, ls="--")
-    ax.set_xlabel("forgetting: rise of validation bpc on A over phase B (lower is better)")
-    ax.set_ylabel("learning: fall of validation bpc on B over phase B (higher is better)")
+    ax.set_xlabel("forgetting: rise of validation bpc on A\nover phase B (lower is better)")
+    ax.set_ylabel("learning: fall of validation bpc on B\nover phase B (higher is better)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
