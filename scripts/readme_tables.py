@@ -474,8 +474,8 @@ HOPE_ROOT = REPO / "results" / "06_hope_titans"
 
 
 def _params(config: str) -> float | None:
-    done = sorted((HOPE_ROOT / "runs" / config).glob("seed*/summary.json"))
-    return _json(done[0])["params"] if done else None
+    done = [d for d in map(_json, sorted((HOPE_ROOT / "runs" / config).glob("seed*/summary.json"))) if "params" in d]
+    return done[0]["params"] if done else None
 
 
 def hope_block(page: Page) -> str:
@@ -495,7 +495,8 @@ def hope_block(page: Page) -> str:
         recs = {r["metric"]: r for r in records if r["config"] == config}
         shown += [recs[m] for m in METRICS if m in recs]
         cells = [format_ci(recs[m], 3) if m in recs else "diverged (every seed)" for m in METRICS]
-        lost = [p.name for p in sorted(run_dir.glob("seed*")) if p.is_dir() and not (p / "summary.json").exists()]
+        lost = [p.name for p in sorted(run_dir.glob("seed*")) if p.is_dir() and (
+            not (p / "summary.json").exists() or _json(p / "summary.json").get("status") == "diverged")]
         if recs and lost:  # say which seeds the mean leaves out, and why
             from nlcore.report.figures.hope import run_status
 

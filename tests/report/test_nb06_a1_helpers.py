@@ -60,6 +60,20 @@ def test_plot_bpc_zooms_and_writes_off_scale_values(tmp_path):
     assert len(hope.plot_bpc(tmp_path, zoom=None).axes[0].texts) == 0
 
 
+def test_a_diverged_runs_summary_counts_as_run_not_finished(tmp_path):
+    _runs(tmp_path, "hope", (1.60, 1.62, 1.61))
+    _runs(tmp_path, "titans_norm", (9.0, 9.0, 2.16))
+    for s in (0, 1):  # the grid keeps a divergence as a summary without bpc
+        (tmp_path / "runs" / "titans_norm" / f"seed{s}" / "summary.json").write_text(
+            json.dumps({"status": "diverged", "ended_at_step": 95}))
+    table = hope.bpc_table(tmp_path).set_index("config")
+    assert (table.loc["titans_norm", "n_run"], table.loc["titans_norm", "n"]) == (3, 1)
+    assert table.loc["titans_norm", "valid_bpc"] == pytest.approx(2.16)
+    assert hope.run_status(tmp_path / "runs" / "titans_norm" / "seed0") == "diverged"
+    texts = [t.get_text() for t in hope.plot_bpc(tmp_path, zoom=0.5).axes[0].texts]
+    assert any("its one seed at 2.16 bpc" in t for t in texts), texts
+
+
 # ---------------------------------------------------------------------------- A1
 
 

@@ -55,19 +55,27 @@ def _ordered(names) -> list[str]:
 # ---------------------------------------------------------------------------- held-out bpc
 
 
+def _finished(run_dir: Path) -> dict | None:
+    """A run's summary.json when it finished training (a diverged run's summary has no bpc)."""
+    summary = _read(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
+    return summary if summary is not None and summary.get("status") != "diverged" else None
+
+
 def runs(out_dir: str | Path | None = None) -> dict[str, dict[int, dict | None]]:
-    """config -> seed -> that run's summary.json (None: the run folder has no summary)."""
+    """config -> seed -> that run's summary.json (None: the run has no summary or diverged)."""
     root = Path(out_dir or paths.results_root("full") / STEM) / "runs"
     found: dict[str, dict[int, dict | None]] = {}
     for cfg in sorted(p for p in root.glob("*") if p.is_dir()) if root.is_dir() else []:
         seeds = sorted((p for p in cfg.glob("seed*") if p.is_dir()), key=lambda p: int(p.name[4:]))
-        found[cfg.name] = {int(s.name[4:]): (_read(s / "summary.json") if (s / "summary.json").exists() else None)
-                           for s in seeds}
+        found[cfg.name] = {int(s.name[4:]): _finished(s) for s in seeds}
     return {c: found[c] for c in _ordered(found)}
 
 
 def run_status(run_dir: Path) -> str:
-    """A run without a summary, from its train.log: "diverged", "failed", "unfinished" or "missing"."""
+    """A run that did not finish: "diverged" (its summary says so, or its train.log), "failed",
+    "unfinished" or "missing"."""
+    if (run_dir / "summary.json").exists() and _read(run_dir / "summary.json").get("status") == "diverged":
+        return "diverged"
     log = run_dir / "train.log"
     if not log.exists():
         return "missing"
@@ -132,7 +140,9 @@ def plot_bpc(out_dir: str | Path | None = None, zoom: float | None = 0.5, refere
             ax.errorbar(r["valid_bpc"], y, xerr=err, fmt="D", color=c, capsize=4, markersize=7)
         off = [v for v in vals if v > edge]
         if off:
-            if len(off) == len(vals) and max(off) - min(off) < 0.005:
+            if len(vals) == 1:
+                what = f"its one seed at {off[0]:.2f} bpc"
+            elif len(off) == len(vals) and max(off) - min(off) < 0.005:
                 what = f"all {len(off)} seeds at {r['valid_bpc']:.2f} bpc"
             else:
                 what = (f"mean {r['valid_bpc']:.2f}; " if r["valid_bpc"] > edge else "") + \
