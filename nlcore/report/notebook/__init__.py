@@ -7,6 +7,7 @@
   (configuration by configuration; a failure is reported and recorded, never dropped silently) or
   read back from the committed results in the committed view.
 - `Quote`, `takeaways` (`cite.py`): numbers in the text, rendered from committed results.
+- `continual_takeaways` (`continual.py`): notebook 08's takeaways from its committed results.
 - `model_samples`, `samples_html` (`samples.py`): what trained models write, side by side.
 - `checks.py` (reference levels, update counts, finiteness), `compare.py` (paired differences,
   per-corpus panels, surprise scales), `ablations.py` (several experiments at once, notebook 05).
@@ -39,6 +40,7 @@ from nlcore.report.notebook.compare import (
     surprise_scales,
     unpaired_separated,
 )
+from nlcore.report.notebook.continual import continual_takeaways
 from nlcore.report.notebook.experiment import (
     ExperimentResults,
     committed_results,
@@ -51,7 +53,7 @@ from nlcore.report.notebook.setup import Context, setup
 
 __all__ = [
     "ABLATION_STEMS", "ablation_lever", "ablation_runs", "ablation_table", "all_finite",
-    "collect_experiments", "committed_results", "Context", "corpus_panels", "corpus_summary",
+    "collect_experiments", "committed_results", "Context", "continual_takeaways", "corpus_panels", "corpus_summary",
     "corpus_unigram_bpc", "expected_updates", "experiment", "ExperimentResults", "load_experiment",
     "model_samples", "paired_differences", "Quote", "samples_html", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
     "takeaways", "unigram_bpc", "unigram_reference", "unpaired_separated", "updates_check",
