@@ -694,6 +694,8 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("06_hope_titans", "S:hope_titans.sh `REV 0 OUT 06_hope_titans`; the retraining commands are in its `NOTE.md`",
      run_times),
     ("06_hope_titans/before_564ff0d", "the runs the retraining replaced (`06_hope_titans/NOTE.md`)", run_times),
+    ("06_hope_titans/before_d1b0aa2", "the `hope` runs the `d1b0aa2` retraining replaced (`06_hope_titans/NOTE.md`)",
+     run_times),
     ("06_hope_titans/rerun_hope_0b4f73c", "commands in its `NOTE.md`", every_run),
     ("06_hope_titans/rerun_hope_outer_19108e1", "command in `06_hope_titans/NOTE.md`", every_run),
     ("06_hope_titans/rerun_hope_outer_ef56c29", "commands in its `NOTE.md`", every_run),
@@ -701,6 +703,8 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("06_dynamic_eval", "S:dynamic_eval_06.py `OUT [LABEL ...]` (lr grids per folder in its `NOTE.md`)",
      dynamic_eval_times),
     ("06_mqar", "`python -m nlcore mqar`, commands in its `NOTE.md`", every_run),
+    ("07_lr_sweep", "S:lr_sweep_07.sh `REV OUT [SECONDS] [LABEL...]`, split across calls (the calls in its "
+     "`NOTE.md`)", run_times),
     ("08_continual", "S:continual_08.sh `REV OUT [SECONDS]`, split across calls (`docs/continual.md`; "
      "the calls in its `NOTE.md`)", phased_runs),
     ("08_continual_extra", "CPU investigations, commands in each `NOTE.md`", None),

@@ -88,6 +88,15 @@ def test_the_chosen_rates_are_those_the_other_07_experiments_train_with():
             assert _fast_lr(cfg) == pytest.approx(LR_07[m]), (stem, m)
 
 
+def test_the_trained_rates_are_the_committed_sweeps_choice():
+    from nlcore import paths
+    from nlcore.experiments.scaling import best_lrs
+
+    sweep = paths.REPO_ROOT / "results" / "07_lr_sweep"
+    assert (sweep / "runs.csv").is_file(), "results/07_lr_sweep is committed"
+    assert best_lrs(sweep) == pytest.approx(LR_07)
+
+
 def test_shakespeare_reads_tiny_shakespeare():
     assert {c.data.corpus for c in _configs("07_shakespeare", "full").values()} == {"tinyshakespeare"}
     assert {c.data.corpus for c in _configs("07_shakespeare", "smoke").values()} == {"synthetic"}
