@@ -21,6 +21,11 @@ class RunDirError(NlcoreError):
     """An output folder that would mix two runs, or that holds nothing to resume."""
 
 
+class RunFailedError(NlcoreError):
+    """Runs of a grid that stopped without a result (not a divergence, which is a result); their
+    train.log says why."""
+
+
 class CheckpointError(NlcoreError):
     """A checkpoint that cannot be read or does not belong to this run."""
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from nlcore.config import apply_overrides, preset
+from nlcore.errors import RunFailedError
 from nlcore.training import rundir
 from nlcore.training.checkpoint import CHECKPOINT_NAME
 
@@ -135,7 +136,11 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
             if proc.poll() is None:
                 continue
             running.remove(item)
-            if proc.returncode != 0:
+            if proc.returncode != 0 and rundir.status(run_dir) == "diverged":  # a result, aggregated without bpc
+                ended = json.loads((run_dir / "summary.json").read_text())
+                print(f"[{name}] diverged {label} seed {seed} at step {ended.get('ended_at_step')}: kept as a result "
+                      f"({ended.get('message', 'non-finite loss')})", flush=True)
+            elif proc.returncode != 0:
                 failures.append((label, seed, run_dir))
                 tail = (run_dir / "train.log").read_text()[-2000:]
                 print(f"[{name}] FAILED {label} seed {seed} (exit {proc.returncode})\n{tail}", flush=True)
@@ -146,7 +151,9 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                 print(f"[{name}] done {label} seed {seed}: valid {_bpc(s['valid_bpc'])} test {_bpc(s['test_bpc'])} "
                       f"bpc, {s['chars_per_s'] / 1e6:.2f} M chars/s ({time.time() - t0:.0f} s)", flush=True)
     if failures:
-        raise RuntimeError(f"{len(failures)} run(s) failed: {[(a, b) for a, b, _ in failures]}")
+        logs = ", ".join(str(d / "train.log") for _, _, d in failures)
+        raise RunFailedError(f"{len(failures)} run(s) stopped without a result: "
+                             f"{', '.join(f'{a} seed {b}' for a, b, _ in failures)}: see {logs}")
     return aggregate(name, configs, seeds, out)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -165,3 +168,39 @@ def test_a_diverged_run_is_kept_as_a_result_and_not_run_again(tmp_path, capsys):
     assert summ.read_text() == before
     assert "keep a seed 1: it diverged" in capsys.readouterr().out
     assert set(df[df.metric == "valid_bpc"].seed) == {0}  # aggregated without it
+
+
+class _Process:
+    """Stands in for a training process of the grid: `outcome` "diverged" writes the summary a
+    run that stopped on a non-finite loss writes, then exits 1; "crashed" exits 1 without one."""
+
+    outcome = "diverged"
+
+    def __init__(self, cmd, stdout, **_):
+        assert cmd[1:4] == ["-m", "nlcore", "train"], cmd
+        run_dir = Path(cmd[cmd.index("--out") + 1])
+        stdout.write("error: training diverged: non-finite loss at step 3\n")
+        stdout.flush()
+        if self.outcome == "diverged":
+            (run_dir / "summary.json").write_text(json.dumps(
+                {"status": "diverged", "ended_at_step": 3, "message": "training diverged: non-finite loss at step 3"}))
+        self.returncode = 1
+
+    def poll(self):
+        return self.returncode
+
+
+def test_a_run_that_diverges_in_a_process_is_a_result_and_a_crash_a_named_error(tmp_path, monkeypatch, capsys):
+    from nlcore.errors import RunFailedError
+    from nlcore.experiments import grid
+
+    gcs = [GridConfig("a", "smoke", TINY)]
+    run_grid("t", gcs, [0], tmp_path, jobs=0, echo=False)  # seed 0 finishes in-process
+    monkeypatch.setattr(grid, "subprocess", SimpleNamespace(Popen=_Process, STDOUT=subprocess.STDOUT))
+    monkeypatch.setattr(grid.time, "sleep", lambda s: None)
+    df = run_grid("t", gcs, [0, 1], tmp_path, jobs=1)  # seed 1 "diverges" in its process
+    assert "[t] diverged a seed 1 at step 3: kept as a result" in capsys.readouterr().out
+    assert set(df[df.metric == "valid_bpc"].seed) == {0} and (tmp_path / "summary.json").is_file()
+    monkeypatch.setattr(_Process, "outcome", "crashed")
+    with pytest.raises(RunFailedError, match=r"1 run\(s\) stopped without a result: a seed 2: see .*seed2/train.log"):
+        run_grid("t", gcs, [0, 1, 2], tmp_path, jobs=1)
