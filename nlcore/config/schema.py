@@ -70,6 +70,9 @@ class ModelConfig:
     mem_retention: str = "zero"  # titans: retention pulls the memory toward zero | its initial weights (init)
     mem_step_max: float = 0.0  # titans, MLP memory: ceiling of the write step eta_t (0: 1/mem_chunk)
     mem_normalize: bool = False  # titans, MLP memory: each token's gradient divided by its curvature bound
+    # titans, MLP memory: at each chunk's end its distance from the anchor, |θ − θ_a| over W1 and W2,
+    # at most this multiple of the initial weights' norm (per head; momenta scaled alike); 0: no cap
+    mem_state_max: float = 0.0
     cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
     cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
     cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)
@@ -93,6 +96,8 @@ class ModelConfig:
         _check(self.mem_hidden >= 1, f"{prefix}.mem_hidden", f"must be >= 1, got {self.mem_hidden}")
         _check(self.mem_chunk >= 1, f"{prefix}.mem_chunk", f"must be >= 1, got {self.mem_chunk}")
         _check(0.0 < self.mem_alpha0 < 1.0, f"{prefix}.mem_alpha0", f"must be in (0, 1), got {self.mem_alpha0}")
+        _check(self.mem_state_max >= 0.0 and math.isfinite(self.mem_state_max), f"{prefix}.mem_state_max",
+               f"must be a finite number >= 0 (0: no cap), got {self.mem_state_max}")
         _check(self.mem_step_max >= 0.0, f"{prefix}.mem_step_max", f"must be >= 0 (0: 1/mem_chunk), got {self.mem_step_max}")
         _check(self.mem_retention in ("zero", "init"), f"{prefix}.mem_retention",
                f"must be 'zero' or 'init', got {self.mem_retention!r}")

@@ -137,6 +137,9 @@ def _lr(model: str) -> tuple[str, ...]:
 # the initial weights, and a write step of at most 0.5. 06's `titans` (retention toward zero, step
 # at most 1/mem_chunk) stays at the zero fixed point.
 TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
+# TITANS_NORM with the carried memory kept, at each chunk's end, within half its initial weights'
+# norm of them (`model.mem_state_max`; why: results/06_hope_titans/NOTE.md).
+TITANS_CAP = (*TITANS_NORM, "model.mem_state_max=0.5")
 
 # HOPE's chain MLPs as the CMS levels medium and slow (nlcore.cms), updated every 16 and 256 steps.
 _OUTER = ("model.cms_mode=outer", "cms.levels.medium.chunk=16", "cms.levels.slow.chunk=256")
@@ -151,6 +154,7 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     # within a window (results/06_hope_titans/NOTE.md): retain it longer.
     config("titans_alpha0.999", "model.mem_alpha0=0.999", *_lr("titans"), model="titans"),
     config("titans_norm", *TITANS_NORM, *_lr("titans"), model="titans"),
+    config("titans_cap", *TITANS_CAP, *_lr("titans"), model="titans"),
     # HOPE without the in-forward writes and without CMS: the chain MLPs are ordinary parameters.
     config("hope_static", "model.cms_mode=outer", *_chunks(1, 1), *_FFN_ADAMW_2E3, *_lr("hope"), model="hope"),
     # The outer CMS reading with hope_static's optimizer (AdamW 2e-3) instead of the seed preset's

@@ -19,7 +19,10 @@ mini-batch form). Retention pulls M toward zero (Titans' Eq. 13 read literally),
 `retention="init"` toward the memory's meta-learned initial state. For the MLP
 memory the values are L2-normalised and eta_t is at most `step_max` (by default 1/C, so the C
 summed chunk-start gradients make a mean-sized step): with raw values and a sum of C full steps
-the memory's writes grow with C and training at the 06 size diverges early.
+the memory's writes grow with C and training at the 06 size diverges early. `state_max` > 0 caps,
+at every chunk's end, the memory's distance from its anchor at that multiple of its initial
+weights' norm (per head; the momenta scaled by the same factor): the carried state cannot compound
+from one chunk to the next past it, whatever the outer parameters do to the write step.
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; Nested Learning
 Eqs. 83-89, with these choices where the paper leaves them open: fixed query, scalar gates from
@@ -121,7 +124,8 @@ class TitansMemory(_Gated):
 
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
                  impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982,
-                 retention: str = "zero", step_max: float = 0.0, normalize: bool = False) -> None:
+                 retention: str = "zero", step_max: float = 0.0, normalize: bool = False,
+                 state_max: float = 0.0) -> None:
         super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         if retention not in ("zero", "init"):
             raise ValueError(f"model.mem_retention: must be 'zero' or 'init', got {retention!r}")
@@ -129,6 +133,7 @@ class TitansMemory(_Gated):
         self.to_init = retention == "init"
         self.step_max = step_max or 1.0 / chunk  # the MLP memory's eta_t ceiling
         self.normalize = normalize  # the MLP memory's gradients divided by their curvature bound
+        self.state_max = state_max  # the MLP memory's distance from its anchor, in initial-weight norms (0: free)
         self.writes = True  # False: write step 0 and retention 1, the memory keeps its weights (`writes_off`)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
@@ -165,9 +170,13 @@ class TitansMemory(_Gated):
                 new["SM"] = S
             return y, new
         anchor = (self.W1_init, self.W2_init) if self.to_init else None
+        bound = None
+        if self.state_max > 0:  # per head: a multiple of the initial weights' norm, a constant of the write
+            bound = self.state_max * torch.sqrt(self.W1_init.detach().square().sum((-1, -2))
+                                                + self.W2_init.detach().square().sum((-1, -2)))  # (H,)
         y, (W1, W2), S = mlp_memory(q, k, v, eta, alpha, beta, self.W1_init + st["W1"], self.W2_init + st["W2"],
                                     st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl, anchor=anchor,
-                                    normalize=self.normalize)
+                                    normalize=self.normalize, bound=bound)
         new = {"W1": W1 - self.W1_init, "W2": W2 - self.W2_init}
         if self.momentum:
             new.update(SW1=S[0], SW2=S[1])

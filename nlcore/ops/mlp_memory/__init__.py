@@ -49,7 +49,7 @@ def _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl) -> None:
 def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None,
                W1: Tensor, W2: Tensor, S1: Tensor | None = None, S2: Tensor | None = None, *,
                chunk: int = 64, impl: str = "chunk", anchor: tuple[Tensor, Tensor] | None = None,
-               normalize: bool = False):
+               normalize: bool = False, bound: Tensor | None = None):
     """Write (k, v) into the per-(row, head) MLP memory chunk by chunk and read it at q.
 
     q, k, v: (B, H, T, d); eta (step), alpha (retention), beta (momentum decay or None): (B, H, T);
@@ -58,7 +58,9 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
     anchor=(W1a, W2a) (broadcastable to W1, W2): retention pulls θ toward the anchor instead of
     zero, θ_t = α_t θ_{t-1} + (1 − α_t) θ_a + S_t (see naive.py). impl="token" is the
     reference, impl="chunk" the chunk-parallel path that equals it. normalize: each token's gradient
-    divided by a bound on its curvature (`naive.factors`).
+    divided by a bound on its curvature (`naive.factors`). bound (broadcastable to (B, H)) or None:
+    at every chunk's end the memory's distance from its anchor, |θ − θ_a| over W1 and W2, is scaled
+    down to at most `bound`, its momenta by the same factor (`naive.cap_factor`).
     """
     _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl)
     if beta is None:
@@ -77,6 +79,8 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
     if anchor is not None:
         anchor = (anchor[0].to(dt), anchor[1].to(dt))
     path = chunk_path if impl == "chunk" else token_path
-    y, W1, W2, S1, S2 = path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk, normalize)
+    if bound is not None:
+        bound = torch.as_tensor(bound, dtype=dt, device=q.device)
+    y, W1, W2, S1, S2 = path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk, normalize, bound)
     momenta = None if beta is None else (S1.to(state_dtype), S2.to(state_dtype))
     return y.to(out_dtype), (W1.to(state_dtype), W2.to(state_dtype)), momenta

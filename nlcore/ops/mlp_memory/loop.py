@@ -40,7 +40,7 @@ import functools
 import torch
 from torch import Tensor
 
-from nlcore.ops.mlp_memory.naive import factors, silu_grad
+from nlcore.ops.mlp_memory.naive import cap_factor, factors, silu_grad
 from nlcore.ops.triangular import triton_available
 
 KERNEL_SIZES = (16, 32, 64, 128)  # C, d and h the Triton kernels take
@@ -75,9 +75,11 @@ def _outer(x: Tensor, u: Tensor, y: Tensor) -> Tensor:
     return ((u.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2).mT @ y).unflatten(2, (u.shape[-1], x.shape[-1]))
 
 
-def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False):
+def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False, bound: Tensor | None = None):
     """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph.
-    normalize: the normalised gradient factors (`naive.factors`), which only this path computes."""
+    normalize: the normalised gradient factors (`naive.factors`), which only this path computes.
+    bound: every chunk's end state scaled by `naive.cap_factor` of its channel 0 (θ − θ_a), all
+    channels alike (also only this path)."""
     S1, S2, out = [X1], [X2], []
     for kn, kvn, un, mn in zip(*(x.unbind(2) for x in (k, kv, u, mix))):  # one backward node per input
         e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn,
@@ -85,6 +87,9 @@ def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False):
         out.append((e, a, delta))
         X1 = _mix(mn, X1) + _outer(delta, un, kn)  # (B, H, m, h, d)
         X2 = _mix(mn, X2) + _outer(e, un, a)  # (B, H, m, d, h)
+        if bound is not None:
+            f = cap_factor(X1[:, :, 0], X2[:, :, 0], bound).unsqueeze(2)  # (B, H, 1, 1, 1)
+            X1, X2 = f * X1, f * X2
         S1.append(X1)
         S2.append(X2)
     e, a, delta = (torch.stack(x, 2) for x in zip(*out))

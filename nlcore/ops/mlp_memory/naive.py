@@ -60,6 +60,16 @@ def factors(W1: Tensor, W2: Tensor, k: Tensor, kv: Tensor,
     return e, a, delta
 
 
+def cap_factor(R1: Tensor, R2: Tensor, bound: Tensor) -> Tensor:
+    """min(1, bound / |(R1, R2)|) per (row, head), the factor that brings the memory's distance from
+    its anchor (or from zero without one), R = θ − θ_a, within `bound` (broadcastable to (B, H)).
+    Written as bound / sqrt(max(|R|², bound²)), so the factor is exactly 1 with a zero gradient
+    inside the bound, also at R = 0. R1 (B, H, h, d), R2 (B, H, d, h) -> (B, H, 1, 1)."""
+    sq = (R1 * R1).sum((-1, -2)) + (R2 * R2).sum((-1, -2))
+    b = torch.as_tensor(bound, dtype=sq.dtype, device=sq.device).expand_as(sq)
+    return (b * torch.rsqrt(torch.maximum(sq, b * b)))[..., None, None]
+
+
 def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normalize: bool = False):
     """One chunk, token by token: q, k, v (B, H, C, d); gates (B, H, C) (beta None: no momentum);
     W1 (B, H, h, d), W2 (B, H, d, h) and momenta S1, S2 like them; anchor (W1a, W2a) or None.
@@ -84,9 +94,12 @@ def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normaliz
     return torch.stack(ys, dim=-2), W1, W2, S1, S2
 
 
-def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int, normalize: bool = False):
+def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int, normalize: bool = False,
+               bound: Tensor | None = None):
     """The whole sequence, chunk after chunk of `chunk` tokens (the last may be shorter), each by
-    `token_chunk`: q, k, v (B, H, T, d), the rest as there. Returns (y (B, H, T, d), W1, W2, S1, S2)."""
+    `token_chunk`: q, k, v (B, H, T, d), the rest as there. Returns (y (B, H, T, d), W1, W2, S1, S2).
+    bound (broadcastable to (B, H)) or None: at each chunk's end, θ − θ_a and the momenta are scaled
+    by `cap_factor`, so the memory's distance from its anchor never exceeds `bound` there."""
     T, ys = q.shape[2], []
     sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
     parts = [x.split(sizes, dim=2) for x in (q, k, v)]
@@ -94,6 +107,11 @@ def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int, no
     for n in range(len(sizes)):
         y, W1, W2, S1, S2 = token_chunk(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
                                         None if beta is None else gates[2][n], W1, W2, S1, S2, anchor, normalize)
+        if bound is not None:
+            a1, a2 = anchor if anchor is not None else (0.0, 0.0)
+            f = cap_factor(W1 - a1, W2 - a2, bound)
+            W1, W2 = a1 + f * (W1 - a1), a2 + f * (W2 - a2)
+            S1, S2 = (None, None) if beta is None else (f * S1, f * S2)
         ys.append(y)
     y = torch.cat(ys, dim=2) if ys else q.clone()  # (B, H, T, d)
     return y, W1, W2, S1, S2

@@ -25,11 +25,11 @@ from nlcore import paths
 from nlcore.report.plotting import PALETTE
 
 STEM, MQAR_STEM = "06_hope_titans", "06_mqar"
-ORDER = ("nested_lstm", "transformer", "titans", "titans_norm", "titans_linear", "titans_alpha0.999", "hope", "hope_outer",
+ORDER = ("nested_lstm", "transformer", "titans", "titans_norm", "titans_cap", "titans_linear", "titans_alpha0.999", "hope", "hope_outer",
          "hope_outer_adamw", "hope_outer_no_momentum", "hope_static")
 GREY = "#7f7f7f"
 COLORS = {"nested_lstm": PALETTE["blue"], "transformer": PALETTE["orange"], "titans": PALETTE["vermillion"],
-          "titans_norm": PALETTE["vermillion"],
+          "titans_norm": PALETTE["vermillion"], "titans_cap": PALETTE["vermillion"],
           "titans_linear": PALETTE["reddish_purple"], "titans_alpha0.999": PALETTE["yellow"],
           "hope": PALETTE["bluish_green"], "hope_outer": PALETTE["sky_blue"], "hope_static": PALETTE["black"],
           "hope_outer_adamw": GREY, "hope_outer_no_momentum": PALETTE["sky_blue"]}
