@@ -276,9 +276,8 @@ class GraphedStep:
 
 
 class GraphedEval:
-    """One evaluation window replayed from a CUDA graph: the forward pass from the carried state
-    and the per-position next-character losses, the way `nlcore.training.evaluate.evaluate` computes
-    them eagerly (same autocast, same fp32 loss). An eager evaluation window pays the launches an
+    """One evaluation window replayed from a CUDA graph: `forward(x, y, state)` -> (nll (B, T), new
+    state), the caller's eager window (`nlcore.training.evaluate.window_nll`), captured once. An eager evaluation window pays the launches an
     eager training step pays (HOPE's segments, the memories' chunk loops), window after window.
 
     Static buffers as `GraphedStep`'s: ``x``, ``y`` and ``state_in``; the graph ends by copying the
@@ -289,8 +288,8 @@ class GraphedEval:
     or state return None (the caller runs them eagerly), as does every window after a failed capture
     (reported once). On CPU a replay runs the body again (`_EmulatedEval`): bit-identical to eager."""
 
-    def __init__(self, model, rows: int, seq_len: int, device, *, amp: bool, warmup: int = WARMUP) -> None:
-        self.model, self.device, self.amp, self.warmup = model, torch.device(device), amp, warmup
+    def __init__(self, model, rows: int, seq_len: int, device, *, forward, warmup: int = WARMUP) -> None:
+        self.forward, self.device, self.warmup = forward, torch.device(device), warmup
         self.cuda = self.device.type == "cuda"
         self.x = torch.zeros(rows, seq_len, dtype=torch.long, device=self.device)
         self.y = torch.zeros_like(self.x)
@@ -319,17 +318,10 @@ class GraphedEval:
 
     @torch.no_grad()
     def _body(self) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        from nlcore.accel.precision import autocast_ctx, loss_precision
-
-        with autocast_ctx(self.device, self.amp):
-            kw = {"targets": self.y} if getattr(self.model, "uses_targets", False) else {}
-            logits, new = self.model(self.x, self.state_in, None, **kw)
-        nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), self.y.flatten(), reduction="none")
+        nll, new = self.forward(self.x, self.y, self.state_in)
         for k, v in new.items():
             self.state_in[k].copy_(v)
-        return nll.view_as(self.y)
+        return nll
 
     def _capture(self) -> bool:
         snap = {k: v.clone() for k, v in self.state_in.items()}

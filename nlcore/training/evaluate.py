@@ -28,6 +28,16 @@ from nlcore.state import DocCuts, StateCarrier
 IGNORE = -100  # a target nobody reads (cross_entropy's ignore_index)
 
 
+def window_nll(model, x, y, state, resets, *, device, amp: bool) -> tuple[torch.Tensor, dict]:
+    """(nll (B, T), new state) of one window: the next-character losses per position, computed in
+    fp32 from logits made under the run's autocast (`GraphedEval` replays this same function)."""
+    with autocast_ctx(device, amp):
+        kw = {"targets": y} if getattr(model, "uses_targets", False) else {}
+        logits, new_state = model(x, state, resets, **kw)
+    nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), y.flatten(), reduction="none")
+    return nll.view_as(y), new_state
+
+
 @torch.no_grad()
 def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False,
              max_windows: int | None = None, doc_cuts: DocCuts | None = None,
@@ -46,14 +56,8 @@ def evaluate(model, stream, state_cfg: StateConfig, *, device, amp: bool = False
         batch = stream[i]
         state, resets = carrier.begin(i, batch.doc_start)
         replayed = graph.window(batch.x, batch.y, state, resets) if graph is not None else None
-        if replayed is not None:
-            nll, new_state = replayed  # (B, T), static: read before the next window
-        else:
-            with autocast_ctx(device, amp):
-                kw = {"targets": batch.y} if getattr(model, "uses_targets", False) else {}
-                logits, new_state = model(batch.x, state, resets, **kw)
-            nll = F.cross_entropy(loss_precision(logits).flatten(0, 1), batch.y.flatten(), reduction="none")
-            nll = nll.view_as(batch.y)  # (B, T)
+        # (B, T); a replayed one is static: read before the next window
+        nll, new_state = replayed or window_nll(model, batch.x, batch.y, state, resets, device=device, amp=amp)
         total += nll.sum(dtype=torch.float64)
         count += batch.y.numel()
         if by_position:

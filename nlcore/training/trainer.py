@@ -32,6 +32,7 @@ Extensions, each owned by the trainer and built in its constructor:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -55,7 +56,7 @@ from nlcore.results import append_metrics, read_metrics, trim_metrics
 from nlcore.state import DocCuts, StateCarrier
 from nlcore.training import checkpoint as ckpt
 from nlcore.training import rundir
-from nlcore.training.evaluate import evaluate
+from nlcore.training.evaluate import evaluate, window_nll
 from nlcore.training.schedule import lr_multiplier
 
 LN2 = math.log(2)
@@ -273,7 +274,8 @@ class Trainer:
             return None
         key = (stream.batch_size, stream.seq_len)
         if key not in self.eval_graphs:
-            self.eval_graphs[key] = GraphedEval(self.model, *key, self.device, amp=self.amp)
+            forward = functools.partial(window_nll, self.model, resets=None, device=self.device, amp=self.amp)
+            self.eval_graphs[key] = GraphedEval(self.model, *key, self.device, forward=forward)
         return self.eval_graphs[key]
 
     def evaluate_dynamic(self, split: str, max_windows: int | None = None) -> dict:
