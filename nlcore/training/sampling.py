@@ -160,9 +160,8 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
     if len(folders) > 1:
         root = Path(os.path.commonpath(folders))
     else:  # one run: named from its experiment's folder on when it lies in one (<exp>/runs/<config>/...)
-        parts = folders[0].parts
-        i = len(parts) - 1 - parts[::-1].index("runs") if "runs" in parts[1:-1] else None
-        root = Path(*parts[:i - 1]) if i is not None else folders[0].parent
+        runs_dir = next((p for p in folders[0].parents if p.name == "runs"), None)
+        root = runs_dir.parent.parent if runs_dir is not None else folders[0].parent
     for run, folder in zip(runs, folders):
         loaded = load(run, device)
         summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
