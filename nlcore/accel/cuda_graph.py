@@ -277,8 +277,9 @@ class GraphedStep:
 
 class GraphedEval:
     """One evaluation window replayed from a CUDA graph: `forward(x, y, state)` -> (nll (B, T), new
-    state), the caller's eager window (`nlcore.training.evaluate.window_nll`), captured once. An eager evaluation window pays the launches an
-    eager training step pays (HOPE's segments, the memories' chunk loops), window after window.
+    state), the caller's eager window (`nlcore.training.evaluate.window_nll`), captured once. An
+    eager evaluation window pays the launches an eager training step pays (HOPE's segments, the
+    memories' chunk loops), window after window. `model` gives the carried state's shapes.
 
     Static buffers as `GraphedStep`'s: ``x``, ``y`` and ``state_in``; the graph ends by copying the
     new state into ``state_in``, which `window` returns (read it before the next window, as the

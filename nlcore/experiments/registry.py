@@ -132,10 +132,9 @@ def _lr(model: str) -> tuple[str, ...]:
     return (f"cms.levels.fast.lr={LR_06[model]:g}",)
 
 
-# The Titans MLP memory that trains (results/06_hope_titans_extra/, round 2 of the Titans MLP
-# search, chosen on valid at one seed): each token's inner gradient divided by its curvature bound, retention toward
-# the initial weights, and a write step of at most 0.5. 06's `titans` (retention toward zero, step
-# at most 1/mem_chunk) stays at the zero fixed point.
+# The Titans MLP memory with each token's inner gradient divided by its curvature bound, retention
+# toward the initial weights and a write step of at most 0.5 (chosen on valid bpc: the search in
+# results/06_hope_titans_extra/). 06's `titans` retains toward zero with a step of at most 1/mem_chunk.
 TITANS_NORM = ("model.mem_retention=init", "model.mem_normalize=true", "model.mem_step_max=0.5")
 # TITANS_NORM with the carried memory kept, at each chunk's end, within half its initial weights'
 # norm of them (`model.mem_state_max`; why: results/06_hope_titans/NOTE.md).
@@ -192,7 +191,7 @@ EXPERIMENTS["08_continual"] = Experiment("08_continual", (
 # 07: does HOPE's lead over the 06 models hold with more characters, more width and another corpus?
 # The six models below at 06's shape (windows of 16 x 512 characters, warm-up 100 steps); every
 # configuration of a model is 06's configuration of the same label (identity, size, levers).
-# Titans' MLP memory is 06's `titans_norm`: `titans` stays at a bigram's bpc at every budget.
+# Titans' MLP memory is 06's `titans_norm` (why not `titans`: results/06_hope_titans/NOTE.md).
 MODELS_07 = ("nested_lstm", "transformer", "titans_norm", "titans_linear", "hope", "hope_outer")
 _LEVERS_07 = {"nested_lstm": ("nested_lstm", ()), "transformer": ("transformer", ()),
               "titans_norm": ("titans", TITANS_NORM),
