@@ -35,3 +35,13 @@ def test_points_curves_and_tradeoff(tmp_path):
     assert not ax.texts  # the legend names the points; labels beside them overlapped
     with pytest.raises(FileNotFoundError, match="no finished continual runs"):
         continual_points(tmp_path / "nowhere")
+
+
+def test_unlearned_names_the_runs_whose_phase_a_ended_above_the_threshold():
+    import pandas as pd
+
+    from nlcore.report.notebook.continual import UNLEARNED_BPC, unlearned
+
+    runs = pd.DataFrame({"config": ["x", "x", "y", "y"], "metric": ["a_valid_bpc_after_a"] * 3 + ["learning_bpc"],
+                         "seed": [0, 1, 0, 0], "value": [1.8, UNLEARNED_BPC + 0.5, UNLEARNED_BPC, 9.0]})
+    assert unlearned(runs) == {"x": [(1, UNLEARNED_BPC + 0.5)]}  # y: at the threshold, and 9.0 is another metric

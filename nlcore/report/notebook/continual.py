@@ -11,6 +11,13 @@ from nlcore.report.notebook.compare import paired_differences
 UNLEARNED_BPC = 3.0  # a phase-A valid bpc above this is no better than a model of character frequencies
 
 
+def unlearned(runs) -> dict[str, list[tuple[int, float]]]:
+    """{config: [(seed, valid bpc on A after phase A), ...]} of the runs whose phase A ended above
+    UNLEARNED_BPC; `runs` has one row per config, metric, seed (an experiment's runs.csv)."""
+    after_a = runs[(runs["metric"] == "a_valid_bpc_after_a") & (runs["value"] > UNLEARNED_BPC)]
+    return {str(c): [(int(s), float(v)) for s, v in zip(g["seed"], g["value"])] for c, g in after_a.groupby("config")}
+
+
 def continual_takeaways(q: Quote, full) -> str:
     """Markdown bullets for 08's takeaways; `full` holds the committed `summary` records and `runs`
     (one row per config, metric, seed), `q` quotes intervals and paired differences from them."""
@@ -38,13 +45,10 @@ def continual_takeaways(q: Quote, full) -> str:
     if "hope" in committed:
         lines.append(f"- **HOPE's chain, written in the forward pass or not:** `hope` forgets {q.ci('hope', 'forgetting_bpc')}, `hope_outer` {q.ci('hope_outer', 'forgetting_bpc')} and `hope_static` {q.ci('hope_static', 'forgetting_bpc')}; `hope` − `hope_static` is {q.diff('hope', 'hope_static', 'forgetting_bpc')} in forgetting ({verdict('hope', 'hope_static', 'forgetting_bpc')}) and {q.diff('hope', 'hope_static', 'learning_bpc')} in learning ({verdict('hope', 'hope_static', 'learning_bpc')}). "
                      "`hope_static` is the same network with its chain not written while it reads and every level trained every step by AdamW; `hope` writes its chain while it reads, and keeps writing while it is evaluated. Its bpc on A after phase B therefore measures the weights phase B left plus what the chain relearns of A within each evaluated article: the protocol's own notion of a model that keeps learning, not the weights alone.")
-    after_a = full.runs[full.runs["metric"] == "a_valid_bpc_after_a"]
-    for c, g in after_a.groupby("config"):
-        bad = g[g["value"] > UNLEARNED_BPC]
-        if len(bad):
-            lines.append(f"- **`{c}` is not comparable:** phase A left seed(s) {', '.join(str(s) for s in bad['seed'])} at "
-                         f"{', '.join(f'{v:.2f}' for v in bad['value'])} valid bpc on A (above {UNLEARNED_BPC:g}: no better than a "
-                         "model of character frequencies), so its forgetting starts from a model that had learned little of A.")
+    for c, bad in unlearned(full.runs).items():
+        lines.append(f"- **`{c}` is not comparable:** phase A left seed(s) {', '.join(str(s) for s, _ in bad)} at "
+                     f"{', '.join(f'{v:.2f}' for _, v in bad)} valid bpc on A (above {UNLEARNED_BPC:g}: no better than a "
+                     "model of character frequencies), so its forgetting starts from a model that had learned little of A.")
     others = [c for c in ("hope", "titans_linear", "nested_lstm") if c in committed]
     lines.append(f"- **Against the Transformer** ({q.ci('transformer', 'forgetting_bpc')}): " + ", ".join(
         f"`{c}` {q.diff(c, 'transformer', 'forgetting_bpc')} ({verdict(c, 'transformer', 'forgetting_bpc')})" for c in others) + ".")
