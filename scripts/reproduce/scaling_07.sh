@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# A part of the 07 study on the GPU machine, its runs side by side, then the long-context measure of
+# every finished run it holds (checkpoints never leave the machine), then one tar of OUTDIR's
+# experiments without checkpoints. Run again on the same OUTDIR while the machine is held, the grid
+# skips finished runs and resumes the others from their last checkpoint.
+# Usage: scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART...
+#   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context
+set -uo pipefail
+export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
+out=$2
+limit=$3
+shift 3
+work=/tmp/o
+mkdir -p "$out" "$work"
+models=(nested_lstm transformer titans_norm titans_linear hope hope_outer)
+experiment() {  # STEM [LABEL...]
+  local stem=$1
+  shift
+  timeout "$limit" python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-18}" --out "$work/$stem" \
+    ${1+--configs "$@"} >> "$out/$stem.log" 2>&1
+  echo "$stem $*: exit $?"
+}
+pids=()
+for part in "$@"; do
+  case $part in
+    8.2M|33M|131M) experiment 07_scaling "${models[@]/%/_$part}" & pids+=($!) ;;
+    shakespeare) experiment 07_shakespeare & pids+=($!) ;;
+    width) experiment 07_width & pids+=($!) ;;
+    context) ;;
+    *) echo "scaling_07.sh: unknown PART $part" >&2; exit 2 ;;
+  esac
+done
+wait "${pids[@]}"
+if [[ " $* " == *" context "* ]]; then
+  runs=$(ls -d "$work"/07_*/runs/*/seed* 2>/dev/null)
+  # shellcheck disable=SC2086
+  [[ -n $runs ]] && timeout "${CONTEXT_SECONDS:-150}" python3 -m nlcore evaluate-context --skip --device cuda \
+    --run $runs >> "$out/context.log" 2>&1
+  echo "context: exit $?"
+fi
+tar -C "$work" --exclude checkpoint.pt -czf "$out/07.tgz" $(cd "$work" && ls -d 07_* 2>/dev/null)
