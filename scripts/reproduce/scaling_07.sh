@@ -3,7 +3,7 @@
 # every finished run it holds (checkpoints never leave the machine), then one tar of OUTDIR's
 # experiments without checkpoints. Run again on the same OUTDIR while the machine is held, the grid
 # skips finished runs and resumes the others from their last checkpoint.
-# Usage: scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART...
+# Usage: [MODELS="nested_lstm ..."] scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART...
 #   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
@@ -12,7 +12,8 @@ limit=$3
 shift 3
 work=/tmp/o
 mkdir -p "$out" "$work"
-models=(nested_lstm transformer titans_norm titans_linear hope hope_outer)
+# shellcheck disable=SC2206
+models=(${MODELS:-nested_lstm transformer titans_norm titans_linear hope hope_outer})
 experiment() {  # STEM [LABEL...]
   local stem=$1
   shift
@@ -32,10 +33,14 @@ for part in "$@"; do
 done
 wait "${pids[@]}"
 if [[ " $* " == *" context "* ]]; then
-  runs=$(ls -d "$work"/07_*/runs/*/seed* 2>/dev/null)
-  # shellcheck disable=SC2086
-  [[ -n $runs ]] && timeout "${CONTEXT_SECONDS:-150}" python3 -m nlcore evaluate-context --skip --device cuda \
-    --run $runs >> "$out/context.log" 2>&1
-  echo "context: exit $?"
+  # One process per run, all side by side: a run measured already, or unfinished, is skipped.
+  for run in "$work"/07_*/runs/*/seed*; do
+    [[ -d $run ]] || continue
+    timeout "${CONTEXT_SECONDS:-150}" python3 -m nlcore evaluate-context --skip --device cuda --run "$run" \
+      > "$run/context.log" 2>&1 &
+  done
+  wait
+  cat "$work"/07_*/runs/*/seed*/context.log >> "$out/context.log" 2>/dev/null
+  echo "context: done"
 fi
 tar -C "$work" --exclude checkpoint.pt -czf "$out/07.tgz" $(cd "$work" && ls -d 07_* 2>/dev/null)
