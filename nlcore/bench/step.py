@@ -17,7 +17,9 @@ For every configuration whose model has an LSTM, also `floor_ms`, the LSTM's own
 backward at the same shape and precision (`nlcore.bench.floor`), and `ratio_to_floor` = step / floor.
 
 Configurations: the names in `NAMED` (overrides on the `seed` preset, or on `smoke` with
-``--smoke``), or custom ``name=key=v,key=v`` (``name=@named,key=v`` starts from a named one).
+``--smoke``), custom ``name=key=v,key=v`` (``name=@named,key=v`` starts from a named one), or a
+registered experiment's configuration ``STEM:LABEL`` (``07_scaling:hope_8.2M``: the run's own
+overrides in the full mode, or the smoke mode with ``--smoke``).
 The bench-only key ``surprise.create_graph=false`` runs the reference without the unused
 second-order graph. Entry points: ``python -m nlcore bench`` (cli) or ``python -m nlcore.bench.step``.
 """
@@ -87,9 +89,29 @@ SMOKE_OVERRIDES = ["data.synth_chars=20000"]  # on top of the smoke preset: buil
 BENCH_KEYS = {"surprise.create_graph"}  # applied to the built Trainer, not to the config
 
 
-def parse_config(spec: str) -> tuple[str, list[str]]:
-    """`name` (in NAMED) or `name=key=v,key=v` / `name=@named,key=v` -> (name, overrides). A comma
-    starts a new item only before `key=` or `@`, so values may hold commas (`model.cms_chunks=128,256`)."""
+def experiment_config(spec: str, smoke: bool = False) -> tuple[str, list[str]]:
+    """`STEM:LABEL` -> (LABEL, the overrides its runs train with in the experiment's full (or smoke)
+    mode), so a step time belongs to exactly the configuration of a committed run."""
+    from nlcore.experiments.registry import EXPERIMENTS
+
+    stem, _, label = spec.partition(":")
+    if stem not in EXPERIMENTS:
+        raise KeyError(f"bench --configs: {spec!r}: unknown experiment {stem!r}; experiments are {sorted(EXPERIMENTS)}")
+    gcs, _, common = EXPERIMENTS[stem].grid("smoke" if smoke else "full")
+    found = {g.label: g for g in gcs}
+    if label not in found:
+        raise KeyError(f"bench --configs: {spec!r}: {stem} has no configuration {label!r}; it has {sorted(found)}")
+    if found[label].preset != ("smoke" if smoke else "seed"):
+        raise ValueError(f"bench --configs: {spec!r} trains on the {found[label].preset!r} preset, not the bench's")
+    return label, [*common, *found[label].overrides]
+
+
+def parse_config(spec: str, smoke: bool = False) -> tuple[str, list[str]]:
+    """`name` (in NAMED), `name=key=v,key=v` / `name=@named,key=v` or `STEM:LABEL` (experiment_config)
+    -> (name, overrides). A comma starts a new item only before `key=` or `@`, so values may hold
+    commas (`model.cms_chunks=128,256`)."""
+    if ":" in spec and "=" not in spec:
+        return experiment_config(spec, smoke)
     if "=" not in spec:
         if spec not in NAMED:
             raise KeyError(f"bench --configs: unknown configuration {spec!r}; named ones are {sorted(NAMED)}")
@@ -160,7 +182,7 @@ def run(specs: list[str] | None = None, *, smoke: bool = False, warmup: int = 20
     from nlcore import repro
     from nlcore.bench.floor import recurrence_floor
 
-    parsed = [parse_config(s) for s in (specs or DEFAULT)]
+    parsed = [parse_config(s, smoke) for s in (specs or DEFAULT)]
     names = [n for n, _ in parsed]
     if len(set(names)) != len(names):
         raise ValueError(f"bench --configs: duplicate names {names}")

@@ -92,3 +92,17 @@ def test_the_06_models_are_named_as_the_committed_report_ran_them():
     for name, c in report["configs"].items():
         assert [renamed.get(o, o) for o in c["overrides"]] == bench.MODELS_06[name], name
         assert bench.parse_config(name) == (name, bench.MODELS_06[name])
+
+
+def test_an_experiment_configuration_is_benched_with_its_runs_overrides():
+    from nlcore.experiments.registry import EXPERIMENTS
+
+    name, ov = bench.parse_config("07_scaling:hope_33M")
+    gcs, _, common = EXPERIMENTS["07_scaling"].grid("full")
+    assert name == "hope_33M" and ov == [*common, *next(g for g in gcs if g.label == name).overrides]
+    assert "steps=4000" in ov and "model.kind=hope" in ov
+    assert bench.parse_config("07_scaling:hope_8.2M", smoke=True)[1] != bench.parse_config("07_scaling:hope_8.2M")[1]
+    with pytest.raises(KeyError, match="has no configuration 'nope'"):
+        bench.parse_config("07_scaling:nope")
+    with pytest.raises(KeyError, match="unknown experiment"):
+        bench.parse_config("07_nope:hope")
