@@ -90,8 +90,8 @@ BENCH_KEYS = {"surprise.create_graph"}  # applied to the built Trainer, not to t
 
 
 def experiment_config(spec: str, smoke: bool = False) -> tuple[str, list[str]]:
-    """`STEM:LABEL` -> (LABEL, the overrides its runs train with in the experiment's full (or smoke)
-    mode), so a step time belongs to exactly the configuration of a committed run."""
+    """`STEM:LABEL` -> (`STEM:LABEL`, the overrides its runs train with in the experiment's full (or
+    smoke) mode), so a step time belongs to exactly the configuration of a committed run."""
     from nlcore.experiments.registry import EXPERIMENTS
 
     stem, _, label = spec.partition(":")
@@ -103,7 +103,7 @@ def experiment_config(spec: str, smoke: bool = False) -> tuple[str, list[str]]:
         raise KeyError(f"bench --configs: {spec!r}: {stem} has no configuration {label!r}; it has {sorted(found)}")
     if found[label].preset != ("smoke" if smoke else "seed"):
         raise ValueError(f"bench --configs: {spec!r} trains on the {found[label].preset!r} preset, not the bench's")
-    return label, [*common, *found[label].overrides]
+    return spec, [*common, *found[label].overrides]
 
 
 def parse_config(spec: str, smoke: bool = False) -> tuple[str, list[str]]:

@@ -99,7 +99,7 @@ def test_an_experiment_configuration_is_benched_with_its_runs_overrides():
 
     name, ov = bench.parse_config("07_scaling:hope_33M")
     gcs, _, common = EXPERIMENTS["07_scaling"].grid("full")
-    assert name == "hope_33M" and ov == [*common, *next(g for g in gcs if g.label == name).overrides]
+    assert name == "07_scaling:hope_33M" and ov == [*common, *next(g for g in gcs if g.label == "hope_33M").overrides]
     assert "steps=4000" in ov and "model.kind=hope" in ov
     assert bench.parse_config("07_scaling:hope_8.2M", smoke=True)[1] != bench.parse_config("07_scaling:hope_8.2M")[1]
     with pytest.raises(KeyError, match="has no configuration 'nope'"):
