@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from nlcore.report.figures import (
+    bench_seconds,
     compute_matched,
     context_curves,
     context_gain,
@@ -107,6 +108,20 @@ def test_seconds_axis_places_each_point_at_its_mean_time_with_both_intervals(bud
     assert np.allclose(hope.get_xdata(), seconds) and ax.get_xscale() == "log"
     horizontal = [s for s in whiskers(ax) if np.isclose(s[0, 1], s[1, 1])]
     assert len(horizontal) == 2 and "Test GPU" in ax.get_xlabel()
+
+
+def test_bench_seconds_price_every_budget_of_a_model_at_its_step_time(budgets):
+    exp = budgets["experiment"].iloc[0]
+    report = {"device_name": "Bench GPU", "configs": {f"{exp}:hope_8.2M": {"step_ms_median": 40.0},
+                                                       "other:transformer_8.2M": {"step_ms_median": 3.0}}}
+    r = bench_seconds(budgets, report).set_index(["config", "seed"])
+    assert r.loc[("hope_8.2M", 0), "gpu_s"] == pytest.approx(1000 * 0.040)
+    assert r.loc[("hope_33M", 2), "gpu_s"] == pytest.approx(4000 * 0.040)  # the same step, four times the steps
+    assert math.isnan(r.loc[("transformer_8.2M", 0), "gpu_s"])  # another experiment's step time prices nothing
+    ax = scaling_curves(bench_seconds(budgets, report), x="gpu_s").axes[0]
+    assert np.allclose(line(ax, "hope").get_xdata(), [40.0, 160.0]) and "Bench GPU" in ax.get_xlabel()
+    m = compute_matched(bench_seconds(budgets, report), reference="hope", seconds="gpu_s")
+    assert (m["reference_s"].unique() == [40.0, 160.0]).all()
 
 
 def test_sweep_rings_the_chosen_rate_and_marks_a_rate_without_bpc(tmp_path):

@@ -72,6 +72,7 @@ from nlcore.report.figures.intervals import (
 )
 from nlcore.report.figures.recall import RECALL_STYLE, recall_curves, recall_explorer
 from nlcore.report.figures.scaling import (
+    bench_seconds,
     compute_matched,
     context_curves,
     context_gain,
@@ -86,7 +87,7 @@ from nlcore.report.figures.surprise import surprise_scale, surprise_telemetry
 __all__ = [
     "LEVEL_COLORS", "LEVER_COLORS", "METRIC_LABELS", "RECALL_STYLE", "ablation_ranking", "batch_ratios",
     "bench_figure", "bench_overheads", "bench_report", "BenchQuote", "bpc_by_position", "bpc_ladder",
-    "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "compute_matched", "config_table",
+    "bench_seconds", "char_delta_text", "ci_bars", "ci_panels", "cms_timeline", "compute_matched", "config_table",
     "context_curves", "context_gain", "continual_curves", "continual_points", "cumulative_change",
     "effective_learning", "floor_table", "graph_pairs", "history_reports", "level_diagram", "level_parts",
     "metric_label", "ngram_losses", "paired_curves", "paired_diff_bars", "paired_finding", "paired_seeds",

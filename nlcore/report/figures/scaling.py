@@ -79,6 +79,31 @@ def scaling_runs(exp_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_seconds(runs: pd.DataFrame, report: Mapping | str | Path) -> pd.DataFrame:
+    """`runs` with `step_ms` and `gpu_s` added: each run's seconds in training steps priced at the
+    step time `report` (a `python -m nlcore bench` report over `STEM:LABEL` configurations) measured
+    for its configuration, one configuration at a time on one GPU: steps × median step time. Unlike
+    a run's own `train_s`, it does not depend on which GPU trained the run or what shared it. A
+    budget of 07_scaling changes the number of steps, not a step, so any budget of the same model
+    prices it; a run the report does not price gets NaN."""
+    rep = read_json(report) if isinstance(report, (str, Path)) else report
+    ms = {k: float(v["step_ms_median"]) for k, v in rep["configs"].items()}
+    by_model = {}
+    for key, v in ms.items():
+        stem, _, label = key.partition(":")
+        by_model.setdefault((stem, parse_label(label)[0]), v)
+
+    def price(r) -> float:
+        key = f"{r['experiment']}:{r['config']}"
+        return ms.get(key, by_model.get((r["experiment"], r["model"]), math.nan) if r["budget"] else math.nan)
+
+    out = runs.copy()
+    out["step_ms"] = [price(r) for _, r in runs.iterrows()] if len(runs) else []
+    out["gpu_s"] = out["steps"] * out["step_ms"] / 1e3
+    out.attrs["bench_device"] = rep.get("device_name", "GPU")
+    return out
+
+
 def scaling_points(runs: pd.DataFrame, x: str = "chars", metric: str = "test_bpc") -> pd.DataFrame:
     """One row per configuration (experiment, config) with a finished seed: its model and budget, n
     (the finished seeds with a finite `metric`), the mean of `x` and of `metric` over those seeds with
@@ -191,7 +216,8 @@ def scaling_curves(runs: pd.DataFrame, x: str = "chars", metric: str = "test_bpc
     """`metric` against `x` (log scale), one line per model through its configurations, mean over
     seeds with 95 % t whiskers. `x`: "chars" (the budgets), "params" (the widths) or "train_s"
     (seconds in training steps: a run's own time, so the points also carry a horizontal
-    interval over seeds). The corpus' entropy rate is drawn where it is known."""
+    interval over seeds) or "gpu_s" (the same priced at one GPU's step times, `bench_seconds`).
+    The corpus' entropy rate is drawn where it is known."""
     fig, (ax,) = new_figure(7.8, 4.6)
     pts = scaling_points(runs, x, metric)
     for m in _models(runs, models):
@@ -200,7 +226,7 @@ def scaling_curves(runs: pd.DataFrame, x: str = "chars", metric: str = "test_bpc
             continue
         c = model_color(m)
         ax.plot(p["x"], p["mean"], marker=MARKERS.get(m, "o"), color=c, ms=6, label=_n_label(m, p["n"]))
-        _errorbars(ax, p, c, xerr=(x == "train_s"))
+        _errorbars(ax, p, c, xerr=(x in ("train_s", "gpu_s")))
     _entropy_line(ax, runs)
     ax.set_xscale("log")
     if x == "chars":  # the budgets: a few values shared by every model, ticked exactly
@@ -212,7 +238,11 @@ def scaling_curves(runs: pd.DataFrame, x: str = "chars", metric: str = "test_bpc
     else:
         _plain_log_ticks(ax.xaxis, fmt=si if x == "params" else (lambda v: f"{v:g}"))
     devices = ", ".join(dict.fromkeys(runs.loc[runs["status"] == "finished", "device"]))
-    ax.set_xlabel(X_LABELS.get(x, f"seconds in training steps on {devices} (log scale)"))
+    if x == "gpu_s":
+        ax.set_xlabel(f"seconds in training steps at the step times of one {runs.attrs.get('bench_device', 'GPU')}"
+                      " (log scale)")
+    else:
+        ax.set_xlabel(X_LABELS.get(x, f"seconds in training steps on {devices} (log scale)"))
     ax.set_ylabel(metric_label(metric))
     _legend(ax)
     return fig
@@ -240,13 +270,14 @@ def ranking_panels(panels: Mapping[str, pd.DataFrame], metric: str = "test_bpc")
     return fig
 
 
-def compute_matched(runs: pd.DataFrame, reference: str = "hope", metric: str = "test_bpc") -> pd.DataFrame:
+def compute_matched(runs: pd.DataFrame, reference: str = "hope", metric: str = "test_bpc",
+                    seconds: str = "train_s") -> pd.DataFrame:
     """At every configuration of the `reference` model, what each other model reaches in no more
     time: the configuration of that model with the lowest mean `metric` among those whose mean
-    seconds in training steps are at most the reference's (none: the model's smallest budget
-    takes longer). Columns: reference, reference_s, reference_bpc, model, config, chars, seconds,
+    seconds in training steps (the column `seconds`: `train_s`, or `gpu_s` of `bench_seconds`)
+    are at most the reference's (none: the model's smallest budget takes longer). Columns: reference, reference_s, reference_bpc, model, config, chars, seconds,
     bpc, minus_reference (bpc − reference_bpc; negative: lower in the same time)."""
-    pts = scaling_points(runs, "train_s", metric)
+    pts = scaling_points(runs, seconds, metric)
     chars = runs.groupby("config")["chars"].first()
     rows = []
     for _, ref in pts[pts["model"] == reference].sort_values("x").iterrows():
