@@ -3,8 +3,9 @@
 # every finished run it holds (checkpoints never leave the machine), then one tar of OUTDIR's
 # experiments without checkpoints. Run again on the same OUTDIR while the machine is held, the grid
 # skips finished runs and resumes the others from their last checkpoint.
-# Usage: [MODELS="nested_lstm ..."] scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART...
-#   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context
+# Usage: scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART[=MODEL,MODEL...]...
+#   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context;
+#   =MODEL,... keeps that part to those of 07's models (default: all six)
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
@@ -12,8 +13,7 @@ limit=$3
 shift 3
 work=/tmp/o
 mkdir -p "$out" "$work"
-# shellcheck disable=SC2206
-models=(${MODELS:-nested_lstm transformer titans_norm titans_linear hope hope_outer})
+all_models=nested_lstm,transformer,titans_norm,titans_linear,hope,hope_outer
 experiment() {  # STEM [LABEL...]
   local stem=$1
   shift
@@ -22,17 +22,22 @@ experiment() {  # STEM [LABEL...]
   echo "$stem $*: exit $?"
 }
 pids=()
-for part in "$@"; do
+parts=()
+for arg in "$@"; do
+  part=${arg%%=*}
+  parts+=("$part")
+  [[ $arg == *=* ]] && list=${arg#*=} || list=$all_models
+  IFS=, read -ra models <<< "$list"
   case $part in
     8.2M|33M|131M) experiment 07_scaling "${models[@]/%/_$part}" & pids+=($!) ;;
-    shakespeare) experiment 07_shakespeare & pids+=($!) ;;
-    width) experiment 07_width & pids+=($!) ;;
+    shakespeare) experiment 07_shakespeare "${models[@]}" & pids+=($!) ;;
+    width) experiment 07_width "${models[@]}" & pids+=($!) ;;
     context) ;;
     *) echo "scaling_07.sh: unknown PART $part" >&2; exit 2 ;;
   esac
 done
 wait "${pids[@]}"
-if [[ " $* " == *" context "* ]]; then
+if [[ " ${parts[*]} " == *" context "* ]]; then
   # One process per run, all side by side: a run measured already, or unfinished, is skipped.
   for run in "$work"/07_*/runs/*/seed*; do
     [[ -d $run ]] || continue
