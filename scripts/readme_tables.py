@@ -565,7 +565,8 @@ def samples_block(page: Page) -> str:
                    f"```text\n{text}\n```")
     s = data["settings"]
     return ("\n\n".join(out) + f"\n\nBest and worst of {len({r['run'] for r in rows})} models (06's "
-            f"configurations, seed 0, temperature {s['temperature']}); all in "
+            f"configurations, one trained model each, sampling seed {', '.join(map(str, s['seeds']))}, "
+            f"temperature {s['temperature']}); all in "
             f"[`results/06_hope_titans/samples/`]({page.link('results/06_hope_titans/samples/NOTE.md')}).")
 
 
@@ -704,6 +705,8 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("06_mqar", "`python -m nlcore mqar`, commands in its `NOTE.md`", every_run),
     ("07_lr_sweep", "S:lr_sweep_07.sh `REV OUT [SECONDS] [LABEL...]`, split across calls (the calls in its "
      "`NOTE.md`)", run_times),
+    ("07_scaling", "S:scaling_07.sh `REV OUT SECONDS PART[=MODEL,...]...`, split across calls (the calls in "
+     "its `NOTE.md`)", run_times),
     ("08_continual", "S:continual_08.sh `REV OUT [SECONDS]`, split across calls (`docs/continual.md`; "
      "the calls in its `NOTE.md`)", phased_runs),
     ("08_continual_extra", "CPU investigations, commands in each `NOTE.md`", None),
