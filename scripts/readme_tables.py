@@ -564,9 +564,8 @@ def samples_block(page: Page) -> str:
         out.append(f"**{what.get(config, config)}** (`{config}`, {r['test_bpc']:.3f} test bpc):\n\n"
                    f"```text\n{text}\n```")
     s = data["settings"]
-    return ("\n\n".join(out) + f"\n\nBest and worst of {len({r['run'] for r in rows})} models (06's "
-            f"configurations, one trained model each, sampling seed {', '.join(map(str, s['seeds']))}, "
-            f"temperature {s['temperature']}); all in "
+    return ("\n\n".join(out) + f"\n\nBest and worst of {len({r['run'] for r in rows})} sampled models (sampling seed "
+            f"{', '.join(map(str, s['seeds']))}, temperature {s['temperature']}); all in "
             f"[`results/06_hope_titans/samples/`]({page.link('results/06_hope_titans/samples/NOTE.md')}).")
 
 
