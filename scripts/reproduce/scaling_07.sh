@@ -4,7 +4,9 @@
 # experiments without checkpoints. Run again on the same OUTDIR while the machine is held, the grid
 # skips finished runs and resumes the others from their last checkpoint.
 # Usage: scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART[=MODEL,MODEL...]...
-#   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context;
+#   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context |
+#   bench (the step time of every 07 model at both widths, alone on the GPU before anything else
+#   starts: OUTDIR/models_07.json, the prices of nlcore.report.figures.bench_seconds);
 #   =MODEL,... keeps that part to those of 07's models (default: all six)
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
@@ -21,6 +23,14 @@ experiment() {  # STEM [LABEL...]
     ${1+--configs "$@"} >> "$out/$stem.log" 2>&1
   echo "$stem $*: exit $?"
 }
+if [[ " $* " == *" bench "* ]]; then
+  IFS=, read -ra each <<< "$all_models"
+  narrow=("${each[@]/#/07_scaling:}")  # a budget changes the number of steps, not a step
+  timeout "${BENCH_SECONDS:-400}" python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 \
+    --baseline 07_scaling:transformer_8.2M --out "$out/models_07.json" \
+    --configs "${narrow[@]/%/_8.2M}" "${each[@]/#/07_width:}" > "$out/bench.log" 2>&1
+  echo "bench: exit $?"
+fi
 pids=()
 parts=()
 for arg in "$@"; do
@@ -32,7 +42,7 @@ for arg in "$@"; do
     8.2M|33M|131M) experiment 07_scaling "${models[@]/%/_$part}" & pids+=($!) ;;
     shakespeare) experiment 07_shakespeare "${models[@]}" & pids+=($!) ;;
     width) experiment 07_width "${models[@]}" & pids+=($!) ;;
-    context) ;;
+    context|bench) ;;
     *) echo "scaling_07.sh: unknown PART $part" >&2; exit 2 ;;
   esac
 done
