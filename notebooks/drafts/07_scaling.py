@@ -90,6 +90,14 @@ def study(stem: str) -> nl.notebook.ExperimentResults:
     return nl.notebook.experiment(replace(ctx, stem=stem, results_dir=ctx.results_dir.parent / stem))
 
 
+def priced(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """`runs` and the column of seconds that compares compute: `gpu_s`, the runs priced at the step
+    times of bench/models_07.json beside the view's results (each model alone on one GPU), where
+    that report exists; else `train_s`, each run's own seconds."""
+    prices = ctx.results_dir.parent / "bench" / "models_07.json"
+    return (nl.figures.bench_seconds(runs, prices), "gpu_s") if prices.exists() else (runs, "train_s")
+
+
 def leaders(res: nl.notebook.ExperimentResults, groups: dict, metric: str = "test_bpc") -> pd.DataFrame:
     """Per group of configurations (a budget, a width, a corpus): the one with the lowest mean
     `metric` (the leader), then every other one's paired difference to it over the seeds both ran."""
@@ -180,22 +188,23 @@ print(f"{config}/seed{seed}: {chars:,} characters / {cps:,.0f} characters per se
 # %% [markdown]
 # ## Equal compute
 # The same runs, placed by their seconds in training steps instead of their characters: a
-# model to the left of another at the same bpc got there in less time. Both coordinates are
-# means over seeds with their 95 % t intervals (a run's seconds vary with its machine). The
-# seconds are each run's own, measured as it trained: `docs/scaling.md` runs six runs side by
-# side on one GPU (`--jobs 6`), so a run's seconds include sharing the card with its
-# neighbours. Read them as the cost under that sharing, not as a model's speed alone (that is
-# `results/bench/models_06.json`, lesson A1). The table below: at each of HOPE's budgets, the
-# lowest test bpc each other model reaches in no more seconds than HOPE spent (blank: even its
+# model to the left of another at the same bpc got there in less time. A run's own seconds are
+# a poor price: the runs of one call share a GPU (several side by side), and calls land on an
+# H100 or an H200. So each run is priced at its model's step time measured alone on one GPU
+# (`results/bench/models_07.json`, made by `scripts/reproduce/scaling_07.sh ... bench`): steps
+# × step time, the same for every seed. Without that report (the smoke view) the runs' own
+# seconds stand in, and the axis says which it is. The table below: at each of HOPE's budgets,
+# the lowest test bpc each other model reaches in no more seconds than HOPE's (blank: even its
 # smallest budget takes longer).
 
 # %%
-matched = nl.figures.compute_matched(runs, reference="hope")  # at each of HOPE's budgets, every other model
+costed, cost_col = priced(runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
+matched = nl.figures.compute_matched(costed, reference="hope", seconds=cost_col)  # at each of HOPE's budgets
 last = matched[matched["reference"] == matched["reference"].iloc[-1]] if len(matched) else matched
 finding = (f"In the seconds of {last['reference'].iloc[0]}, {int((last['minus_reference'] < 0).sum())} of "
            f"{len(last)} other models reach a lower test bpc" if len(last) else "No other model ran beside hope")
-fig = nl.figures.scaling_curves(runs, x="train_s", models=MODELS_07)
-fig.suptitle(finding + "\n(mean over seeds, 95 % t interval in both directions)", fontsize=11)
+fig = nl.figures.scaling_curves(costed, x=cost_col, models=MODELS_07)
+fig.suptitle(finding + "\n(mean over seeds, 95 % t interval)", fontsize=11)
 ctx.show(fig, "bpc_vs_seconds")
 matched.round(4)
 
@@ -393,7 +402,8 @@ else:
                  f"behind at {', '.join(where['behind']) or 'no budget'}.")
 
     # equal compute: what the others reach in the seconds of HOPE's largest budget
-    cm = nl.figures.compute_matched(nl.figures.scaling_runs(full["07_scaling"].exp_dir), reference="hope")
+    costed_full, cost_col = priced(nl.figures.scaling_runs(full["07_scaling"].exp_dir))
+    cm = nl.figures.compute_matched(costed_full, reference="hope", seconds=cost_col)
     top = cm[cm["reference"] == cm["reference"].iloc[-1]]
     ahead = top[top["minus_reference"] < 0]
     ref = top["reference"].iloc[0]
