@@ -315,11 +315,15 @@ norm_line = "" if norm is None or norm["n"] == 0 else (
     f"With its writes normalised and retained toward its initial weights (`titans_norm`) it leaves that point, "
     f"but {norm['n_run'] - norm['n']} of {norm['n_run']} seeds did not finish (their run folders say why), and "
     f"{'the one that did reaches' if norm['n'] == 1 else 'the others reach'} {q.ci('titans_norm')}.")
+cap = table.set_index("config").loc["titans_cap"] if "titans_cap" in set(table["config"]) else None
+cap_line = "" if cap is None or cap["n"] < 2 else (
+    f"Capping its distance from those weights at each chunk's end (`titans_cap`) trains {cap['n']} of "
+    f"{cap['n_run']} seeds, at {q.ci('titans_cap')}, still behind the linear memory by {q.diff('titans_cap', 'titans_linear')}.")
 nl.notebook.takeaways(ctx, f"""
 - **HOPE has the lowest held-out bpc:** {q.ci("hope")} valid bpc, against Titans with a linear memory {q.ci("titans_linear")}, the nested LSTM {q.ci("nested_lstm")} and the Transformer {q.ci("transformer")}. Paired by seed, HOPE − Titans linear is {q.diff("hope", "titans_linear")} and HOPE − nested LSTM {q.diff("hope", "nested_lstm")}: both intervals clear zero.
 - **The gain comes from the in-forward writes:** without them and without CMS (`hope_static`, {q.ci("hope_static")}) the architecture alone is not separated from the nested LSTM ({q.diff("hope_static", "nested_lstm")}). Those writes are test-time learning; given dynamic evaluation (the table above), every baseline gains and HOPE still has the lowest test bpc.
 - **Where the chain is written matters:** updated by the outer CMS engine (`hope_outer`) one seed of three diverged and the other two reach {q.ci("hope_outer")}; without momentum in the memories (`hope_outer_no_momentum`) all three train, at {q.ci("hope_outer_no_momentum")}, still behind in-forward writing by {q.diff("hope_outer_no_momentum", "hope")}.
-- **Titans' MLP memory stalled:** all three seeds at {q.ci("titans")}, off-scale in the figure; retaining it longer (`titans_alpha0.999`) diverged on every seed. {norm_line} The linear memory works.
+- **Titans' MLP memory stalled:** all three seeds at {q.ci("titans")}, off-scale in the figure; retaining it longer (`titans_alpha0.999`) diverged on every seed. {norm_line} {cap_line} The linear memory works.
 - **Context:** the models with carried state are flat across the window; the Transformer pays at its first positions and is close to its own level after about twenty characters, above the others.
 - **MQAR:** the attention and linear-memory models recall well above chance on average at L = 256 (the Transformer's seeds spread widely) and fall to chance by L = 4096 (one seed); the nested LSTM stays at chance; Titans' lead over the Transformer at L = 1024 is not separated with three seeds.
 """)
