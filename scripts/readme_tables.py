@@ -238,7 +238,7 @@ FINDINGS = {
                     "the best rows are not CMS rows.",
     "A1_performance": "The engineering behind the lessons, each model against the Transformer's step.",
     "06_hope_titans": "HOPE has the lowest held-out bpc, also against baselines given test-time learning; "
-                      "its gain comes from the in-forward writes, and Titans' MLP memory lags and is unstable.",
+                      "its gain comes from the in-forward writes, and Titans' MLP memory lags even where it trains stably.",
     "08_continual": "HOPE, which writes its chain while it reads, forgets WikiText-2 least and ends lowest on "
                     "both corpora; in the nested LSTM, CMS's effect on forgetting is not separated from zero.",
 }
