@@ -96,8 +96,11 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 
 
 def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.0, top_k: int | None = None,
-           seed: int = 0, write: bool = True, device: str | torch.device = "cpu") -> Sample:
-    """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result)."""
+           seed: int = 0, write: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> Sample:
+    """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result).
+    `progress`: a bar over the characters drawn (each reads a whole window: slow for HOPE)."""
+    from tqdm.auto import tqdm
+
     if not prompt:
         raise ValueError("sample: the prompt must hold at least one character")
     if chars < 0 or temperature < 0 or (top_k is not None and top_k < 1):
@@ -129,6 +132,7 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
 
     state, start, windows = model.init_state(1, dev), 0, 0
     drawn = []
+    bar = tqdm(total=chars, disable=not progress, desc="sample", unit="char", leave=False)
     while True:
         while len(ids) - start > T:  # a full window with the character after it: advance
             if write or start + T < n_prompt:  # frozen: only windows of prompt alone move the state
@@ -142,12 +146,14 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
         row = logits[0, len(ids) - start - 1].float()
         drawn.append(row.cpu())
         ids.append(_pick(row, temperature, top_k, gen))
+        bar.update()
+    bar.close()
     logits = torch.stack(drawn) if drawn else torch.zeros(0, tok.vocab_size)
     return Sample(prompt=prompt, text=tok.decode(ids[n_prompt:]), ids=ids, state=state, start=start, logits=logits)
 
 
 def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, top_k: int | None = None,
-                 seeds=(0,), write: bool = True, device: str | torch.device = "cpu") -> dict:
+                 seeds=(0,), write: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> dict:
     """Every run continues every prompt under every seed, the same settings for all: a record with
     the settings, each run's held-out bpc (its summary.json, when there is one) and the texts."""
     import os
@@ -169,7 +175,8 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
         config = parts[parts.index("runs") + 1] if "runs" in parts[:-1] else folder.name  # runs/<config>/...
         for prompt in prompts:
             for seed in seeds:
-                s = sample(loaded, prompt, chars, temperature=temperature, top_k=top_k, seed=seed, write=write)
+                s = sample(loaded, prompt, chars, temperature=temperature, top_k=top_k, seed=seed, write=write,
+                           progress=progress)
                 rows.append({"run": folder.relative_to(root).as_posix(), "config": config,
                              "model": loaded.config.model.kind, "test_bpc": summary.get("test_bpc"),
                              "valid_bpc": summary.get("valid_bpc"), "prompt": prompt, "seed": seed, "text": s.text})
