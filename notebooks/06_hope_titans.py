@@ -319,6 +319,8 @@ cap = table.set_index("config").loc["titans_cap"] if "titans_cap" in set(table["
 cap_line = "" if cap is None or cap["n"] < 2 else (
     f"Capping its distance from those weights at each chunk's end (`titans_cap`) trains {cap['n']} of "
     f"{cap['n_run']} seeds, at {q.ci('titans_cap')}, still behind the linear memory by {q.diff('titans_cap', 'titans_linear')}.")
+
+# %%
 nl.notebook.takeaways(ctx, f"""
 - **HOPE has the lowest held-out bpc:** {q.ci("hope")} valid bpc, against Titans with a linear memory {q.ci("titans_linear")}, the nested LSTM {q.ci("nested_lstm")} and the Transformer {q.ci("transformer")}. Paired by seed, HOPE − Titans linear is {q.diff("hope", "titans_linear")} and HOPE − nested LSTM {q.diff("hope", "nested_lstm")}: both intervals clear zero.
 - **The gain comes from the in-forward writes:** without them and without CMS (`hope_static`, {q.ci("hope_static")}) the architecture alone is not separated from the nested LSTM ({q.diff("hope_static", "nested_lstm")}). Those writes are test-time learning; given dynamic evaluation (the table above), every baseline gains and HOPE still has the lowest test bpc.
