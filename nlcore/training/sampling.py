@@ -96,10 +96,16 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 
 
 def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.0, top_k: int | None = None,
-           seed: int = 0, write: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> Sample:
+           seed: int = 0, write: bool = True, device: str | torch.device = "cpu", progress: bool = False,
+           graph: bool | None = None) -> Sample:
     """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result).
-    `progress`: a bar over the characters drawn (each reads a whole window: slow for HOPE)."""
+    `progress`: a bar over the characters drawn. Every character reads a whole window, so on CUDA
+    (`graph` None, or True anywhere) the window is replayed from one captured graph
+    (`nlcore.accel.cuda_graph.GraphedEval`; on CPU an emulation, bit-identical to eager), which
+    spares an eager HOPE window its thousands of launches; a window the graph cannot take runs eagerly."""
     from tqdm.auto import tqdm
+
+    from nlcore.accel.cuda_graph import GraphedEval
 
     if not prompt:
         raise ValueError("sample: the prompt must hold at least one character")
@@ -116,19 +122,27 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
     n_prompt = len(ids)
     uses_targets = getattr(model, "uses_targets", False)
 
+    def forward(x: torch.Tensor, y: torch.Tensor, state: dict):
+        return model(x, state, None, **({"targets": y} if uses_targets else {}))
+
+    replay = GraphedEval(model, 1, T, dev, forward=forward) if (dev.type == "cuda" if graph is None else graph) \
+        else None
+
     def window(start: int, state: dict):
-        """Logits and final state of the window at `start`, padded to T (unknown targets ignored)."""
+        """Logits and final state of the window at `start`, padded to T (unknown targets ignored);
+        both are the sampler's own (a replay's outputs are the graph's static buffers)."""
         x = torch.zeros(1, T, dtype=torch.long, device=dev)
         part = ids[start:start + T]
         x[0, :len(part)] = torch.tensor(part, device=dev)
-        kw = {}
+        y = torch.full((1, T), IGNORE, dtype=torch.long, device=dev)
         if uses_targets:  # frozen: a window that reads generated text has no targets, so no writes
-            y = torch.full((1, T), IGNORE, dtype=torch.long, device=dev)
             nxt = ids[start + 1:start + T + 1] if write or start + T < n_prompt else []
             y[0, :len(nxt)] = torch.tensor(nxt, device=dev)
-            kw["targets"] = y
         with torch.no_grad():
-            return model(x, state, None, **kw)
+            out = replay.window(x, y, state, None) if replay is not None else None
+            if out is None:
+                return forward(x, y, state)
+            return out[0].clone(), {k: v.clone() for k, v in out[1].items()}
 
     state, start, windows = model.init_state(1, dev), 0, 0
     drawn = []
