@@ -9,7 +9,7 @@ export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
 limit=$3
 shift 3
-work=/tmp/o/sample_06
+work=${WORK:-/tmp/o}/sample_06  # WORK: where runs live on the machine (checkpoints stay there)
 mkdir -p "$out" "$work/samples"
 prompts=(--prompt $'\n = = Early life = = \n \n ' --prompt ' The city of')
 for item in "$@"; do

@@ -13,7 +13,7 @@ export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
 limit=$3
 shift 3
-work=/tmp/o
+work=${WORK:-/tmp/o}  # WORK: where runs live on the machine (checkpoints stay there)
 mkdir -p "$out" "$work"
 all_models=nested_lstm,transformer,titans_norm,titans_linear,hope,hope_outer
 experiment() {  # STEM [LABEL...]
@@ -58,4 +58,6 @@ if [[ " ${parts[*]} " == *" context "* ]]; then
   cat "$work"/07_*/runs/*/seed*/context.log >> "$out/context.log" 2>/dev/null
   echo "context: done"
 fi
-tar -C "$work" --exclude checkpoint.pt -czf "$out/07.tgz" $(cd "$work" && ls -d 07_* 2>/dev/null)
+experiments=$(cd "$work" && ls -d 07_* 2>/dev/null)
+# shellcheck disable=SC2086
+[[ -z $experiments ]] || tar -C "$work" --exclude checkpoint.pt -czf "$out/07.tgz" $experiments

@@ -9,7 +9,7 @@ set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
 limit=${3:-420}
-work=/tmp/o
+work=${WORK:-/tmp/o}  # WORK: where runs live on the machine (checkpoints stay there)
 mkdir -p "$out" "$work/samples"
 here=$(dirname "$0")
 run06() {  # NAME SEEDS LABEL...: 06 configurations into $work/NAME
