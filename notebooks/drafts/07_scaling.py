@@ -92,10 +92,10 @@ def study(stem: str) -> nl.notebook.ExperimentResults:
 
 def priced(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """`runs` and the column of seconds that compares compute: `gpu_s`, the runs priced at the step
-    times of bench/models_07.json beside the view's results (each model alone on one GPU), where
-    that report exists; else `train_s`, each run's own seconds."""
-    prices = ctx.results_dir.parent / "bench" / "models_07.json"
-    return (nl.figures.bench_seconds(runs, prices), "gpu_s") if prices.exists() else (runs, "train_s")
+    times of bench/models_07*.json beside the view's results (each model alone on one GPU), where
+    those reports exist; else `train_s`, each run's own seconds."""
+    prices = sorted((ctx.results_dir.parent / "bench").glob("models_07*.json"))
+    return (nl.figures.bench_seconds(runs, prices), "gpu_s") if prices else (runs, "train_s")
 
 
 def leaders(res: nl.notebook.ExperimentResults, groups: dict, metric: str = "test_bpc") -> pd.DataFrame:
@@ -191,7 +191,7 @@ print(f"{config}/seed{seed}: {chars:,} characters / {cps:,.0f} characters per se
 # model to the left of another at the same bpc got there in less time. A run's own seconds are
 # a poor price: the runs of one call share a GPU (several side by side), and calls land on an
 # H100 or an H200. So each run is priced at its model's step time measured alone on one GPU
-# (`results/bench/models_07.json`, made by `scripts/reproduce/scaling_07.sh ... bench`): steps
+# (`results/bench/models_07*.json`, made by `scripts/reproduce/scaling_07.sh ... bench bench_wide`): steps
 # × step time, the same for every seed. Without that report (the smoke view) the runs' own
 # seconds stand in, and the axis says which it is. The table below: at each of HOPE's budgets,
 # the lowest test bpc each other model reaches in no more seconds than HOPE's (blank: even its

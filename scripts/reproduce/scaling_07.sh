@@ -5,8 +5,9 @@
 # skips finished runs and resumes the others from their last checkpoint.
 # Usage: scripts/reproduce/scaling_07.sh REVISION OUTDIR SECONDS PART[=MODEL,MODEL...]...
 #   PART: 8.2M | 33M | 131M (07_scaling's runs of that budget) | shakespeare | width | context |
-#   bench (the step time of every 07 model at both widths, alone on the GPU before anything else
-#   starts: OUTDIR/models_07.json, the prices of nlcore.report.figures.bench_seconds);
+#   bench | bench_wide (the step time of every 07 model at 06's width, or at 07_width's, alone on the
+#   GPU before anything else starts: OUTDIR/models_07.json or models_07_wide.json, the prices of
+#   nlcore.report.figures.bench_seconds);
 #   =MODEL,... keeps that part to those of 07's models (default: all six)
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
@@ -23,14 +24,17 @@ experiment() {  # STEM [LABEL...]
     ${1+--configs "$@"} >> "$out/$stem.log" 2>&1
   echo "$stem $*: exit $?"
 }
-if [[ " $* " == *" bench "* ]]; then
-  IFS=, read -ra each <<< "$all_models"
-  narrow=("${each[@]/#/07_scaling:}")  # a budget changes the number of steps, not a step
+bench() {  # NAME BASELINE CONFIG...: step times alone on the GPU into OUTDIR/NAME.json
+  local name=$1 baseline=$2
+  shift 2
   timeout "${BENCH_SECONDS:-400}" python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 \
-    --baseline 07_scaling:transformer_8.2M --out "$out/models_07.json" \
-    --configs "${narrow[@]/%/_8.2M}" "${each[@]/#/07_width:}" > "$out/bench.log" 2>&1
-  echo "bench: exit $?"
-fi
+    --baseline "$baseline" --out "$out/$name.json" --configs "$@" > "$out/$name.log" 2>&1
+  echo "$name: exit $?"
+}
+IFS=, read -ra each <<< "$all_models"
+narrow=("${each[@]/#/07_scaling:}")  # a budget changes the number of steps, not a step
+[[ " $* " == *" bench "* ]] && bench models_07 07_scaling:transformer_8.2M "${narrow[@]/%/_8.2M}"
+[[ " $* " == *" bench_wide "* ]] && bench models_07_wide 07_width:transformer "${each[@]/#/07_width:}"
 pids=()
 parts=()
 for arg in "$@"; do
@@ -42,7 +46,7 @@ for arg in "$@"; do
     8.2M|33M|131M) experiment 07_scaling "${models[@]/%/_$part}" & pids+=($!) ;;
     shakespeare) experiment 07_shakespeare "${models[@]}" & pids+=($!) ;;
     width) experiment 07_width "${models[@]}" & pids+=($!) ;;
-    context|bench) ;;
+    context|bench|bench_wide) ;;
     *) echo "scaling_07.sh: unknown PART $part" >&2; exit 2 ;;
   esac
 done

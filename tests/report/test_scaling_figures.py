@@ -122,6 +122,10 @@ def test_bench_seconds_price_every_budget_of_a_model_at_its_step_time(budgets):
     assert np.allclose(line(ax, "hope").get_xdata(), [40.0, 160.0]) and "Bench GPU" in ax.get_xlabel()
     m = compute_matched(bench_seconds(budgets, report), reference="hope", seconds="gpu_s")
     assert (m["reference_s"].unique() == [40.0, 160.0]).all()
+    wide = {"device_name": "Bench GPU", "configs": {"other:transformer": {"step_ms_median": 5.0}}}
+    assert bench_seconds(budgets, [report, wide])["gpu_s"].equals(bench_seconds(budgets, report)["gpu_s"])
+    with pytest.raises(ValueError, match="different devices"):
+        bench_seconds(budgets, [report, dict(wide, device_name="Other GPU")])
 
 
 def test_sweep_rings_the_chosen_rate_and_marks_a_rate_without_bpc(tmp_path):

@@ -79,15 +79,19 @@ def scaling_runs(exp_dir: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def bench_seconds(runs: pd.DataFrame, report: Mapping | str | Path) -> pd.DataFrame:
+def bench_seconds(runs: pd.DataFrame, reports: Mapping | str | Path | Sequence) -> pd.DataFrame:
     """`runs` with `step_ms` and `gpu_s` added: each run's seconds in training steps priced at the
-    step time `report` (a `python -m nlcore bench` report over `STEM:LABEL` configurations) measured
-    for its configuration, one configuration at a time on one GPU: steps × median step time. Unlike
-    a run's own `train_s`, it does not depend on which GPU trained the run or what shared it. A
-    budget of 07_scaling changes the number of steps, not a step, so any budget of the same model
-    prices it; a run the report does not price gets NaN."""
-    rep = read_json(report) if isinstance(report, (str, Path)) else report
-    ms = {k: float(v["step_ms_median"]) for k, v in rep["configs"].items()}
+    step time that `reports` (one or several `python -m nlcore bench` reports over `STEM:LABEL`
+    configurations, made on one kind of GPU) measured for its configuration, one configuration at a
+    time: steps × median step time. Unlike a run's own `train_s`, it does not depend on which GPU
+    trained the run or what shared it. A budget of 07_scaling changes the number of steps, not a
+    step, so any budget of the same model prices it; a run no report prices gets NaN."""
+    many = reports if isinstance(reports, Sequence) and not isinstance(reports, str) else [reports]
+    reps = [read_json(r) if isinstance(r, (str, Path)) else r for r in many]
+    names = sorted({r.get("device_name", "GPU") for r in reps})
+    if len(names) > 1:
+        raise ValueError(f"bench_seconds: the reports come from different devices {names}; price on one")
+    ms = {k: float(v["step_ms_median"]) for rep in reps for k, v in rep["configs"].items()}
     by_model = {}
     for key, v in ms.items():
         stem, _, label = key.partition(":")
@@ -100,7 +104,7 @@ def bench_seconds(runs: pd.DataFrame, report: Mapping | str | Path) -> pd.DataFr
     out = runs.copy()
     out["step_ms"] = [price(r) for _, r in runs.iterrows()] if len(runs) else []
     out["gpu_s"] = out["steps"] * out["step_ms"] / 1e3
-    out.attrs["bench_device"] = rep.get("device_name", "GPU")
+    out.attrs["bench_device"] = names[0] if names else "GPU"
     return out
 
 
