@@ -78,3 +78,16 @@ def test_06_scripts_train_and_sample_registered_configurations(tmp_path, script,
     argv = calls(script, *args, tmp_path=tmp_path)
     trained = [a for a in argv if "experiment" in a]
     assert trained and all(check_experiment(a) == "06_hope_titans" for a in trained)
+
+
+@pytest.mark.parametrize("round_", ["1", "2", "3"])
+def test_the_titans_search_sets_only_keys_the_config_has(tmp_path, round_):
+    from nlcore.config import apply_overrides, preset
+
+    (argv,) = calls("titans_mlp_search.sh", "abc1234", str(tmp_path / "out"), "5", round_, tmp_path=tmp_path)
+    base = [argv[i + 1] for i, a in enumerate(argv) if a == "--set"]
+    configs = [argv[i + 1] for i, a in enumerate(argv) if a == "--config"]
+    assert len(configs) == int(option(argv, "--jobs")[0]) > 0
+    for c in configs:
+        _, _, overrides = c.partition(":")
+        apply_overrides(preset(option(argv, "--preset")[0]), [*base, *overrides.split()])  # raises on a bad key
