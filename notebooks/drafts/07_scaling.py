@@ -281,7 +281,10 @@ leaders(shakespeare, {"Tiny Shakespeare, 8.2 M characters": shakespeare.configs}
 # The Transformer is stateless: it sees at most its window of $T$ characters (the dotted line),
 # so beyond $T$ its loss can only stay level. A model that carries state can keep lowering its
 # loss as the article goes on. The lower panel counts the predictions in each bin: the far bins
-# rest on the longest articles only.
+# rest on the longest articles only, so a bin's level mixes position and article, while within
+# one bin every model reads the same articles. The bpc axis spans the bins from 64 characters
+# on: an article's first characters (its title, read from the zero state) cost many times more,
+# and the figure's title says how much.
 
 # %%
 for res in (exp, width):

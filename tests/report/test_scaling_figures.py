@@ -204,6 +204,17 @@ def test_context_curves_plot_bin_means_with_t_bands_on_a_log2_axis():
     assert np.allclose(bx.get_lines()[0].get_ydata(), [1, 2, 4, 8])
 
 
+def test_context_axis_spans_the_bins_from_scale_from_and_names_the_early_cost():
+    seeds = [[20.0, 9.0, 2.2, 2.0], [22.0, 8.0, 2.3, 2.1], [21.0, 8.5, 2.1, 1.9]]
+    ctx = context_frame({"hope_131M": seeds})
+    ax = context_curves(ctx, ["hope_131M"], scale_from=4).axes[0]
+    lo, hi = np.array([t_ci(col)[1:] for col in np.array(seeds)[:, 2:].T]).T
+    bottom, top = ax.get_ylim()
+    assert bottom < lo.min() and hi.max() < top < 3.0  # the first two bins (8 to 22 bpc) lie above it
+    assert "reach up to 21.0 bpc" in ax.get_title()
+    assert context_curves(ctx, ["hope_131M"], scale_from=1).axes[0].get_title() == ""  # nothing above
+
+
 def test_context_gain_is_the_per_seed_fall_beyond_a_position():
     seeds = [[3.0, 2.5, 2.2, 2.0, 9.0], [3.2, 2.6, 2.3, 2.1, 9.0], [3.1, 2.4, 2.1, 1.8, 9.0]]
     g = context_gain(context_frame({"hope": seeds}), start=3, min_share=0.4).iloc[0]

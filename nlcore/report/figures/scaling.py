@@ -300,13 +300,17 @@ def compute_matched(runs: pd.DataFrame, reference: str = "hope", metric: str = "
     return pd.DataFrame(rows, columns=cols)
 
 
-def context_curves(context: pd.DataFrame, configs: Sequence[str], window: int | None = None) -> Figure:
+def context_curves(context: pd.DataFrame, configs: Sequence[str], window: int | None = None,
+                   scale_from: int = 64) -> Figure:
     """Held-out bpc against the characters read since the article start, per configuration: mean
     over seeds of each log-spaced bin [p, 2p) (plotted at p) with a 95 % t band. Below, the
     predictions each bin holds (the far bins rest on the longest articles only). `window`: the
-    training window T, drawn as a vertical line (a Transformer sees no further back)."""
+    training window T, drawn as a vertical line (a Transformer sees no further back). The bpc axis
+    spans the bins from `scale_from` characters on: an article's first characters (its title, read
+    from the zero state) cost several times more and would flatten the rest; the title says how much."""
     fig = Figure(figsize=(8.4, 5.6), layout="constrained")
     ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    scaled, early = [], []
     for config in configs:
         c = context[context["config"] == config]
         if c.empty:
@@ -318,6 +322,16 @@ def context_curves(context: pd.DataFrame, configs: Sequence[str], window: int | 
         ax.plot(x, stats[:, 0], color=model_color(model), marker=MARKERS.get(model, "o"), ms=4,
                 label=_n_label(config, [table.shape[1]]))
         ax.fill_between(x, stats[:, 1], stats[:, 2], color=model_color(model), alpha=0.2, linewidth=0)
+        scaled.append(stats[x >= scale_from])
+        early.append(stats[x < scale_from, 0])
+    shown = np.concatenate(scaled) if scaled else np.zeros((0, 3))
+    if np.isfinite(shown).any():
+        lo, hi = np.nanmin(shown), np.nanmax(shown)
+        ax.set_ylim(lo - 0.08 * (hi - lo), hi + 0.08 * (hi - lo))
+        off = np.concatenate(early) if early else np.zeros(0)
+        if (off > hi).any():
+            ax.set_title(f"the bins before {scale_from} characters reach up to {np.nanmax(off):.1f} bpc "
+                         f"(above the axis)", fontsize=9, color=GREY)
     counts = context[context["config"].isin(configs)].groupby("bin_lo")["count"].first().sort_index()
     bx.plot(counts.index, counts.to_numpy(), "o-", color=GREY, ms=4)
     for a in (ax, bx):
