@@ -279,8 +279,9 @@ def compute_matched(runs: pd.DataFrame, reference: str = "hope", metric: str = "
     """At every configuration of the `reference` model, what each other model reaches in no more
     time: the configuration of that model with the lowest mean `metric` among those whose mean
     seconds in training steps (the column `seconds`: `train_s`, or `gpu_s` of `bench_seconds`)
-    are at most the reference's (none: the model's smallest budget takes longer). Columns: reference, reference_s, reference_bpc, model, config, chars, seconds,
-    bpc, minus_reference (bpc − reference_bpc; negative: lower in the same time)."""
+    are at most the reference's (none: the model's smallest budget takes longer). Columns:
+    reference, reference_s, reference_bpc, model, config, chars, seconds, bpc, minus_reference
+    (bpc − reference_bpc; negative: lower in the same time)."""
     pts = scaling_points(runs, seconds, metric)
     chars = runs.groupby("config")["chars"].first()
     rows = []
