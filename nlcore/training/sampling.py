@@ -102,7 +102,7 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
     `progress`: a bar over the characters drawn. Every character reads a whole window, so on CUDA
     (`graph` None, or True anywhere) the window is replayed from one captured graph
     (`nlcore.accel.cuda_graph.GraphedEval`; on CPU an emulation, bit-identical to eager), which
-    spares an eager HOPE window its thousands of launches; a window the graph cannot take runs eagerly."""
+    spares an eager window one launch per operation; a window the graph cannot take runs eagerly."""
     from tqdm.auto import tqdm
 
     from nlcore.accel.cuda_graph import GraphedEval
