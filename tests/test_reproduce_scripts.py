@@ -70,7 +70,7 @@ def test_scaling_07_refuses_an_unknown_part(tmp_path):
 
 
 @pytest.mark.parametrize("script,args", [
-    ("sample_06.sh", ("abc1234", "OUT", "5", "hope_no_momentum:0", "titans_norm:2")),
+    ("sample_06.sh", ("abc1234", "OUT", "5", "hope_no_momentum:0", "titans_norm:2", "titans_norm:1")),
     ("titans_cap_06.sh", ("abc1234", "OUT", "5")),
 ])
 def test_06_scripts_train_and_sample_registered_configurations(tmp_path, script, args):
@@ -78,6 +78,11 @@ def test_06_scripts_train_and_sample_registered_configurations(tmp_path, script,
     argv = calls(script, *args, tmp_path=tmp_path)
     trained = [a for a in argv if "experiment" in a]
     assert trained and all(check_experiment(a) == "06_hope_titans" for a in trained)
+    outs = [option(a, "--out")[0] for a in trained]
+    assert len(set(outs)) == len(outs)  # every training process has its own experiment folder
+    sampled = [a for a in argv if "sample" in a]
+    assert {option(a, "--run")[0] for a in sampled} <= {f"{o}/runs/{c}/seed{s}" for a, o in zip(trained, outs)
+                                                        for c in option(a, "--configs") for s in option(a, "--seeds")}
 
 
 @pytest.mark.parametrize("round_", ["1", "2", "3"])

@@ -14,14 +14,15 @@ mkdir -p "$out" "$work/samples"
 prompts=(--prompt $'\n = = Early life = = \n \n ' --prompt ' The city of')
 for item in "$@"; do
   config=${item%%:*} seed=${item##*:}
+  name=${config}_seed$seed  # its own experiment folder: two seeds of one configuration never share one
   (
     timeout "$limit" python3 -m nlcore experiment 06_hope_titans --mode full --jobs 1 --seeds "$seed" \
-      --configs "$config" --out "$work/$config" > "$work/$config.log" 2>&1
-    echo "$config seed $seed: exit $?"
+      --configs "$config" --out "$work/$name" > "$work/$name.log" 2>&1
+    echo "$name: exit $?"
     timeout "${SAMPLE_SECONDS:-600}" python3 -m nlcore sample --device cuda --chars 240 --temperature 0.8 \
-      --seed 0 "${prompts[@]}" --run "$work/$config/runs/$config/seed$seed" \
-      --out "$work/samples/$config.json" > "$work/samples/$config.log" 2>&1
-    echo "$config sample: exit $?"
+      --seed 0 "${prompts[@]}" --run "$work/$name/runs/$config/seed$seed" \
+      --out "$work/samples/$name.json" > "$work/samples/$name.log" 2>&1
+    echo "$name sample: exit $?"
   ) &
 done
 wait
