@@ -9,8 +9,9 @@
 #          chunk), at a chunk of 32, with longer retention, and retained toward zero.
 # ROUND 3: the normalised write (ceiling 0.5) with the carried state capped at the chunk's end
 #          (model.mem_state_max) at 0.25, 0.5, 1 and 2 times the initial weights' norm; the cap 0.5 at
-#          the learning rate 1e-3, and with memory chunks of 16 and 32 (gradients taken at the
-#          chunk's start, so a shorter chunk is closer to token-by-token writes).
+#          the learning rate 1e-3, and with memory chunks of 4, 8, 16 and 32 (gradients taken at the
+#          chunk's start, so a shorter chunk is closer to token-by-token writes; a chunk of 4 helped
+#          a small CPU model: results/06_hope_titans_extra/titans_chunk_cpu_probe/).
 # writes OUTDIR/titans_mlp_step/ (a grid: runs.csv, summary.json) and OUTDIR/titans.log
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
@@ -38,7 +39,8 @@ case $round in
   3) cap="$norm model.mem_step_max=0.5 model.mem_state_max"
      configs=("cap0.25: $cap=0.25" "cap0.5: $cap=0.5" "cap1: $cap=1.0" "cap2: $cap=2.0"
               "cap0.5_lr1e-3: $cap=0.5 cms.levels.fast.lr=0.001" "cap0.5_c16: $cap=0.5 model.mem_chunk=16"
-              "cap0.5_c32: $cap=0.5 model.mem_chunk=32") ;;
+              "cap0.5_c32: $cap=0.5 model.mem_chunk=32" "cap0.5_c8: $cap=0.5 model.mem_chunk=8"
+              "cap0.5_c4: $cap=0.5 model.mem_chunk=4") ;;
   *) echo "titans_mlp_search.sh: ROUND must be 1, 2 or 3, got $round" >&2; exit 2 ;;
 esac
 args=()
