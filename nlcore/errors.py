@@ -26,6 +26,11 @@ class RunFailedError(NlcoreError):
     train.log says why."""
 
 
+class StoppedError(NlcoreError):
+    """Training stopped on a termination signal (SIGTERM, as `timeout` sends) at a logged step, its
+    checkpoint saved there: the same command with --resume continues it."""
+
+
 class CheckpointError(NlcoreError):
     """A checkpoint that cannot be read or does not belong to this run."""
 

@@ -145,3 +145,22 @@ def test_aggregate_only_on_a_folder_without_finished_runs(capsys, tmp_path):
     rc, err = run(capsys, "experiment", "06_hope_titans", "--mode", "smoke", "--aggregate-only",
                   "--out", str(tmp_path / "empty"))
     assert rc == 1 and "no finished runs under" in one_line(err) and "unexpected" not in err
+
+
+def test_sigterm_stops_training_with_one_line_and_a_checkpoint(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "r"
+    cmd = [sys.executable, "-m", "nlcore", *SMOKE, "--out", str(out), "--set", "steps=100000",
+           "--set", "data.seq_len=16", "--set", "data.batch_size=4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").is_file() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    line = one_line(err)
+    assert proc.returncode == 1 and line.startswith("error: stopped by SIGTERM at step ")
+    assert line.endswith(f"of 100000, its checkpoint saved in {out}: continue with --resume")
+    assert (out / "checkpoint.pt").is_file()

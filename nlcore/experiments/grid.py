@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from nlcore.config import apply_overrides, preset
-from nlcore.errors import RunFailedError
+from nlcore.errors import RunFailedError, StoppedError
 from nlcore.training import rundir
 from nlcore.training.checkpoint import CHECKPOINT_NAME
 
@@ -120,41 +120,61 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
                       flush=True)
         todo = []
     running: list[tuple[str, int, Path, subprocess.Popen]] = []
-    failures = []
+    failures, stopped, unstarted, terminated = [], [], 0, False
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    while todo or running:
-        while todo and len(running) < jobs:
-            label, seed, run_dir, cmd = todo.pop(0)
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log = open(run_dir / "train.log", "w")
-            running.append((label, seed, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))
-            if echo:
-                print(f"[{name}] start {label} seed {seed}", flush=True)
-        time.sleep(0.5)
-        for item in list(running):
-            label, seed, run_dir, proc = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            if proc.returncode != 0 and rundir.status(run_dir) == "diverged":  # a result, aggregated without bpc
-                ended = json.loads((run_dir / "summary.json").read_text())
-                print(f"[{name}] diverged {label} seed {seed} at step {ended.get('ended_at_step')}: kept as a result "
-                      f"({ended.get('message', 'non-finite loss')})", flush=True)
-            elif proc.returncode != 0:
-                failures.append((label, seed, run_dir))
-                tail = (run_dir / "train.log").read_text()[-2000:]
-                print(f"[{name}] FAILED {label} seed {seed} (exit {proc.returncode})\n{tail}", flush=True)
-            elif echo and phase_b is not None:
-                print(f"[{name}] done {label} seed {seed} ({time.time() - t0:.0f} s)", flush=True)
-            elif echo:
-                s = json.loads((run_dir / "summary.json").read_text())
-                print(f"[{name}] done {label} seed {seed}: valid {_bpc(s['valid_bpc'])} test {_bpc(s['test_bpc'])} "
-                      f"bpc, {s['chars_per_s'] / 1e6:.2f} M chars/s ({time.time() - t0:.0f} s)", flush=True)
+    with rundir.StopSignal() as signal:
+        while todo or running:
+            if signal.asked and not terminated:  # each run stops at its next logged step; none starts
+                terminated, unstarted, todo = True, len(todo), []
+                for *_, proc in running:
+                    proc.terminate()
+                print(f"[{name}] SIGTERM: stopping {len(running)} run(s) at their next logged step, "
+                      f"{unstarted} not started", flush=True)
+            while todo and len(running) < jobs:
+                label, seed, run_dir, cmd = todo.pop(0)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                log = open(run_dir / "train.log", "w")
+                running.append((label, seed, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                                       env=env)))
+                if echo:
+                    print(f"[{name}] start {label} seed {seed}", flush=True)
+            time.sleep(0.5)
+            for item in [r for r in running if r[3].poll() is not None]:
+                running.remove(item)
+                _report(name, *item, failures, stopped, echo, phase_b, t0)
     if failures:
         logs = ", ".join(str(d / "train.log") for _, _, d in failures)
         raise RunFailedError(f"{len(failures)} run(s) stopped without a result: "
                              f"{', '.join(f'{a} seed {b}' for a, b, _ in failures)}: see {logs}")
-    return aggregate(name, configs, seeds, out)
+    df = aggregate(name, configs, seeds, out)
+    if terminated:
+        raise StoppedError(f"{name} stopped by SIGTERM: {len(stopped)} run(s) kept their checkpoints and "
+                           f"{unstarted} did not start; the same command resumes them")
+    return df
+
+
+def _report(name, label, seed, run_dir, proc, failures, stopped, echo, phase_b, t0) -> None:
+    """One line on a run that ended: a divergence or a SIGTERM stop is an outcome (its summary says
+    which), any other non-zero exit a failure, with the tail of its log."""
+    status = rundir.status(run_dir) if proc.returncode != 0 else None
+    if status == "stopped":
+        at = json.loads((run_dir / "summary.json").read_text()).get("ended_at_step")
+        stopped.append((label, seed))
+        print(f"[{name}] stopped {label} seed {seed} at step {at}: its checkpoint is kept", flush=True)
+    elif status == "diverged":  # a result, aggregated without bpc
+        ended = json.loads((run_dir / "summary.json").read_text())
+        print(f"[{name}] diverged {label} seed {seed} at step {ended.get('ended_at_step')}: kept as a result "
+              f"({ended.get('message', 'non-finite loss')})", flush=True)
+    elif proc.returncode != 0:
+        failures.append((label, seed, run_dir))
+        tail = (run_dir / "train.log").read_text()[-2000:]
+        print(f"[{name}] FAILED {label} seed {seed} (exit {proc.returncode})\n{tail}", flush=True)
+    elif echo and phase_b is not None:
+        print(f"[{name}] done {label} seed {seed} ({time.time() - t0:.0f} s)", flush=True)
+    elif echo:
+        s = json.loads((run_dir / "summary.json").read_text())
+        print(f"[{name}] done {label} seed {seed}: valid {_bpc(s['valid_bpc'])} test {_bpc(s['test_bpc'])} "
+              f"bpc, {s['chars_per_s'] / 1e6:.2f} M chars/s ({time.time() - t0:.0f} s)", flush=True)
 
 
 def _bpc(value: float | None) -> str:

@@ -49,7 +49,7 @@ from nlcore import repro
 from nlcore.accel import ddp
 from nlcore.config import TrainConfig, apply_overrides, to_dict
 from nlcore.data import joint_tokenizer
-from nlcore.errors import NonFiniteError, RunDirError
+from nlcore.errors import NonFiniteError, RunDirError, StoppedError
 from nlcore.results import append_metrics, read_json, read_metrics, trim_metrics
 from nlcore.training import checkpoint as ckpt
 from nlcore.training import rundir
@@ -193,7 +193,8 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
                 record(probe(steps.index(trainer.step) + 1, trainer.step))
                 trainer.save_checkpoint()  # a resume keeps every point up to here
 
-        trainer_b = Trainer(cfg_b, dir_b, command=command, progress=progress, tokenizer=tok, after_step=after_step)
+        trainer_b = Trainer(cfg_b, dir_b, command=command, progress=progress, tokenizer=tok, after_step=after_step,
+                            stop_on_signal=False)  # phase B resumes from its probe points' checkpoints only
         probe = Probe(trainer_b, corpora)
         if not resume_b:
             trainer_b.start_from(dir_a / CHECKPOINT_NAME)
@@ -210,7 +211,7 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
     except NonFiniteError as e:
         end("diverged", phase=phase, ended_at_step=e.step, level=e.level, message=str(e))
         raise
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, StoppedError):  # phase A's SIGTERM stop keeps a checkpoint to resume
         end("stopped", phase=phase)
         raise
     first, last = points[0], points[-1]

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -25,6 +27,28 @@ from nlcore.results import read_json, write_json
 from nlcore.training.checkpoint import CHECKPOINT_NAME, remove_stale
 
 RUN_FILES = ("meta.json", "summary.json", "metrics.jsonl", CHECKPOINT_NAME)
+
+
+class StopSignal:
+    """While entered, SIGTERM sets `asked` instead of killing the process, so training can stop
+    between two steps and save a whole step's checkpoint. Off the main thread, where Python cannot
+    install a handler, or with `enabled=False`, the signal keeps its usual effect."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled, self.asked, self._old = enabled, False, None
+
+    def __enter__(self) -> StopSignal:
+        if self.enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, self._ask)
+        return self
+
+    def _ask(self, signum, frame) -> None:
+        self.asked = True
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+            self._old = None
 
 
 def status(out: str | os.PathLike) -> str | None:

@@ -50,7 +50,7 @@ from nlcore.accel.cuda_graph import GraphedEval, GraphedStep
 from nlcore.accel.precision import autocast_ctx, fp32_cross_entropy
 from nlcore.cms import CMS
 from nlcore.config import LevelConfig, TrainConfig, from_dict, to_dict
-from nlcore.errors import CheckpointError, DataError, NonFiniteError
+from nlcore.errors import CheckpointError, DataError, NonFiniteError, StoppedError
 from nlcore.models import build_model
 from nlcore.results import append_metrics, read_metrics, trim_metrics
 from nlcore.state import DocCuts, StateCarrier
@@ -113,11 +113,14 @@ class Trainer:
     `tokenizer`: encode the corpus with this CharTokenizer instead of its train split's own (a
     vocabulary shared with another corpus, nlcore.data.joint_tokenizer). `after_step`: called as
     ``after_step(trainer)`` after every training step (its logging and checkpoint included), with
-    ``trainer.step`` the step just taken; it may evaluate the model but must not change it."""
+    ``trainer.step`` the step just taken; it may evaluate the model but must not change it.
+    `stop_on_signal`: a SIGTERM during `run` stops training at the next logged step with a
+    checkpoint there (`nlcore.training.rundir.StopSignal`); off, the signal kills the process."""
 
     def __init__(self, cfg: TrainConfig, out_dir: str | Path | None = None, *, command: str | None = None,
-                 progress: bool = True, tokenizer=None, after_step=None) -> None:
+                 progress: bool = True, tokenizer=None, after_step=None, stop_on_signal: bool = True) -> None:
         self.cfg = cfg = resolve_compat(cfg.validate())
+        self.stop_on_signal = stop_on_signal
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.command = command if command is not None else " ".join(sys.argv)
         self.progress = progress
@@ -362,8 +365,17 @@ class Trainer:
                                    data=self.data, resumed_at=self.step if resume else None)
         t_start = time.perf_counter()
         try:
-            if self._loop(metrics_path if write else None, stop_after):
+            on = self.stop_on_signal and self.world.world_size == 1  # N ranks: torchrun stops them
+            with rundir.StopSignal(enabled=on) as signal:
+                ended = self._loop(metrics_path if write else None, stop_after, signal)
+            if ended == "stop_after":
                 return {"stopped_at": self.step}
+            if ended == "signal":
+                if write:
+                    rundir.write_end(out, self._ended("stopped", self.step, message="stopped by SIGTERM"),
+                                     wall_time_s=time.perf_counter() - t_start)
+                raise StoppedError(f"stopped by SIGTERM at step {self.step} of {cfg.steps}, its checkpoint saved"
+                                   + (f" in {out}: continue with --resume" if out is not None else ""))
         except NonFiniteError as e:
             if write:
                 rundir.write_end(out, self._ended("diverged", e.step or self.step, level=e.level, message=str(e)),
@@ -387,9 +399,11 @@ class Trainer:
                              extra={"corpus": self.corpus.stats, "tokenizer": self.corpus.tokenizer.to_dict()})
         return summary
 
-    def _loop(self, metrics_path: Path | None, stop_after: int | None) -> bool:
-        """Train to cfg.steps, logging, evaluating and checkpointing on the way; True when
-        `stop_after` stopped it."""
+    def _loop(self, metrics_path: Path | None, stop_after: int | None,
+              signal: rundir.StopSignal | None = None) -> str | None:
+        """Train to cfg.steps, logging, evaluating and checkpointing on the way. Returns
+        "stop_after" when `stop_after` stopped it, "signal" when `signal` was asked: then at the
+        first logged step after the request (its finite checks passed), with a checkpoint there."""
         cfg = self.cfg
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not (self.progress and self.is_main), desc=cfg.name,
                    unit="step", dynamic_ncols=True)
@@ -399,7 +413,7 @@ class Trainer:
         try:
             while self.step < cfg.steps:
                 if stop_after is not None and self.step >= stop_after:
-                    return True
+                    return "stop_after"
                 self.step += 1
                 losses.append(self.train_step(self.step))
                 bar.update(1)
@@ -419,6 +433,10 @@ class Trainer:
                     if cfg.ckpt_every > 0 and s - last >= cfg.ckpt_every:  # after the finite checks
                         self.save_checkpoint()
                         last = s
+                    if signal is not None and signal.asked and s < cfg.steps:
+                        if last != s:
+                            self.save_checkpoint()
+                        return "signal"
                     losses = []
                     t0 = time.perf_counter()
                 if self.after_step is not None:
@@ -427,7 +445,7 @@ class Trainer:
                     t0 += time.perf_counter() - t_hook  # the hook's time is no training time
         finally:
             bar.close()
-        return False
+        return None
 
     def _train_stats(self) -> dict:
         """Training loss over the last 100 steps (from every logged interval, resumed runs included)

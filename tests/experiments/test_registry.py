@@ -204,3 +204,35 @@ def test_a_run_that_diverges_in_a_process_is_a_result_and_a_crash_a_named_error(
     monkeypatch.setattr(_Process, "outcome", "crashed")
     with pytest.raises(RunFailedError, match=r"1 run\(s\) stopped without a result: a seed 2: see .*seed2/train.log"):
         run_grid("t", gcs, [0, 1, 2], tmp_path, jobs=1)
+
+
+def test_sigterm_stops_a_grid_keeps_checkpoints_and_the_same_command_resumes(tmp_path):
+    import os
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "g"
+    cmd = [sys.executable, "-m", "nlcore", "grid", "--name", "g", "--preset", "smoke", "--jobs", "1",
+           "--seeds", "0", "1", "--out", str(out), "--config",
+           "a: steps=400 log_every=10 eval_every=0 ckpt_every=0 data.synth_chars=20000 data.batch_size=4 data.seq_len=16"]
+    grid = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = out / "runs" / "a" / "seed0" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (metrics.is_file() and metrics.read_text().count("\n") >= 2) and time.time() < deadline:
+        time.sleep(0.05)
+    grid.send_signal(signal.SIGTERM)  # the grid alone, as `timeout` without its process group
+    stdout, stderr = grid.communicate(timeout=120)
+    assert grid.returncode == 1, stderr
+    assert stderr.strip().splitlines()[-1] == ("error: g stopped by SIGTERM: 1 run(s) kept their checkpoints and "
+                                               "1 did not start; the same command resumes them")
+    assert re.search(r"\[g\] stopped a seed 0 at step \d+0: its checkpoint is kept", stdout)
+    run = out / "runs" / "a" / "seed0"
+    ended = json.loads((run / "summary.json").read_text())
+    assert ended["status"] == "stopped" and 20 <= ended["ended_at_step"] < 400
+    assert (run / "checkpoint.pt").is_file() and not (out / "runs" / "a" / "seed1").exists()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
+    assert again.returncode == 0, again.stderr
+    assert json.loads((run / "meta.json").read_text())["resumed_at_step"] == ended["ended_at_step"]
+    assert json.loads((run / "summary.json").read_text())["status"] == "finished"
+    assert (out / "runs" / "a" / "seed1" / "summary.json").is_file()

@@ -183,3 +183,24 @@ def test_a_non_finite_evaluation_is_named_in_the_summary_and_warned(tmp_path, mo
     assert main(args + [x for f in FAST for x in ("--set", f)]) == 0
     err = capsys.readouterr().err
     assert "warning: training finished, but test_bpc is not finite" in err
+
+
+def test_sigterm_stops_at_the_next_logged_step_with_a_checkpoint_and_resume_matches(tmp_path):
+    import os
+    import signal
+
+    from nlcore.errors import StoppedError
+
+    cfg = small()
+    straight = Trainer(cfg, tmp_path / "a", progress=False).run()
+    t = Trainer(cfg, tmp_path / "b", progress=False)
+    t.after_step = lambda tr: os.kill(os.getpid(), signal.SIGTERM) if tr.step == 5 else None
+    with pytest.raises(StoppedError, match="SIGTERM at step 8 of 24.*--resume"):
+        t.run()  # log_every=4: the request at step 5 stops at step 8, whose finite checks passed
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the run
+    summary = read(tmp_path / "b" / "summary.json")
+    assert summary["status"] == "stopped" and summary["ended_at_step"] == 8
+    assert ckpt.load(tmp_path / "b" / "checkpoint.pt")["step"] == 8 and rundir.status(tmp_path / "b") == "stopped"
+    resumed = Trainer(cfg, tmp_path / "b", progress=False).run(resume=True)
+    for key in ("train_loss_last100", "final_lr", "valid_bpc", "test_bpc"):
+        assert resumed[key] == straight[key], key
