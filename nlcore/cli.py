@@ -188,11 +188,12 @@ def _sample(args: argparse.Namespace) -> int:
     if args.out is None and len(args.run) == 1 and len(prompts) == 1:
         s = sample(args.run[0], prompt=prompts[0], chars=args.chars, temperature=args.temperature,
                    top_k=args.top_k, seed=args.seed, write=not args.freeze, device=device,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, unfinished=args.unfinished)
         print(s.prompt + s.text)
         return 0
     table = sample_table(args.run, prompts, chars=args.chars, temperature=args.temperature, top_k=args.top_k,
-                         seeds=(args.seed,), write=not args.freeze, device=device, progress=not args.no_progress)
+                         seeds=(args.seed,), write=not args.freeze, device=device, progress=not args.no_progress,
+                         unfinished=args.unfinished)
     for row in table["samples"]:
         bpc = "no summary" if row["test_bpc"] is None else f"test bpc {row['test_bpc']:.4f}"
         print(f"--- {row['run']} ({bpc}), seed {row['seed']}\n{row['prompt']}{row['text']}")
@@ -349,6 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="the same seed writes the same text")
     s.add_argument("--freeze", action="store_true",
                    help="the generated text writes nothing into the carried state or HOPE's chain")
+    s.add_argument("--unfinished", action="store_true",
+                   help="sample a run that did not finish training (its last checkpoint: the model of a step before its end)")
     s.add_argument("--device", default="cpu", help="cpu | cuda | auto (default: cpu)")
     s.add_argument("--out", default=None, help="write every run's texts, their settings and bpc to this JSON file")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")

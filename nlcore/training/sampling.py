@@ -29,7 +29,7 @@ import torch
 
 from nlcore.config import from_dict
 from nlcore.data.tokenizer import CharTokenizer
-from nlcore.errors import CheckpointError
+from nlcore.errors import CheckpointError, RunDirError
 from nlcore.training import checkpoint as ckpt
 
 IGNORE = -100  # a target nobody reads (cross_entropy's ignore_index)
@@ -59,12 +59,21 @@ class Sample:
     logits: torch.Tensor
 
 
-def load(run: str | Path, device: str | torch.device = "cpu") -> Loaded:
-    """The model of run directory `run` (or of a checkpoint file), on `device`, in eval mode."""
+def load(run: str | Path, device: str | torch.device = "cpu", *, unfinished: bool = False) -> Loaded:
+    """The model of run directory `run` (or of a checkpoint file), on `device`, in eval mode. A run
+    directory whose training did not finish (killed, diverged, stopped) is refused unless
+    `unfinished`: its checkpoint holds the model of a step before the last, not the trained one."""
+    from nlcore.results import read_json
+    from nlcore.training import rundir
     from nlcore.training.trainer import model_for, resolve_compat
 
     path = Path(run)
     if path.is_dir():
+        st = rundir.status(path) or (read_json(path / "meta.json").get("status") if (path / "meta.json").is_file()
+                                     else "finished")  # a bare checkpoint in a folder: nothing says otherwise
+        if not unfinished and st != "finished":
+            raise RunDirError(f"{path} has not finished training (status {st}): its checkpoint is the model of "
+                              f"a step before its last; finish the run with --resume, or sample it anyway with --unfinished")
         path = path / ckpt.CHECKPOINT_NAME
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: sample from a run directory that finished "
@@ -97,12 +106,13 @@ def _pick(logits: torch.Tensor, temperature: float, top_k: int | None, gen: torc
 
 def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.0, top_k: int | None = None,
            seed: int = 0, write: bool = True, device: str | torch.device = "cpu", progress: bool = False,
-           graph: bool | None = None) -> Sample:
+           graph: bool | None = None, unfinished: bool = False) -> Sample:
     """`chars` characters after `prompt` from `run` (a run directory, a checkpoint, or `load`'s result).
     `progress`: a bar over the characters drawn. Every character reads a whole window, so on CUDA
     (`graph` None, or True anywhere) the window is replayed from one captured graph
     (`nlcore.accel.cuda_graph.GraphedEval`; on CPU an emulation, bit-identical to eager), which
-    spares an eager window one launch per operation; a window the graph cannot take runs eagerly."""
+    spares an eager window one launch per operation; a window the graph cannot take runs eagerly.
+    `unfinished`: sample a run that did not finish training (`load`)."""
     from tqdm.auto import tqdm
 
     from nlcore.accel.cuda_graph import GraphedEval
@@ -112,7 +122,7 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
     if chars < 0 or temperature < 0 or (top_k is not None and top_k < 1):
         raise ValueError(f"sample: need chars >= 0, temperature >= 0 and top_k >= 1 "
                          f"(got {chars}, {temperature}, {top_k})")
-    run = run if isinstance(run, Loaded) else load(run, device)
+    run = run if isinstance(run, Loaded) else load(run, device, unfinished=unfinished)
     model, tok, T = run.model, run.tokenizer, run.seq_len
     dev = next(model.parameters()).device
     reset = run.config.state.reset
@@ -167,7 +177,8 @@ def sample(run, prompt: str = "\n", chars: int = 200, *, temperature: float = 1.
 
 
 def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, top_k: int | None = None,
-                 seeds=(0,), write: bool = True, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+                 seeds=(0,), write: bool = True, device: str | torch.device = "cpu", progress: bool = False,
+                 unfinished: bool = False) -> dict:
     """Every run continues every prompt under every seed, the same settings for all: a record with
     the settings, each run's held-out bpc (its summary.json, when there is one) and the texts."""
     import os
@@ -183,7 +194,7 @@ def sample_table(runs, prompts, *, chars: int = 200, temperature: float = 1.0, t
         runs_dir = next((p for p in folders[0].parents if p.name == "runs"), None)
         root = runs_dir.parent.parent if runs_dir is not None else folders[0].parent
     for run, folder in zip(runs, folders):
-        loaded = load(run, device)
+        loaded = load(run, device, unfinished=unfinished)
         summary = read_json(folder / "summary.json") if (folder / "summary.json").is_file() else {}
         parts = folder.parts
         config = parts[parts.index("runs") + 1] if "runs" in parts[:-1] else folder.name  # runs/<config>/...

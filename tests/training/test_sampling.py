@@ -8,8 +8,8 @@ import torch
 
 from nlcore.cli import main
 from nlcore.config import apply_overrides, preset
-from nlcore.errors import CheckpointError
-from nlcore.results import read_json
+from nlcore.errors import CheckpointError, RunDirError
+from nlcore.results import read_json, write_json
 from nlcore.training import sampling as gen
 from nlcore.training.trainer import Trainer
 
@@ -176,3 +176,21 @@ def test_one_run_in_an_experiment_is_named_from_the_experiment_folder(runs, tmp_
     shutil.copytree(runs["hope"], d)
     row = gen.sample_table([d], ["ab"], chars=2)["samples"][0]
     assert row["run"] == "08_x/runs/hope/seed0/phase_a" and row["config"] == "hope"
+
+
+def test_a_run_that_did_not_finish_is_refused_unless_asked_for(runs, tmp_path, capsys):
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(runs["nested_lstm"], killed)
+    (killed / "summary.json").unlink()
+    meta = read_json(killed / "meta.json")
+    write_json(killed / "meta.json", {**meta, "status": "running"})  # what a run killed mid-training leaves
+    with pytest.raises(RunDirError, match="has not finished training .status running.*--unfinished"):
+        gen.load(killed)
+    assert main(["sample", "--run", str(killed), "--chars", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "has not finished training" in err and "\n" not in err
+    assert main(["sample", "--run", str(killed), "--chars", "3", "--temperature", "0", "--unfinished"]) == 0
+    assert gen.sample(killed, "ab", 5, temperature=0, unfinished=True).text == \
+        gen.sample(runs["nested_lstm"], "ab", 5, temperature=0).text  # the same weights either way
