@@ -5,6 +5,7 @@ measure held-out bpc against context on trained runs.
     context_of_run(run_dir, split="test")     # bpc per log-spaced bin of characters read since the
                                               # document start, written beside the run
     context_table("results/07_scaling")       # every run's bins as tidy rows (context.csv)
+    ranking_table("results/07_scaling", "33M")  # Markdown: per-seed bpc, t intervals, paired gaps
 """
 
 from __future__ import annotations
@@ -96,3 +97,42 @@ def context_table(out: str | Path, split: str = "test") -> pd.DataFrame:
                           f"python -m nlcore evaluate-context --run <run> ... first")
     df.to_csv(Path(out) / f"context_{split}.csv", index=False)
     return df
+
+
+def ranking_table(exp: str | Path, suffix: str = "", metric: str = "test_bpc") -> str:
+    """A Markdown table of the configurations of `exp` whose names end in `suffix`, best mean
+    `metric` first: valid and test bpc seed by seed (a run that stopped early reads `diverged`), the
+    test mean with its Student-t 95 % interval, and each row minus the leader, paired over the seeds
+    both finished. A single finished seed has no interval and says n=1."""
+    from nlcore.stats import paired_diff_ci, t_ci
+
+    exp = Path(exp)
+    runs = pd.read_csv(exp / "runs.csv")
+    runs = runs[runs.config.str.endswith(suffix)]
+    if runs.empty:
+        raise RunDirError(f"{exp}/runs.csv holds no configuration ending in {suffix!r}")
+    seeds = sorted(int(p.name[4:]) for p in exp.glob("runs/*/seed*") if p.name[4:].isdigit())
+    seeds = sorted(set(seeds))
+    table = {c: g.pivot(index="seed", columns="metric", values="value") for c, g in runs.groupby("config")}
+    order = sorted(table, key=lambda c: table[c][metric].mean())
+    lead = table[order[0]][metric]
+
+    def fmt(m, lo, hi, n, sign=""):
+        return f"{m:{sign}.3f} (n=1)" if n == 1 else f"{m:{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}] (n={n})"
+
+    def per_seed(c, col):
+        t = table[c]
+        return ", ".join(f"{t.at[s, col]:.4f}" if s in t.index else
+                         ("diverged" if (exp / "runs" / c / f"seed{s}").is_dir() else "not run") for s in seeds)
+
+    lines = [f"| config | valid bpc, seeds {', '.join(map(str, seeds))} | {metric.replace('_', ' ')}, same seeds "
+             f"| {metric.replace('_', ' ')}, mean [95 % t] | minus `{order[0]}`, paired [95 % t] |",
+             "|---|---|---|---|---|"]
+    for c in order:
+        x = table[c][metric]
+        gap = ""
+        if c != order[0]:
+            both = x.index.intersection(lead.index)
+            gap = fmt(*paired_diff_ci(x.loc[both], lead.loc[both]), len(both), sign="+")
+        lines.append(f"| `{c}` | {per_seed(c, 'valid_bpc')} | {per_seed(c, metric)} | {fmt(*t_ci(x), len(x))} | {gap} |")
+    return "\n".join(lines)

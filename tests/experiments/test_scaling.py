@@ -20,7 +20,7 @@ from nlcore.experiments.registry import (
     SIZES_06,
     SIZES_07_WIDE,
 )
-from nlcore.experiments.scaling import best_lrs, context_of_run, context_table
+from nlcore.experiments.scaling import best_lrs, context_of_run, context_table, ranking_table
 from nlcore.training.trainer import model_for
 
 STEMS = ("07_lr_sweep", "07_scaling", "07_width", "07_shakespeare")
@@ -152,3 +152,23 @@ def test_best_lrs_picks_the_lowest_mean_valid_bpc(tmp_path, capsys):
     assert "titans_linear: the best rate 0.002 is at the edge" in capsys.readouterr().err
     with pytest.raises(RunDirError, match="runs.csv"):
         best_lrs(tmp_path / "missing")
+
+
+def test_ranking_table_orders_by_mean_and_pairs_over_shared_seeds(tmp_path):
+    rows = [("a_33M", 0, 1.50), ("a_33M", 1, 1.52), ("a_33M", 2, 1.54),
+            ("b_33M", 0, 1.60), ("b_33M", 1, 1.63), ("c_33M", 0, 1.40), ("c_33M", 1, 1.42),
+            ("c_33M", 2, 1.44), ("a_8.2M", 0, 1.9)]
+    pd.DataFrame([{"config": c, "metric": m, "seed": s, "value": v + (0.01 if m == "valid_bpc" else 0)}
+                  for c, s, v in rows for m in ("valid_bpc", "test_bpc")]).to_csv(tmp_path / "runs.csv", index=False)
+    for c, s in [("a_33M", 0), ("a_33M", 1), ("a_33M", 2), ("b_33M", 2)]:
+        (tmp_path / "runs" / c / f"seed{s}").mkdir(parents=True)
+    lines = ranking_table(tmp_path, "33M").splitlines()
+    assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["`c_33M`", "`a_33M`", "`b_33M`"]
+    assert "minus `c_33M`" in lines[0] and "a_8.2M" not in "".join(lines)
+    assert "| 1.4000, 1.4200, 1.4400 |" in lines[2] and "| 1.420 [" in lines[2]
+    assert "+0.100 [+0.100, +0.100] (n=3)" in lines[3]  # a - c is 0.1 on every seed
+    assert "1.6000, 1.6300, diverged" in lines[4]  # seed 2 has a run folder but no numbers
+    b_minus_c = (0.20 + 0.21) / 2
+    assert f"+{b_minus_c:.3f} [" in lines[4] and "(n=2)" in lines[4]  # paired over seeds 0 and 1 only
+    with pytest.raises(RunDirError, match="131M"):
+        ranking_table(tmp_path, "131M")
