@@ -706,6 +706,7 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
      "`NOTE.md`)", run_times),
     ("07_scaling", "S:scaling_07.sh `REV OUT SECONDS PART[=MODEL,...]...`, split across calls (the calls in "
      "its `NOTE.md`)", run_times),
+    ("07_shakespeare", "S:scaling_07.sh `REV OUT SECONDS shakespeare` (the call in its `NOTE.md`)", run_times),
     ("08_continual", "S:continual_08.sh `REV OUT [SECONDS]`, split across calls (`docs/continual.md`; "
      "the calls in its `NOTE.md`)", phased_runs),
     ("08_continual_extra", "CPU investigations, commands in each `NOTE.md`", None),
@@ -716,6 +717,7 @@ REPRODUCE: tuple[tuple[str, str, Callable | None], ...] = (
     ("bench/scaling.json", "S:bench_final.sh `REV OUT scaling`", report_time),
     ("bench/models_06.json", "S:hope_titans.sh `REV 0 OUT bench`", report_time),
     ("bench/memory_paths.json", "S:hope_titans.sh `REV 0 OUT speed`", report_time),
+    ("bench/models_07.json", "S:scaling_07.sh `REV OUT 1 bench`", report_time),
     ("bench/models_06_each_8340818", "S:bench_06_each.sh `REV OUT`", None),
     ("bench/check_fastpath.json", "S:check_fastpath.py `OUT.json`", report_time),
     ("bench/models_06_b64.json", "`python -m nlcore bench`, the command in the file", report_time),
