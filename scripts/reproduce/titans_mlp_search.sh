@@ -12,13 +12,15 @@
 #          the learning rate 1e-3, and with memory chunks of 4, 8, 16 and 32 (gradients taken at the
 #          chunk's start, so a shorter chunk is closer to token-by-token writes; a chunk of 4 helped
 #          a small CPU model: results/06_hope_titans_extra/titans_chunk_cpu_probe/).
-# writes OUTDIR/titans_mlp_step/ (a grid: runs.csv, summary.json) and OUTDIR/titans.log
+# writes OUTDIR/titans_mlp_step.tgz (the grid without checkpoints: runs.csv, summary.json, every
+# run's folder) and OUTDIR/titans.log; the grid itself lives under WORK (default /tmp/o)
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
 limit=${3:-480}
 round=${4:-2}
-mkdir -p "$out"
+work=${WORK:-/tmp/o}
+mkdir -p "$out" "$work"
 base="--set data.seq_len=512 --set data.batch_size=16 --set model.mem_chunk=64 --set steps=1000 --set warmup=100
   --set eval_every=0 --set model.kind=titans --set model.memory=mlp --set model.d_model=256 --set model.n_layers=4
   --set model.n_heads=4 --set model.d_ff=768 --set cms.levels.fast.lr=0.002"
@@ -47,5 +49,8 @@ args=()
 for c in "${configs[@]}"; do args+=(--config "$c"); done
 # shellcheck disable=SC2086
 timeout "$limit" python3 -m nlcore grid --name titans_mlp_step --preset seed --seeds 0 --jobs "${#configs[@]}" $base \
-  "${args[@]}" --out "$out/titans_mlp_step" > "$out/titans.log" 2>&1
+  "${args[@]}" --out "$work/titans_mlp_step" > "$out/titans.log" 2>&1
 echo "titans_mlp_step: exit $?"
+if [[ -d $work/titans_mlp_step ]]; then
+  tar -C "$work" --exclude checkpoint.pt -czf "$out/titans_mlp_step.tgz" titans_mlp_step
+fi
