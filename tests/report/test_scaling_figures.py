@@ -223,3 +223,22 @@ def test_context_gain_is_the_per_seed_fall_beyond_a_position():
     assert (g["from_bin"], g["to_bin"], g["n"]) == (2, 8, 3)
     assert np.allclose([g["mean"], g["ci_low"], g["ci_high"]], t_ci([0.5, 0.5, 0.6]))
     assert context_gain(context_frame({"hope": seeds}), start=8, min_share=0.4).empty  # nothing read beyond 8
+
+
+def test_a_whisker_far_beyond_the_means_is_cut_at_the_axis_and_named(tmp_path):
+    for seed, t in enumerate([1.50, 1.52, 1.55]):
+        write_run(tmp_path, "hope_8.2M", seed, test=t)
+    for seed, t in enumerate([3.39, 1.58, 1.58]):  # one seed collapsed: the t interval spans [-0.4, 4.8]
+        write_run(tmp_path, "hope_outer_8.2M", seed, test=t)
+    runs = scaling_runs(tmp_path)
+    ax = scaling_curves(runs, x="chars").axes[0]
+    lo, hi = ax.get_ylim()
+    means = [np.mean([1.50, 1.52, 1.55]), np.mean([3.39, 1.58, 1.58])]
+    assert lo < min(t_ci([1.50, 1.52, 1.55])[1:]) and hi > max(means)  # the means and hope's whisker show
+    assert lo > 0 and hi < t_ci([3.39, 1.58, 1.58])[2]  # the collapsed seed's whisker does not set the axis
+    (note,) = [t.get_text() for t in ax.texts if t.get_text().startswith("whiskers cut")]
+    assert "hope_outer_8.2M [-0." in note and "(n=3)" in note and "hope_8.2M" not in note
+    panel = ranking_panels({"A": runs}).axes[0]
+    assert panel.get_xlim()[1] < t_ci([3.39, 1.58, 1.58])[2]
+    plain = scaling_curves(scaling_runs(tmp_path).query("model == 'hope'"), x="chars").axes[0]
+    assert not plain.texts  # nothing cut, nothing said

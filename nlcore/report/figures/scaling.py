@@ -150,6 +150,27 @@ def _errorbars(ax, p: pd.DataFrame, color: str, xerr: bool = False) -> None:
                     ecolor=color, capsize=3, lw=1.2)
 
 
+def _fit_axis(ax, pts: pd.DataFrame, axis: str = "y") -> None:
+    """Limit the bpc axis to the means and to the whisker ends near them: a whisker longer than
+    the means' whole spread (a seed that collapsed, a single bad seed among three) would flatten
+    every other curve. A cut whisker is named, with its interval, in a note under the axes."""
+    if pts.empty or not np.isfinite(pts["mean"]).any():
+        return
+    m0, m1 = float(np.nanmin(pts["mean"])), float(np.nanmax(pts["mean"]))
+    span = max(m1 - m0, 0.1)
+    reach_lo, reach_hi = max(m0 - span, 0.0), m1 + span  # whisker ends beyond these are cut
+    lows, highs = pts["low"].to_numpy(dtype=np.float64), pts["high"].to_numpy(dtype=np.float64)
+    lo = min([m0, *[v for v in lows if np.isfinite(v) and v >= reach_lo]])
+    hi = max([m1, *[v for v in highs if np.isfinite(v) and v <= reach_hi]])
+    pad = 0.06 * (hi - lo if hi > lo else span)
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(lo - pad, hi + pad)
+    cut = pts[(np.isfinite(pts["low"]) & (pts["low"] < reach_lo)) | (np.isfinite(pts["high"]) & (pts["high"] > reach_hi))]
+    if len(cut):
+        named = "; ".join(f"{r.config} [{r.low:.2f}, {r.high:.2f}] (n={r.n})" for r in cut.itertuples())
+        ax.annotate(f"whiskers cut at the axis: {named}", xy=(0, 0), xycoords="axes fraction", xytext=(0, -42),
+                    textcoords="offset points", fontsize=8, color=GREY, va="top")
+
+
 def si(n: float) -> str:
     """A count for a tick label: 8192000 -> `8.2 M`, 131072000 -> `131 M`, 5120 -> `5.1 k`."""
     for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
@@ -231,6 +252,7 @@ def scaling_curves(runs: pd.DataFrame, x: str = "chars", metric: str = "test_bpc
         c = model_color(m)
         ax.plot(p["x"], p["mean"], marker=MARKERS.get(m, "o"), color=c, ms=6, label=_n_label(m, p["n"]))
         _errorbars(ax, p, c, xerr=(x in ("train_s", "gpu_s")))
+    _fit_axis(ax, pts[pts["model"].isin(_models(runs, models))])
     _entropy_line(ax, runs)
     ax.set_xscale("log")
     if x == "chars":  # the budgets: a few values shared by every model, ticked exactly
@@ -266,6 +288,7 @@ def ranking_panels(panels: Mapping[str, pd.DataFrame], metric: str = "test_bpc")
                 ax.errorbar(r["mean"], y, xerr=[[r["mean"] - r["low"]], [r["high"] - r["mean"]]], fmt="none",
                             ecolor=c, capsize=3)
             ax.plot(r["mean"], y, marker=MARKERS.get(r["model"], "o"), color=c, ms=7, ls="none")
+        _fit_axis(ax, p, axis="x")
         ax.set_yticks(range(len(p)), [f"{i + 1}. " + _n_label(m, [n]) for i, (m, n) in enumerate(zip(p["model"], p["n"]))])
         ax.set_ylim(len(p) - 0.5, -0.5)
         ax.grid(axis="y", visible=False)
