@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -122,9 +123,9 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
     running: list[tuple[str, int, Path, subprocess.Popen]] = []
     failures, stopped, unstarted, terminated = [], [], 0, False
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with rundir.StopSignal() as signal:
+    with rundir.StopSignal() as sigterm:
         while todo or running:
-            if signal.asked and not terminated:  # each run stops at its next logged step; none starts
+            if sigterm.asked and not terminated:  # each run stops at its next logged step; none starts
                 terminated, unstarted, todo = True, len(todo), []
                 for *_, proc in running:
                     proc.terminate()
@@ -165,6 +166,9 @@ def _report(name, label, seed, run_dir, proc, failures, stopped, echo, phase_b, 
         ended = json.loads((run_dir / "summary.json").read_text())
         print(f"[{name}] diverged {label} seed {seed} at step {ended.get('ended_at_step')}: kept as a result "
               f"({ended.get('message', 'non-finite loss')})", flush=True)
+    elif proc.returncode == -signal.SIGTERM:  # killed before its trainer took the signal over
+        stopped.append((label, seed))
+        print(f"[{name}] stopped {label} seed {seed} before its first logged step", flush=True)
     elif proc.returncode != 0:
         failures.append((label, seed, run_dir))
         tail = (run_dir / "train.log").read_text()[-2000:]
