@@ -209,9 +209,8 @@ LR_MULTIPLIERS_07 = (0.25, 0.5, 1.0, 2.0, 4.0)
 # seed; tests/experiments/test_scaling.py holds the two equal).
 LR_07 = {"nested_lstm": 0.005, "transformer": 0.002, "titans_norm": 0.001, "titans_linear": 0.004,
          "hope": 0.002, "hope_outer": 0.002}
-# About four times 06's parameters (d_model doubled, head dimension 64 kept, d_ff chosen to match the
-# transformer's count); tests/experiments/test_scaling.py builds each model and holds its count near
-# four times its 06 count, and docs/scaling.md tabulates them.
+# About four times 06's parameters: d_model doubled, head dimension 64 kept, d_ff chosen so each
+# model's count matches the transformer's (the ratio is a test in tests/experiments/test_scaling.py).
 SIZES_07_WIDE = {
     "full": {"nested_lstm": ModelSize(d_model=832, d_ff=2048),
              "transformer": ModelSize(d_model=512, d_ff=2048, n_layers=4, n_heads=8),
