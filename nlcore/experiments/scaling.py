@@ -101,7 +101,7 @@ def context_table(out: str | Path, split: str = "test") -> pd.DataFrame:
 
 def ranking_table(exp: str | Path, suffix: str = "", metric: str = "test_bpc") -> str:
     """A Markdown table of the configurations of `exp` whose names end in `suffix`, best mean
-    `metric` first: valid and test bpc seed by seed (a run that stopped early reads `diverged`), the
+    `metric` first: valid and test bpc seed by seed (a run without numbers reads how it ended), the
     test mean with its Student-t 95 % interval, and each row minus the leader, paired over the seeds
     both finished. A single finished seed has no interval and says n=1."""
     from nlcore.stats import paired_diff_ci, t_ci
@@ -111,8 +111,7 @@ def ranking_table(exp: str | Path, suffix: str = "", metric: str = "test_bpc") -
     runs = runs[runs.config.str.endswith(suffix)]
     if runs.empty:
         raise RunDirError(f"{exp}/runs.csv holds no configuration ending in {suffix!r}")
-    seeds = sorted(int(p.name[4:]) for p in exp.glob("runs/*/seed*") if p.name[4:].isdigit())
-    seeds = sorted(set(seeds))
+    seeds = sorted({int(p.name[4:]) for p in exp.glob("runs/*/seed*") if p.name[4:].isdigit()})
     table = {c: g.pivot(index="seed", columns="metric", values="value") for c, g in runs.groupby("config")}
     order = sorted(table, key=lambda c: table[c][metric].mean())
     lead = table[order[0]][metric]
@@ -122,8 +121,11 @@ def ranking_table(exp: str | Path, suffix: str = "", metric: str = "test_bpc") -
 
     def per_seed(c, col):
         t = table[c]
-        return ", ".join(f"{t.at[s, col]:.4f}" if s in t.index else
-                         ("diverged" if (exp / "runs" / c / f"seed{s}").is_dir() else "not run") for s in seeds)
+        def missing(s):  # a run without numbers: how it ended (diverged, stopped), or never started
+            run = exp / "runs" / c / f"seed{s}"
+            return (rundir.status(run) or "unfinished") if run.is_dir() else "not run"
+
+        return ", ".join(f"{t.at[s, col]:.4f}" if s in t.index else missing(s) for s in seeds)
 
     lines = [f"| config | valid bpc, seeds {', '.join(map(str, seeds))} | {metric.replace('_', ' ')}, same seeds "
              f"| {metric.replace('_', ' ')}, mean [95 % t] | minus `{order[0]}`, paired [95 % t] |",

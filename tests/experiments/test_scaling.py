@@ -162,12 +162,15 @@ def test_ranking_table_orders_by_mean_and_pairs_over_shared_seeds(tmp_path):
                   for c, s, v in rows for m in ("valid_bpc", "test_bpc")]).to_csv(tmp_path / "runs.csv", index=False)
     for c, s in [("a_33M", 0), ("a_33M", 1), ("a_33M", 2), ("b_33M", 2)]:
         (tmp_path / "runs" / c / f"seed{s}").mkdir(parents=True)
+    (tmp_path / "runs" / "b_33M" / "seed2" / "summary.json").write_text('{"status": "diverged"}')
     lines = ranking_table(tmp_path, "33M").splitlines()
     assert [ln.split("|")[1].strip() for ln in lines[2:]] == ["`c_33M`", "`a_33M`", "`b_33M`"]
     assert "minus `c_33M`" in lines[0] and "a_8.2M" not in "".join(lines)
     assert "| 1.4000, 1.4200, 1.4400 |" in lines[2] and "| 1.420 [" in lines[2]
     assert "+0.100 [+0.100, +0.100] (n=3)" in lines[3]  # a - c is 0.1 on every seed
-    assert "1.6000, 1.6300, diverged" in lines[4]  # seed 2 has a run folder but no numbers
+    assert "1.6000, 1.6300, diverged" in lines[4]  # seed 2's summary says how it ended
+    (tmp_path / "runs" / "b_33M" / "seed2" / "summary.json").unlink()
+    assert "1.6000, 1.6300, unfinished" in ranking_table(tmp_path, "33M")  # a folder, no summary
     b_minus_c = (0.20 + 0.21) / 2
     assert f"+{b_minus_c:.3f} [" in lines[4] and "(n=2)" in lines[4]  # paired over seeds 0 and 1 only
     with pytest.raises(RunDirError, match="131M"):
