@@ -12,6 +12,8 @@
 #          the learning rate 1e-3, and with memory chunks of 4, 8, 16 and 32 (gradients taken at the
 #          chunk's start, so a shorter chunk is closer to token-by-token writes; a chunk of 4 helped
 #          a small CPU model: results/06_hope_titans_extra/titans_chunk_cpu_probe/).
+# ROUND 4: round 3's cap 0.5 at memory chunks of 16, 128 and 256 (a chunk of 32 was worse than 64),
+#          and the chunk 128 at the cap 0.25.
 # writes OUTDIR/titans_mlp_step.tgz (the grid without checkpoints: runs.csv, summary.json, every
 # run's folder) and OUTDIR/titans.log; the grid itself lives under WORK (default /tmp/o)
 set -uo pipefail
@@ -43,7 +45,10 @@ case $round in
               "cap0.5_lr1e-3: $cap=0.5 cms.levels.fast.lr=0.001" "cap0.5_c16: $cap=0.5 model.mem_chunk=16"
               "cap0.5_c32: $cap=0.5 model.mem_chunk=32" "cap0.5_c8: $cap=0.5 model.mem_chunk=8"
               "cap0.5_c4: $cap=0.5 model.mem_chunk=4") ;;
-  *) echo "titans_mlp_search.sh: ROUND must be 1, 2 or 3, got $round" >&2; exit 2 ;;
+  4) cap="$norm model.mem_step_max=0.5 model.mem_state_max"
+     configs=("cap0.5_c16: $cap=0.5 model.mem_chunk=16" "cap0.5_c128: $cap=0.5 model.mem_chunk=128"
+              "cap0.5_c256: $cap=0.5 model.mem_chunk=256" "cap0.25_c128: $cap=0.25 model.mem_chunk=128") ;;
+  *) echo "titans_mlp_search.sh: ROUND must be 1, 2, 3 or 4, got $round" >&2; exit 2 ;;
 esac
 args=()
 for c in "${configs[@]}"; do args+=(--config "$c"); done
