@@ -134,9 +134,9 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
             while todo and len(running) < jobs:
                 label, seed, run_dir, cmd = todo.pop(0)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                log = open(run_dir / "train.log", "w")
-                running.append((label, seed, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                                                       env=env)))
+                with open(run_dir / "train.log", "w") as log:  # the child holds its own copy of the handle
+                    running.append((label, seed, run_dir, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                                           env=env)))
                 if echo:
                     print(f"[{name}] start {label} seed {seed}", flush=True)
             time.sleep(0.5)
@@ -148,10 +148,19 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
         raise RunFailedError(f"{len(failures)} run(s) stopped without a result: "
                              f"{', '.join(f'{a} seed {b}' for a, b, _ in failures)}: see {logs}")
     df = aggregate(name, configs, seeds, out)
-    if terminated:
-        raise StoppedError(f"{name} stopped by SIGTERM: {len(stopped)} run(s) kept their checkpoints and "
-                           f"{unstarted} did not start; the same command resumes them")
+    message = stop_message(name, terminated, len(stopped), unstarted)
+    if message:
+        raise StoppedError(message)
     return df
+
+
+def stop_message(name: str, terminated: bool, stopped: int, unstarted: int) -> str | None:
+    """The grid's one line after a SIGTERM, or None when there is nothing to resume: a signal that
+    came while the last runs were finishing leaves a complete grid."""
+    if not terminated or stopped + unstarted == 0:
+        return None
+    return (f"{name} stopped by SIGTERM: {stopped} run(s) kept their checkpoints and {unstarted} did not "
+            f"start; the same command resumes them")
 
 
 def _report(name, label, seed, run_dir, proc, failures, stopped, echo, phase_b, t0) -> None:

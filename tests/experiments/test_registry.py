@@ -206,6 +206,39 @@ def test_a_run_that_diverges_in_a_process_is_a_result_and_a_crash_a_named_error(
         run_grid("t", gcs, [0, 1, 2], tmp_path, jobs=1)
 
 
+class _Finishing(_Process):
+    """A run that ends (as a divergence, a result) one poll after the grid asked it to stop."""
+
+    def __init__(self, cmd, stdout, **kw):
+        super().__init__(cmd, stdout, **kw)
+        self.polls = 0
+
+    def poll(self):
+        self.polls += 1
+        return None if self.polls == 1 else self.returncode
+
+    def terminate(self):
+        pass
+
+
+def test_a_sigterm_while_the_last_runs_end_leaves_a_complete_grid_not_an_error(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    from nlcore.experiments import grid
+
+    monkeypatch.setattr(grid, "subprocess", SimpleNamespace(Popen=_Finishing, STDOUT=subprocess.STDOUT))
+    monkeypatch.setattr(grid.time, "sleep", lambda s: os.kill(os.getpid(), signal.SIGTERM))
+    df = run_grid("t", [GridConfig("a", "smoke", TINY)], [0], tmp_path, jobs=1)
+    out = capsys.readouterr().out
+    assert "[t] SIGTERM: stopping 1 run(s) at their next logged step, 0 not started" in out
+    assert "[t] diverged a seed 0 at step 3: kept as a result" in out
+    assert (tmp_path / "summary.json").is_file() and df is not None  # aggregated, returned, not raised
+    assert grid.stop_message("t", True, 0, 0) is None and grid.stop_message("t", False, 2, 1) is None
+    assert grid.stop_message("t", True, 1, 2) == ("t stopped by SIGTERM: 1 run(s) kept their checkpoints and 2 "
+                                                 "did not start; the same command resumes them")
+
+
 def test_sigterm_stops_a_grid_keeps_checkpoints_and_the_same_command_resumes(tmp_path):
     import os
     import signal
