@@ -230,10 +230,10 @@ nl.figures.char_delta_text(text, bigram, unigram, label_a="bigram", label_b="uni
 # texts come from runs trained at seed 0 (`titans_norm`: seed 2, the seed that trains) with their
 # checkpoints kept: phase A of notebook 08's experiment where it trains the configuration (06's
 # settings, with a vocabulary that also covers Tiny Shakespeare), 06's own configuration
-# otherwise; the record names each run, and each text has its own run's test bpc beside it. Two
-# configurations have no text: `titans_alpha0.999` diverges at every seed, and sampling
-# `hope_no_momentum` ran out of its time on the GPU machine (the samples' `NOTE.md`). The smoke view samples this view's tiny models live: text shaped like
-# the synthetic corpus, the mechanism and not a result.
+# otherwise; the record names each run, and each text has its own run's test bpc beside it. Only
+# `titans_alpha0.999` has no text: it diverges at every seed, so no trained model exists. The
+# smoke view samples this view's tiny models live: text shaped like the synthetic corpus, the
+# mechanism and not a result.
 
 # %%
 from IPython.display import HTML
