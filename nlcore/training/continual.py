@@ -34,7 +34,9 @@ Phase B writes its checkpoint at each evaluation point, right after the point is
 own `ckpt_every` is off), and once more when it ends. `resume=True` continues phase A from its
 checkpoint (a finished phase A is kept), then phase B from its last checkpoint: the points up to
 that step are kept and the ones after it come again, and a finished phase B only takes the last
-point again. Phase B without a checkpoint, or without point 0, starts over from phase A's. One
+point again. Phase B without a checkpoint, or without point 0, starts over from phase A's. A
+SIGTERM (what `timeout` sends) stops phase A at its next logged step and phase B at its next
+evaluation point, each with its checkpoint there, and the probe's summary reads "stopped". One
 process only.
 """
 
@@ -192,26 +194,31 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
             if trainer.step in steps[:-1]:
                 record(probe(steps.index(trainer.step) + 1, trainer.step))
                 trainer.save_checkpoint()  # a resume keeps every point up to here
+                if sigterm.asked:
+                    raise StoppedError(f"stopped by SIGTERM at phase B's step {trainer.step} of {steps_b} (a probe "
+                                       f"point), its checkpoint saved in {out}: continue with --resume")
 
+        # a SIGTERM in phase B stops it at its next probe point, the only place a resume continues from
         trainer_b = Trainer(cfg_b, dir_b, command=command, progress=progress, tokenizer=tok, after_step=after_step,
-                            stop_on_signal=False)  # phase B resumes from its probe points' checkpoints only
+                            stop_on_signal=False)
         probe = Probe(trainer_b, corpora)
-        if not resume_b:
-            trainer_b.start_from(dir_a / CHECKPOINT_NAME)
-            record(probe(0, 0, test=True))
-        if resume_b and rundir.status(dir_b) == "finished":  # phase B ended: the final model, its last point
-            trainer_b.load_checkpoint(dir_b / CHECKPOINT_NAME)
-            summary_b = read_json(dir_b / "summary.json")
-        else:
-            summary_b = trainer_b.run(resume=resume_b, overwrite=not resume_b, stop_after=stop_after)
-            if "stopped_at" in summary_b:
-                return summary_b
+        with rundir.StopSignal() as sigterm:
+            if not resume_b:
+                trainer_b.start_from(dir_a / CHECKPOINT_NAME)
+                record(probe(0, 0, test=True))
+            if resume_b and rundir.status(dir_b) == "finished":  # phase B ended: the final model, its last point
+                trainer_b.load_checkpoint(dir_b / CHECKPOINT_NAME)
+                summary_b = read_json(dir_b / "summary.json")
+            else:
+                summary_b = trainer_b.run(resume=resume_b, overwrite=not resume_b, stop_after=stop_after)
+                if "stopped_at" in summary_b:
+                    return summary_b
         if points[-1]["step_b"] != steps_b:  # the last point, unless a run stopped after taking it
             record(probe(len(steps), steps_b, test=True))
     except NonFiniteError as e:
         end("diverged", phase=phase, ended_at_step=e.step, level=e.level, message=str(e))
         raise
-    except (KeyboardInterrupt, StoppedError):  # phase A's SIGTERM stop keeps a checkpoint to resume
+    except (KeyboardInterrupt, StoppedError):  # a SIGTERM stop keeps a checkpoint to resume from
         end("stopped", phase=phase)
         raise
     first, last = points[0], points[-1]

@@ -371,11 +371,13 @@ class Trainer:
             if ended == "stop_after":
                 return {"stopped_at": self.step}
             if ended == "signal":
-                if write:
-                    rundir.write_end(out, self._ended("stopped", self.step, message="stopped by SIGTERM"),
-                                     wall_time_s=time.perf_counter() - t_start)
                 raise StoppedError(f"stopped by SIGTERM at step {self.step} of {cfg.steps}, its checkpoint saved"
                                    + (f" in {out}: continue with --resume" if out is not None else ""))
+        except StoppedError:  # here, or from after_step (a continual probe's phase B stops at a probe point)
+            if write:
+                rundir.write_end(out, self._ended("stopped", self.step, message="stopped by SIGTERM"),
+                                 wall_time_s=time.perf_counter() - t_start)
+            raise
         except NonFiniteError as e:
             if write:
                 rundir.write_end(out, self._ended("diverged", e.step or self.step, level=e.level, message=str(e)),

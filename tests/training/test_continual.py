@@ -165,6 +165,40 @@ def test_a_stopped_phase_b_resumes_from_its_last_point(probe, tmp_path):
     assert [json.loads(x) for x in (run / "continual.jsonl").read_text().splitlines()] == summary["points"]
 
 
+def test_a_sigterm_in_phase_b_stops_at_its_next_point_and_the_resume_ends_as_the_uninterrupted_run(
+        probe, tmp_path, monkeypatch):
+    """SIGTERM during the point at step 2 of 8: phase B stops there with its checkpoint, both
+    summaries read "stopped", the error says so in one line, and the resume ends with the
+    uninterrupted run's points, bit for bit."""
+    import os
+    import signal
+
+    from nlcore.errors import StoppedError
+    from nlcore.training import continual
+
+    out, cfg_a, _, _, summary = probe
+    run = tmp_path / "run"
+    shutil.copytree(out / "phase_a", run / "phase_a")  # phase A finished: the signal comes in phase B
+    args = dict(corpus_b="synthetic", eval_points=4, set_b=SET_B, progress=False)
+    measure = continual.Probe.__call__
+
+    def signalled(self, point, step_b, **kw):
+        if point == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return measure(self, point, step_b, **kw)
+
+    monkeypatch.setattr(continual.Probe, "__call__", signalled)
+    with pytest.raises(StoppedError, match=r"SIGTERM at phase B's step 2 of 8 \(a probe point\).*--resume"):
+        run_continual(cfg_a, 8, run, resume=True, **args)
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is gone with the probe
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+    assert json.loads((run / "phase_b" / "summary.json").read_text())["status"] == "stopped"
+    assert ckpt.load(run / "phase_b" / "checkpoint.pt")["step"] == 2
+    monkeypatch.setattr(continual.Probe, "__call__", measure)
+    resumed = run_continual(cfg_a, 8, run, resume=True, **args)
+    assert resumed["points"] == summary["points"] and resumed["status"] == "finished"
+
+
 def test_a_resume_after_phase_b_ended_takes_only_the_last_point(probe, tmp_path, monkeypatch):
     out, cfg_a, _, _, summary = probe
     run = tmp_path / "run"
