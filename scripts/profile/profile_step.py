@@ -15,6 +15,10 @@ phases:  HOPE's in-forward step split into its passes by device time and kernel 
          default hope; no CUDA graph, still compiled): the segments' forward alone (the inner
          autograd.grad replaced by zeros), the forward with the inner gradients, the whole step
          (its difference: the outer forward and backward over the window and the optimizer).
+flops:   multiply-add FLOPs and dispatched aten operators of one 06-shape window, eager, on any
+         device (DEVICE, default cpu; MODELS, default hope_outer,hope): the forward without grad
+         (HOPE: its segments with their inner gradients), the forward with grad (HOPE: the
+         segments, then the outer pass over the window) and the backward.
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -190,7 +194,62 @@ def phases() -> None:
         print(f"{'outer pass + optimizer (difference)':48s} {st - fi:9.3f} ms {nst - nfi:8.0f} kernels", flush=True)
 
 
+def _window_loss(model, x, y):
+    """The mean cross-entropy of one window from the zero state (targets passed where the model reads them)."""
+    import torch.nn.functional as F
+
+    kw = {"targets": y} if getattr(model, "uses_targets", False) else {}
+    logits = model(x, model.init_state(x.shape[0], x.device), None, **kw)[0]
+    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+
+
+def flops() -> None:
+    """FLOPs and operators per pass of one window (the module docstring), by torch's FLOP formulas."""
+    import collections
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_map
+    from torch.utils.flop_counter import flop_registry
+
+    from nlcore.config import apply_overrides, preset
+    from nlcore.training.trainer import model_for
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops, self.flops = collections.Counter(), 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            self.ops[str(func.overloadpacket)] += 1
+            if func.overloadpacket in flop_registry:
+                shape = lambda t: t.shape if isinstance(t, torch.Tensor) else t  # noqa: E731
+                self.flops += flop_registry[func.overloadpacket](*tree_map(shape, args),
+                                                                 **tree_map(shape, kwargs or {}),
+                                                                 out_val=tree_map(shape, out))
+            return out
+
+    device = os.environ.get("DEVICE", "cpu")
+    for label in os.environ.get("MODELS", "hope_outer,hope").split(","):
+        torch.manual_seed(0)
+        cfg = apply_overrides(preset("seed"), [*bench.MODELS_06[label], f"device={device}"])
+        model, V = model_for(cfg, 200).to(device), 200
+        B, T = cfg.data.batch_size, cfg.data.seq_len
+        x, y = (torch.randint(0, V, (B, T), device=device) for _ in range(2))
+        loss = functools.partial(_window_loss, model, x, y)
+        with torch.no_grad(), Count() as nograd:
+            loss()
+        with Count() as fwd:
+            value = loss()
+        with Count() as bwd:
+            value.backward()
+        print(f"\n=== {label} ({B} x {T}, eager on {device}): GFLOP and aten operators per pass", flush=True)
+        for name, c in (("forward without grad", nograd), ("forward with grad", fwd), ("backward", bwd)):
+            top = ", ".join(f"{k} {v}" for k, v in c.ops.most_common(6))
+            print(f"{name:22s} {c.flops / 1e9:9.2f} GFLOP {sum(c.ops.values()):7d} operators  ({top})", flush=True)
+
+
 if __name__ == "__main__":
     for part in sys.argv[1:] or ["floor", "seed", "memory"]:
         {"floor": floor, "seed": seed, "memory": memory, "models": models, "gaps": gaps, "ops": ops,
-         "phases": phases}[part]()
+         "phases": phases, "flops": flops}[part]()
