@@ -224,11 +224,20 @@ class _Finishing(_Process):
 def test_a_sigterm_while_the_last_runs_end_leaves_a_complete_grid_not_an_error(tmp_path, monkeypatch, capsys):
     import os
     import signal
+    import time
 
     from nlcore.experiments import grid
 
     monkeypatch.setattr(grid, "subprocess", SimpleNamespace(Popen=_Finishing, STDOUT=subprocess.STDOUT))
-    monkeypatch.setattr(grid.time, "sleep", lambda s: os.kill(os.getpid(), signal.SIGTERM))
+    signalled = []
+
+    def sleep(seconds):  # the grid's own pause: one SIGTERM, while its handler is installed
+        if not signalled:
+            signalled.append(seconds)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    # grid's name for the module, not time.sleep itself: other threads of the process keep sleeping
+    monkeypatch.setattr(grid, "time", SimpleNamespace(sleep=sleep, time=time.time))
     df = run_grid("t", [GridConfig("a", "smoke", TINY)], [0], tmp_path, jobs=1)
     out = capsys.readouterr().out
     assert "[t] SIGTERM: stopping 1 run(s) at their next logged step, 0 not started" in out
