@@ -213,8 +213,8 @@ def run_continual(cfg_a: TrainConfig, steps_b: int, out_dir: str | Path, *, corp
                 summary_b = trainer_b.run(resume=resume_b, overwrite=not resume_b, stop_after=stop_after)
                 if "stopped_at" in summary_b:
                     return summary_b
-        if points[-1]["step_b"] != steps_b:  # the last point, unless a run stopped after taking it
-            record(probe(len(steps), steps_b, test=True))
+            if points[-1]["step_b"] != steps_b:  # the last point, unless a run stopped after taking it
+                record(probe(len(steps), steps_b, test=True))  # a signal here lets the probe finish
     except NonFiniteError as e:
         end("diverged", phase=phase, ended_at_step=e.step, level=e.level, message=str(e))
         raise
