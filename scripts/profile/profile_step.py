@@ -17,9 +17,8 @@ phases:  HOPE's in-forward step split into its passes by device time and kernel 
          (its difference: the outer forward and backward over the window and the optimizer).
 flops:   FLOPs (torch's count, two per multiply-add) and dispatched aten operators of one 06-shape
          window, eager, on any device (DEVICE, default cpu; MODELS, default hope_outer,hope): the
-         forward without grad
-         (HOPE: its segments with their inner gradients), the forward with grad (HOPE: the
-         segments, then the outer pass over the window) and the backward.
+         forward without grad (HOPE: its segments with their inner gradients), the forward with
+         grad (HOPE: the segments, then the outer pass over the window) and the backward.
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
