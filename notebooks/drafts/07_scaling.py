@@ -200,11 +200,10 @@ print(f"{config}/seed{seed}: {chars:,} characters / {cps:,.0f} characters per se
 # %%
 costed, cost_col = priced(runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
 matched = nl.figures.compute_matched(costed, reference="hope", seconds=cost_col)  # at each of HOPE's budgets
-last = matched[matched["reference"] == matched["reference"].iloc[-1]] if len(matched) else matched
-finding = (f"In the seconds of {last['reference'].iloc[0]}, {int((last['minus_reference'] < 0).sum())} of "
-           f"{len(last)} other models reach a lower test bpc" if len(last) else "No other model ran beside hope")
+finding = "; ".join(f"{int((g['minus_reference'] < 0).sum())} of {len(g)} in {ref}'s {g['reference_s'].iloc[0]:.0f} s"
+                    for ref, g in matched.groupby("reference", sort=False)) or "none ran beside hope"
 fig = nl.figures.scaling_curves(costed, x=cost_col, models=MODELS_07)
-fig.suptitle(finding + "\n(mean over seeds, 95 % t interval)", fontsize=11)
+fig.suptitle(f"Other models below HOPE's test bpc: {finding}\n(mean over seeds, 95 % t interval)", fontsize=11)
 ctx.show(fig, "bpc_vs_seconds")
 matched.round(4)
 
