@@ -9,6 +9,8 @@
 #   GPU before anything else starts: OUTDIR/models_07.json or models_07_wide.json, the prices of
 #   nlcore.report.figures.bench_seconds);
 #   =MODEL,... keeps that part to those of 07's models (default: all six)
+# SEEDS="0 1" (environment) trains only those of each configuration's registered seeds (the 131 M
+# budget at fewer seeds than three); later calls may add the others.
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=0 PYTHONUNBUFFERED=1
 out=$2
@@ -20,8 +22,9 @@ all_models=nested_lstm,transformer,titans_norm,titans_linear,hope,hope_outer
 experiment() {  # STEM [LABEL...]
   local stem=$1
   shift
+  # shellcheck disable=SC2086
   timeout "$limit" python3 -m nlcore experiment "$stem" --mode full --jobs "${JOBS:-18}" --out "$work/$stem" \
-    ${1+--configs "$@"} >> "$out/$stem.log" 2>&1
+    ${SEEDS:+--seeds $SEEDS} ${1+--configs "$@"} >> "$out/$stem.log" 2>&1
   echo "$stem $*: exit $?"
 }
 bench() {  # NAME BASELINE CONFIG...: step times alone on the GPU into OUTDIR/NAME.json
