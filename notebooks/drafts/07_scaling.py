@@ -403,16 +403,15 @@ else:
                  f"{', '.join(where['leads']) or 'no budget'}; tied with the leader at {', '.join(where['tied']) or 'no budget'}; "
                  f"behind at {', '.join(where['behind']) or 'no budget'}.")
 
-    # equal compute: what the others reach in the seconds of HOPE's largest budget
+    # equal compute: what the others reach in the seconds of each of HOPE's budgets
     costed_full, cost_col = priced(nl.figures.scaling_runs(full["07_scaling"].exp_dir))
     cm = nl.figures.compute_matched(costed_full, reference="hope", seconds=cost_col)
-    top = cm[cm["reference"] == cm["reference"].iloc[-1]]
-    ahead = top[top["minus_reference"] < 0]
-    ref = top["reference"].iloc[0]
-    lines.append(f"- **Equal compute:** in the {q['07_scaling'].number(top['reference_s'].iloc[0], f'seconds of {ref}', 0)} s "
-                 f"that `{ref}` trains ({q['07_scaling'].ci(ref, 'test_bpc')}), " + (", ".join(
-                     f"`{r.config}` reaches {q['07_scaling'].number(r.bpc, f'mean test bpc of {r.config}')}"
-                     for r in ahead.itertuples()) + " (unpaired means)" if len(ahead) else "no other model reaches a lower test bpc") + ".")
+    for ref, top in cm.groupby("reference", sort=False):
+        ahead = top[top["minus_reference"] < 0]
+        lines.append(f"- **Equal compute, {ref}:** in the {q['07_scaling'].number(top['reference_s'].iloc[0], f'seconds of {ref}', 0)} s "
+                     f"that `{ref}` trains ({q['07_scaling'].ci(ref, 'test_bpc')}), " + (", ".join(
+                         f"`{r.config}` reaches {q['07_scaling'].number(r.bpc, f'mean test bpc of {r.config}')}"
+                         for r in ahead.itertuples()) + " (unpaired means)" if len(ahead) else "no other model reaches a lower test bpc") + ".")
 
     # width: the leader among the wide models, and wide minus 06 size per model, paired by seed
     wlead = ranked("07_width", full["07_width"].configs)
