@@ -15,8 +15,9 @@ phases:  HOPE's in-forward step split into its passes by device time and kernel 
          default hope; no CUDA graph, still compiled): the segments' forward alone (the inner
          autograd.grad replaced by zeros), the forward with the inner gradients, the whole step
          (its difference: the outer forward and backward over the window and the optimizer).
-flops:   FLOPs (torch's count, two per multiply-add) and dispatched aten operators of one 06-shape
-         window, eager, on any device (DEVICE, default cpu; MODELS, default hope_outer,hope): the
+flops:   FLOPs (torch's count, two per multiply-add) and dispatched aten operators of one
+         training window, eager, on any device (DEVICE, default cpu; MODELS, default
+         hope_outer,hope, takes any `nlcore bench` configuration, 07_width:hope for one): the
          forward without grad (HOPE: its segments with their inner gradients), the forward with
          grad (HOPE: the segments, then the outer pass over the window) and the backward.
 ROWS=N (environment) lengthens the tables (default 25 rows).
@@ -232,7 +233,7 @@ def flops() -> None:
     device = os.environ.get("DEVICE", "cpu")
     for label in os.environ.get("MODELS", "hope_outer,hope").split(","):
         torch.manual_seed(0)
-        cfg = apply_overrides(preset("seed"), [*bench.MODELS_06[label], f"device={device}"])
+        cfg = apply_overrides(preset("seed"), [*bench.parse_config(label)[1], f"device={device}"])
         model, V = model_for(cfg, 200).to(device), 200
         B, T = cfg.data.batch_size, cfg.data.seq_len
         x, y = (torch.randint(0, V, (B, T), device=device) for _ in range(2))
