@@ -57,9 +57,11 @@ def test_a_chunks_write_needs_its_step_divided_by_the_chunk_size():
     """Within a chunk every token's gradient is taken at the chunk's first weights, so C tokens with
     one key write C normalised steps in one direction. At step 1/C the write is one normalised step
     and never raises that token's error; at step 1 it overshoots and raises it for most draws
-    (float64, 40 random memories, C = 16)."""
+    (float64, 40 random memories, C = 16). Between them the normaliser's bound is loose: a summed
+    step (C x step) of 4 never raises the error here, 8 does for some draws."""
     d, h, C = 8, 16, 16
     lower, raised = 0, 0
+    rose = {4.0: 0, 8.0: 0}
     for seed in range(40):
         g = torch.Generator().manual_seed(seed)
         k, v = (F.normalize(torch.randn(d, generator=g, dtype=torch.float64), dim=0) for _ in range(2))
@@ -73,4 +75,28 @@ def test_a_chunks_write_needs_its_step_divided_by_the_chunk_size():
                  for eta in (1.0 / C, 1.0)]
         lower += bool(after[0] < before)
         raised += bool(after[1] > before)
+        for total in rose:
+            end = mlp_memory(K, K, V, (total / C) * ones, ones, None, W1, W2, chunk=C, normalize=True)[1]
+            rose[total] += bool(_error(*end, k, v) > before)
     assert lower == 40 and raised >= 30
+    assert rose[4.0] == 0 and rose[8.0] > 0, rose
+
+
+def test_with_one_key_a_chunks_write_depends_on_its_summed_step_only():
+    """C copies of one (k, v) at step s/C write s times one normalised step taken at the chunk's
+    first weights, whatever C: the chunk's summed step, not its length, sets how far the write
+    goes (float64; C = 4, 16, 64 at s = 2 and 8)."""
+    d, h = 8, 16
+    g = torch.Generator().manual_seed(3)
+    k, v = (F.normalize(torch.randn(d, generator=g, dtype=torch.float64), dim=0) for _ in range(2))
+    W1 = torch.randn(1, 1, h, d, generator=g, dtype=torch.float64) / d ** 0.5
+    W2 = torch.randn(1, 1, d, h, generator=g, dtype=torch.float64) / h ** 0.5
+    for s in (2.0, 8.0):
+        ends = []
+        for C in (4, 16, 64):
+            K, V, ones = k.expand(1, 1, C, d), v.expand(1, 1, C, d), torch.ones(1, 1, C, dtype=torch.float64)
+            ends.append(mlp_memory(K, K, V, (s / C) * ones, ones, None, W1, W2, chunk=C, normalize=True)[1])
+        for W1_end, W2_end in ends[1:]:
+            assert torch.allclose(W1_end, ends[0][0], rtol=0, atol=1e-12)
+            assert torch.allclose(W2_end, ends[0][1], rtol=0, atol=1e-12)
+        assert (ends[0][0] - W1).abs().max() > 1e-3  # the write moved the weights
