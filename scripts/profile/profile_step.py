@@ -19,7 +19,8 @@ flops:   FLOPs (torch's count, two per multiply-add) and dispatched aten operato
          training window, eager, on any device (DEVICE, default cpu; MODELS, default
          hope_outer,hope, takes any `nlcore bench` configuration, 07_width:hope for one): the
          forward without grad (HOPE: its segments with their inner gradients), the forward with
-         grad (HOPE: the segments, then the outer pass over the window) and the backward.
+         grad (HOPE: the segments, then the outer pass over the window) and the backward. OUT=FILE
+         also writes them as JSON (results/bench/flops_06.json: nlcore.report.figures.plot_flops_vs_time).
 ROWS=N (environment) lengthens the tables (default 25 rows).
 (Whether compiling helps: `python -m nlcore bench --configs seed_persistent seed_nocompile`.)
 """
@@ -27,6 +28,7 @@ ROWS=N (environment) lengthens the tables (default 25 rows).
 from __future__ import annotations
 
 import functools
+import json
 import os
 import sys
 from pathlib import Path
@@ -230,7 +232,10 @@ def flops() -> None:
                                                                  out_val=tree_map(shape, out))
             return out
 
+    from nlcore import repro
+
     device = os.environ.get("DEVICE", "cpu")
+    configs = {}
     for label in os.environ.get("MODELS", "hope_outer,hope").split(","):
         torch.manual_seed(0)
         cfg = apply_overrides(preset("seed"), [*bench.parse_config(label)[1], f"device={device}"])
@@ -248,6 +253,18 @@ def flops() -> None:
         for name, c in (("forward without grad", nograd), ("forward with grad", fwd), ("backward", bwd)):
             top = ", ".join(f"{k} {v}" for k, v in c.ops.most_common(6))
             print(f"{name:22s} {c.flops / 1e9:9.2f} GFLOP {sum(c.ops.values()):7d} operators  ({top})", flush=True)
+        configs[label] = {"batch_size": B, "seq_len": T, "overrides": bench.parse_config(label)[1],
+                          **{f"{name}_gflop": c.flops / 1e9 for name, c in
+                             (("forward_nograd", nograd), ("forward", fwd), ("backward", bwd))},
+                          **{f"{name}_operators": sum(c.ops.values()) for name, c in
+                             (("forward_nograd", nograd), ("forward", fwd), ("backward", bwd))},
+                          "step_gflop": (fwd.flops + bwd.flops) / 1e9}
+    if os.environ.get("OUT"):
+        report = {"schema": "nlcore.flops/1", "command": repro.command_line(), "git": repro.git_info(),
+                  "device": device, "counted": "torch.utils.flop_counter formulas of the dispatched aten "
+                  "operators, eager, one window from the zero state; operators without a formula count 0",
+                  "configs": configs}
+        Path(os.environ["OUT"]).write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
