@@ -63,6 +63,20 @@ ctx.show(hope.plot_throughput(b16), "throughput")
 hope.throughput_table(b16).round(3)
 
 # %% [markdown]
+# ## Arithmetic against step time
+# How much of a model's step time its arithmetic explains. `results/bench/flops_06.json` counts
+# the FLOPs of one training window of each model (torch's formulas for the matrix products, the
+# same on any device; `scripts/profile/profile_step.py flops`, made on a CPU); the bench above
+# gives the step times. On the dashed diagonal a model computes at the Transformer's rate; a
+# model above it waits on something else: many small kernels, sequential steps. The nested LSTM
+# is left out: its cuDNN recurrence has no FLOP formula in torch.
+
+# %%
+flops = nl.figures.bench_report("flops_06")
+ctx.show(nl.figures.plot_flops_vs_time(flops, b16), "flops_vs_time")
+nl.figures.flops_table(flops, b16).round(3)
+
+# %% [markdown]
 # ## CUDA graphs against eager PyTorch
 # A training step of these small models launches thousands of small kernels; a CUDA graph
 # records them once and replays them with one launch. The pairs below ran in the same bench

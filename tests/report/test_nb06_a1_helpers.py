@@ -109,6 +109,22 @@ def test_graph_pairs_floor_table_and_their_figures():
     assert "50–75 %" in F.plot_floor(scaling).axes[0].get_title(loc="left")
 
 
+def test_flops_table_and_figure_place_each_model_against_the_baseline():
+    flops = {"configs": {"transformer": {"step_gflop": 150.0}, "hope": {"step_gflop": 450.0},
+                         "titans_linear": {"step_gflop": 300.0}, "only_counted": {"step_gflop": 1.0}}}
+    bench = {"device_name": "GPU", "settings": {"baseline": "transformer"}, "configs": {
+        "transformer": {"step_ms_median": 3.0, "batch_size": 16, "seq_len": 512},
+        "hope": {"step_ms_median": 33.0}, "titans_linear": {"step_ms_median": 6.0}, "only_timed": {"step_ms_median": 1.0}}}
+    t = F.flops_table(flops, bench).set_index("config")
+    assert list(t.index) == ["transformer", "hope", "titans_linear"]  # in both reports only
+    assert t.loc["hope", "flop_ratio"] == 3.0 and t.loc["hope", "time_ratio"] == 11.0
+    assert t.loc["transformer", "tflop_per_s"] == 50.0  # 150 GFLOP in 3 ms
+    title = F.plot_flops_vs_time(flops, bench).axes[0].get_title(loc="left")
+    assert title.startswith("hope: 3.00× the transformer's FLOPs, 11.0× its step time")  # farthest above the diagonal
+    with pytest.raises(ValueError, match="baseline 'nested_lstm' must be in both reports"):
+        F.flops_table(flops, bench, baseline="nested_lstm")
+
+
 def test_committed_reports_at_a_revision_and_history():
     hist = F.history_reports("models_06")
     assert hist and all(name.startswith("history/models_06_") for name in hist.values())
