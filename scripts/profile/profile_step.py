@@ -260,7 +260,8 @@ def flops() -> None:
                              (("forward_nograd", nograd), ("forward", fwd), ("backward", bwd))},
                           "step_gflop": (fwd.flops + bwd.flops) / 1e9}
     if os.environ.get("OUT"):
-        report = {"schema": "nlcore.flops/1", "command": repro.command_line(), "git": repro.git_info(),
+        env = " ".join(f"{k}={os.environ[k]}" for k in ("MODELS", "DEVICE", "OUT") if k in os.environ)
+        report = {"schema": "nlcore.flops/1", "command": f"{env} {repro.command_line()}", "git": repro.git_info(),
                   "device": device, "counted": "torch.utils.flop_counter formulas of the dispatched aten "
                   "operators, eager, one window from the zero state; operators without a formula count 0",
                   "configs": configs}
