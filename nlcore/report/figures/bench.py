@@ -236,14 +236,22 @@ def plot_flops_vs_time(flops: Mapping, bench: Mapping, baseline: str | None = No
     fig, (ax,) = new_figure(6.6, 4.6)
     lim = (min(t["flop_ratio"].min(), t["time_ratio"].min()) / 1.4, max(t["flop_ratio"].max(), t["time_ratio"].max()) * 1.5)
     ax.plot(lim, lim, color=GREY, linestyle="--", linewidth=1.0, label=f"step time in proportion to FLOPs ({base}'s rate)")
-    for r in t.itertuples():
+    gap = (math.log10(lim[1]) - math.log10(lim[0])) / 14  # labels at least this far apart (log10 units)
+    below = math.inf
+    for r in t.sort_values("time_ratio", ascending=False).itertuples():  # top down, each label below the last
         ax.scatter(r.flop_ratio, r.time_ratio, s=60, color=color(r.config), zorder=3)
-        ax.annotate(f"{r.config}  {r.tflop_per_s:.0f} TFLOP/s", (r.flop_ratio, r.time_ratio), xytext=(6, -3),
-                    textcoords="offset points", fontsize=8.5)
+        below = min(math.log10(r.time_ratio), below - gap)
+        ax.annotate(f"{r.config}  {r.tflop_per_s:.0f} TFLOP/s", (r.flop_ratio, r.time_ratio),
+                    xytext=(r.flop_ratio * 1.07, 10 ** below), va="center", fontsize=8.5,
+                    arrowprops={"arrowstyle": "-", "color": GREY, "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4})
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(*lim)
     ax.set_ylim(*lim)
+    ticks = [v for v in (1, 2, 5, 10, 20, 50) if lim[0] <= v <= lim[1]]
+    ax.set_xticks(ticks, [f"{v}×" for v in ticks])
+    ax.set_yticks(ticks, [f"{v}×" for v in ticks])
+    ax.minorticks_off()
     ax.set_xlabel(f"FLOPs per training step, × the {base}'s (torch's count, eager)")
     ax.set_ylabel(f"median step time, × the {base}'s")
     ax.legend(loc="upper left", fontsize=8.5)
