@@ -30,12 +30,10 @@ from nlcore.report.figures.bench import (
     bench_overheads,
     bench_report,
     floor_table,
-    flops_table,
     graph_pairs,
     history_reports,
     plot_batch_ratios,
     plot_floor,
-    plot_flops_vs_time,
     plot_graph_vs_eager,
     plot_scaling,
     report_at,
@@ -65,7 +63,12 @@ from nlcore.report.figures.curves import (
     seed_dirs,
     training_curves,
 )
-from nlcore.report.figures.hope import char_delta_text, ngram_losses
+from nlcore.report.figures.hope import (
+    char_delta_text,
+    flops_table,
+    ngram_losses,
+    plot_flops_vs_time,
+)
 from nlcore.report.figures.intervals import (
     bpc_ladder,
     level_diagram,

@@ -211,57 +211,6 @@ def plot_floor(report: Mapping) -> Figure:
     return fig
 
 
-def flops_table(flops: Mapping, bench: Mapping, baseline: str | None = None) -> pd.DataFrame:
-    """Per configuration in both reports: GFLOP per training step (a `profile_step.py flops` report),
-    median step time (a `nlcore bench` report), each as a multiple of the baseline's (default: the
-    bench's), and the rate they imply (TFLOP/s)."""
-    base = baseline or bench.get("settings", {}).get("baseline")
-    both = [c for c in flops["configs"] if c in bench["configs"]]
-    if base not in both:
-        raise ValueError(f"flops_table: the baseline {base!r} must be in both reports; both hold {both}")
-    t = pd.DataFrame({"config": both, "gflop": [flops["configs"][c]["step_gflop"] for c in both],
-                      "step_ms": [bench["configs"][c]["step_ms_median"] for c in both]})
-    ref = t.set_index("config").loc[base]
-    return t.assign(flop_ratio=t["gflop"] / ref["gflop"], time_ratio=t["step_ms"] / ref["step_ms"],
-                    tflop_per_s=t["gflop"] / t["step_ms"])
-
-
-def plot_flops_vs_time(flops: Mapping, bench: Mapping, baseline: str | None = None) -> Figure:
-    """Step time against arithmetic, both as multiples of the baseline's (log-log): on the diagonal a
-    model is as efficient as the baseline, above it its step waits on something other than FLOPs."""
-    from nlcore.report.figures.hope import color
-
-    t = flops_table(flops, bench, baseline)
-    base = baseline or bench["settings"]["baseline"]
-    fig, (ax,) = new_figure(6.6, 4.6)
-    lim = (min(t["flop_ratio"].min(), t["time_ratio"].min()) / 1.4, max(t["flop_ratio"].max(), t["time_ratio"].max()) * 1.5)
-    ax.plot(lim, lim, color=GREY, linestyle="--", linewidth=1.0, label=f"step time in proportion to FLOPs ({base}'s rate)")
-    gap = (math.log10(lim[1]) - math.log10(lim[0])) / 14  # labels at least this far apart (log10 units)
-    below = math.inf
-    for r in t.sort_values("time_ratio", ascending=False).itertuples():  # top down, each label below the last
-        ax.scatter(r.flop_ratio, r.time_ratio, s=60, color=color(r.config), zorder=3)
-        below = min(math.log10(r.time_ratio), below - gap)
-        ax.annotate(f"{r.config}  {r.tflop_per_s:.0f} TFLOP/s", (r.flop_ratio, r.time_ratio),
-                    xytext=(r.flop_ratio * 1.07, 10 ** below), va="center", fontsize=8.5,
-                    arrowprops={"arrowstyle": "-", "color": GREY, "linewidth": 0.6, "shrinkA": 0, "shrinkB": 4})
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(*lim)
-    ax.set_ylim(*lim)
-    ticks = [v for v in (1, 2, 5, 10, 20, 50) if lim[0] <= v <= lim[1]]
-    ax.set_xticks(ticks, [f"{v}×" for v in ticks])
-    ax.set_yticks(ticks, [f"{v}×" for v in ticks])
-    ax.minorticks_off()
-    ax.set_xlabel(f"FLOPs per training step, × the {base}'s (torch's count, eager)")
-    ax.set_ylabel(f"median step time, × the {base}'s")
-    ax.legend(loc="upper left", fontsize=8.5)
-    far = t.loc[(t["time_ratio"] / t["flop_ratio"]).idxmax()]
-    ax.set_title(f"{far['config']}: {far['flop_ratio']:.2f}× the {base}'s FLOPs, {far['time_ratio']:.1f}× its step time\n"
-                 f"{bench.get('device_name', bench.get('device'))}, B × T = {bench['configs'][base].get('batch_size')} × "
-                 f"{bench['configs'][base].get('seq_len')}", fontsize=11, loc="left")
-    return fig
-
-
 def batch_ratios(small: Mapping, large: Mapping, suffix: str = "_b64") -> pd.DataFrame:
     """Per model in both reports: step time relative to each report's baseline at the small and at
     the large batch (the large report's configs are named `<model><suffix>`)."""
