@@ -156,7 +156,7 @@ def run_grid(name: str, configs: list[GridConfig], seeds: list[int], out: Path, 
 
 def stop_message(name: str, terminated: bool, stopped: int, unstarted: int) -> str | None:
     """The grid's one line after a SIGTERM, or None when there is nothing to resume: a signal that
-    came while the last runs were finishing leaves a complete grid."""
+    arrives while the last runs finish leaves a complete grid."""
     if not terminated or stopped + unstarted == 0:
         return None
     return (f"{name} stopped by SIGTERM: {stopped} run(s) kept their checkpoints and {unstarted} did not "

@@ -224,9 +224,9 @@ def throughput_table(report: Mapping | None = None) -> pd.DataFrame:
 
 
 def flops_table(flops: Mapping, bench: Mapping, baseline: str | None = None) -> pd.DataFrame:
-    """Per configuration in both reports: GFLOP per training step (a `profile_step.py flops` report),
-    median step time (a `nlcore bench` report), each as a multiple of the baseline's (default: the
-    bench's), and the rate they imply (TFLOP/s)."""
+    """Per configuration in both reports: GFLOP per training step (a FLOP-count report, each config
+    with its `step_gflop`), median step time (a `nlcore bench` report), each as a multiple of the
+    baseline's (default: the bench's), and the rate they imply (TFLOP/s)."""
     base = baseline or bench.get("settings", {}).get("baseline")
     both = [c for c in flops["configs"] if c in bench["configs"]]
     if base not in both:
