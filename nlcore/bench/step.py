@@ -60,7 +60,10 @@ MODELS_06 = {
     "transformer_eager": [*_S06, "model.kind=transformer", *_T4, "model.d_ff=1024", "cuda_graph=off"],
     "titans": [*_S06, "model.kind=titans", *_T4, "model.d_ff=768"],
     "titans_linear": [*_S06, "model.kind=titans", "model.memory=linear", *_T4, "model.d_ff=768"],
+    "titans_cap": [*_S06, "model.kind=titans", *_T4, "model.d_ff=768", "model.mem_retention=init",
+                   "model.mem_normalize=true", "model.mem_step_max=0.5", "model.mem_state_max=0.5"],
     "hope": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448"],
+    "hope_layer_teach": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448", "model.cms_teach=layer"],
     "hope_outer": [*_S06, "model.kind=hope", *_T4, "model.d_ff=448", "model.cms_mode=outer"],
 }
 NAMED.update(MODELS_06)

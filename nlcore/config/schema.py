@@ -76,6 +76,7 @@ class ModelConfig:
     cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
     cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
     cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)
+    cms_teach: str = "global"  # hope, in_forward: the loss of the writes: the model's (global) | each layer's own (layer)
 
     def chunk_list(self) -> tuple[int, ...]:
         try:
@@ -109,6 +110,8 @@ class ModelConfig:
                f"need at least one chunk size >= 1, got {self.cms_chunks!r}")
         _check(list(chunks) == sorted(chunks), f"{prefix}.cms_chunks", f"must be fast to slow (ascending), got {chunks}")
         _check(self.cms_lr >= 0.0, f"{prefix}.cms_lr", f"must be >= 0, got {self.cms_lr}")
+        _check(self.cms_teach in ("global", "layer"), f"{prefix}.cms_teach",
+               f"must be 'global' or 'layer', got {self.cms_teach!r}")
         _check(self.kind != "hope" or self.cms_mode != "in_forward" or chunks[0] % self.mem_chunk == 0,
                f"{prefix}.cms_chunks", f"the fastest chunk {chunks[0]} must be a multiple of "
                f"model.mem_chunk={self.mem_chunk}")

@@ -148,6 +148,9 @@ EXPERIMENTS["06_hope_titans"] = Experiment("06_hope_titans", (
     *(config(m, *_lr(m), model=m) for m in MODELS_06),
     config("hope_outer", *_OUTER, *_lr("hope"), model="hope"),
     config("hope_no_momentum", "model.momentum=false", *_lr("hope"), model="hope"),
+    # The in-forward writes taught by each layer's own loss through the shared head, not the model's
+    # (`model.cms_teach`): a layer's writes no longer wait for the layers above it.
+    config("hope_layer_teach", "model.cms_teach=layer", *_lr("hope"), model="hope"),
     config("titans_linear", "model.memory=linear", *_lr("titans"), model="titans"),
     # The MLP memory at the default retention (mem_alpha0 0.982 per token) decays to its zero state
     # within a window (results/06_hope_titans/NOTE.md): retain it longer.

@@ -34,7 +34,8 @@ def build_model(cfg, vocab_size: int, chunks: tuple[int, int] = (16, 256),
         from nlcore.models.hope import HOPE
 
         return HOPE(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, cms_chunks=cfg.chunk_list(),
-                    cms_mode=cfg.cms_mode, cms_lr=cfg.cms_lr, chain_levels=chain_levels, **mem)
+                    cms_mode=cfg.cms_mode, cms_lr=cfg.cms_lr, cms_teach=cfg.cms_teach, chain_levels=chain_levels,
+                    **mem)
     raise ValueError(f"model.kind: unknown model {cfg.kind!r}")
 
 

@@ -39,6 +39,17 @@ backward runs once through it instead of once per segment (`outer_pass = "window
 segment's graph, the reference the tests compare it with). Windows with a document start inside
 keep the segments' graphs.
 
+Teach signals (`cms_teach`, in_forward only). ``global`` (the default, the reading above): every
+level's gradient is that of the model's own next-character loss, so a write in layer i depends on
+every layer above it. ``layer``: layer i's levels are written from the loss its own output gives
+when read through the shared output head and final norm, CE(W_o LN(h_i), x_{t+1}) (deep
+supervision; the paper does not fix which loss drives a CMS write). The writes of a layer then
+depend only on the layer's input, so the stack runs layer by layer: the self-modifying memory over
+the whole window, the chain segment by segment (a forward and a first-order backward through the
+chain and the head only, to find the offsets), then the chain once over the window with one offset
+per block (the outer graph). The head's and the final norm's parameters receive no gradient from
+these writes; they are outer parameters as before.
+
 Compiled parts (`SequenceModel.compile_parts`, nlcore.accel.compile): a whole block (`_block`: the
 self-modifying memory with its norm, projections, gates and chunk loop, then the chain MLPs with
 their offsets as inputs) and the head (`_head`). The segment loop, the loss and
@@ -91,17 +102,20 @@ def offset_matmul(u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
 
 
 class HOPE(SequenceModel):
-    compiled_parts = ("_block", "_head")  # nlcore.accel.compile; see the module docstring
+    # nlcore.accel.compile; see the module docstring (cms_teach="layer" routes through the last three)
+    compiled_parts = ("_block", "_head", "_memory", "_chain", "_teach")
 
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",
                  cms_lr: float = 1e-3, chain_levels: tuple[str, ...] | None = None, mem_chunk: int = 64,
                  mem_impl: str = "chunk", momentum: bool = True, mem_alpha0: float = 0.982, embed_level: str = "fast",
-                 head_level: str = "fast") -> None:
+                 head_level: str = "fast", cms_teach: str = "global") -> None:
         super().__init__()
         if cms_mode not in ("in_forward", "outer"):
             raise ValueError(f"model.cms_mode: must be 'in_forward' or 'outer', got {cms_mode!r}")
-        self.chunks, self.mode, self.lr = tuple(cms_chunks), cms_mode, cms_lr
+        if cms_teach not in TEACH:
+            raise ValueError(f"model.cms_teach: must be one of {TEACH}, got {cms_teach!r}")
+        self.chunks, self.mode, self.lr, self.teach = tuple(cms_chunks), cms_mode, cms_lr, cms_teach
         if cms_mode == "in_forward" and self.chunks[0] % mem_chunk:
             raise ValueError(f"model.cms_chunks: the fastest chunk {self.chunks[0]} must be a multiple of "
                              f"model.mem_chunk={mem_chunk} (segments must not split memory chunks)")
@@ -145,11 +159,32 @@ class HOPE(SequenceModel):
     def _block(mem: SelfModifyingMemory, norm: nn.LayerNorm, mlps: nn.ModuleList, h: torch.Tensor, st: State,
                offsets: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> tuple[torch.Tensor, State]:
         """One block: h + SelfModifyingMemory(LN(h)), then the chain MLPs (offsets: one (D1, D2) per level)."""
+        h, st = HOPE._memory(mem, norm, h, st)
+        return HOPE._chain(mlps, h, offsets), st
+
+    @staticmethod
+    def _memory(mem: SelfModifyingMemory, norm: nn.LayerNorm, h: torch.Tensor, st: State) -> tuple[torch.Tensor, State]:
+        """h + SelfModifyingMemory(LN(h)) and the memory's new state."""
         y, st = mem(norm(h), st, None)
-        h = h + y
+        return h + y, st
+
+    @staticmethod
+    def _chain(mlps: nn.ModuleList, h: torch.Tensor,
+               offsets: list[tuple[torch.Tensor | None, torch.Tensor | None]]) -> torch.Tensor:
+        """The chain MLPs, fast to slow, each with its (D1, D2)."""
         for mlp, (D1, D2) in zip(mlps, offsets):
             h = mlp(h, D1, D2)
-        return h, st
+        return h
+
+    @staticmethod
+    def _teach(mlps: nn.ModuleList, norm_out: nn.LayerNorm, head: nn.Linear, h: torch.Tensor,
+               offsets: list[tuple[torch.Tensor, torch.Tensor]], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cms_teach="layer" on one segment: the chain's output and the summed next-character loss of
+        that output read through the final norm and the head."""
+        h = HOPE._chain(mlps, h, offsets)
+        out = head(norm_out(h))
+        ld = torch.promote_types(out.dtype, torch.float32)
+        return h, F.cross_entropy(out.to(ld).flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:  # (B, S, d) -> logits (B, S, V)
         return self.head(self.norm_out(h))
@@ -182,6 +217,8 @@ class HOPE(SequenceModel):
         in_fwd = self.mode == "in_forward"
         if in_fwd and any(T % c for c in self.chunks):
             raise ValueError(f"model.cms_chunks: every chunk {self.chunks} must divide the window length {T}")
+        if in_fwd and self.teach == "layer":
+            return self._forward_by_layer(x, state, resets, targets)
         offsets = {k: v for k, v in state.items() if ".D" in k}  # "{layer}.D{1,2}_{level}" (in_forward only)
         acc: dict[str, torch.Tensor | None] = {k: None for k in offsets}  # the chunks' summed gradients
         mem_state = {k: v for k, v in state.items() if ".D" not in k}
@@ -230,6 +267,68 @@ class HOPE(SequenceModel):
             logits = [out]
         new = {**mem_state, **{k: v.to(state_dtype(self)) for k, v in offsets.items()}}
         return torch.cat(logits, dim=1), new
+
+    def _levels(self, offsets: dict[str, torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """One layer's offsets {"D1_j", "D2_j"} as the chain's list of (D1, D2), fast to slow."""
+        return [(offsets[f"D1_{j}"], offsets[f"D2_{j}"]) for j in range(len(self.chunks))]
+
+    def _forward_by_layer(self, x: torch.Tensor, state: State, resets: Resets | None,
+                          targets: torch.Tensor) -> tuple[torch.Tensor, State]:
+        """cms_teach="layer" (the module docstring): layer by layer, the memory over the window, the
+        chain's segments writing the layer's offsets from its own loss, then the chain's outer pass."""
+        T = x.shape[1]
+        cuts = bounds(T, resets, grid=self.chunks[0])
+        segments = list(zip(cuts[:-1], cuts[1:]))
+        compiled = resets is None or not resets.cuts  # segments of one length: compiled once
+        memory, chain, teach, head = (self.part(n) if compiled else getattr(self, n)
+                                      for n in ("_memory", "_chain", "_teach", "_head"))
+        outer = torch.is_grad_enabled()
+        window = compiled and self.outer_pass == "window"
+        h, new = self.embed(x), []
+        for i, (mem, norm, mlps) in enumerate(zip(self.mems, self.norm_mem, self.chain)):
+            st = split_state(state, i)
+            mst = {k: v for k, v in st.items() if not k.startswith("D")}
+            offsets = {k: v for k, v in st.items() if k.startswith("D")}
+            if compiled:  # a document may start only at the window start
+                hm, mst = memory(mem, norm, h, zero_rows(mst, keep_at(resets, 0)) if resets is not None else mst)
+            else:
+                parts = []
+                for s, e in segments:
+                    if resets is not None:
+                        mst = zero_rows(mst, keep_at(resets, s))
+                    hs, mst = memory(mem, norm, h[:, s:e], mst)
+                    parts.append(hs)
+                hm = torch.cat(parts, dim=1)
+            hd, acc, seen, outs = hm.detach(), dict.fromkeys(offsets), [], []
+            for s, e in segments:
+                if resets is not None:  # rows starting a document: zero offsets and sums
+                    keep = keep_at(resets, s)
+                    offsets = zero_rows(offsets, keep)
+                    acc = {k: g if g is None else zero_rows({k: g}, keep)[k] for k, g in acc.items()}
+                seen.append({k: v.detach() for k, v in offsets.items()})  # no outer gradient through a write
+                with torch.enable_grad():
+                    leaves = {k: v.detach().requires_grad_(True) for k, v in offsets.items()}
+                    out, loss = teach(mlps, self.norm_out, self.head, hd[:, s:e], self._levels(leaves), targets[:, s:e])
+                    grads = torch.autograd.grad(loss, list(leaves.values()))
+                outs.append(out.detach())
+                offsets = dict(offsets)
+                for k, g in zip(leaves, grads):
+                    acc[k] = g if acc[k] is None else acc[k] + g
+                    if e % self.chunks[int(k.rsplit("_", 1)[1])] == 0:  # the level's chunk is done: write
+                        offsets[k], acc[k] = (offsets[k] - self.lr * acc[k]).detach(), None
+            if not outer:  # evaluation: the segments' outputs are the layer's output
+                h = torch.cat(outs, dim=1)
+            elif window:  # level j's offsets change every C_j / C_1 segments: one per block of C_j tokens
+                blocks = {k: torch.stack([o[k] for o in seen[::self.chunks[int(k.rsplit("_", 1)[1])] // self.chunks[0]]],
+                                         dim=1) for k in offsets}
+                h = chain(mlps, hm, self._levels(blocks))
+            else:  # the reference: each segment's own graph
+                h = torch.cat([chain(mlps, hm[:, s:e], self._levels(o)) for (s, e), o in zip(segments, seen)], dim=1)
+            new.append({**mst, **{k: v.to(state_dtype(self)) for k, v in offsets.items()}})
+        return head(h), join_state(new)
+
+
+TEACH = ("global", "layer")  # cms_teach: the loss that drives the in-forward writes (module docstring)
 
 
 def count_params(model: nn.Module) -> int:

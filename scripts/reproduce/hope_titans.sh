@@ -15,7 +15,7 @@ for phase in "$@"; do
       mkdir -p "$out/bench"
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
         --out "$out/bench/models_06.json" --configs nested_lstm transformer transformer_eager titans \
-        titans_linear hope hope_outer ;;  # nlcore.bench.step.MODELS_06
+        titans_cap titans_linear hope hope_layer_teach hope_outer ;;  # nlcore.bench.step.MODELS_06
     *)
       stem=${phase%%:*}
       "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"

@@ -32,6 +32,9 @@ CASES = {
     # a backward inside the forward (the in-forward CMS writes)
     "hope": ["model.kind=hope", "model.n_layers=1", "model.n_heads=2", "model.mem_chunk=8",
              "model.cms_chunks=16,32"],
+    # the writes taught by each layer's own loss, layer by layer
+    "hope_layer_teach": ["model.kind=hope", "model.n_layers=2", "model.n_heads=2", "model.mem_chunk=8",
+                         "model.cms_chunks=16,32", "model.cms_teach=layer"],
 }
 
 
@@ -205,7 +208,7 @@ def test_cms_zero_grad_inplace():
         CMS(CMSConfig(levels=levels), m.levels(), model=m, zero_grad="sometimes")
 
 
-@pytest.mark.parametrize("case", ["persistent", "doc", "transformer", "titans", "hope"])
+@pytest.mark.parametrize("case", ["persistent", "doc", "transformer", "titans", "hope", "hope_layer_teach"])
 def test_graphed_evaluation_equals_eager_evaluation(case):
     """Trained a few steps, then valid evaluated twice in a row (the second from a captured graph's
     replays only): every number equals cuda_graph=off's bit for bit; windows with document starts
@@ -261,7 +264,7 @@ def test_the_gpu_self_check_of_graphed_evaluation_runs_and_passes_on_cpu(tmp_pat
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("case", ["persistent", "doc", "titans", "hope", "hope_kernels"])
+@pytest.mark.parametrize("case", ["persistent", "doc", "titans", "hope", "hope_layer_teach", "hope_kernels"])
 def test_graphed_evaluation_on_cuda_equals_the_eager_one(case):
     """On the GPU: the same trained model evaluated from the graph and eagerly (same kernels, so
     equal up to the order of float sums), and every window without a document start replayed."""

@@ -33,6 +33,8 @@ KINDS = {
     "titans_mlp": ModelConfig(kind="titans", memory="mlp", **SMALL),
     "titans_mlp_token": ModelConfig(kind="titans", memory="mlp", mem_impl="token", **SMALL),
     "hope_in_forward": ModelConfig(kind="hope", cms_mode="in_forward", cms_chunks="4,8", cms_lr=0.5, **SMALL),
+    "hope_layer_teach": ModelConfig(kind="hope", cms_mode="in_forward", cms_teach="layer", cms_chunks="4,8",
+                                    cms_lr=0.5, **SMALL),
     "hope_outer": ModelConfig(kind="hope", cms_mode="outer", cms_chunks="4,8", **SMALL),
 }
 

@@ -25,6 +25,7 @@ VARIANTS = {
                                   mem_step_max=0.5),
     "hope": dict(kind="hope"),
     "hope_nomomentum": dict(kind="hope", momentum=False),
+    "hope_layer_teach": dict(kind="hope", cms_teach="layer"),
     "hope_outer": dict(kind="hope", cms_mode="outer"),
 }
 
