@@ -102,8 +102,7 @@ def offset_matmul(u: torch.Tensor, D: torch.Tensor) -> torch.Tensor:
 
 
 class HOPE(SequenceModel):
-    # nlcore.accel.compile; see the module docstring (cms_teach="layer" routes through the last three)
-    compiled_parts = ("_block", "_head", "_memory", "_chain", "_teach")
+    compiled_parts = ("_block", "_head")  # nlcore.accel.compile; see the module docstring
 
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, cms_chunks: tuple[int, ...] = (64, 256), cms_mode: str = "in_forward",
@@ -116,6 +115,8 @@ class HOPE(SequenceModel):
         if cms_teach not in TEACH:
             raise ValueError(f"model.cms_teach: must be one of {TEACH}, got {cms_teach!r}")
         self.chunks, self.mode, self.lr, self.teach = tuple(cms_chunks), cms_mode, cms_lr, cms_teach
+        if cms_mode == "in_forward" and cms_teach == "layer":  # the parts `_forward_by_layer` routes through
+            self.compiled_parts = ("_memory", "_chain", "_teach", "_head")
         if cms_mode == "in_forward" and self.chunks[0] % mem_chunk:
             raise ValueError(f"model.cms_chunks: the fastest chunk {self.chunks[0]} must be a multiple of "
                              f"model.mem_chunk={mem_chunk} (segments must not split memory chunks)")

@@ -154,7 +154,13 @@ BASE = ["data.synth_chars=20000", "eval_every=0", "ckpt_every=0", "log_every=5",
         "data.seq_len=16", "model.d_model=16", "model.d_ff=24", "model.n_layers=2", "model.n_heads=2",
         "model.mem_chunk=8", "state.reset=doc", "data.synth_gap_min=150", "data.synth_gap_max=300"]
 MODELS = {"titans_linear": ["model.kind=titans", "model.memory=linear"],
-          "hope": ["model.kind=hope", "model.cms_chunks=8,16"]}
+          "hope": ["model.kind=hope", "model.cms_chunks=8,16"],
+          "hope_layer_teach": ["model.kind=hope", "model.cms_chunks=8,16", "model.cms_teach=layer"]}
+# the parts each model compiles, the one counted, and how often a compiled window calls it: HOPE's
+# block 3 times per layer (2 segments of 8 tokens, then the whole window), the layer teach's teach
+# once per segment and layer
+PARTS = {"titans_linear": ({"_block", "_head"}, "_block", 1), "hope": ({"_block", "_head"}, "_block", 3),
+         "hope_layer_teach": ({"_memory", "_chain", "_teach", "_head"}, "_teach", 2)}
 
 
 @pytest.mark.parametrize("kind", list(MODELS))
@@ -164,14 +170,14 @@ def test_training_matches_uncompiled(kind):
         return Trainer(cfg, None, progress=False)
 
     off, on = make("off"), make("aot_eager")
-    assert on.compile == "aot_eager" and set(on.model._compiled) == {"_block", "_head"}
+    parts, counted, per_window = PARTS[kind]
+    assert on.compile == "aot_eager" and set(on.model._compiled) == parts
     calls = count_calls(on.model)
     lo = torch.stack([off.train_step(s) for s in range(1, 7)])
     ln = torch.stack([on.train_step(s) for s in range(1, 7)])
     torch.testing.assert_close(ln, lo, rtol=1e-5, atol=1e-6)
-    # both routes ran: compiled windows, and (fewer blocks than 2 layers x 6 windows) eager ones;
-    # a compiled HOPE window runs each block 3 times: 2 segments of 8 tokens, then the whole window
-    assert 0 < calls["_block"] < 2 * 6 * (3 if kind == "hope" else 1)
+    # both routes ran: compiled windows, and (fewer calls than 2 layers x 6 windows) eager ones
+    assert 0 < calls[counted] < 2 * 6 * per_window
     for (n, p), (_, q) in zip(off.model.named_parameters(), on.model.named_parameters()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=n)
 
