@@ -26,8 +26,8 @@ from nlcore.report.figures.common import new_figure
 from nlcore.report.plotting import PALETTE
 
 STEM, MQAR_STEM = "06_hope_titans", "06_mqar"
-ORDER = ("nested_lstm", "transformer", "titans", "titans_norm", "titans_cap", "titans_linear", "titans_alpha0.999", "hope", "hope_outer",
-         "hope_outer_adamw", "hope_outer_no_momentum", "hope_static")
+ORDER = ("nested_lstm", "transformer", "titans", "titans_norm", "titans_cap", "titans_linear", "titans_alpha0.999",
+         "hope", "hope_layer_teach", "hope_outer", "hope_outer_adamw", "hope_outer_no_momentum", "hope_static")
 GREY = "#7f7f7f"
 COLORS = {"nested_lstm": PALETTE["blue"], "transformer": PALETTE["orange"], "titans": PALETTE["vermillion"],
           "titans_norm": PALETTE["vermillion"], "titans_cap": PALETTE["vermillion"],
