@@ -37,7 +37,9 @@
 # Ablations: `titans_linear` (a matrix memory instead of the MLP), `titans_alpha0.999` (the MLP
 # memory retained longer), `hope_outer` (the chain updated by the outer CMS engine, every 16 and
 # 256 steps, instead of in the forward pass; `_adamw`, `_no_momentum` variants), `hope_static`
-# (no in-forward writes, no CMS) and `hope_no_momentum`.
+# (no in-forward writes, no CMS), `hope_no_momentum`, and `hope_layer_teach`: each layer's levels
+# written from the loss of that layer's own output read through the shared head,
+# $\mathrm{CE}(W_o\,\mathrm{LN}(h^{(i)}_t), x_{t+1})$, instead of the model's.
 #
 # **What you'll see**
 # 1. held-out bits per character per model, zoomed to the models that learned;
@@ -319,12 +321,19 @@ cap = table.set_index("config").loc["titans_cap"] if "titans_cap" in set(table["
 cap_line = "" if cap is None or cap["n"] < 2 else (
     f"Capping its distance from those weights at each chunk's end (`titans_cap`) trains {cap['n']} of "
     f"{cap['n_run']} seeds, at {q.ci('titans_cap')}, still behind the linear memory by {q.diff('titans_cap', 'titans_linear')}.")
+teach = table.set_index("config").loc["hope_layer_teach"] if "hope_layer_teach" in set(table["config"]) else None
+speed = hope.throughput_table().set_index("config")["ratio_to_baseline"]
+teach_line = "" if teach is None or teach["n"] < 2 or "hope_layer_teach" not in speed else (
+    f"\n- **A cheaper teach signal:** with each layer's chain written from that layer's own loss through the "
+    f"shared head (`hope_layer_teach`), a layer's writes no longer wait for the layers above it, and the step takes "
+    f"{speed['hope_layer_teach']:.1f}x the Transformer's (the model's own loss: {speed['hope']:.1f}x). It reaches "
+    f"{q.ci('hope_layer_teach')}; against the model's loss, paired by seed, {q.diff('hope_layer_teach', 'hope')}.")
 
 # %%
 nl.notebook.takeaways(ctx, f"""
 - **HOPE has the lowest held-out bpc:** {q.ci("hope")} valid bpc, against Titans with a linear memory {q.ci("titans_linear")}, the nested LSTM {q.ci("nested_lstm")} and the Transformer {q.ci("transformer")}. Paired by seed, HOPE − Titans linear is {q.diff("hope", "titans_linear")} and HOPE − nested LSTM {q.diff("hope", "nested_lstm")}: both intervals clear zero.
 - **The gain comes from the in-forward writes:** without them and without CMS (`hope_static`, {q.ci("hope_static")}) the architecture alone is not separated from the nested LSTM ({q.diff("hope_static", "nested_lstm")}). Those writes are test-time learning; given dynamic evaluation (the table above), every baseline gains and HOPE still has the lowest test bpc.
-- **Where the chain is written matters:** updated by the outer CMS engine (`hope_outer`) one seed of three diverged and the other two reach {q.ci("hope_outer")}; without momentum in the memories (`hope_outer_no_momentum`) all three train, at {q.ci("hope_outer_no_momentum")}, still behind in-forward writing by {q.diff("hope_outer_no_momentum", "hope")}.
+- **Where the chain is written matters:** updated by the outer CMS engine (`hope_outer`) one seed of three diverged and the other two reach {q.ci("hope_outer")}; without momentum in the memories (`hope_outer_no_momentum`) all three train, at {q.ci("hope_outer_no_momentum")}, still behind in-forward writing by {q.diff("hope_outer_no_momentum", "hope")}.{teach_line}
 - **Titans' MLP memory stalled:** all three seeds at {q.ci("titans")}, off-scale in the figure; retaining it longer (`titans_alpha0.999`) diverged on every seed. {norm_line} {cap_line} The linear memory works.
 - **Context:** the models with carried state are flat across the window; the Transformer pays at its first positions and is close to its own level after about twenty characters, above the others.
 - **MQAR:** the attention and linear-memory models recall well above chance on average at L = 256 (the Transformer's seeds spread widely) and fall to chance by L = 4096 (one seed); the nested LSTM stays at chance; Titans' lead over the Transformer at L = 1024 is not separated with three seeds.

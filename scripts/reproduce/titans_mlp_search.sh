@@ -16,10 +16,12 @@
 #          and the chunk 128 at the cap 0.25.
 # ROUND 5: a chunk's summed write step (chunk x ceiling) at 2, the largest at which a chunk's write,
 #          linearised, cannot grow the state when the tokens' curvatures align (gradient descent's
-#          2/L): chunks 4, 8 and 16 at ceilings 0.5, 0.25 and 0.125, with the cap and (chunks 4
-#          and 16) without it; and at 4 (chunks 4 and 16), as the normaliser's bound is loose
-#          (tests/ops/test_mlp_memory_normalized.py: with one key, 4 never raises the key's error
-#          in its draws, 8 does). A chunk of 16 at 0.5 (a sum of 8) had an exploding outer gradient.
+#          2/L): chunks 8 and 16 at ceilings 0.25 and 0.125, with the cap and (chunk 16) without it;
+#          and at 4 (chunk 16), as the normaliser's bound is loose (tests/ops/test_mlp_memory_normalized.py:
+#          with one key, 4 never raises the key's error in its draws, 8 does). A chunk of 16 at 0.5
+#          (a sum of 8) had an exploding outer gradient.
+# ROUND 6: round 5 at the chunk 4 (ceilings 0.5, with and without the cap, and 1): the slowest runs,
+#          128 memory chunks per window.
 # writes OUTDIR/titans_mlp_step.tgz (the grid without checkpoints: runs.csv, summary.json, every
 # run's folder) and OUTDIR/titans.log; the grid itself lives under WORK (default /tmp/o)
 set -uo pipefail
@@ -54,14 +56,14 @@ case $round in
   4) cap="$norm model.mem_step_max=0.5 model.mem_state_max"
      configs=("cap0.5_c16: $cap=0.5 model.mem_chunk=16" "cap0.5_c128: $cap=0.5 model.mem_chunk=128"
               "cap0.5_c256: $cap=0.5 model.mem_chunk=256" "cap0.25_c128: $cap=0.25 model.mem_chunk=128") ;;
-  5) configs=("c4_s0.5: $norm model.mem_chunk=4 model.mem_step_max=0.5 model.mem_state_max=0.5"
-              "c4_s0.5_free: $norm model.mem_chunk=4 model.mem_step_max=0.5"
-              "c8_s0.25: $norm model.mem_chunk=8 model.mem_step_max=0.25 model.mem_state_max=0.5"
+  5) configs=("c8_s0.25: $norm model.mem_chunk=8 model.mem_step_max=0.25 model.mem_state_max=0.5"
               "c16_s0.125: $norm model.mem_chunk=16 model.mem_step_max=0.125 model.mem_state_max=0.5"
               "c16_s0.125_free: $norm model.mem_chunk=16 model.mem_step_max=0.125"
-              "c4_s1: $norm model.mem_chunk=4 model.mem_step_max=1.0 model.mem_state_max=0.5"
               "c16_s0.25: $norm model.mem_chunk=16 model.mem_step_max=0.25 model.mem_state_max=0.5") ;;
-  *) echo "titans_mlp_search.sh: ROUND must be 1 to 5, got $round" >&2; exit 2 ;;
+  6) configs=("c4_s0.5: $norm model.mem_chunk=4 model.mem_step_max=0.5 model.mem_state_max=0.5"
+              "c4_s0.5_free: $norm model.mem_chunk=4 model.mem_step_max=0.5"
+              "c4_s1: $norm model.mem_chunk=4 model.mem_step_max=1.0 model.mem_state_max=0.5") ;;
+  *) echo "titans_mlp_search.sh: ROUND must be 1 to 6, got $round" >&2; exit 2 ;;
 esac
 args=()
 for c in "${configs[@]}"; do args+=(--config "$c"); done
