@@ -321,6 +321,8 @@ cap = table.set_index("config").loc["titans_cap"] if "titans_cap" in set(table["
 cap_line = "" if cap is None or cap["n"] < 2 else (
     f"Capping its distance from those weights at each chunk's end (`titans_cap`) trains {cap['n']} of "
     f"{cap['n_run']} seeds, at {q.ci('titans_cap')}, still behind the linear memory by {q.diff('titans_cap', 'titans_linear')}.")
+
+# %%
 teach = table.set_index("config").loc["hope_layer_teach"] if "hope_layer_teach" in set(table["config"]) else None
 speed = hope.throughput_table().set_index("config")["ratio_to_baseline"]
 teach_line = "" if teach is None or teach["n"] < 2 or "hope_layer_teach" not in speed else (
