@@ -324,7 +324,7 @@ cap_line = "" if cap is None or cap["n"] < 2 else (
 
 # %%
 teach = table.set_index("config").loc["hope_layer_teach"] if "hope_layer_teach" in set(table["config"]) else None
-speed = hope.throughput_table().set_index("config")["ratio_to_baseline"]
+speed = hope.step_ratios("models_06_teach")  # the layer teach, HOPE and the Transformer in one bench call
 teach_line = "" if teach is None or teach["n"] < 2 or "hope_layer_teach" not in speed else (
     f"\n- **A cheaper teach signal:** with each layer's chain written from that layer's own loss through the "
     f"shared head (`hope_layer_teach`), a layer's writes no longer wait for the layers above it, and the step takes "

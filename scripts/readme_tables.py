@@ -489,6 +489,9 @@ def hope_block(page: Page) -> str:
     bench_path = REPO / "results" / "bench" / "models_06.json"
     bench = _json(bench_path)["configs"] if bench_path.exists() else {}
     device = _json(bench_path).get("device_name", "") if bench_path.exists() else ""
+    teach_path = REPO / "results" / "bench" / "models_06_teach.json"  # rows models_06.json does not hold
+    teach = {k: v for k, v in _json(teach_path)["configs"].items() if k not in bench} if teach_path.exists() else {}
+    bench = {**bench, **teach}
     rows = ["| model | configuration | params | valid bpc | test bpc | chars / s (graphed) | step time vs Transformer |",
             "|---|---|---:|---|---|---:|---:|"]
     shown = []
@@ -514,7 +517,10 @@ def hope_block(page: Page) -> str:
         rows.append(f"| {what} | `{config}` | {ptxt} | {cells[0]} | {cells[1]} | {speed} | {ratio} |")
     note = (f"\n\nWikiText-2 characters, {budget(HOPE_ROOT / 'runs' / 'hope')} for every model, held-out bpc "
             f"on the whole valid and test splits with state carried: mean ± half-width of the {ci_label(shown)} "
-            f"across seeds [low, high] (n). Speed: `results/bench/models_06.json` ({device}).")
+            f"across seeds [low, high] (n). Speed: `results/bench/models_06.json` ({device})"
+            + (f"; {', '.join(f'`{k}`' for k in teach)} from `results/bench/models_06_teach.json` "
+               f"({_json(teach_path).get('device_name', '')}), against the Transformer of the same call."
+               if teach else "."))
     return "\n".join(rows) + note
 
 

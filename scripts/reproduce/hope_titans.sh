@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The 06 results on the GPU machine: memory path speed, model throughput, and the 06 experiments.
-# Usage: scripts/reproduce/hope_titans.sh REVISION DIRTY(0|1) OUTDIR PHASE...   PHASE: speed | bench | STEM[:labels]
+# Usage: scripts/reproduce/hope_titans.sh REVISION DIRTY(0|1) OUTDIR PHASE...
+#   PHASE: speed | bench | bench_teach | STEM[:labels]
 # Every phase copies what it produced to OUTDIR as soon as it ends, so a time-out loses one phase.
 set -uo pipefail
 export NLCORE_GIT_REVISION=$1 NLCORE_GIT_DIRTY=$2 PYTHONUNBUFFERED=1
@@ -15,7 +16,11 @@ for phase in "$@"; do
       mkdir -p "$out/bench"
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
         --out "$out/bench/models_06.json" --configs nested_lstm transformer transformer_eager titans \
-        titans_cap titans_linear hope hope_layer_teach hope_outer ;;  # nlcore.bench.step.MODELS_06
+        titans_linear hope hope_outer ;;  # nlcore.bench.step.MODELS_06
+    bench_teach)  # the layer teach and the capped Titans memory against the Transformer and HOPE
+      mkdir -p "$out/bench"
+      python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
+        --out "$out/bench/models_06_teach.json" --configs transformer hope hope_layer_teach titans_cap ;;
     *)
       stem=${phase%%:*}
       "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"

@@ -223,6 +223,18 @@ def throughput_table(report: Mapping | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def step_ratios(name: str = "models_06") -> dict[str, float]:
+    """{configuration: median step time / the baseline's} of the committed `nlcore bench` report
+    `results/bench/<name>.json`; empty while it is not committed."""
+    from nlcore.report.figures.bench import bench_report
+
+    try:
+        report = bench_report(name)
+    except FileNotFoundError:
+        return {}
+    return {k: c["ratio_to_baseline"] for k, c in report["configs"].items() if c.get("ratio_to_baseline")}
+
+
 def flops_table(flops: Mapping, bench: Mapping, baseline: str | None = None) -> pd.DataFrame:
     """Per configuration in both reports: GFLOP per training step (a FLOP-count report, each config
     with its `step_gflop`), median step time (a `nlcore bench` report), each as a multiple of the
