@@ -17,10 +17,10 @@ for phase in "$@"; do
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
         --out "$out/bench/models_06.json" --configs nested_lstm transformer transformer_eager titans \
         titans_linear hope hope_outer ;;  # nlcore.bench.step.MODELS_06
-    bench_teach)  # the layer teach and the capped Titans memory against the Transformer and HOPE
+    bench_teach)  # the layer teach against the Transformer and HOPE
       mkdir -p "$out/bench"
       python3 -m nlcore bench --warmup 12 --windows 4 --steps 10 --baseline transformer \
-        --out "$out/bench/models_06_teach.json" --configs transformer hope hope_layer_teach titans_cap ;;
+        --out "$out/bench/models_06_teach.json" --configs transformer hope hope_layer_teach ;;
     *)
       stem=${phase%%:*}
       "$(dirname "$0")/run_experiments.sh" "$NLCORE_GIT_REVISION" "$NLCORE_GIT_DIRTY" "${JOBS:-4}" "$phase"
