@@ -242,3 +242,15 @@ def test_a_whisker_far_beyond_the_means_is_cut_at_the_axis_and_named(tmp_path):
     assert panel.get_xlim()[1] < t_ci([3.39, 1.58, 1.58])[2]
     plain = scaling_curves(scaling_runs(tmp_path).query("model == 'hope'"), x="chars").axes[0]
     assert not plain.texts  # nothing cut, nothing said
+
+
+def test_a_band_wider_than_the_spread_of_the_means_is_left_out_and_named():
+    steady = [[2.0, 1.9, 1.8, 1.7], [2.1, 2.0, 1.9, 1.8], [2.0, 1.9, 1.8, 1.7]]
+    failed = [[4.0, 4.0, 4.0, 4.0], [2.2, 2.1, 2.0, 1.9], [2.2, 2.1, 2.0, 1.9]]  # one seed stuck at 4 bpc
+    ctx = context_frame({"hope_33M": steady, "hope_outer_33M": failed})
+    ax = context_curves(ctx, ["hope_33M", "hope_outer_33M"], scale_from=1).axes[0]
+    assert line(ax, "hope_outer").get_label() == "hope_outer_33M (n=3; band too wide: not drawn)"
+    assert line(ax, "hope_33M").get_label() == "hope_33M (n=3)" and len(ax.collections) == 1  # hope's band only
+    bottom, top = ax.get_ylim()
+    assert top < t_ci([4.0, 2.2, 2.2])[2] and top > np.mean([4.0, 2.2, 2.2])  # the means set the axis, not the band
+    assert bottom > 0

@@ -327,28 +327,35 @@ def compute_matched(runs: pd.DataFrame, reference: str = "hope", metric: str = "
 def context_curves(context: pd.DataFrame, configs: Sequence[str], window: int | None = None,
                    scale_from: int = 64) -> Figure:
     """Held-out bpc against the characters read since the article start, per configuration: mean
-    over seeds of each log-spaced bin [p, 2p) (plotted at p) with a 95 % t band. Below, the
+    over seeds of each log-spaced bin [p, 2p) (plotted at p) with a 95 % t band (left out, and the
+    legend says so, where it is over three times as wide as the spread of all the means: a seed that
+    failed). Below, the
     predictions each bin holds (the far bins rest on the longest articles only). `window`: the
     training window T, drawn as a vertical line (a Transformer sees no further back). The bpc axis
     spans the bins from `scale_from` characters on: an article's first characters (its title, read
     from the zero state) cost several times more and would flatten the rest; the title says how much."""
     fig = Figure(figsize=(8.4, 5.6), layout="constrained")
     ax, bx = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    scaled, early = [], []
+    curves = {}  # config -> (bins, (bins, 3) mean and band, seeds)
     for config in configs:
         c = context[context["config"] == config]
-        if c.empty:
-            continue
-        table = c.pivot(index="bin_lo", columns="seed", values="bpc").sort_index()  # (bins, seeds)
-        stats = np.array([mean_ci(row) for row in table.to_numpy(dtype=np.float64)])  # (bins, 3)
-        model = parse_label(config)[0]
-        x = table.index.to_numpy(dtype=np.float64)
+        if not c.empty:
+            table = c.pivot(index="bin_lo", columns="seed", values="bpc").sort_index()  # (bins, seeds)
+            stats = np.array([mean_ci(row) for row in table.to_numpy(dtype=np.float64)])  # (bins, 3)
+            curves[config] = (table.index.to_numpy(dtype=np.float64), stats, table.shape[1])
+    means = np.concatenate([st[x >= scale_from, 0] for x, st, _ in curves.values()] or [np.zeros(0)])
+    span = max(float(np.nanmax(means) - np.nanmin(means)), 0.25) if np.isfinite(means).any() else math.inf
+    shown, early = [means], []
+    for config, (x, stats, seeds) in curves.items():
+        model, far = parse_label(config)[0], stats[x >= scale_from]
+        wide = bool(np.nanmax(far[:, 2] - far[:, 1], initial=0.0) > 3 * span)  # a band that would flatten the rest
         ax.plot(x, stats[:, 0], color=model_color(model), marker=MARKERS.get(model, "o"), ms=4,
-                label=_n_label(config, [table.shape[1]]))
-        ax.fill_between(x, stats[:, 1], stats[:, 2], color=model_color(model), alpha=0.2, linewidth=0)
-        scaled.append(stats[x >= scale_from])
+                label=_n_label(config, [seeds])[:-1] + ("; band too wide: not drawn)" if wide else ")"))
+        if not wide:
+            ax.fill_between(x, stats[:, 1], stats[:, 2], color=model_color(model), alpha=0.2, linewidth=0)
+            shown.append(far[:, 1:].ravel())
         early.append(stats[x < scale_from, 0])
-    shown = np.concatenate(scaled) if scaled else np.zeros((0, 3))
+    shown = np.concatenate(shown)
     if np.isfinite(shown).any():
         lo, hi = np.nanmin(shown), np.nanmax(shown)
         ax.set_ylim(lo - 0.08 * (hi - lo), hi + 0.08 * (hi - lo))

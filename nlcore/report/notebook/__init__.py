@@ -8,6 +8,8 @@
   read back from the committed results in the committed view.
 - `Quote`, `takeaways` (`cite.py`): numbers in the text, rendered from committed results.
 - `continual_takeaways` (`continual.py`): notebook 08's takeaways from its committed results.
+- `scaling.py`: notebook 07's other experiments, prices, leaders and takeaways, naming the parts of
+  the study that have no committed runs yet.
 - `model_samples`, `samples_html` (`samples.py`): what trained models write, side by side.
 - `checks.py` (reference levels, update counts, finiteness), `compare.py` (paired differences,
   per-corpus panels, surprise scales), `ablations.py` (several experiments at once, notebook 05).

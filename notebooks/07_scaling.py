@@ -56,6 +56,9 @@
 # | smoke | the four registered smoke grids (a few thousand parameters × 1 seed, 20 to 80 steps, the synthetic corpus in place of both corpora), then the long-context measurement on their checkpoints | under 20 s on 2 CPU cores |
 # | full | the commands of `docs/scaling.md` on a GPU (about 2 to 3 hours of training steps) | GPU |
 #
+# Parts of the study still wait for a GPU: the setup cell prints which, a section whose runs are
+# missing says so instead of drawing, and the last takeaway names them.
+#
 # The smoke grids are small on purpose: the sweep, the width and the second corpus run the
 # nested LSTM and HOPE, the budgets HOPE alone, so the smoke view shows that the pipeline runs,
 # not who leads. Finished smoke runs of `07_lr_sweep`, `07_width` and `07_shakespeare` are kept
@@ -72,47 +75,18 @@ DEVICE = "auto"  # "auto" | "cpu" | "cuda"
 
 # %%
 import math
-from dataclasses import replace
 
 import pandas as pd
 from IPython.display import display
 
 import nlcore as nl
-from nlcore.experiments.registry import BUDGETS_07, LR_07, LR_MULTIPLIERS_07, MODELS_07
+from nlcore.experiments.registry import BUDGETS_07, LR_07, MODELS_07
 from nlcore.experiments.scaling import best_lrs, context_of_run, context_table
+from nlcore.report.notebook.scaling import committed_budgets, leaders, missing_parts, priced, scaling_takeaways, study
 
 ctx = nl.notebook.setup("07_scaling", view=VIEW, seed=SEED, device=DEVICE)
-
-
-def study(stem: str) -> nl.notebook.ExperimentResults:
-    """One of the 07 experiments beside this notebook's own: trained in the smoke and full views,
-    read back in the committed view (results/<stem>/, build/smoke/results/<stem>/ in smoke)."""
-    return nl.notebook.experiment(replace(ctx, stem=stem, results_dir=ctx.results_dir.parent / stem))
-
-
-def priced(runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """`runs` and the column of seconds that compares compute: `gpu_s`, the runs priced at the step
-    times of bench/models_07*.json beside the view's results (each model alone on one GPU), where
-    those reports exist; else `train_s`, each run's own seconds."""
-    prices = sorted((ctx.results_dir.parent / "bench").glob("models_07*.json"))
-    return (nl.figures.bench_seconds(runs, prices), "gpu_s") if prices else (runs, "train_s")
-
-
-def leaders(res: nl.notebook.ExperimentResults, groups: dict, metric: str = "test_bpc") -> pd.DataFrame:
-    """Per group of configurations (a budget, a width, a corpus): the one with the lowest mean
-    `metric` (the leader), then every other one's paired difference to it over the seeds both ran."""
-    out = []
-    for setting, configs in groups.items():
-        means = {c: res.value(c, metric) for c in configs if math.isfinite(res.value(c, metric))}
-        lead = min(means, key=means.get)
-        d = nl.notebook.paired_differences(res.runs[res.runs["config"].isin(list(means))], lead, metric=metric)
-        d = d.assign(verdict=nl.notebook.separation(d)).rename(columns={"mean": "minus_leader"})
-        out += [pd.DataFrame([{"setting": setting, "config": lead, "verdict": "leader"}]),
-                d.assign(setting=setting).sort_values("minus_leader")]
-    t = pd.concat(out, ignore_index=True)
-    t.insert(2, metric, t["config"].map(lambda c: res.value(c, metric)))
-    return t[["setting", "config", metric, "minus_leader", "ci_low", "ci_high", "n", "seeds_lower", "verdict"]]
-
+if not ctx.trains:  # the committed study's gaps
+    print("not run yet: " + (", ".join(missing_parts()) or "nothing"))
 
 # %% [markdown]
 # ## Step 1: the learning-rate sweep
@@ -127,7 +101,7 @@ def leaders(res: nl.notebook.ExperimentResults, groups: dict, metric: str = "tes
 # choice there lies at the edge of its sweep, and `best_lrs` says so.
 
 # %%
-sweep = study("07_lr_sweep")
+sweep = study(ctx, "07_lr_sweep")
 sweep_runs = nl.figures.scaling_runs(sweep.exp_dir)  # one row per run: rate, bpc, seconds, ...
 chosen = best_lrs(sweep.exp_dir)  # {model: rate} with the lowest mean validation bpc
 rates = sweep_runs.groupby("model", sort=False)["lr"].agg(lambda s: sorted(s.unique())).rename("rates tried").to_frame()
@@ -198,7 +172,7 @@ print(f"{config}/seed{seed}: {chars:,} characters / {cps:,.0f} characters per se
 # smallest budget takes longer).
 
 # %%
-costed, cost_col = priced(runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
+costed, cost_col = priced(ctx, runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
 matched = nl.figures.compute_matched(costed, reference="hope", seconds=cost_col)  # at each of HOPE's budgets
 finding = "; ".join(f"{int((g['minus_reference'] < 0).sum())} of {len(g)} in {ref}'s {g['reference_s'].iloc[0]:.0f} s"
                     for ref, g in matched.groupby("reference", sort=False)) or "none ran beside hope"
@@ -216,8 +190,7 @@ matched.round(4)
 # seed there is no interval and nothing is separated.
 
 # %%
-budgets = {b: [c for c in exp.configs if c.endswith(f"_{b}")] for b in BUDGETS_07}  # registry order
-budgets = {b: configs for b, configs in budgets.items() if configs}
+budgets = committed_budgets(exp)  # {budget: its configurations}, budgets without runs left out
 leaders(exp, budgets).round(4)
 
 # %% [markdown]
@@ -230,22 +203,24 @@ leaders(exp, budgets).round(4)
 # wide models.
 
 # %%
-width = study("07_width")
-wide = pd.concat([runs[runs["budget"] == "33M"], nl.figures.scaling_runs(width.exp_dir)], ignore_index=True)
-size = nl.figures.scaling_points(wide, "params", "test_bpc").sort_values("x")
-wider = size.groupby("model")["mean"].agg(lambda s: s.iloc[-1] - s.iloc[0])[size.groupby("model").size() > 1]
-fig = nl.figures.scaling_curves(wide, x="params", models=MODELS_07)
-fig.suptitle(f"Four times the parameters at 33 M characters: lower mean test bpc for {int((wider < 0).sum())} "
-             f"of {len(wider)} models\n(mean over seeds, 95 % t interval)", fontsize=11)
-ctx.show(fig, "bpc_vs_parameters")
+width = study(ctx, "07_width")  # None while it has no committed runs
+if width is not None:
+    wide = pd.concat([runs[runs["budget"] == "33M"], nl.figures.scaling_runs(width.exp_dir)], ignore_index=True)
+    size = nl.figures.scaling_points(wide, "params", "test_bpc").sort_values("x")
+    wider = size.groupby("model")["mean"].agg(lambda s: s.iloc[-1] - s.iloc[0])[size.groupby("model").size() > 1]
+    fig = nl.figures.scaling_curves(wide, x="params", models=MODELS_07)
+    fig.suptitle(f"Four times the parameters at 33 M characters: lower mean test bpc for {int((wider < 0).sum())} "
+                 f"of {len(wider)} models\n(mean over seeds, 95 % t interval)", fontsize=11)
+    ctx.show(fig, "bpc_vs_parameters")
 
 # %%
-narrow = exp.runs[exp.runs["config"].str.endswith("_33M")]
-pairs = pd.concat([narrow.assign(config=narrow["config"].str.removesuffix("_33M") + " (06 size)"),
-                   width.runs.assign(config=width.runs["config"] + " (4x)")], ignore_index=True)
-d = nl.notebook.paired_differences(pairs, {f"{m} (4x)": f"{m} (06 size)" for m in MODELS_07}, metric="test_bpc")
-display(d.assign(verdict=nl.notebook.separation(d)).round(4))
-leaders(width, {"4x parameters, 33 M characters": width.configs}).round(4)
+if width is not None:
+    narrow = exp.runs[exp.runs["config"].str.endswith("_33M")]
+    pairs = pd.concat([narrow.assign(config=narrow["config"].str.removesuffix("_33M") + " (06 size)"),
+                       width.runs.assign(config=width.runs["config"] + " (4x)")], ignore_index=True)
+    d = nl.notebook.paired_differences(pairs, {f"{m} (4x)": f"{m} (06 size)" for m in MODELS_07}, metric="test_bpc")
+    display(d.assign(verdict=nl.notebook.separation(d)).round(4))
+    display(leaders(width, {"4x parameters, 33 M characters": width.configs}).round(4))
 
 # %% [markdown]
 # ## Another corpus
@@ -256,7 +231,7 @@ leaders(width, {"4x parameters, 33 M characters": width.configs}).round(4)
 # Tiny Shakespeare and the paired differences to it.
 
 # %%
-shakespeare = study("07_shakespeare")
+shakespeare = study(ctx, "07_shakespeare")
 corpora = {"07_scaling, 8.2M": runs[runs["budget"] == "8.2M"], "07_shakespeare": nl.figures.scaling_runs(shakespeare.exp_dir)}
 tops = {k: nl.figures.scaling_points(r, "chars", "test_bpc").sort_values("mean")["model"].iloc[0] for k, r in corpora.items()}
 fig = nl.figures.ranking_panels({f"{k}: {r['corpus'].iloc[0]}": r for k, r in corpora.items()})
@@ -286,15 +261,19 @@ leaders(shakespeare, {"Tiny Shakespeare, 8.2 M characters": shakespeare.configs}
 # and the figure's title says how much.
 
 # %%
-for res in (exp, width):
+measured = [r for r in (exp, width) if r is not None]  # the 07 experiments with a context measure
+for res in measured:
     if ctx.trains:  # the checkpoints are on this machine: measure what has no bpc_by_context_test.json yet
         for run in (r for c in res.configs for r in res.run_dirs(c)):
             if not (run / "bpc_by_context_test.json").is_file():
                 context_of_run(run, device=ctx.device)
 context = pd.concat([(context_table(r.exp_dir) if ctx.trains else pd.read_csv(r.exp_dir / "context_test.csv"))
-                     .assign(experiment=r.exp_dir.name) for r in (exp, width)], ignore_index=True)
+                     .assign(experiment=r.exp_dir.name) for r in measured], ignore_index=True)
+context.groupby(["experiment", "config"]).agg(seeds=("seed", "nunique"), bins=("bin_lo", "nunique"))
+
+# %%
 T = int(runs["seq_len"].iloc[0])  # the training window
-settings = dict(budgets) | {"4x parameters, 33M": width.configs}
+settings = dict(budgets) | ({"4x parameters, 33M": width.configs} if width is not None else {})
 largest = list(budgets)[-1]
 gain = nl.figures.context_gain(context, start=T)  # per configuration: the fall from the bin of T to the far bins
 falls = gain[gain["config"].isin(settings[largest]) & (gain["mean"] > 0)]["config"].tolist()
@@ -318,10 +297,11 @@ nl.widgets.explore(lambda setting: nl.figures.context_curves(context, settings[s
 # These hold in every view: every finished run has a finite validation and test bpc and
 # training time; each budget trains one number of characters, steps × B × T, growing with its steps; the
 # runs trained with the rates the sweep chose; each run's seconds are its characters over its
-# throughput; every run's overall context bpc is the count-weighted mean of its bins.
+# throughput; every finished run's overall context bpc is the count-weighted mean of its bins.
 
 # %%
-table = pd.concat([sweep_runs, runs, nl.figures.scaling_runs(width.exp_dir), corpora["07_shakespeare"]], ignore_index=True)
+table = pd.concat([sweep_runs, runs, corpora["07_shakespeare"]] + [nl.figures.scaling_runs(r.exp_dir) for r in measured[1:]],
+                  ignore_index=True)
 done = table[table["status"] == "finished"]
 assert done[["valid_bpc", "test_bpc", "train_s"]].abs().lt(float("inf")).all().all(), done
 by_budget = runs.groupby("budget")[["steps", "chars"]].nunique()
@@ -330,123 +310,27 @@ assert runs.sort_values("steps")["chars"].is_monotonic_increasing
 trained = done[done["experiment"] != "07_lr_sweep"]
 assert all(math.isclose(lr, chosen[m]) for m, lr in zip(trained["model"], trained["lr"]) if m in chosen), trained
 assert ((done["chars"] / done["chars_per_s"] - done["train_s"]).abs() <= 1e-9 * done["train_s"] + 1e-9).all()
-for res in (exp, width):
-    for run in (r for c in res.configs for r in res.run_dirs(c)):
+print(f"{len(done)} finished runs in {done['experiment'].nunique()} experiments, {len(table) - len(done)} diverged")
+
+# %%
+finished = set(zip(done["experiment"], done["config"], done["seed"]))  # a diverged run has no context measure
+for res in measured:
+    for run in (r for c in res.configs for r in res.run_dirs(c) if (res.exp_dir.name, c, int(r.name[4:])) in finished):
         b = nl.results.read_json(run / "bpc_by_context_test.json")
         weighted = sum(n * v for n, v in zip(b["count"], b["bpc"]) if n) / sum(b["count"])
         assert math.isclose(weighted, b["bpc_mean"], rel_tol=1e-9), (run, weighted, b["bpc_mean"])
-print(f"{len(done)} finished runs in 4 experiments; {context.groupby(['config', 'seed']).ngroups} runs measured "
-      f"by context")
+print(f"{context.groupby(['config', 'seed']).ngroups} finished runs measured by context, each equal to its bins' weighted mean")
 
 # %% [markdown]
 # ## Takeaways
 # From the committed full results (the sweep: one seed per rate; the rest: 3 seeds per
 # configuration, the same seeds and data order for every model, so differences are paired by
 # seed). A difference is called separated only when its paired 95 % t interval excludes zero.
-# Seconds are each run's own time in training steps, as the runs shared the GPU (`docs/scaling.md`:
-# six side by side).
+# Seconds price each run at its model's step time measured alone on one GPU (the runs themselves
+# shared the GPU, six or more side by side). The last bullet names what has not been run yet.
 
 # %%
-STEMS = ("07_lr_sweep", "07_scaling", "07_width", "07_shakespeare")
-ready = all((nl.paths.REPO_ROOT / "results" / s / "summary.json").is_file() for s in STEMS)
-if not ready:  # this notebook waits in notebooks/drafts/ for the full runs
-    print("no committed full results of " + ", ".join(s for s in STEMS if not (nl.paths.REPO_ROOT / "results" / s /
-          "summary.json").is_file()) + " yet: run the commands of docs/scaling.md on a GPU")
-else:
-    q = {s: nl.notebook.Quote(ctx, s) for s in STEMS}
-    full = {s: nl.notebook.committed_results(s) for s in STEMS}
-
-    def verdict(stem: str, a: str, b: str) -> str:
-        """'lower', 'higher' or 'not separated': the paired interval of a − b (test bpc) on the committed runs."""
-        d = nl.notebook.paired_differences(full[stem].runs, {a: b}, metric="test_bpc")
-        return nl.notebook.separation(d).iloc[0]
-
-    def ranked(stem: str, configs) -> list[str]:
-        """The configurations with a finite mean test bpc, lowest first."""
-        means = {c: full[stem].value(c, "test_bpc") for c in configs}
-        return sorted((c for c in means if math.isfinite(means[c])), key=means.get)
-
-    # the sweep: each model's chosen rate as a multiple of its 06 rate (the middle of its sweep)
-    tried = nl.figures.scaling_runs(full["07_lr_sweep"].exp_dir).groupby("model")["lr"].unique()
-    picked = best_lrs(full["07_lr_sweep"].exp_dir)
-
-    def times(m: str) -> str:
-        k = picked[m] / sorted(tried[m])[LR_MULTIPLIERS_07.index(1.0)]
-        return f"×{k:g}" if k >= 1 else f"×1/{1 / k:g}"
-
-    edge = [f"`{m}`" for m in picked if picked[m] in (min(tried[m]), max(tried[m]))]
-    lines = ["- **The tuned rates** (validation bpc at the chosen rate, one seed): " + ", ".join(
-        f"`{m}` {times(m)} its 06 rate ({q['07_lr_sweep'].ci(f'{m}_lr{picked[m]:g}')})" for m in picked) + "."
-        + (f" At the edge of the sweep, so its best rate may lie outside: {', '.join(edge)}." if edge else "")]
-
-    # the budgets: the leader, the next one, and HOPE's place
-    place = {}
-    for b in BUDGETS_07:
-        order = ranked("07_scaling", [f"{m}_{b}" for m in MODELS_07])
-        lead, hope = order[0], f"hope_{b}"
-        text = f"- **{b} characters:** `{lead}` leads with test bpc {q['07_scaling'].ci(lead, 'test_bpc')}"
-        if len(order) > 1:
-            text += (f"; the next, `{order[1]}`, is {q['07_scaling'].diff(order[1], lead, 'test_bpc')} above it "
-                     f"({verdict('07_scaling', order[1], lead)})")
-        if hope not in order:
-            place[b] = "no run"
-        elif hope == lead:
-            place[b] = "leads" if len(order) > 1 and verdict("07_scaling", order[1], lead) == "higher" else "tied"
-        else:
-            v = verdict("07_scaling", hope, lead)
-            place[b] = "behind" if v == "higher" else "tied"
-            text += f"; `hope` is {q['07_scaling'].diff(hope, lead, 'test_bpc')} above the leader ({v})"
-        lines.append(text + ".")
-    where = {p: [b for b in BUDGETS_07 if place[b] == p] for p in ("leads", "tied", "behind", "no run")}
-    word = "Yes" if len(where["leads"]) == len(BUDGETS_07) else "No" if not where["leads"] else "Partly"
-    lines.append(f"- **Does HOPE's lead hold with more characters? {word}:** it leads, separated, at "
-                 f"{', '.join(where['leads']) or 'no budget'}; tied with the leader at {', '.join(where['tied']) or 'no budget'}; "
-                 f"behind at {', '.join(where['behind']) or 'no budget'}.")
-
-    # equal compute: what the others reach in the seconds of each of HOPE's budgets
-    costed_full, cost_col = priced(nl.figures.scaling_runs(full["07_scaling"].exp_dir))
-    cm = nl.figures.compute_matched(costed_full, reference="hope", seconds=cost_col)
-    for ref, top in cm.groupby("reference", sort=False):
-        ahead = top[top["minus_reference"] < 0]
-        lines.append(f"- **Equal compute, {ref}:** in the {q['07_scaling'].number(top['reference_s'].iloc[0], f'seconds of {ref}', 0)} s "
-                     f"that `{ref}` trains ({q['07_scaling'].ci(ref, 'test_bpc')}), " + (", ".join(
-                         f"`{r.config}` reaches {q['07_scaling'].number(r.bpc, f'mean test bpc of {r.config}')}"
-                         for r in ahead.itertuples()) + " (unpaired means)" if len(ahead) else "no other model reaches a lower test bpc") + ".")
-
-    # width: the leader among the wide models, and wide minus 06 size per model, paired by seed
-    wlead = ranked("07_width", full["07_width"].configs)
-    narrow = full["07_scaling"].runs[full["07_scaling"].runs["config"].str.endswith("_33M")]
-    pairs = pd.concat([narrow.assign(config=narrow["config"].str.removesuffix("_33M")),
-                       full["07_width"].runs.assign(config=full["07_width"].runs["config"] + "_4x")], ignore_index=True)
-    wd = nl.notebook.paired_differences(pairs, {f"{m}_4x": m for m in MODELS_07}, metric="test_bpc")
-    wd = wd.assign(verdict=nl.notebook.separation(wd))
-    qw = q["07_width"]
-    lines.append(f"- **Four times the parameters (33 M characters):** `{wlead[0]}` leads the wide models "
-                 f"({qw.ci(wlead[0], 'test_bpc')}); wide minus 06 size, paired by seed: " + ", ".join(
-                     f"`{r.baseline}` {qw.number(r.mean, f'{r.config} - {r.baseline}')} [{qw.number(r.ci_low, 'low')}, "
-                     f"{qw.number(r.ci_high, 'high')}] (n = {r.n}, {r.verdict})" for r in wd.itertuples()) + ".")
-
-    # the second corpus: the order on both
-    order_s = ranked("07_shakespeare", full["07_shakespeare"].configs)
-    order_w = [c.removesuffix("_8.2M") for c in ranked("07_scaling", [f"{m}_8.2M" for m in MODELS_07])]
-    qs = q["07_shakespeare"]
-    lines.append(f"- **Tiny Shakespeare (8.2 M characters):** from best, {', '.join(f'`{c}`' for c in order_s)}; on "
-                 f"WikiText-2 at the same budget {', '.join(f'`{c}`' for c in order_w)}. `{order_s[0]}` leads "
-                 f"({qs.ci(order_s[0], 'test_bpc')}), `{order_s[1]}` is {qs.diff(order_s[1], order_s[0], 'test_bpc')} "
-                 f"above it ({verdict('07_shakespeare', order_s[1], order_s[0])}).")
-
-    # long context: the fall of the test bpc beyond the training window, largest budget
-    ctx_full = pd.read_csv(full["07_scaling"].exp_dir / "context_test.csv")
-    window = int(nl.figures.scaling_runs(full["07_scaling"].exp_dir)["seq_len"].iloc[0])
-    g = nl.figures.context_gain(ctx_full, start=window)
-    g = g[g["config"].str.endswith(f"_{list(BUDGETS_07)[-1]}")]
-    qc = q["07_scaling"]
-    trend = ["falls" if lo > 0 else "rises" if hi < 0 else "not separated" for lo, hi in zip(g["ci_low"], g["ci_high"])]
-    lines.append(f"- **Long context** (the fall of the test bpc from the bin of T = {window} characters read to the "
-                 f"farthest bin holding 2 % of the predictions, per seed; positive: lower with more context): " + ", ".join(
-                     f"`{r.config}` {qc.number(r.mean, f'context gain of {r.config}')} [{qc.number(r.ci_low, 'low')}, "
-                     f"{qc.number(r.ci_high, 'high')}] (n = {r.n}, {t})" for r, t in zip(g.itertuples(), trend)) + ".")
-    nl.notebook.takeaways(ctx, "\n".join(lines))
+nl.notebook.takeaways(ctx, scaling_takeaways(ctx))  # from the committed results, whatever the view
 
 # %% [markdown]
 # ## Exercises
