@@ -66,7 +66,8 @@
 #
 # Modules: `nlcore.experiments` (the registry: `LR_07`, `BUDGETS_07`), `nlcore.experiments.scaling`
 # (`best_lrs`, `context_of_run`, `context_table`), `nlcore.training.evaluate` (`bpc_by_context`),
-# `nlcore.report.figures.scaling` (this notebook's tables and figures).
+# `nlcore.report.figures.scaling` (this notebook's tables and figures), `nlcore.report.notebook.scaling`
+# (the other 07 experiments, prices, leaders, takeaways).
 
 # %% tags=["parameters"]
 VIEW = "committed"  # committed: re-plot the committed results (CPU, seconds) | smoke: run small on a CPU | full: train on a GPU
@@ -80,9 +81,9 @@ import pandas as pd
 from IPython.display import display
 
 import nlcore as nl
-from nlcore.experiments.registry import BUDGETS_07, LR_07, MODELS_07
+from nlcore.experiments.registry import LR_07, MODELS_07
 from nlcore.experiments.scaling import best_lrs, context_of_run, context_table
-from nlcore.report.notebook.scaling import committed_budgets, leaders, missing_parts, priced, scaling_takeaways, study
+from nlcore.report.notebook.scaling import committed_budgets, leaders, missing_parts, priced, study
 
 ctx = nl.notebook.setup("07_scaling", view=VIEW, seed=SEED, device=DEVICE)
 if not ctx.trains:  # the committed study's gaps
@@ -330,7 +331,7 @@ print(f"{context.groupby(['config', 'seed']).ngroups} finished runs measured by 
 # shared the GPU, six or more side by side). The last bullet names what has not been run yet.
 
 # %%
-nl.notebook.takeaways(ctx, scaling_takeaways(ctx))  # from the committed results, whatever the view
+nl.notebook.takeaways(ctx, nl.notebook.scaling_takeaways(ctx))  # from the committed results, whatever the view
 
 # %% [markdown]
 # ## Exercises

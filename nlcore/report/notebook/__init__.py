@@ -8,8 +8,8 @@
   read back from the committed results in the committed view.
 - `Quote`, `takeaways` (`cite.py`): numbers in the text, rendered from committed results.
 - `continual_takeaways` (`continual.py`): notebook 08's takeaways from its committed results.
-- `scaling.py`: notebook 07's other experiments, prices, leaders and takeaways, naming the parts of
-  the study that have no committed runs yet.
+- `scaling_takeaways` (`scaling.py`, with notebook 07's other helpers): 07's takeaways, naming the
+  parts of the study that have no committed runs yet.
 - `model_samples`, `samples_html` (`samples.py`): what trained models write, side by side.
 - `checks.py` (reference levels, update counts, finiteness), `compare.py` (paired differences,
   per-corpus panels, surprise scales), `ablations.py` (several experiments at once, notebook 05).
@@ -51,12 +51,13 @@ from nlcore.report.notebook.experiment import (
     summary_field,
 )
 from nlcore.report.notebook.samples import model_samples, samples_html
+from nlcore.report.notebook.scaling import scaling_takeaways
 from nlcore.report.notebook.setup import Context, setup
 
 __all__ = [
     "ABLATION_STEMS", "ablation_lever", "ablation_runs", "ablation_table", "all_finite",
     "collect_experiments", "committed_results", "Context", "continual_takeaways", "corpus_panels", "corpus_summary",
     "corpus_unigram_bpc", "expected_updates", "experiment", "ExperimentResults", "load_experiment",
-    "model_samples", "paired_differences", "Quote", "samples_html", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
+    "model_samples", "paired_differences", "Quote", "samples_html", "scaling_takeaways", "select_levers", "separation", "setup", "summary_field", "surprise_scales",
     "takeaways", "unigram_bpc", "unigram_reference", "unpaired_separated", "updates_check",
 ]
