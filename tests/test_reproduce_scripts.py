@@ -85,7 +85,7 @@ def test_06_scripts_train_and_sample_registered_configurations(tmp_path, script,
                                                         for c in option(a, "--configs") for s in option(a, "--seeds")}
 
 
-@pytest.mark.parametrize("round_", ["1", "2", "3"])
+@pytest.mark.parametrize("round_", ["1", "2", "3", "4", "5", "6", "7"])
 def test_the_titans_search_sets_only_keys_the_config_has(tmp_path, round_):
     from nlcore.config import apply_overrides, preset
 

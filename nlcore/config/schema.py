@@ -73,6 +73,9 @@ class ModelConfig:
     # titans, MLP memory: at each chunk's end its distance from the anchor, |θ − θ_a| over W1 and W2,
     # at most this multiple of the initial weights' norm (per head; momenta scaled alike); 0: no cap
     mem_state_max: float = 0.0
+    # titans, MLP memory: the backward pass through the carried state crosses at most this many
+    # chunk writes (truncated backprop; the forward values do not change); 0: all of them
+    mem_grad_chunks: int = 0
     cms_mode: str = "in_forward"  # hope: in_forward (per-row MLP writes every C tokens) | outer (nlcore.cms)
     cms_chunks: str = "64,256"  # hope: chunk sizes in tokens of the CMS chain's MLPs, fast to slow
     cms_lr: float = 1e-3  # hope, in_forward: step size of the MLP writes (on the chunk's summed gradient)
@@ -99,6 +102,12 @@ class ModelConfig:
         _check(0.0 < self.mem_alpha0 < 1.0, f"{prefix}.mem_alpha0", f"must be in (0, 1), got {self.mem_alpha0}")
         _check(self.mem_state_max >= 0.0 and math.isfinite(self.mem_state_max), f"{prefix}.mem_state_max",
                f"must be a finite number >= 0 (0: no cap), got {self.mem_state_max}")
+        _check(isinstance(self.mem_grad_chunks, int) and not isinstance(self.mem_grad_chunks, bool)
+               and self.mem_grad_chunks >= 0, f"{prefix}.mem_grad_chunks",
+               f"must be an int >= 0 (0: the full backward pass), got {self.mem_grad_chunks!r}")
+        _check(self.mem_grad_chunks == 0 or (self.kind == "titans" and self.memory == "mlp"), f"{prefix}.mem_grad_chunks",
+               f"applies to the Titans MLP memory only (model.kind=titans, model.memory=mlp), got "
+               f"kind={self.kind!r}, memory={self.memory!r}")
         _check(self.mem_step_max >= 0.0, f"{prefix}.mem_step_max", f"must be >= 0 (0: 1/mem_chunk), got {self.mem_step_max}")
         _check(self.mem_retention in ("zero", "init"), f"{prefix}.mem_retention",
                f"must be 'zero' or 'init', got {self.mem_retention!r}")

@@ -29,7 +29,8 @@ def build_model(cfg, vocab_size: int, chunks: tuple[int, int] = (16, 256),
 
         return TitansLM(vocab_size, cfg.d_model, cfg.n_layers, cfg.n_heads, cfg.d_ff, memory=cfg.memory,
                         mem_hidden=cfg.mem_hidden, retention=cfg.mem_retention,
-                        step_max=cfg.mem_step_max, normalize=cfg.mem_normalize, state_max=cfg.mem_state_max, **mem)
+                        step_max=cfg.mem_step_max, normalize=cfg.mem_normalize, state_max=cfg.mem_state_max,
+                        grad_chunks=cfg.mem_grad_chunks, **mem)
     if cfg.kind == "hope":
         from nlcore.models.hope import HOPE
 

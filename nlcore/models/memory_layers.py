@@ -23,6 +23,11 @@ the memory's writes grow with C and training at the 06 size diverges early. `sta
 at every chunk's end, the memory's distance from its anchor at that multiple of its initial
 weights' norm (per head; the momenta scaled by the same factor): the carried state cannot compound
 from one chunk to the next past it, whatever the outer parameters do to the write step.
+`grad_chunks` k > 0 truncates the backward pass through the MLP memory's carried state: every k-th
+chunk's write starts from the state detached, so a gradient crosses at most k writes, while each
+read still reaches the write before it; the forward values do not change. Once trained, the
+chunk-to-chunk map of the state expands, and the product over a window's writes grows with their
+number (a probe in results/06_hope_titans_extra/titans_jacobian_cpu_probe/).
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; Nested Learning
 Eqs. 83-89, with these choices where the paper leaves them open: fixed query, scalar gates from
@@ -125,7 +130,7 @@ class TitansMemory(_Gated):
     def __init__(self, d: int, H: int, *, memory: str = "mlp", hidden_mult: int = 2, chunk: int = 64,
                  impl: str = "chunk", momentum: bool = True, alpha0: float = 0.982,
                  retention: str = "zero", step_max: float = 0.0, normalize: bool = False,
-                 state_max: float = 0.0) -> None:
+                 state_max: float = 0.0, grad_chunks: int = 0) -> None:
         super().__init__(d, H, 3, (0.0, math.log(alpha0 / (1 - alpha0)), 0.0))  # eta 0.5, alpha0, beta 0.5
         if retention not in ("zero", "init"):
             raise ValueError(f"model.mem_retention: must be 'zero' or 'init', got {retention!r}")
@@ -134,6 +139,9 @@ class TitansMemory(_Gated):
         self.step_max = step_max or 1.0 / chunk  # the MLP memory's eta_t ceiling
         self.normalize = normalize  # the MLP memory's gradients divided by their curvature bound
         self.state_max = state_max  # the MLP memory's distance from its anchor, in initial-weight norms (0: free)
+        if grad_chunks and memory != "mlp":
+            raise ValueError(f"model.mem_grad_chunks: applies to the MLP memory only, got memory={memory!r}")
+        self.grad_chunks = grad_chunks  # the MLP memory's gradient crosses at most this many writes (0: all)
         self.writes = True  # False: write step 0 and retention 1, the memory keeps its weights (`writes_off`)
         self.qkv = nn.Linear(d, 3 * d, bias=False)
         dh = self.dh
@@ -176,7 +184,7 @@ class TitansMemory(_Gated):
                                                 + self.W2_init.detach().square().sum((-1, -2)))  # (H,)
         y, (W1, W2), S = mlp_memory(q, k, v, eta, alpha, beta, self.W1_init + st["W1"], self.W2_init + st["W2"],
                                     st.get("SW1"), st.get("SW2"), chunk=self.chunk, impl=self.impl, anchor=anchor,
-                                    normalize=self.normalize, bound=bound)
+                                    normalize=self.normalize, bound=bound, grad_chunks=self.grad_chunks)
         new = {"W1": W1 - self.W1_init, "W2": W2 - self.W2_init}
         if self.momentum:
             new.update(SW1=S[0], SW2=S[1])

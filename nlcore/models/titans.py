@@ -34,7 +34,7 @@ from nlcore.models.memory_layers import TitansMemory, keep_at, zero_rows
 class TitansLM(SequenceModel):
     def __init__(self, vocab_size: int, d_model: int = 256, n_layers: int = 4, n_heads: int = 4,
                  d_ff: int = 512, *, memory: str = "mlp", mem_hidden: int = 2, retention: str = "zero",
-                 step_max: float = 0.0, normalize: bool = False, state_max: float = 0.0,
+                 step_max: float = 0.0, normalize: bool = False, state_max: float = 0.0, grad_chunks: int = 0,
                  mem_chunk: int = 64,
                  mem_impl: str = "chunk", momentum: bool = True, mem_alpha0: float = 0.982, embed_level: str = "fast",
                  head_level: str = "fast") -> None:
@@ -44,7 +44,7 @@ class TitansLM(SequenceModel):
         self.mems = nn.ModuleList(TitansMemory(d_model, n_heads, memory=memory, hidden_mult=mem_hidden,
                                                chunk=mem_chunk, impl=mem_impl, momentum=momentum, alpha0=mem_alpha0,
                                                retention=retention, step_max=step_max, normalize=normalize,
-                                               state_max=state_max)
+                                               state_max=state_max, grad_chunks=grad_chunks)
                                   for _ in range(n_layers))
         self.norm_mem = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
         self.ffns = nn.ModuleList(FFN(d_model, d_ff) for _ in range(n_layers))

@@ -91,13 +91,15 @@ def step(X1, X2, kn, kvn, un, mn, a1, a2, normalize, bound):
     return (e, a, delta), Y1, Y2
 
 
-def probe_forward(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False, bound=None):
-    """`forward_torch` with the probe's truncation and records; the same forward values."""
+def probe_forward(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False, bound=None, grad_chunks: int = 0):
+    """`forward_torch` with the probe's truncation (or the model's own, `grad_chunks`) and records;
+    the same forward values."""
     S1, S2, out = [X1], [X2], []
     rec = {"X0": (X1.detach(), X2.detach()), "states": [], "inputs": [], "a": (a1, a2),
            "normalize": normalize, "bound": bound} if PROBE.record else None
     for n, (kn, kvn, un, mn) in enumerate(zip(*(x.unbind(2) for x in (k, kv, u, mix)))):
-        if PROBE.trunc > 0 and n > 0 and n % PROBE.trunc == 0:
+        trunc = PROBE.trunc or grad_chunks
+        if trunc > 0 and n > 0 and n % trunc == 0:
             X1, X2 = X1.detach(), X2.detach()  # the gradient stops here; the stored start S1s[n] keeps its own
         fac, X1, X2 = step(X1, X2, kn, kvn, un, mn, a1, a2, normalize, bound)
         out.append(fac)

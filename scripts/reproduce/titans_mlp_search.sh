@@ -22,6 +22,12 @@
 #          (a sum of 8) had an exploding outer gradient.
 # ROUND 6: round 5 at the chunk 4 (ceilings 0.5, with and without the cap, and 1): the slowest runs,
 #          128 memory chunks per window.
+# ROUND 7: truncated backprop through the memory's state (model.mem_grad_chunks k: a gradient crosses
+#          at most k chunk writes; the forward values do not change) on round 3's cap 0.5: the chunk
+#          16 (round 4's bigram-level run, whose outer gradient exploded) at k = 1 and 4, the chunk 64
+#          (06's titans_cap) at k = 1 and 4, and the chunk 128 (round 4's best) at k = 1. A CPU probe
+#          measured the backward through the state growing with the writes per window once trained,
+#          and k = 1 or 4 bounding it (results/06_hope_titans_extra/titans_jacobian_cpu_probe/).
 # writes OUTDIR/titans_mlp_step.tgz (the grid without checkpoints: runs.csv, summary.json, every
 # run's folder) and OUTDIR/titans.log; the grid itself lives under WORK (default /tmp/o)
 set -uo pipefail
@@ -63,7 +69,13 @@ case $round in
   6) configs=("c4_s0.5: $norm model.mem_chunk=4 model.mem_step_max=0.5 model.mem_state_max=0.5"
               "c4_s0.5_free: $norm model.mem_chunk=4 model.mem_step_max=0.5"
               "c4_s1: $norm model.mem_chunk=4 model.mem_step_max=1.0 model.mem_state_max=0.5") ;;
-  *) echo "titans_mlp_search.sh: ROUND must be 1 to 6, got $round" >&2; exit 2 ;;
+  7) cap="$norm model.mem_step_max=0.5 model.mem_state_max=0.5"
+     configs=("c16_g1: $cap model.mem_chunk=16 model.mem_grad_chunks=1"
+              "c16_g4: $cap model.mem_chunk=16 model.mem_grad_chunks=4"
+              "c64_g1: $cap model.mem_chunk=64 model.mem_grad_chunks=1"
+              "c64_g4: $cap model.mem_chunk=64 model.mem_grad_chunks=4"
+              "c128_g1: $cap model.mem_chunk=128 model.mem_grad_chunks=1") ;;
+  *) echo "titans_mlp_search.sh: ROUND must be 1 to 7, got $round" >&2; exit 2 ;;
 esac
 args=()
 for c in "${configs[@]}"; do args+=(--config "$c"); done

@@ -21,11 +21,13 @@ __all__ = ["IMPLS", "mlp_memory"]
 IMPLS = ("chunk", "token")
 
 
-def _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl) -> None:
+def _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl, grad_chunks=0) -> None:
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    if isinstance(grad_chunks, bool) or not isinstance(grad_chunks, int) or grad_chunks < 0:
+        raise ValueError(f"grad_chunks must be an int >= 0 (0: the full graph), got {grad_chunks!r}")
     named = dict(q=q, k=k, v=v, eta=eta, alpha=alpha, beta=beta, W1=W1, W2=W2, S1=S1, S2=S2)
     for name, x in named.items():
         if x is not None and not (isinstance(x, Tensor) and x.is_floating_point()):
@@ -49,7 +51,7 @@ def _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl) -> None:
 def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta: Tensor | None,
                W1: Tensor, W2: Tensor, S1: Tensor | None = None, S2: Tensor | None = None, *,
                chunk: int = 64, impl: str = "chunk", anchor: tuple[Tensor, Tensor] | None = None,
-               normalize: bool = False, bound: Tensor | None = None):
+               normalize: bool = False, bound: Tensor | None = None, grad_chunks: int = 0):
     """Write (k, v) into the per-(row, head) MLP memory chunk by chunk and read it at q.
 
     q, k, v: (B, H, T, d); eta (step), alpha (retention), beta (momentum decay or None): (B, H, T);
@@ -60,9 +62,12 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
     reference, impl="chunk" the chunk-parallel path that equals it. normalize: each token's gradient
     divided by a bound on its curvature (`naive.factors`). bound (broadcastable to (B, H)) or None:
     at every chunk's end the memory's distance from its anchor, |θ − θ_a| over W1 and W2, is scaled
-    down to at most `bound`, its momenta by the same factor (`naive.cap_factor`).
+    down to at most `bound`, its momenta by the same factor (`naive.cap_factor`). grad_chunks k > 0:
+    truncated backprop through the memory's state, the write of every k-th chunk starting from the
+    state detached, so a gradient crosses at most k writes (`naive.token_path`); the values are those
+    of the full graph (0).
     """
-    _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl)
+    _check(q, k, v, eta, alpha, beta, W1, W2, S1, S2, chunk, impl, grad_chunks)
     if beta is None:
         S1 = S2 = None
     out_dtype, state_dtype = q.dtype, W1.dtype  # each output keeps its input's dtype
@@ -81,6 +86,7 @@ def mlp_memory(q: Tensor, k: Tensor, v: Tensor, eta: Tensor, alpha: Tensor, beta
     path = chunk_path if impl == "chunk" else token_path
     if bound is not None:
         bound = torch.as_tensor(bound, dtype=dt, device=q.device)
-    y, W1, W2, S1, S2 = path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk, normalize, bound)
+    y, W1, W2, S1, S2 = path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk, normalize, bound,
+                             grad_chunks)
     momenta = None if beta is None else (S1.to(state_dtype), S2.to(state_dtype))
     return y.to(out_dtype), (W1.to(state_dtype), W2.to(state_dtype)), momenta

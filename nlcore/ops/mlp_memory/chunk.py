@@ -50,12 +50,13 @@ def _end_row(x: Tensor, r: int) -> Tensor:
 
 
 def chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int, normalize: bool = False,
-               bound: Tensor | None = None):
+               bound: Tensor | None = None, grad_chunks: int = 0):
     """All chunks: the state-independent factors at once, a loop over chunks for the states, then
     the reads at once. q, k, v (B, H, T, d); gates (B, H, T) (beta None: no momentum); W1 (B, H, h, d),
     W2 (B, H, d, h), momenta S1, S2 like them; anchor (W1a, W2a) or None; C the chunk length;
     normalize: normalised gradient factors (`naive.factors`; the loop then runs in PyTorch).
     bound: the chunk-end cap of `naive.token_path` (the loop then runs in PyTorch).
+    grad_chunks: the truncated backprop through the state of `naive.token_path` (likewise).
     Returns (y (B, H, T, d), W1, W2, S1, S2) at the end, as `naive.token_path`."""
     B, H, T, d = q.shape
     h, mom = W1.shape[-2], beta is not None
@@ -91,8 +92,8 @@ def chunk_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, C: int, normal
     # S2s (B, H, N + 1, m, d, h); each chunk's factors at its start, e (B, H, N, C, d), a, δ (B, H, N, C, h)
     # contiguous here, where the compiler can make the producers write them so (the op would copy them)
     args = (X1, X2, k.contiguous(), (k - v).contiguous(), -w, mix, a1, a2)
-    if normalize or bound is not None:  # the op's kernels compute the plain, uncapped loop only
-        S1s, S2s, e, a, delta = forward_torch(*args, normalize=normalize, bound=bound)
+    if normalize or bound is not None or grad_chunks:  # the op's kernels compute the plain loop only
+        S1s, S2s, e, a, delta = forward_torch(*args, normalize=normalize, bound=bound, grad_chunks=grad_chunks)
     else:  # one fused op, or a plain autograd graph
         S1s, S2s, e, a, delta = (mlp_loop_fwd if use_op(X1, k) else forward_torch)(*args)
     X1s, X2s = (x[:, :, :-1].flatten(3, 4) for x in (S1s, S2s))  # (B, H, N, m·h, d), (B, H, N, m·d, h)

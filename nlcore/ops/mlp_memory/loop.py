@@ -75,13 +75,19 @@ def _outer(x: Tensor, u: Tensor, y: Tensor) -> Tensor:
     return ((u.unsqueeze(-1) * x.unsqueeze(-2)).flatten(-2).mT @ y).unflatten(2, (u.shape[-1], x.shape[-1]))
 
 
-def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False, bound: Tensor | None = None):
+def forward_torch(X1, X2, k, kv, u, mix, a1, a2, normalize: bool = False, bound: Tensor | None = None,
+                  grad_chunks: int = 0):
     """The loop in PyTorch (shapes as in `mlp_loop_fwd`); through autograd, the plain reference graph.
     normalize: the normalised gradient factors (`naive.factors`), which only this path computes.
     bound: every chunk's end state scaled by `naive.cap_factor` of its channel 0 (θ − θ_a), all
-    channels alike (also only this path)."""
+    channels alike (also only this path). grad_chunks k > 0 (also only this path): the write of
+    every chunk n > 0 with n % k == 0 starts from its start state detached, so a gradient crosses at
+    most k writes; the returned starts S1[n], S2[n] stay attached, so that chunk's reads still reach
+    the writes before it (`naive.token_path` defines the same)."""
     S1, S2, out = [X1], [X2], []
-    for kn, kvn, un, mn in zip(*(x.unbind(2) for x in (k, kv, u, mix))):  # one backward node per input
+    for n, (kn, kvn, un, mn) in enumerate(zip(*(x.unbind(2) for x in (k, kv, u, mix)))):  # one node per input
+        if grad_chunks > 0 and n > 0 and n % grad_chunks == 0:
+            X1, X2 = X1.detach(), X2.detach()  # θ − θ_a and the momenta; the anchor is added back attached
         e, a, delta = factors(add_anchor(X1[:, :, 0], a1), add_anchor(X2[:, :, 0], a2), kn, kvn,
                               normalize)  # at the start
         out.append((e, a, delta))

@@ -70,10 +70,30 @@ def cap_factor(R1: Tensor, R2: Tensor, bound: Tensor) -> Tensor:
     return (b * torch.rsqrt(torch.maximum(sq, b * b)))[..., None, None]
 
 
-def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normalize: bool = False):
+def _cut(W1, W2, S1, S2, anchor):
+    """The chunk-start state with its gradient path cut: the distance from the anchor (θ − θ_a, and
+    the momenta) detached, the anchor itself kept; and the difference to the attached state (zero,
+    carrying its gradient)."""
+    a1, a2 = anchor if anchor is not None else (0.0, 0.0)
+    D1, D2 = a1 + (W1 - a1).detach(), a2 + (W2 - a2).detach()
+    T1, T2 = (None, None) if S1 is None else (S1.detach(), S2.detach())
+    ghost = (W1 - D1, W2 - D2, None if S1 is None else S1 - T1, None if S2 is None else S2 - T2)
+    return D1, D2, T1, T2, ghost
+
+
+def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normalize: bool = False,
+                cut: bool = False):
     """One chunk, token by token: q, k, v (B, H, C, d); gates (B, H, C) (beta None: no momentum);
     W1 (B, H, h, d), W2 (B, H, d, h) and momenta S1, S2 like them; anchor (W1a, W2a) or None.
-    Returns (y (B, H, C, d), W1, W2, S1, S2) at the chunk's end."""
+    Returns (y (B, H, C, d), W1, W2, S1, S2) at the chunk's end.
+
+    cut: the chunk's write starts from the state detached (`token_path`'s grad_chunks), so its end
+    state carries no gradient to the chunk's start; the reads still reach the start through the
+    weights' linear dependence on it (θ_t = A_t θ_0 + P_t S_0 + ...), carried by a zero-valued
+    difference that follows the same recurrence without writes. The values do not change."""
+    ghost = None
+    if cut:
+        W1, W2, S1, S2, ghost = _cut(W1, W2, S1, S2, anchor)
     e, a, delta = factors(W1, W2, k, k - v, normalize)  # the gradients' factors at θ_0 (chunk start)
     ys = []
     for t in range(q.shape[-2]):
@@ -88,25 +108,39 @@ def token_chunk(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor=None, normaliz
         W1, W2 = a_t * W1 + U1, a_t * W2 + U2  # θ_t = α_t θ_{t-1} + S_t
         if anchor is not None:  # retention toward the anchor: + (1 − α_t) θ_anchor
             W1, W2 = W1 + (1 - a_t) * anchor[0], W2 + (1 - a_t) * anchor[1]
+        R1, R2 = W1, W2  # the weights the read uses
+        if ghost is not None:  # the start's share of θ_t: ΔS_t = β_t ΔS_{t-1}, Δθ_t = α_t Δθ_{t-1} + ΔS_t
+            G1, G2, H1, H2 = ghost
+            if beta is not None:
+                H1, H2 = b_t * H1, b_t * H2
+                G1, G2 = a_t * G1 + H1, a_t * G2 + H2
+            else:
+                G1, G2 = a_t * G1, a_t * G2
+            ghost = (G1, G2, H1, H2)
+            R1, R2 = W1 + G1, W2 + G2
         q_t = q[..., t, :, None]  # (B, H, d, 1)
-        y_t = q_t + W2 @ F.silu(W1 @ q_t)  # M_{θ_t}(q_t): (B, H, d, 1)
+        y_t = q_t + R2 @ F.silu(R1 @ q_t)  # M_{θ_t}(q_t): (B, H, d, 1)
         ys.append(y_t.squeeze(-1))
     return torch.stack(ys, dim=-2), W1, W2, S1, S2
 
 
 def token_path(q, k, v, eta, alpha, beta, W1, W2, S1, S2, anchor, chunk: int, normalize: bool = False,
-               bound: Tensor | None = None):
+               bound: Tensor | None = None, grad_chunks: int = 0):
     """The whole sequence, chunk after chunk of `chunk` tokens (the last may be shorter), each by
     `token_chunk`: q, k, v (B, H, T, d), the rest as there. Returns (y (B, H, T, d), W1, W2, S1, S2).
     bound (broadcastable to (B, H)) or None: at each chunk's end, θ − θ_a and the momenta are scaled
-    by `cap_factor`, so the memory's distance from its anchor never exceeds `bound` there."""
+    by `cap_factor`, so the memory's distance from its anchor never exceeds `bound` there.
+    grad_chunks k > 0: truncated backprop through the state; the write of every chunk n > 0 with
+    n % k == 0 starts from the state detached (`token_chunk`'s cut), so a gradient crosses at most
+    k writes; 0: the full graph. The values are the same either way."""
     T, ys = q.shape[2], []
     sizes = [min(chunk, T - t0) for t0 in range(0, T, chunk)]
     parts = [x.split(sizes, dim=2) for x in (q, k, v)]
     gates = [x.split(sizes, dim=-1) for x in (eta, alpha, beta if beta is not None else eta)]
     for n in range(len(sizes)):
         y, W1, W2, S1, S2 = token_chunk(parts[0][n], parts[1][n], parts[2][n], gates[0][n], gates[1][n],
-                                        None if beta is None else gates[2][n], W1, W2, S1, S2, anchor, normalize)
+                                        None if beta is None else gates[2][n], W1, W2, S1, S2, anchor, normalize,
+                                        cut=grad_chunks > 0 and n > 0 and n % grad_chunks == 0)
         if bound is not None:
             a1, a2 = anchor if anchor is not None else (0.0, 0.0)
             f = cap_factor(W1 - a1, W2 - a2, bound)
