@@ -25,9 +25,9 @@ weights' norm (per head; the momenta scaled by the same factor): the carried sta
 from one chunk to the next past it, whatever the outer parameters do to the write step.
 `grad_chunks` k > 0 truncates the backward pass through the MLP memory's carried state: every k-th
 chunk's write starts from the state detached, so a gradient crosses at most k writes, while each
-read still reaches the write before it; the forward values do not change. Once trained, the
-chunk-to-chunk map of the state expands, and the product over a window's writes grows with their
-number (a probe in results/06_hope_titans_extra/titans_jacobian_cpu_probe/).
+read still reaches the write before it; the forward values do not change. Where each chunk's map
+of the state expands, the backward pass multiplies one Jacobian per write, so a bound on their
+number bounds its growth (docs/hope_titans.md).
 
 **Self-modifying memory** (`SelfModifyingMemory`, the HOPE block's first half; Nested Learning
 Eqs. 83-89, with these choices where the paper leaves them open: fixed query, scalar gates from
