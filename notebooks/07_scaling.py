@@ -173,7 +173,7 @@ print(f"{config}/seed{seed}: {chars:,} characters / {cps:,.0f} characters per se
 # smallest budget takes longer).
 
 # %%
-costed, cost_col = priced(ctx, runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
+costed, cost_col = priced(ctx.results_dir.parent, runs)  # gpu_s (one GPU's step times) or train_s (the runs' own)
 matched = nl.figures.compute_matched(costed, reference="hope", seconds=cost_col)  # at each of HOPE's budgets
 finding = "; ".join(f"{int((g['minus_reference'] < 0).sum())} of {len(g)} in {ref}'s {g['reference_s'].iloc[0]:.0f} s"
                     for ref, g in matched.groupby("reference", sort=False)) or "none ran beside hope"

@@ -107,8 +107,7 @@ def test_the_model_key_truncates_titans_mlp_memory_only():
     x = torch.randint(0, 11, (2, 24), generator=torch.Generator().manual_seed(0))
     outs = [model(x, model.init_state(2))[0] for model in (full, cut)]
     assert torch.equal(outs[0], outs[1])  # the same logits
-    grads = [torch.autograd.grad(o.logsumexp(-1).sum(), [m.mems[0].W1_init for m in (full, cut)][i])[0]
-             for i, o in enumerate(outs)]
+    grads = [torch.autograd.grad(o.logsumexp(-1).sum(), m.mems[0].W1_init)[0] for o, m in zip(outs, (full, cut))]
     assert not torch.allclose(grads[0], grads[1])  # a shorter backward pass
     for bad, field in ((["model.mem_grad_chunks=-2"], "must be an int >= 0"),
                        (["model.memory=linear", "model.mem_grad_chunks=2"], "applies to the Titans MLP memory only")):

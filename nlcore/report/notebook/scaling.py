@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 
 import pandas as pd
 
@@ -33,11 +34,11 @@ def study(ctx: Context, stem: str) -> ExperimentResults | None:
     return experiment(other)
 
 
-def priced(ctx: Context, runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+def priced(root: Path, runs: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """`runs` and the column of seconds that compares compute: `gpu_s`, the runs priced at the step
-    times of `bench/models_07*.json` beside the view's results (each model alone on one GPU), where
-    those reports exist; else `train_s`, each run's own seconds."""
-    prices = sorted((ctx.results_dir.parent / "bench").glob("models_07*.json"))
+    times of `<root>/bench/models_07*.json` (each model alone on one GPU; root: a view's results
+    folder), where those reports exist; else `train_s`, each run's own seconds."""
+    prices = sorted((Path(root) / "bench").glob("models_07*.json"))
     return (bench_seconds(runs, prices), "gpu_s") if prices else (runs, "train_s")
 
 
@@ -63,12 +64,13 @@ def committed_budgets(res: ExperimentResults) -> dict[str, list[str]]:
     return {b: configs for b, configs in budgets.items() if configs}
 
 
-def missing_parts() -> list[str]:
-    """What the study registers but has no committed runs of: whole experiments, then budgets."""
+def missing_parts(scaling: ExperimentResults | None = None) -> list[str]:
+    """What the study registers but has no committed runs of: whole experiments, then budgets.
+    scaling: the committed `07_scaling`, when the caller has read it already."""
     have = {s: (paths.REPO_ROOT / "results" / s / "summary.json").is_file() for s in STEMS_07}
     out = [f"`{s}`" for s in STEMS_07 if not have[s]]
     if have["07_scaling"]:
-        run = committed_budgets(committed_results("07_scaling"))
+        run = committed_budgets(scaling or committed_results("07_scaling"))
         out += [f"the {b} budget of `07_scaling`" for b in BUDGETS_07 if b not in run]
     return out
 
@@ -137,11 +139,10 @@ class _Lines:
                      f"tied with the leader at {', '.join(where['tied']) or 'none'}; behind at {', '.join(where['behind']) or 'none'}.")
         return lines
 
-    def compute(self, ctx: Context) -> list[str]:
+    def compute(self) -> list[str]:
         """What the others reach in the seconds of each of HOPE's budgets."""
         q = self.q["07_scaling"]
-        costed, col = priced(replace(ctx, results_dir=paths.REPO_ROOT / "results" / "07_scaling"),
-                             scaling_runs(self.full["07_scaling"].exp_dir))
+        costed, col = priced(paths.REPO_ROOT / "results", scaling_runs(self.full["07_scaling"].exp_dir))
         price = "its steps times its step time alone on one GPU" if col == "gpu_s" else "its own seconds"
         step_s = (costed[col] / costed["steps"]).groupby(costed["model"]).median()  # seconds per step
         unrun = [b for b in BUDGETS_07 if b not in committed_budgets(self.full["07_scaling"])]
@@ -206,10 +207,10 @@ def scaling_takeaways(ctx: Context) -> str:
     if "07_scaling" not in have:
         return "No committed full results of `07_scaling` yet: run the commands of `docs/scaling.md` on a GPU."
     t = _Lines(ctx, have)
-    lines = ([t.sweep()] if "07_lr_sweep" in have else []) + t.budgets() + t.compute(ctx)
+    lines = ([t.sweep()] if "07_lr_sweep" in have else []) + t.budgets() + t.compute()
     lines += ([t.width()] if "07_width" in have else []) + ([t.corpus()] if "07_shakespeare" in have else [])
     lines.append(t.context())
-    missing = missing_parts()
+    missing = missing_parts(t.full["07_scaling"])
     if missing:
         lines.append(f"- **Not run yet:** {', '.join(missing)}. The study's question is answered only where runs exist.")
     return "\n".join(lines)
